@@ -1,0 +1,135 @@
+//! Writing an OCI image layout so that it appears all at once: everything is written
+//! into a staging directory beside the target, synced, and renamed into place. A failed
+//! or interrupted build leaves at most a `.NAME.partial-PID` directory, never something
+//! that looks like a finished image; an existing image is replaced only on success.
+
+use super::{Blob, ImageDocs, ImageError};
+use crate::layer::estargz::LayerInfo;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+const LAYER_PARTIAL: &str = ".layer.partial";
+
+pub struct LayoutWriter {
+    target: PathBuf,
+    staging: PathBuf,
+    committed: bool,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sibling(target: &Path, what: &str) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    target.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
+}
+
+impl LayoutWriter {
+    /// Prepares a staging directory for `target`. Refuses a target that exists but is
+    /// not an OCI layout, so a mistyped `--output` never deletes someone's files.
+    pub fn create(target: &Path) -> Result<LayoutWriter, ImageError> {
+        if target.exists() {
+            let is_layout = target.join("oci-layout").is_file();
+            let is_empty_dir = fs::read_dir(target)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !is_layout && !is_empty_dir {
+                return Err(ImageError::NotALayout(target.to_path_buf()));
+            }
+        }
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        let staging = sibling(target, "partial");
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        }
+        let blobs = staging.join("blobs/sha256");
+        fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
+        Ok(LayoutWriter {
+            target: target.to_path_buf(),
+            staging,
+            committed: false,
+        })
+    }
+
+    /// A fresh file in the staging directory for the layer blob.
+    pub fn layer_file(&self) -> Result<File, ImageError> {
+        let p = self.staging.join("blobs/sha256").join(LAYER_PARTIAL);
+        File::create(&p).map_err(io_err(&p))
+    }
+
+    fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), ImageError> {
+        let p = self.staging.join(rel);
+        let mut f = File::create(&p).map_err(io_err(&p))?;
+        f.write_all(bytes).map_err(io_err(&p))?;
+        f.sync_all().map_err(io_err(&p))
+    }
+
+    fn put_blob(&self, blob: &Blob) -> Result<(), ImageError> {
+        self.put(&format!("blobs/sha256/{}", blob.digest.hex()), &blob.bytes)
+    }
+
+    /// Stores the documents, names the layer blob by its digest, and moves the finished
+    /// layout into place.
+    pub fn commit(mut self, layer: &LayerInfo, docs: &ImageDocs) -> Result<PathBuf, ImageError> {
+        let blobs = self.staging.join("blobs/sha256");
+        let partial = blobs.join(LAYER_PARTIAL);
+        File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&partial))?;
+        let final_layer = blobs.join(layer.digest.hex());
+        fs::rename(&partial, &final_layer).map_err(io_err(&final_layer))?;
+        for c in &docs.configs {
+            self.put_blob(c)?;
+        }
+        for (_, m) in &docs.manifests {
+            self.put_blob(m)?;
+        }
+        self.put_blob(&docs.index)?;
+        self.put("oci-layout", OCI_LAYOUT)?;
+        self.put("index.json", &docs.layout_index)?;
+
+        // Swap into place: the old image (if any) stays until the new one is there.
+        let old = sibling(&self.target, "old");
+        let had_old = self.target.exists();
+        if had_old {
+            fs::rename(&self.target, &old).map_err(io_err(&self.target))?;
+        }
+        if let Err(e) = fs::rename(&self.staging, &self.target) {
+            if had_old {
+                let _ = fs::rename(&old, &self.target);
+            }
+            return Err(io_err(&self.target)(e));
+        }
+        self.committed = true;
+        if had_old {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        if let Some(parent) = self.target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(parent) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for LayoutWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}

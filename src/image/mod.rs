@@ -1,0 +1,326 @@
+//! OCI image layout around one layer: a config and a manifest per platform (sharing the
+//! layer), an image index over them, `index.json` naming it by tag, and `oci-layout`.
+//! Built from `oci-spec` types and serialised as canonical JSON (keys sorted, no
+//! whitespace), so the same inputs give the same digests.
+
+mod layout;
+
+pub use layout::LayoutWriter;
+
+use crate::digest::Digest;
+use crate::layer::estargz::{self, LayerInfo};
+use oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfigurationBuilder,
+    ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFsBuilder,
+};
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// The epoch: images carry no build time, so they are the same any day.
+pub const CREATED: &str = "1970-01-01T00:00:00Z";
+
+pub const ANNOTATION_SOURCE: &str = "org.opencontainers.image.source";
+pub const ANNOTATION_REVISION: &str = "org.opencontainers.image.revision";
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid platform {0:?}: expected os/arch or os/arch/variant, e.g. linux/arm64")]
+    Platform(String),
+    #[error("invalid tag {0:?}: up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'")]
+    Tag(String),
+    #[error("building OCI metadata: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("output {0} exists and is not an image layout written by depotai; remove it or choose another --output")]
+    NotALayout(std::path::PathBuf),
+}
+
+/// A target platform such as `linux/amd64` or `linux/arm64/v8`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl FromStr for Platform {
+    type Err = ImageError;
+    fn from_str(s: &str) -> Result<Platform, ImageError> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: Some(v.to_string()),
+            }),
+            _ => Err(ImageError::Platform(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The default platform set: a data image must `COPY --from` on either kind of builder.
+pub fn default_platforms() -> Vec<Platform> {
+    vec![
+        "linux/amd64".parse().expect("valid"),
+        "linux/arm64".parse().expect("valid"),
+    ]
+}
+
+/// Validates an OCI tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn validate_tag(tag: &str) -> Result<(), ImageError> {
+    let b = tag.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageError::Tag(tag.to_string()))
+    }
+}
+
+/// What the image says about itself.
+#[derive(Clone, Debug)]
+pub struct ImageMeta {
+    pub tag: String,
+    /// Where the content comes from (a URL), for `org.opencontainers.image.source`.
+    pub source: String,
+    /// The pinned revision, for `org.opencontainers.image.revision`.
+    pub revision: String,
+    pub platforms: Vec<Platform>,
+}
+
+/// One JSON document ready to be stored as a blob.
+#[derive(Clone, Debug)]
+pub struct Blob {
+    pub digest: Digest,
+    pub bytes: Vec<u8>,
+}
+
+impl Blob {
+    fn new(bytes: Vec<u8>) -> Blob {
+        Blob {
+            digest: Digest::of(&bytes),
+            bytes,
+        }
+    }
+}
+
+/// All metadata documents of an image.
+#[derive(Clone, Debug)]
+pub struct ImageDocs {
+    pub configs: Vec<Blob>,
+    pub manifests: Vec<(Platform, Blob)>,
+    pub index: Blob,
+    /// The layout's `index.json` (not a blob).
+    pub layout_index: Vec<u8>,
+}
+
+/// Keys sorted, compact: the one serialisation we ever write, whatever map type the
+/// spec structs use inside.
+pub fn canonical_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    fn sort(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut pairs: Vec<_> = m.into_iter().collect();
+                pairs.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(pairs.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
+            other => other,
+        }
+    }
+    let value = serde_json::to_value(v).expect("OCI documents serialise");
+    serde_json::to_vec(&sort(value)).expect("a JSON value serialises")
+}
+
+fn descriptor(
+    media_type: MediaType,
+    blob: &Blob,
+    annotations: Option<HashMap<String, String>>,
+    platform: Option<&Platform>,
+) -> Result<Descriptor, ImageError> {
+    let mut b = DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(oci_digest(&blob.digest))
+        .size(blob.bytes.len() as u64);
+    if let Some(a) = annotations {
+        b = b.annotations(a);
+    }
+    if let Some(p) = platform {
+        b = b.platform(oci_platform(p)?);
+    }
+    Ok(b.build()?)
+}
+
+fn oci_digest(d: &Digest) -> oci_spec::image::Digest {
+    d.to_string()
+        .parse()
+        .expect("our digests are valid OCI digests")
+}
+
+fn oci_platform(p: &Platform) -> Result<oci_spec::image::Platform, ImageError> {
+    let mut b = PlatformBuilder::default()
+        .os(Os::from(p.os.as_str()))
+        .architecture(Arch::from(p.arch.as_str()));
+    if let Some(v) = &p.variant {
+        b = b.variant(v.clone());
+    }
+    Ok(b.build()?)
+}
+
+/// Builds the config, manifest and index documents for an image holding `layer`.
+pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, ImageError> {
+    validate_tag(&meta.tag)?;
+    let provenance: HashMap<String, String> = [
+        (ANNOTATION_SOURCE.to_string(), meta.source.clone()),
+        (ANNOTATION_REVISION.to_string(), meta.revision.clone()),
+    ]
+    .into();
+    let layer_annotations: HashMap<String, String> = [
+        (
+            estargz::TOC_DIGEST_ANNOTATION.to_string(),
+            layer.toc_digest.to_string(),
+        ),
+        (
+            estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(),
+            layer.uncompressed_size.to_string(),
+        ),
+    ]
+    .into();
+    let layer_desc = DescriptorBuilder::default()
+        .media_type(MediaType::from(estargz::MEDIA_TYPE))
+        .digest(oci_digest(&layer.digest))
+        .size(layer.size)
+        .annotations(layer_annotations)
+        .build()?;
+
+    let mut configs = Vec::new();
+    let mut manifests = Vec::new();
+    let mut index_entries = Vec::new();
+    for p in &meta.platforms {
+        let mut cb = ImageConfigurationBuilder::default()
+            .created(CREATED.to_string())
+            .architecture(Arch::from(p.arch.as_str()))
+            .os(Os::from(p.os.as_str()))
+            .config(
+                ConfigBuilder::default()
+                    .labels(provenance.clone())
+                    .build()?,
+            )
+            .rootfs(
+                RootFsBuilder::default()
+                    .typ("layers".to_string())
+                    .diff_ids(vec![layer.diff_id.to_string()])
+                    .build()?,
+            );
+        if let Some(v) = &p.variant {
+            cb = cb.variant(v.clone());
+        }
+        let config = Blob::new(canonical_json(&cb.build()?));
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(MediaType::ImageConfig, &config, None, None)?)
+            .layers(vec![layer_desc.clone()])
+            .annotations(provenance.clone())
+            .build()?;
+        let manifest = Blob::new(canonical_json(&manifest));
+        index_entries.push(descriptor(
+            MediaType::ImageManifest,
+            &manifest,
+            None,
+            Some(p),
+        )?);
+        configs.push(config);
+        manifests.push((p.clone(), manifest));
+    }
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(index_entries)
+        .annotations(provenance)
+        .build()?;
+    let index = Blob::new(canonical_json(&index));
+    let tag_annotation: HashMap<String, String> =
+        [(ANNOTATION_REF_NAME.to_string(), meta.tag.clone())].into();
+    let layout_index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![descriptor(
+            MediaType::ImageIndex,
+            &index,
+            Some(tag_annotation),
+            None,
+        )?])
+        .build()?;
+    Ok(ImageDocs {
+        configs,
+        manifests,
+        index,
+        layout_index: canonical_json(&layout_index),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_and_print() {
+        let p: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(p.variant.as_deref(), Some("v8"));
+        assert_eq!(p.to_string(), "linux/arm64/v8");
+        for bad in ["linux", "linux/", "Linux/amd64", "a/b/c/d"] {
+            assert!(bad.parse::<Platform>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tags_follow_the_distribution_grammar() {
+        validate_tag("latest").unwrap();
+        validate_tag("v1.2_3-rc").unwrap();
+        for bad in ["", ".x", "-x", "a:b", &"x".repeat(129)] {
+            assert!(validate_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let v = serde_json::json!({"b": {"z": 1, "a": [{"y": 1, "x": 2}]}, "a": 0});
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).unwrap(),
+            r#"{"a":0,"b":{"a":[{"x":2,"y":1}],"z":1}}"#
+        );
+    }
+}

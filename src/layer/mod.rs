@@ -1,0 +1,288 @@
+//! Layer format code: a sorted set of entries → a deterministic tar stream → an eStargz
+//! blob. Nothing here knows where the files came from.
+
+pub mod estargz;
+pub mod tar;
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+/// Fixed permissions: the image never depends on the builder's umask or file owners.
+pub const FILE_MODE: u32 = 0o644;
+pub const EXEC_MODE: u32 = 0o755;
+pub const DIR_MODE: u32 = 0o755;
+pub const SYMLINK_MODE: u32 = 0o777;
+
+/// What one path in the image is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Directory,
+    File { size: u64, executable: bool },
+    Symlink { target: String },
+}
+
+/// One path of the image: relative, `/`-separated, without a trailing slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub kind: EntryKind,
+}
+
+/// Where file contents come from. `open` is called once per non-empty file, in output
+/// order; the reader must yield exactly the size the entry announced.
+pub trait Contents: Sync {
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("invalid path {path:?} in the image: {why}")]
+    InvalidPath { path: String, why: &'static str },
+    #[error("{path:?} appears twice")]
+    Duplicate { path: String },
+    #[error("{path:?} is both a file and a directory")]
+    NotADirectory { path: String },
+    #[error("{path:?} is reserved for the eStargz format and cannot be a model file")]
+    Reserved { path: String },
+    #[error("--prefetch path {path:?} is not in the image")]
+    PrefetchNotFound { path: String },
+    #[error("the layer has no files")]
+    Empty,
+    #[error("chunk size must be between 1 byte and 1 GiB, got {0}")]
+    ChunkSize(u64),
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("{path} changed while it was read ({what}); rebuild when the files are stable")]
+    Changed { path: String, what: &'static str },
+    #[error("writing the layer: {0}")]
+    Write(io::Error),
+    #[error("compressing the layer failed: {0}")]
+    Compress(String),
+}
+
+/// Checks that `path` can be a tar entry name that extracts inside the image root.
+pub fn validate_path(path: &str) -> Result<(), LayerError> {
+    let bad = |why| {
+        Err(LayerError::InvalidPath {
+            path: path.to_string(),
+            why,
+        })
+    };
+    if path.is_empty() {
+        return bad("empty path");
+    }
+    if path.starts_with('/') {
+        return bad("absolute path");
+    }
+    if path.contains('\0') {
+        return bad("NUL byte");
+    }
+    for seg in path.split('/') {
+        match seg {
+            "" => return bad("empty path segment"),
+            "." | ".." => return bad("'.' or '..' segment"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+pub(crate) const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
+pub(crate) const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
+pub(crate) const TOC_NAME: &str = "stargz.index.json";
+
+/// One entry in output order, with the landmark made explicit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Planned {
+    Landmark(&'static str),
+    Source(Entry),
+}
+
+/// Puts the entries in their one output order: parents added where missing, then
+/// sorted by path bytes (a parent is a prefix of its children, so it always comes
+/// first). With `prefetch`, the listed paths (and their parents; a directory brings
+/// everything below it) come first, then `.prefetch.landmark`; otherwise
+/// `.no.prefetch.landmark` leads.
+pub(crate) fn plan(entries: Vec<Entry>, prefetch: &[String]) -> Result<Vec<Planned>, LayerError> {
+    let mut by_path: BTreeMap<String, Entry> = BTreeMap::new();
+    for e in entries {
+        validate_path(&e.path)?;
+        if [TOC_NAME, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK].contains(&e.path.as_str()) {
+            return Err(LayerError::Reserved { path: e.path });
+        }
+        if by_path.contains_key(&e.path) {
+            return Err(LayerError::Duplicate { path: e.path });
+        }
+        by_path.insert(e.path.clone(), e);
+    }
+    if !by_path
+        .values()
+        .any(|e| !matches!(e.kind, EntryKind::Directory))
+    {
+        return Err(LayerError::Empty);
+    }
+    let paths: Vec<String> = by_path.keys().cloned().collect();
+    for p in paths {
+        let mut parent = p.as_str();
+        while let Some(i) = parent.rfind('/') {
+            parent = &parent[..i];
+            match by_path.get(parent) {
+                Some(Entry {
+                    kind: EntryKind::Directory,
+                    ..
+                }) => {}
+                Some(_) => {
+                    return Err(LayerError::NotADirectory {
+                        path: parent.to_string(),
+                    })
+                }
+                None => {
+                    by_path.insert(
+                        parent.to_string(),
+                        Entry {
+                            path: parent.to_string(),
+                            kind: EntryKind::Directory,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    if prefetch.is_empty() {
+        let mut out = vec![Planned::Landmark(NO_PREFETCH_LANDMARK)];
+        out.extend(by_path.into_values().map(Planned::Source));
+        return Ok(out);
+    }
+
+    let mut out = Vec::new();
+    for wanted in prefetch {
+        let wanted = wanted.trim_start_matches("./").trim_matches('/');
+        if !by_path.contains_key(wanted) {
+            return Err(LayerError::PrefetchNotFound {
+                path: wanted.to_string(),
+            });
+        }
+        let mut chain: Vec<&str> = Vec::new();
+        let mut p = wanted;
+        chain.push(p);
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            chain.push(p);
+        }
+        let under = format!("{wanted}/");
+        let mut take: Vec<String> = chain.into_iter().rev().map(str::to_string).collect();
+        take.extend(
+            by_path
+                .range(under.clone()..)
+                .take_while(|(k, _)| k.starts_with(&under))
+                .map(|(k, _)| k.clone()),
+        );
+        for k in take {
+            if let Some(e) = by_path.remove(&k) {
+                out.push(Planned::Source(e));
+            }
+        }
+    }
+    out.push(Planned::Landmark(PREFETCH_LANDMARK));
+    out.extend(by_path.into_values().map(Planned::Source));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(p: &str) -> Entry {
+        Entry {
+            path: p.into(),
+            kind: EntryKind::File {
+                size: 1,
+                executable: false,
+            },
+        }
+    }
+
+    fn names(plan: &[Planned]) -> Vec<String> {
+        plan.iter()
+            .map(|p| match p {
+                Planned::Landmark(n) => n.to_string(),
+                Planned::Source(e) => e.path.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_are_sorted_by_path_bytes_with_parents_added() {
+        let plan = plan(
+            vec![file("b/c/d.txt"), file("a-b"), file("a/x"), file("B")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            names(&plan),
+            [
+                ".no.prefetch.landmark",
+                "B",
+                "a",
+                "a-b",
+                "a/x",
+                "b",
+                "b/c",
+                "b/c/d.txt"
+            ]
+        );
+    }
+
+    #[test]
+    fn prefetch_paths_come_first_with_their_parents_then_the_landmark() {
+        let plan = plan(
+            vec![
+                file("z.txt"),
+                file("m/cfg.json"),
+                file("m/w.bin"),
+                file("d/a"),
+                file("d/b"),
+            ],
+            &["m/cfg.json".into(), "d".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            names(&plan),
+            [
+                "m",
+                "m/cfg.json",
+                "d",
+                "d/a",
+                "d/b",
+                ".prefetch.landmark",
+                "m/w.bin",
+                "z.txt"
+            ]
+        );
+    }
+
+    #[test]
+    fn unsafe_duplicate_reserved_and_missing_paths_are_refused() {
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/"] {
+            assert!(plan(vec![file(bad)], &[]).is_err(), "{bad:?}");
+        }
+        assert!(matches!(
+            plan(vec![file("a"), file("a")], &[]),
+            Err(LayerError::Duplicate { .. })
+        ));
+        assert!(matches!(
+            plan(vec![file("stargz.index.json")], &[]),
+            Err(LayerError::Reserved { .. })
+        ));
+        assert!(matches!(
+            plan(vec![file("a"), file("a/b")], &[]),
+            Err(LayerError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            plan(vec![file("a")], &["nope".into()]),
+            Err(LayerError::PrefetchNotFound { .. })
+        ));
+        assert!(matches!(plan(vec![], &[]), Err(LayerError::Empty)));
+    }
+}

@@ -1,0 +1,18 @@
+//! The `depotai` command. Parses arguments, runs one command, and turns errors into a
+//! single line and an exit code; the work is done by the library.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("depotai: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The whole job for one model: entries from a source → eStargz layer → OCI layout.
+
+use crate::digest::Digest;
+use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
+use crate::layer::estargz::{self, LayerInfo};
+use crate::layer::{Contents, Entry, LayerError};
+use crate::names::{CommitSha, ModelName};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    pub name: ModelName,
+    pub sha: CommitSha,
+    pub tag: String,
+    pub output: PathBuf,
+    pub platforms: Vec<Platform>,
+    pub layer: estargz::Options,
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildReport {
+    pub output: PathBuf,
+    pub tag: String,
+    pub index_digest: Digest,
+    pub manifests: Vec<(Platform, Digest)>,
+    pub configs: Vec<Digest>,
+    pub layer: LayerInfo,
+    pub seconds: f64,
+}
+
+/// Where a model's files live on the Hub, for the image's source annotation.
+pub fn source_url(name: &ModelName) -> String {
+    format!("https://huggingface.co/{name}")
+}
+
+/// The default output directory: `out/<name, lowercased>`.
+pub fn default_output(name: &ModelName) -> PathBuf {
+    Path::new("out").join(name.registry_path())
+}
+
+pub fn build_image(
+    entries: Vec<Entry>,
+    contents: &dyn Contents,
+    req: &BuildRequest,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BuildReport, BuildError> {
+    let started = Instant::now();
+    image::validate_tag(&req.tag)?;
+    let layout = LayoutWriter::create(&req.output)?;
+    let file = layout.layer_file()?;
+    let (layer, out) = estargz::build(
+        entries,
+        contents,
+        &req.layer,
+        BufWriter::with_capacity(1 << 20, file),
+        progress,
+    )?;
+    out.into_inner()
+        .map_err(|e| LayerError::Write(e.into_error()))?;
+    let meta = ImageMeta {
+        tag: req.tag.clone(),
+        source: source_url(&req.name),
+        revision: req.sha.to_string(),
+        platforms: req.platforms.clone(),
+    };
+    let docs: ImageDocs = image::image_docs(&layer, &meta)?;
+    let output = layout.commit(&layer, &docs)?;
+    Ok(BuildReport {
+        output,
+        tag: req.tag.clone(),
+        index_digest: docs.index.digest,
+        manifests: docs
+            .manifests
+            .iter()
+            .map(|(p, b)| (p.clone(), b.digest))
+            .collect(),
+        configs: docs.configs.iter().map(|c| c.digest).collect(),
+        layer,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
