@@ -273,11 +273,13 @@ fn read_and_cut(
                 cut.emit(std::mem::take(&mut open), open_chunk_len)?;
                 open = Vec::with_capacity(len as usize + tarfmt::BLOCK * 4);
                 match &mut reader {
-                    Some(r) => read_chunk(r, &mut open, len, &name)?,
+                    Some(r) => {
+                        read_chunk(r, &mut open, len, &name)?;
+                        progress(len);
+                    }
                     None => open.push(LANDMARK_CONTENT),
                 }
                 file_hash.update(&open);
-                progress(len);
                 open_chunk_len = if n_chunks > 1 { len as usize } else { 0 };
                 chunks.push(ChunkRef {
                     member: cut.next_index,
