@@ -1,0 +1,222 @@
+//! Interop: our images checked by code we did not write — the reference Go eStargz
+//! library, skopeo, umoci, oci-image-tool, the CNCF distribution registry and buildah
+//! (all from `../shared/tools/install-interop.sh --probe`).
+//!
+//! Without the tools these tests say so and pass; with `CI=true` a missing tool fails.
+
+mod support;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools")
+}
+
+/// True when every tool is there. Missing tools fail the test under CI=true.
+fn have(tools: &[&str]) -> bool {
+    let mut missing: Vec<String> = tools
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+        .map(|t| t.to_string())
+        .collect();
+    if !tools_dir().join("oci-check.sh").is_file() {
+        missing.push(format!("{}/oci-check.sh", tools_dir().display()));
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "interop tools missing: {} (run ../shared/tools/install-interop.sh --probe)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIP: {msg}");
+    false
+}
+
+fn run_checked(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{cmd:?} failed:\n{out}");
+    out
+}
+
+fn edge_tree(root: &Path) {
+    write(root, "config.json", br#"{"model_type": "bert"}"#);
+    write(root, "weights/model.safetensors", &pseudo_random(300_000, 5));
+    write(root, "weights/exact.bin", &pseudo_random(65536, 6));
+    write(root, "empty.txt", b"");
+    write(root, &format!("{}/{}.json", "d".repeat(150), "f".repeat(120)), b"{}");
+    write(root, "ünïcödé/名前.txt", "名前\n".as_bytes());
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    std::os::unix::fs::symlink("weights/model.safetensors", root.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn oci_check_passes_on_the_example_and_on_an_edge_case_tree() {
+    if !have(&["skopeo", "umoci", "docker-registry", "oci-image-tool", "go", "jq"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let edge = tmp.path().join("edge");
+    edge_tree(&edge);
+    let cases: [(&Path, &[&str]); 2] = [
+        (Path::new("fixtures/tiny-model"), &["--quiet"]),
+        (&edge, &["--quiet", "--chunk-size", "64KiB"]),
+    ];
+    for (i, (src, flags)) in cases.iter().enumerate() {
+        let out = tmp.path().join(format!("out{i}"));
+        assert_ok(&build(src, "acme/interop", &out, flags));
+        let report = run_checked(Command::new("bash").arg(tools_dir().join("oci-check.sh")).arg(&out).arg(src));
+        assert!(report.contains("oci-check: PASS"), "{report}");
+        for step in ["1 oci-image-tool", "6 round-trip digests unchanged", "8 diff -r SOURCE rootfs", "9.0 estargz-verify"] {
+            assert!(report.contains(&format!("PASS  {step}")), "{step}:\n{report}");
+        }
+    }
+}
+
+#[test]
+fn reference_verifier_rejects_a_layer_with_a_flipped_payload_byte() {
+    if !have(&["go"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    assert_ok(&build(Path::new("fixtures/tiny-model"), "acme/m", &out, &["--quiet"]));
+    let l = Layout::read(&out);
+    let verify = |blob: &Path| {
+        Command::new("bash")
+            .arg(tools_dir().join("estargz-verify.sh"))
+            .arg("verify")
+            .arg(blob)
+            .output()
+            .unwrap()
+    };
+    let good = tmp.path().join("good.blob");
+    fs::write(&good, &l.blob).unwrap();
+    let o = verify(&good);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(line["toc_digest"], l.layer_annotation("containerd.io/snapshot/stargz/toc.digest").as_str());
+    assert_eq!(line["diff_id"], l.configs[0]["rootfs"]["diff_ids"][0]);
+
+    let mut bad = l.blob.clone();
+    let mid = l.blob.len() / 3;
+    bad[mid] ^= 0x40;
+    let bad_path = tmp.path().join("bad.blob");
+    fs::write(&bad_path, &bad).unwrap();
+    let o = verify(&bad_path);
+    assert!(!o.status.success(), "a corrupted layer must fail verification");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("FAIL"));
+}
+
+/// A throwaway CNCF distribution registry on 127.0.0.1, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let cfg = dir.path().join("config.yml");
+        fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut resp = String::new();
+                let _ = s.read_to_string(&mut resp);
+                if resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry { child, addr, _dir: dir }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn buildah_copies_files_from_the_pushed_image_byte_for_byte() {
+    if !have(&["buildah", "skopeo", "umoci", "docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let fixture = Path::new("fixtures/tiny-model");
+    assert_ok(&build(fixture, "acme/tiny-model", &out, &["--quiet"]));
+    let reg = Registry::start();
+    let image = format!("{}/acme/tiny-model:latest", reg.addr);
+    run_checked(Command::new("skopeo").args(["copy", "-q", "--all", "--preserve-digests", "--dest-tls-verify=false"]).arg(format!("oci:{}:latest", out.display())).arg(format!("docker://{image}")));
+
+    let ctx = tmp.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nCOPY --from={image} /model.safetensors /1_Pooling/config.json /\nCOPY --from={image} /modèle-überblick.txt /docs/\n"),
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root").arg(store.join("root")).arg("--runroot").arg(store.join("run")).args(["--storage-driver", "vfs"]).args(args);
+        c
+    };
+    run_checked(buildah(&["build", "--isolation", "chroot", "--tls-verify=false", "-t", "localhost/copied:latest"]).arg(&ctx));
+    let copied = tmp.path().join("copied");
+    run_checked(buildah(&["push", "localhost/copied:latest"]).arg(format!("oci:{}:latest", copied.display())));
+    let rootfs = tmp.path().join("rootfs");
+    run_checked(Command::new("umoci").args(["raw", "unpack", "--image"]).arg(format!("{}:latest", copied.display())).arg(&rootfs));
+    for (inside, source) in [
+        ("model.safetensors", "model.safetensors"),
+        ("config.json", "1_Pooling/config.json"),
+        ("docs/modèle-überblick.txt", "modèle-überblick.txt"),
+    ] {
+        assert_eq!(fs::read(rootfs.join(inside)).unwrap(), fs::read(fixture.join(source)).unwrap(), "{inside}");
+    }
+}
