@@ -88,7 +88,12 @@ fn siblings(dir: &Path) -> Vec<String> {
 fn a_read_error_midway_leaves_the_previous_image_untouched_and_no_partial_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("img");
-    assert_ok(&build(Path::new("fixtures/tiny-model"), "acme/m", &out, &["--quiet"]));
+    assert_ok(&build(
+        Path::new("fixtures/tiny-model"),
+        "acme/m",
+        &out,
+        &["--quiet"],
+    ));
     let before = fs::read(out.join("index.json")).unwrap();
 
     let err = build_image(
@@ -123,8 +128,15 @@ fn a_file_that_shrinks_while_read_fails_and_writes_nothing() {
     )
     .unwrap_err();
     assert!(matches!(err, BuildError::Layer(_)));
-    assert!(err.to_string().contains("changed while it was read"), "{err}");
-    assert!(siblings(tmp.path()).is_empty(), "{:?}", siblings(tmp.path()));
+    assert!(
+        err.to_string().contains("changed while it was read"),
+        "{err}"
+    );
+    assert!(
+        siblings(tmp.path()).is_empty(),
+        "{:?}",
+        siblings(tmp.path())
+    );
 }
 
 #[test]
@@ -137,8 +149,13 @@ fn a_directory_file_modified_after_the_scan_is_caught() {
     // Same length, different bytes and mtime: only the metadata check can see it.
     std::thread::sleep(std::time::Duration::from_millis(20));
     fs::write(src.join("b.bin"), pseudo_random(5000, 2)).unwrap();
-    let err = build_image(entries, &contents, &request(&tmp.path().join("img")), &|_| {})
-        .unwrap_err();
+    let err = build_image(
+        entries,
+        &contents,
+        &request(&tmp.path().join("img")),
+        &|_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("b.bin"), "{err}");
     assert!(err.to_string().contains("changed"), "{err}");
     assert!(!tmp.path().join("img").exists());
@@ -158,10 +175,31 @@ fn progress_reports_every_content_byte_once() {
         })
         .sum();
     let seen = AtomicU64::new(0);
-    let report = build_image(entries, &contents, &request(&tmp.path().join("img")), &|n| {
-        seen.fetch_add(n, Ordering::Relaxed);
-    })
+    let report = build_image(
+        entries,
+        &contents,
+        &request(&tmp.path().join("img")),
+        &|n| {
+            seen.fetch_add(n, Ordering::Relaxed);
+        },
+    )
     .unwrap();
     assert_eq!(seen.load(Ordering::Relaxed), total);
     assert_eq!(report.layer.content_bytes, total);
+}
+
+#[test]
+fn leftovers_of_a_killed_build_are_cleaned_up_by_the_next_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A pid that cannot be running: above the kernel's pid_max limit.
+    let stale = tmp.path().join(".img.partial-4294967");
+    fs::create_dir_all(stale.join("blobs/sha256")).unwrap();
+    let out = tmp.path().join("img");
+    assert_ok(&build(
+        Path::new("fixtures/tiny-model"),
+        "acme/m",
+        &out,
+        &["--quiet"],
+    ));
+    assert_eq!(siblings(tmp.path()), ["img"]);
 }

@@ -19,15 +19,27 @@ fn fails_with(o: &std::process::Output, needle: &str) {
 
 fn no_image_and_no_leftovers(parent: &Path) {
     let left: Vec<_> = fs::read_dir(parent)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(left.iter().all(|n| !n.starts_with("out") && !n.contains("partial")), "{left:?}");
+    assert!(
+        left.iter()
+            .all(|n| !n.starts_with("out") && !n.contains("partial")),
+        "{left:?}"
+    );
 }
 
 #[test]
 fn missing_directory_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = build(&tmp.path().join("nope"), "acme/m", &tmp.path().join("out"), &[]);
+    let o = build(
+        &tmp.path().join("nope"),
+        "acme/m",
+        &tmp.path().join("out"),
+        &[],
+    );
     fails_with(&o, "does not exist");
     no_image_and_no_leftovers(tmp.path());
 }
@@ -37,7 +49,10 @@ fn empty_directory_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir_all(src.join("only/dirs")).unwrap();
-    fails_with(&build(&src, "acme/m", &tmp.path().join("out"), &[]), "has no files");
+    fails_with(
+        &build(&src, "acme/m", &tmp.path().join("out"), &[]),
+        "has no files",
+    );
     no_image_and_no_leftovers(tmp.path());
 }
 
@@ -46,10 +61,21 @@ fn invalid_model_names_and_shas_are_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let fx = Path::new("fixtures/tiny-model");
     for bad in ["acme/../x", "a/b/c", "acme/bad name", "acme/a--b"] {
-        fails_with(&build(fx, bad, &tmp.path().join("out"), &[]), "invalid model name");
+        fails_with(
+            &build(fx, bad, &tmp.path().join("out"), &[]),
+            "invalid model name",
+        );
     }
     let o = depotai()
-        .args(["build", "--from-dir", "fixtures/tiny-model", "--name", "acme/m", "--sha", "main"])
+        .args([
+            "build",
+            "--from-dir",
+            "fixtures/tiny-model",
+            "--name",
+            "acme/m",
+            "--sha",
+            "main",
+        ])
         .output()
         .unwrap();
     fails_with(&o, "40 hexadecimal digits");
@@ -62,10 +88,16 @@ fn symlink_leaving_the_tree_is_refused_not_followed() {
     let src = tmp.path().join("src");
     write(&src, "config.json", b"{}");
     symlink("/etc/passwd", src.join("passwd")).unwrap();
-    fails_with(&build(&src, "acme/m", &tmp.path().join("out"), &[]), "points outside the model directory");
+    fails_with(
+        &build(&src, "acme/m", &tmp.path().join("out"), &[]),
+        "points outside the model directory",
+    );
     fs::remove_file(src.join("passwd")).unwrap();
     symlink("../../secret", src.join("up")).unwrap();
-    fails_with(&build(&src, "acme/m", &tmp.path().join("out"), &[]), "points outside the model directory");
+    fails_with(
+        &build(&src, "acme/m", &tmp.path().join("out"), &[]),
+        "points outside the model directory",
+    );
     no_image_and_no_leftovers(tmp.path());
 }
 
@@ -74,9 +106,15 @@ fn special_files_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     write(&src, "config.json", b"{}");
-    let status = std::process::Command::new("mkfifo").arg(src.join("pipe")).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(src.join("pipe"))
+        .status()
+        .unwrap();
     assert!(status.success());
-    fails_with(&build(&src, "acme/m", &tmp.path().join("out"), &[]), "is a FIFO");
+    fails_with(
+        &build(&src, "acme/m", &tmp.path().join("out"), &[]),
+        "is a FIFO",
+    );
 }
 
 #[test]
@@ -84,7 +122,10 @@ fn reserved_estargz_names_in_the_model_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     write(&src, "stargz.index.json", b"{}");
-    fails_with(&build(&src, "acme/m", &tmp.path().join("out"), &[]), "reserved");
+    fails_with(
+        &build(&src, "acme/m", &tmp.path().join("out"), &[]),
+        "reserved",
+    );
 }
 
 #[test]
@@ -92,9 +133,15 @@ fn bad_flags_are_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let fx = Path::new("fixtures/tiny-model");
     let out = tmp.path().join("out");
-    fails_with(&build(fx, "acme/m", &out, &["--platform", "linux"]), "invalid platform");
+    fails_with(
+        &build(fx, "acme/m", &out, &["--platform", "linux"]),
+        "invalid platform",
+    );
     fails_with(&build(fx, "acme/m", &out, &["--tag=-bad"]), "invalid tag");
-    fails_with(&build(fx, "acme/m", &out, &["--prefetch", "missing.json"]), "not in the image");
+    fails_with(
+        &build(fx, "acme/m", &out, &["--prefetch", "missing.json"]),
+        "not in the image",
+    );
     // clap's own usage errors exit 2.
     let o = build(fx, "acme/m", &out, &["--chunk-size", "0"]);
     assert_eq!(o.status.code(), Some(2));
@@ -106,6 +153,9 @@ fn an_output_that_is_not_an_image_is_never_overwritten() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("precious");
     write(&out, "thesis.tex", b"years of work");
-    fails_with(&build(Path::new("fixtures/tiny-model"), "acme/m", &out, &[]), "not an image layout");
+    fails_with(
+        &build(Path::new("fixtures/tiny-model"), "acme/m", &out, &[]),
+        "not an image layout",
+    );
     assert_eq!(fs::read(out.join("thesis.tex")).unwrap(), b"years of work");
 }

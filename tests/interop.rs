@@ -62,18 +62,34 @@ fn run_checked(cmd: &mut Command) -> String {
 
 fn edge_tree(root: &Path) {
     write(root, "config.json", br#"{"model_type": "bert"}"#);
-    write(root, "weights/model.safetensors", &pseudo_random(300_000, 5));
+    write(
+        root,
+        "weights/model.safetensors",
+        &pseudo_random(300_000, 5),
+    );
     write(root, "weights/exact.bin", &pseudo_random(65536, 6));
     write(root, "empty.txt", b"");
-    write(root, &format!("{}/{}.json", "d".repeat(150), "f".repeat(120)), b"{}");
+    write(
+        root,
+        &format!("{}/{}.json", "d".repeat(150), "f".repeat(120)),
+        b"{}",
+    );
     write(root, "ünïcödé/名前.txt", "名前\n".as_bytes());
     fs::create_dir_all(root.join("empty-dir")).unwrap();
-    std::os::unix::fs::symlink("weights/model.safetensors", root.join("model.safetensors")).unwrap();
+    std::os::unix::fs::symlink("weights/model.safetensors", root.join("model.safetensors"))
+        .unwrap();
 }
 
 #[test]
 fn oci_check_passes_on_the_example_and_on_an_edge_case_tree() {
-    if !have(&["skopeo", "umoci", "docker-registry", "oci-image-tool", "go", "jq"]) {
+    if !have(&[
+        "skopeo",
+        "umoci",
+        "docker-registry",
+        "oci-image-tool",
+        "go",
+        "jq",
+    ]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -86,10 +102,23 @@ fn oci_check_passes_on_the_example_and_on_an_edge_case_tree() {
     for (i, (src, flags)) in cases.iter().enumerate() {
         let out = tmp.path().join(format!("out{i}"));
         assert_ok(&build(src, "acme/interop", &out, flags));
-        let report = run_checked(Command::new("bash").arg(tools_dir().join("oci-check.sh")).arg(&out).arg(src));
+        let report = run_checked(
+            Command::new("bash")
+                .arg(tools_dir().join("oci-check.sh"))
+                .arg(&out)
+                .arg(src),
+        );
         assert!(report.contains("oci-check: PASS"), "{report}");
-        for step in ["1 oci-image-tool", "6 round-trip digests unchanged", "8 diff -r SOURCE rootfs", "9.0 estargz-verify"] {
-            assert!(report.contains(&format!("PASS  {step}")), "{step}:\n{report}");
+        for step in [
+            "1 oci-image-tool",
+            "6 round-trip digests unchanged",
+            "8 diff -r SOURCE rootfs",
+            "9.0 estargz-verify",
+        ] {
+            assert!(
+                report.contains(&format!("PASS  {step}")),
+                "{step}:\n{report}"
+            );
         }
     }
 }
@@ -101,7 +130,12 @@ fn reference_verifier_rejects_a_layer_with_a_flipped_payload_byte() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    assert_ok(&build(Path::new("fixtures/tiny-model"), "acme/m", &out, &["--quiet"]));
+    assert_ok(&build(
+        Path::new("fixtures/tiny-model"),
+        "acme/m",
+        &out,
+        &["--quiet"],
+    ));
     let l = Layout::read(&out);
     let verify = |blob: &Path| {
         Command::new("bash")
@@ -116,7 +150,11 @@ fn reference_verifier_rejects_a_layer_with_a_flipped_payload_byte() {
     let o = verify(&good);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(line["toc_digest"], l.layer_annotation("containerd.io/snapshot/stargz/toc.digest").as_str());
+    assert_eq!(
+        line["toc_digest"],
+        l.layer_annotation("containerd.io/snapshot/stargz/toc.digest")
+            .as_str()
+    );
     assert_eq!(line["diff_id"], l.configs[0]["rootfs"]["diff_ids"][0]);
 
     let mut bad = l.blob.clone();
@@ -125,7 +163,10 @@ fn reference_verifier_rejects_a_layer_with_a_flipped_payload_byte() {
     let bad_path = tmp.path().join("bad.blob");
     fs::write(&bad_path, &bad).unwrap();
     let o = verify(&bad_path);
-    assert!(!o.status.success(), "a corrupted layer must fail verification");
+    assert!(
+        !o.status.success(),
+        "a corrupted layer must fail verification"
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("FAIL"));
 }
 
@@ -139,7 +180,11 @@ struct Registry {
 impl Registry {
     fn start() -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let cfg = dir.path().join("config.yml");
         fs::write(
             &cfg,
@@ -170,7 +215,11 @@ impl Registry {
             assert!(Instant::now() < deadline, "registry did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Registry { child, addr, _dir: dir }
+        Registry {
+            child,
+            addr,
+            _dir: dir,
+        }
     }
 }
 
@@ -192,7 +241,18 @@ fn buildah_copies_files_from_the_pushed_image_byte_for_byte() {
     assert_ok(&build(fixture, "acme/tiny-model", &out, &["--quiet"]));
     let reg = Registry::start();
     let image = format!("{}/acme/tiny-model:latest", reg.addr);
-    run_checked(Command::new("skopeo").args(["copy", "-q", "--all", "--preserve-digests", "--dest-tls-verify=false"]).arg(format!("oci:{}:latest", out.display())).arg(format!("docker://{image}")));
+    run_checked(
+        Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:latest", out.display()))
+            .arg(format!("docker://{image}")),
+    );
 
     let ctx = tmp.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
@@ -204,19 +264,46 @@ fn buildah_copies_files_from_the_pushed_image_byte_for_byte() {
     let store = tmp.path().join("store");
     let buildah = |args: &[&str]| {
         let mut c = Command::new("buildah");
-        c.arg("--root").arg(store.join("root")).arg("--runroot").arg(store.join("run")).args(["--storage-driver", "vfs"]).args(args);
+        c.arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
         c
     };
-    run_checked(buildah(&["build", "--isolation", "chroot", "--tls-verify=false", "-t", "localhost/copied:latest"]).arg(&ctx));
+    run_checked(
+        buildah(&[
+            "build",
+            "--isolation",
+            "chroot",
+            "--tls-verify=false",
+            "-t",
+            "localhost/copied:latest",
+        ])
+        .arg(&ctx),
+    );
     let copied = tmp.path().join("copied");
-    run_checked(buildah(&["push", "localhost/copied:latest"]).arg(format!("oci:{}:latest", copied.display())));
+    run_checked(
+        buildah(&["push", "localhost/copied:latest"])
+            .arg(format!("oci:{}:latest", copied.display())),
+    );
     let rootfs = tmp.path().join("rootfs");
-    run_checked(Command::new("umoci").args(["raw", "unpack", "--image"]).arg(format!("{}:latest", copied.display())).arg(&rootfs));
+    run_checked(
+        Command::new("umoci")
+            .args(["raw", "unpack", "--image"])
+            .arg(format!("{}:latest", copied.display()))
+            .arg(&rootfs),
+    );
     for (inside, source) in [
         ("model.safetensors", "model.safetensors"),
         ("config.json", "1_Pooling/config.json"),
         ("docs/modèle-überblick.txt", "modèle-überblick.txt"),
     ] {
-        assert_eq!(fs::read(rootfs.join(inside)).unwrap(), fs::read(fixture.join(source)).unwrap(), "{inside}");
+        assert_eq!(
+            fs::read(rootfs.join(inside)).unwrap(),
+            fs::read(fixture.join(source)).unwrap(),
+            "{inside}"
+        );
     }
 }

@@ -34,6 +34,10 @@ pub struct BuildArgs {
     /// Size of the independently compressed chunks of large files (e.g. 4MiB).
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = super::parse_size)]
     chunk_size: u64,
+    /// libdeflate level, 1 (fastest) to 12 (smallest). Part of what the digests depend on.
+    #[arg(long, value_name = "LEVEL", default_value_t = estargz::DEFAULT_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=12))]
+    compression_level: i32,
     /// Files (or directories) to put first, before a `.prefetch.landmark`.
     #[arg(long, value_name = "PATH", num_args = 1..)]
     prefetch: Vec<String>,
@@ -73,7 +77,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             .map(usize::from)
             .unwrap_or_else(|| estargz::Options::default().threads),
         prefetch: args.prefetch.clone(),
-        ..Default::default()
+        level: args.compression_level,
     };
     let req = BuildRequest {
         name: name.clone(),

@@ -33,6 +33,38 @@ fn sibling(target: &Path, what: &str) -> PathBuf {
     target.with_file_name(format!(".{name}.{what}-{}", std::process::id()))
 }
 
+/// Removes `.NAME.partial-PID` / `.NAME.old-PID` left by builds that were killed (their
+/// process is gone), so interrupted builds do not pile up. Only where `/proc` can tell.
+fn remove_stale_siblings(target: &Path) {
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = name.to_string_lossy();
+    let Ok(dir) = fs::read_dir(parent) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let pid = [".partial-", ".old-"].iter().find_map(|what| {
+            file.strip_prefix(&format!(".{name}{what}"))
+                .and_then(|pid| pid.parse::<u32>().ok())
+        });
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
 impl LayoutWriter {
     /// Prepares a staging directory for `target`. Refuses a target that exists but is
     /// not an OCI layout, so a mistyped `--output` never deletes someone's files.
@@ -51,6 +83,7 @@ impl LayoutWriter {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        remove_stale_siblings(target);
         let staging = sibling(target, "partial");
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(io_err(&staging))?;

@@ -180,7 +180,10 @@ pub fn gunzip_member(blob: &[u8], offset: u64) -> Vec<u8> {
 pub fn read_layer(blob: &[u8]) -> Layer {
     let footer = &blob[blob.len() - FOOTER_SIZE..];
     let toc_offset = parse_footer(footer).expect("eStargz footer");
-    assert!(gunzip_member(footer, 0).is_empty(), "footer is an empty member");
+    assert!(
+        gunzip_member(footer, 0).is_empty(),
+        "footer is an empty member"
+    );
     // The TOC member holds the TOC tar entry and the end-of-archive blocks.
     let toc_tar = gunzip_member(&blob[..blob.len() - FOOTER_SIZE], toc_offset);
     let mut ar = tar::Archive::new(&toc_tar[..]);
