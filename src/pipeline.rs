@@ -5,6 +5,7 @@ use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platfor
 use crate::layer::estargz::{self, LayerInfo};
 use crate::layer::{Contents, Entry, LayerError};
 use crate::names::{CommitSha, ModelName};
+use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,6 +16,12 @@ pub enum BuildError {
     Layer(#[from] LayerError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error("{path}: content has {got}, but the source promised {expected}")]
+    ContentMismatch {
+        path: String,
+        expected: String,
+        got: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -25,6 +32,9 @@ pub struct BuildRequest {
     pub output: PathBuf,
     pub platforms: Vec<Platform>,
     pub layer: estargz::Options,
+    /// Digests (`sha256:…`) the source vouches for, by path: checked against what the
+    /// layer actually read before anything is written.
+    pub expected_digests: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +77,7 @@ pub fn build_image(
     )?;
     out.into_inner()
         .map_err(|e| LayerError::Write(e.into_error()))?;
+    check_digests(&layer, &req.expected_digests)?;
     let meta = ImageMeta {
         tag: req.tag.clone(),
         source: source_url(&req.name),
@@ -88,4 +99,22 @@ pub fn build_image(
         layer,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+fn check_digests(layer: &LayerInfo, expected: &BTreeMap<String, String>) -> Result<(), BuildError> {
+    if expected.is_empty() {
+        return Ok(());
+    }
+    for e in layer.toc.entries.iter().filter(|e| e.kind == "reg") {
+        if let Some(want) = expected.get(&e.name) {
+            if *want != e.digest {
+                return Err(BuildError::ContentMismatch {
+                    path: e.name.clone(),
+                    expected: want.clone(),
+                    got: e.digest.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@ fn request(out: &Path) -> BuildRequest {
         tag: "latest".into(),
         output: out.to_path_buf(),
         platforms: default_platforms(),
+        expected_digests: Default::default(),
         layer: Options {
             chunk_size: 1024,
             threads: 2,

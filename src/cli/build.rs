@@ -1,24 +1,29 @@
-//! `depotai build --from-dir DIR --name ORG/MODEL --sha COMMIT`.
+//! `depotai build ORG/MODEL --sha COMMIT` (from the Hub) and
+//! `depotai build --from-dir DIR --name ORG/MODEL --sha COMMIT` (from a directory).
 
-use super::progress::Progress;
+use super::progress::{self, Progress};
 use anyhow::{bail, Context};
 use clap::Args;
 use depotai::image::{default_platforms, Platform};
 use depotai::layer::estargz;
-use depotai::layer::EntryKind;
+use depotai::layer::{Contents, Entry, EntryKind};
 use depotai::names::{CommitSha, ModelName};
-use depotai::pipeline::{self, BuildReport, BuildRequest};
+use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
+use depotai::source::hub::{self, FileFilter, HubConfig};
 use depotai::source::DirSource;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Directory holding the model's files.
-    #[arg(long, value_name = "DIR")]
-    from_dir: PathBuf,
-    /// Model name, as on the Hub (`org/model`); lowercased for the image path.
+    /// Hugging Face repo id to download at --sha (or use --from-dir).
+    #[arg(value_name = "ORG/MODEL", conflicts_with_all = ["from_dir", "name"], required_unless_present = "from_dir")]
+    model: Option<String>,
+    /// Build from this directory instead of downloading (needs --name).
+    #[arg(long, value_name = "DIR", requires = "name")]
+    from_dir: Option<PathBuf>,
+    /// Model name for --from-dir, as on the Hub (`org/model`); lowercased for the image path.
     #[arg(long, value_name = "ORG/MODEL")]
-    name: String,
+    name: Option<String>,
     /// The commit the files come from: 40 hex digits.
     #[arg(long, value_name = "COMMIT")]
     sha: String,
@@ -44,6 +49,18 @@ pub struct BuildArgs {
     /// Platforms of the image index, comma-separated.
     #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
     platform: Vec<String>,
+    /// Files downloaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Only files matching one of these globs (`*` matches `/` too). Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Leave out files matching these globs. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Delete the files this build downloaded once the image is written.
+    #[arg(long)]
+    delete_downloads: bool,
     /// Print a machine-readable summary on stdout.
     #[arg(long)]
     json: bool,
@@ -53,7 +70,12 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let name: ModelName = args.name.parse()?;
+    let name: ModelName = args
+        .model
+        .as_deref()
+        .or(args.name.as_deref())
+        .expect("clap requires a model or --name")
+        .parse()?;
     let sha: CommitSha = args.sha.parse()?;
     let platforms: Vec<Platform> = if args.platform.is_empty() {
         default_platforms()
@@ -79,32 +101,69 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         prefetch: args.prefetch.clone(),
         level: args.compression_level,
     };
-    let req = BuildRequest {
+    let mut req = BuildRequest {
         name: name.clone(),
-        sha,
+        sha: sha.clone(),
         tag: args.tag.clone(),
         output,
         platforms,
         layer,
+        expected_digests: Default::default(),
     };
 
-    let source = DirSource::scan(&args.from_dir)?;
-    let total: u64 = source
-        .entries()
-        .iter()
-        .map(|e| match e.kind {
-            EntryKind::File { size, .. } => size,
-            _ => 0,
-        })
-        .sum();
-    let (entries, contents) = source.into_entries();
-    let progress = Progress::bytes(total, &format!("building {name}"), args.quiet);
-    let report = pipeline::build_image(entries, &contents, &req, &|n| progress.advance(n))
-        .with_context(|| format!("building {name} from {}", args.from_dir.display()))?;
-    progress.finish();
+    let (report, downloaded) = match &args.from_dir {
+        Some(dir) => {
+            let source = DirSource::scan(dir)?;
+            let (entries, contents) = source.into_entries();
+            let report = build_with_bar(&name, entries, &contents, &req, args.quiet)
+                .with_context(|| format!("building {name} from {}", dir.display()))?;
+            (report, None)
+        }
+        None => {
+            let mut cfg = HubConfig::from_env();
+            cfg.jobs = args.jobs.into();
+            let filter = FileFilter::new(&args.include, &args.exclude)?;
+            let fetched = hub::fetch(
+                &name,
+                &sha,
+                &cfg,
+                &filter,
+                progress::downloads(None, args.quiet),
+            )
+            .with_context(|| format!("downloading {name} at {sha}"))?;
+            let (entries, contents) = fetched.entries();
+            req.expected_digests = fetched.expected_sha256();
+            let report = match build_with_bar(&name, entries, &contents, &req, args.quiet) {
+                Ok(r) => r,
+                Err(e @ BuildError::ContentMismatch { .. }) => {
+                    if let BuildError::ContentMismatch { path, .. } = &e {
+                        fetched.evict(path);
+                    }
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "building {name}: the cached copy was corrupt and has been removed; run again to download it afresh"
+                    )));
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("building {name}"))),
+            };
+            let downloaded = fetched.downloaded_bytes();
+            if args.delete_downloads {
+                let freed = fetched
+                    .remove_downloads(&sha)
+                    .with_context(|| format!("removing the downloads of {name}"))?;
+                if !args.quiet && !args.json {
+                    eprintln!("removed {freed} downloaded bytes from the cache");
+                }
+            }
+            (report, Some(downloaded))
+        }
+    };
 
     if args.json {
-        println!("{}", summary_json(&name, &req, &report));
+        let mut s = summary_json(&name, &req, &report);
+        if let Some(d) = downloaded {
+            s["downloaded_bytes"] = d.into();
+        }
+        println!("{s}");
     } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
             "built {name} -> {} ({} files, layer {} bytes, {:.1}s)\n  index {}",
@@ -116,6 +175,26 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn build_with_bar(
+    name: &ModelName,
+    entries: Vec<Entry>,
+    contents: &dyn Contents,
+    req: &BuildRequest,
+    quiet: bool,
+) -> Result<BuildReport, BuildError> {
+    let total: u64 = entries
+        .iter()
+        .map(|e| match e.kind {
+            EntryKind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum();
+    let bar = Progress::bytes(total, &format!("building {name}"), quiet);
+    let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
+    bar.finish();
+    report
 }
 
 fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_json::Value {

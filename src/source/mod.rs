@@ -2,5 +2,6 @@
 //! [`crate::layer::Entry`] values and a way to read their contents.
 
 pub mod dir;
+pub mod hub;
 
 pub use dir::{DirError, DirSource};

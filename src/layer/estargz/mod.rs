@@ -70,4 +70,6 @@ pub struct LayerInfo {
     pub content_bytes: u64,
     /// TOC entries, landmark and chunk entries included.
     pub toc_entries: u64,
+    /// The table of contents itself (each file's digest, chunks and offsets).
+    pub toc: Toc,
 }

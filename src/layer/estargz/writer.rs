@@ -430,6 +430,7 @@ fn finish<W: Write>(
             files,
             content_bytes,
             toc_entries,
+            toc,
         },
         out,
     ))

@@ -1,0 +1,366 @@
+//! The Hub's API: which files a repository has at a commit.
+
+use super::error::HubError;
+use super::http::{Attempt, Http};
+use crate::names::{CommitSha, ModelName};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Deserialize;
+
+/// Everything but RFC 3986 unreserved characters is escaped in a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// How a downloaded file is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// LFS file: sha256 of the content (also its cache etag).
+    Sha256(String),
+    /// Plain git file: the git blob id, sha1("blob <len>\0" + content).
+    GitSha1(String),
+}
+
+impl Check {
+    /// The cache's blob name, as `huggingface_hub` names it.
+    pub fn etag(&self) -> &str {
+        match self {
+            Check::Sha256(h) | Check::GitSha1(h) => h,
+        }
+    }
+}
+
+/// One file of the repository at the pinned commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub path: String,
+    pub size: u64,
+    pub check: Check,
+}
+
+#[derive(Deserialize)]
+struct RevisionInfo {
+    sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    oid: String,
+    lfs: Option<LfsInfo>,
+}
+
+#[derive(Deserialize)]
+struct LfsInfo {
+    oid: String,
+    size: u64,
+}
+
+pub fn resolve_url(endpoint: &str, model: &ModelName, sha: &CommitSha, path: &str) -> String {
+    let encoded: Vec<String> = path
+        .split('/')
+        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
+        .collect();
+    format!("{endpoint}/{model}/resolve/{sha}/{}", encoded.join("/"))
+}
+
+/// Turns the Hub's error codes into errors that say what to do.
+pub fn explain(
+    e: HubError,
+    http: &Http,
+    model: &ModelName,
+    sha: &CommitSha,
+    path: Option<&str>,
+) -> HubError {
+    let HubError::Status {
+        status, code, msg, ..
+    } = &e
+    else {
+        return e;
+    };
+    let repo = model.to_string();
+    let endpoint = http.endpoint().to_string();
+    let hint = if http.has_token() {
+        " (the token in HF_TOKEN cannot read it)"
+    } else {
+        " (if it is private or gated, set HF_TOKEN to a token that can read it)"
+    };
+    match code.as_str() {
+        "RepoNotFound" => HubError::RepoNotFound {
+            repo,
+            endpoint,
+            hint,
+        },
+        "GatedRepo" => HubError::Gated {
+            repo,
+            endpoint,
+            hint: if http.has_token() {
+                " with the account of HF_TOKEN"
+            } else {
+                ", then set HF_TOKEN"
+            },
+        },
+        "RevisionNotFound" => HubError::RevisionNotFound {
+            repo,
+            rev: sha.to_string(),
+        },
+        "EntryNotFound" => HubError::EntryNotFound {
+            repo,
+            rev: sha.to_string(),
+            path: path.unwrap_or("?").to_string(),
+        },
+        _ if *status == 401 && http.has_token() => HubError::BadToken { msg: msg.clone() },
+        _ if *status == 401 || (*status == 404 && path.is_none()) => HubError::RepoNotFound {
+            repo,
+            endpoint,
+            hint,
+        },
+        _ => e,
+    }
+}
+
+/// Why a name from the listing must not touch the filesystem, if it must not.
+pub fn unsafe_name(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("empty");
+    }
+    if path.starts_with('/') {
+        return Some("absolute");
+    }
+    if path.contains('\\') {
+        return Some("backslash");
+    }
+    if path.chars().any(|c| c.is_control()) {
+        return Some("control character");
+    }
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Some("empty, '.' or '..' segment");
+    }
+    if path.len() >= 2 && path.as_bytes()[1] == b':' {
+        return Some("drive letter");
+    }
+    None
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &Http,
+    url: &str,
+) -> Result<(T, Option<String>), HubError> {
+    http.retrying(url, || async {
+        match http.get(url, None).await {
+            Attempt::Done(f) => {
+                let next = f
+                    .response
+                    .headers()
+                    .get_all("link")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(next_link);
+                match f.response.bytes().await {
+                    Ok(body) => match serde_json::from_slice::<T>(&body) {
+                        Ok(v) => (Attempt::Done((v, next)), false),
+                        Err(e) => (
+                            Attempt::Fail(HubError::BadResponse {
+                                url: url.to_string(),
+                                msg: e.to_string(),
+                            }),
+                            false,
+                        ),
+                    },
+                    Err(e) => (
+                        Attempt::Retry {
+                            why: super::http::describe(&e),
+                            after: None,
+                        },
+                        false,
+                    ),
+                }
+            }
+            Attempt::Retry { why, after } => (Attempt::Retry { why, after }, false),
+            Attempt::Fail(e) => (Attempt::Fail(e), false),
+        }
+    })
+    .await
+}
+
+/// `<url>; rel="next"` from a Link header value.
+fn next_link(value: &str) -> Option<String> {
+    value.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next")
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    })
+}
+
+/// Lists every file at `sha`, checking that the Hub knows the commit as pinned.
+pub async fn list_files(
+    http: &Http,
+    model: &ModelName,
+    sha: &CommitSha,
+) -> Result<Vec<RemoteFile>, HubError> {
+    let ep = http.endpoint();
+    let info_url = format!("{ep}/api/models/{model}/revision/{sha}");
+    let (info, _) = get_json::<RevisionInfo>(http, &info_url)
+        .await
+        .map_err(|e| explain(e, http, model, sha, None))?;
+    match info.sha {
+        Some(got) if got == sha.as_str() => {}
+        Some(got) => {
+            return Err(HubError::CommitMismatch {
+                repo: model.to_string(),
+                expected: sha.to_string(),
+                got,
+            })
+        }
+        None => {
+            return Err(HubError::BadResponse {
+                url: info_url,
+                msg: "no commit sha in the answer".into(),
+            })
+        }
+    }
+
+    let mut files = Vec::new();
+    let mut unsafe_names = Vec::new();
+    let mut next = Some(format!("{ep}/api/models/{model}/tree/{sha}?recursive=true"));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        if pages > 100_000 {
+            return Err(HubError::BadResponse {
+                url,
+                msg: "endless tree pagination".into(),
+            });
+        }
+        let (entries, link) = get_json::<Vec<TreeEntry>>(http, &url)
+            .await
+            .map_err(|e| explain(e, http, model, sha, None))?;
+        for e in entries {
+            if e.kind != "file" {
+                continue;
+            }
+            if let Some(why) = unsafe_name(&e.path) {
+                unsafe_names.push(format!("{:?} ({why})", e.path));
+                continue;
+            }
+            let check = match &e.lfs {
+                Some(l) => {
+                    if l.size != e.size {
+                        return Err(HubError::BadResponse {
+                            url,
+                            msg: format!(
+                                "{}: LFS size {} differs from size {}",
+                                e.path, l.size, e.size
+                            ),
+                        });
+                    }
+                    Check::Sha256(l.oid.to_ascii_lowercase())
+                }
+                None => Check::GitSha1(e.oid.to_ascii_lowercase()),
+            };
+            let hex_len = match check {
+                Check::Sha256(_) => 64,
+                Check::GitSha1(_) => 40,
+            };
+            let h = check.etag();
+            if h.len() != hex_len || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(HubError::BadResponse {
+                    url,
+                    msg: format!("{}: malformed hash {h:?}", e.path),
+                });
+            }
+            files.push(RemoteFile {
+                path: e.path,
+                size: e.size,
+                check,
+            });
+        }
+        next = link;
+    }
+    if !unsafe_names.is_empty() {
+        return Err(HubError::UnsafeNames {
+            repo: model.to_string(),
+            names: unsafe_names.join(", "),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
+        return Err(HubError::BadResponse {
+            url: format!("{ep}/api/models/{model}/tree/{sha}"),
+            msg: format!("{} is listed twice", w[0].path),
+        });
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names_are_caught_before_any_filesystem_use() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "C:\\x",
+            "..\\x",
+            "a//b",
+            "./a",
+            "a/.",
+            "",
+            "C:x",
+            "a\nb",
+        ] {
+            assert!(unsafe_name(bad).is_some(), "{bad:?}");
+        }
+        for ok in [
+            "config.json",
+            "1_Pooling/config.json",
+            "a b#1?.bin",
+            "ümlaut/файл.txt",
+            "100%.txt",
+            ".gitattributes",
+            "a..b",
+        ] {
+            assert_eq!(unsafe_name(ok), None, "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn resolve_urls_encode_each_segment() {
+        let m: ModelName = "org/model".parse().unwrap();
+        let sha: CommitSha = "0123456789abcdef0123456789abcdef01234567".parse().unwrap();
+        assert_eq!(
+            resolve_url("http://h", &m, &sha, "dir/a b#1?.bin"),
+            "http://h/org/model/resolve/0123456789abcdef0123456789abcdef01234567/dir/a%20b%231%3F.bin"
+        );
+        assert!(resolve_url("http://h", &m, &sha, "ü/100%.txt").ends_with("/%C3%BC/100%25.txt"));
+    }
+
+    #[test]
+    fn next_page_comes_from_the_link_header() {
+        assert_eq!(
+            next_link(r#"<http://h/api/models/a/tree/x?recursive=true&cursor=abc>; rel="next""#)
+                .as_deref(),
+            Some("http://h/api/models/a/tree/x?recursive=true&cursor=abc")
+        );
+        assert_eq!(next_link(r#"<http://h/x>; rel="prev""#), None);
+    }
+}

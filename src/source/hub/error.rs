@@ -1,0 +1,79 @@
+//! What can go wrong talking to the Hub, one variant per thing a user must do differently.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("model {repo} not found on {endpoint}{hint}")]
+    RepoNotFound {
+        repo: String,
+        endpoint: String,
+        hint: &'static str,
+    },
+    #[error("model {repo} is gated: accept its terms at {endpoint}/{repo}{hint}")]
+    Gated {
+        repo: String,
+        endpoint: String,
+        hint: &'static str,
+    },
+    #[error("commit {rev} not found in {repo} (check --sha)")]
+    RevisionNotFound { repo: String, rev: String },
+    #[error("{path} not found in {repo} at {rev}")]
+    EntryNotFound {
+        repo: String,
+        rev: String,
+        path: String,
+    },
+    #[error("the Hub rejected the token from HF_TOKEN or the token file ({msg}); fix or unset it")]
+    BadToken { msg: String },
+    #[error(
+        "{repo}: the Hub served commit {got}, not the pinned {expected}; refusing to mix revisions"
+    )]
+    CommitMismatch {
+        repo: String,
+        expected: String,
+        got: String,
+    },
+    #[error("{repo} lists unsafe file names, refusing to download anything: {names}")]
+    UnsafeNames { repo: String, names: String },
+    #[error("{path}: {what} mismatch (expected {expected}, got {got}); the bad data was deleted")]
+    Integrity {
+        path: String,
+        what: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error("{url}: HTTP {status}{}{}", if code.is_empty() { String::new() } else { format!(" [{code}]") }, if msg.is_empty() { String::new() } else { format!(": {msg}") })]
+    Status {
+        url: String,
+        status: u16,
+        code: String,
+        msg: String,
+    },
+    #[error("{url}: {msg}")]
+    Network { url: String, msg: String },
+    #[error("{url}: too many redirects (more than {max})")]
+    TooManyRedirects { url: String, max: usize },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{repo} at {rev} is not in the cache {} and HF_HUB_OFFLINE is set; run once online", dir.display())]
+    NotCached {
+        repo: String,
+        rev: String,
+        dir: PathBuf,
+    },
+    #[error("no files of {repo} match the --include/--exclude patterns")]
+    NoFiles { repo: String },
+    #[error("invalid glob {pattern:?}: {msg}")]
+    Glob { pattern: String, msg: String },
+    #[error("the Hub's answer for {url} could not be read: {msg}")]
+    BadResponse { url: String, msg: String },
+}
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HubError {
+    let path = path.into();
+    move |source| HubError::Io { path, source }
+}
