@@ -349,8 +349,7 @@ fn from_cache(
             size,
             check: check.clone(),
         };
-        let rt_ok = futures_free_verify(&blob, &f)?;
-        if !rt_ok {
+        if !verify_blocking(&blob, &f)? {
             return Err(HubError::Integrity {
                 path: rel,
                 what: "git blob id",
@@ -377,7 +376,8 @@ fn from_cache(
     })
 }
 
-fn futures_free_verify(blob: &std::path::Path, f: &RemoteFile) -> Result<bool, HubError> {
+/// Offline builds have no runtime running; checking a blob needs a small one.
+fn verify_blocking(blob: &std::path::Path, f: &RemoteFile) -> Result<bool, HubError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
