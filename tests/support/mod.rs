@@ -3,6 +3,8 @@
 //! (flate2 for gzip, the `tar` crate for the tar stream).
 #![allow(dead_code)]
 
+pub mod hub;
+
 use depotai::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};

@@ -1,0 +1,2027 @@
+//! A Hugging Face Hub–compatible test server (spec: /work/shared/docs/hf-hub-api.md).
+//!
+//! Two origins on 127.0.0.1: the hub (`endpoint`, API + `resolve`) and an LFS "CDN"
+//! (`cdn`, addressed as `localhost` so it differs from the hub by host *and* port).
+//! The HTTP/1.1 layer is hand-written on `std::net` on purpose: fault injection needs
+//! byte-level control (cut a body after K bytes, stall, lie about lengths).
+//!
+//! Layout of this file:
+//!   1. Public fixture types (`Content`, `RepoFile`, `Repo`, `Fault`, `Request`)
+//!   2. Content: the seeded generator, SHA-1 (git blob ids), LFS pointers
+//!   3. `HubServer`: start / configuration / shutdown
+//!   4. Routing: path parsing, auth, revision resolution
+//!   5. Handlers: repo info, tree listing, resolve, CDN
+//!   6. Faults: selection and consumption
+//!   7. Responses: ranges, error shapes, headers
+//!   8. HTTP/1.1: request parsing, response writing, connection loop
+
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+// ───────────────────────── 1. Public fixture types ─────────────────────────
+
+/// File content. `Generated` is computed from the offset on demand and never stored,
+/// so multi-GiB fixtures cost no memory or disk.
+#[derive(Clone, Debug)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    Generated { size: u64, seed: u64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct RepoFile {
+    pub path: String,
+    pub content: Content,
+    /// LFS files are served by a 302 to the CDN origin (shape C); others directly (shape A).
+    pub lfs: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Repo {
+    /// "org/name" or "name".
+    pub id: String,
+    /// Commit sha (40 lowercase hex) -> the files at that commit.
+    pub commits: Vec<(String, Vec<RepoFile>)>,
+    /// Branch (or tag, or "refs/pr/N") name -> commit sha.
+    pub branches: Vec<(String, String)>,
+    /// `resolve` needs a token approved for this repo (metadata stays public).
+    pub gated: bool,
+    /// Invisible (RepoNotFound) without a token approved for this repo.
+    pub private: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Hub,
+    Cdn,
+}
+
+/// One logged request (both origins, in arrival order).
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub origin: Origin,
+    pub method: String,
+    /// Raw request target: path + query, exactly as received.
+    pub path: String,
+    pub range: Option<String>,
+    pub authorization: Option<String>,
+    /// Status code the server answered with (a cut/stalled body still counts as its status).
+    pub status: u16,
+    /// All request headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Injected misbehaviour. `path` is the decoded repo file path (e.g. "a b/ü.bin") and
+/// matches `resolve` and CDN requests for that file; "*" matches every request.
+/// Body faults (CutAfter, WrongBytes, WrongLength, Stall) are consumed only by GET
+/// responses that carry file bytes: `resolve` for non-LFS files, the CDN for LFS files.
+/// `Status` is consumed by any matching request (HEAD included).
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Headers with the full Content-Length, then `bytes` of body, then close the socket.
+    CutAfter {
+        path: String,
+        bytes: u64,
+        times: u32,
+    },
+    /// Same length, one byte (the middle of the body) flipped.
+    WrongBytes { path: String, times: u32 },
+    /// Serve the file as if it were `size + delta` bytes long (truncated, or padded with
+    /// zeros); Content-Length / Content-Range are consistent with the bytes sent.
+    WrongLength {
+        path: String,
+        delta: i64,
+        times: u32,
+    },
+    /// Reply with `status` instead (no body semantics). 429 (and any status given a
+    /// `retry_after`) carries `Retry-After`; 429 also carries `RateLimit` r=0.
+    Status {
+        path: String,
+        status: u16,
+        retry_after: Option<u32>,
+        times: u32,
+    },
+    /// `resolve` answers 307 to its own (relative) URL, forever.
+    RedirectLoop { path: String },
+    /// Headers + `after_bytes` of body, then silence for ~60 s (or until the server drops).
+    Stall {
+        path: String,
+        after_bytes: u64,
+        times: u32,
+    },
+    /// Adds a tree/siblings entry with this raw (unsafe) name at `commit`; `resolve`
+    /// serves it (non-LFS, content `TRAVERSAL_CONTENT`) if asked for exactly that path.
+    TraversalName {
+        repo: String,
+        commit: String,
+        name: String,
+    },
+}
+
+/// Content served for `Fault::TraversalName` entries.
+pub const TRAVERSAL_CONTENT: &[u8] = b"you should not have written this file\n";
+
+/// git's blob id of the empty file.
+pub const EMPTY_BLOB_SHA1: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
+
+/// The canonical "bigger than plain ustar allows" fixture: 8 GiB + 1 byte.
+pub const BIG_SIZE: u64 = 8 * 1024 * 1024 * 1024 + 1;
+pub const BIG_SEED: u64 = 8;
+
+impl RepoFile {
+    /// A regular (non-LFS) file.
+    pub fn regular(path: &str, bytes: impl Into<Vec<u8>>) -> RepoFile {
+        RepoFile {
+            path: path.into(),
+            content: Content::Bytes(bytes.into()),
+            lfs: false,
+        }
+    }
+    /// An LFS file (served through the CDN).
+    pub fn lfs(path: &str, content: Content) -> RepoFile {
+        RepoFile {
+            path: path.into(),
+            content,
+            lfs: true,
+        }
+    }
+}
+
+impl Repo {
+    /// A public repo with one commit, which `main` points to.
+    pub fn new(id: &str, sha: &str, files: Vec<RepoFile>) -> Repo {
+        Repo {
+            id: id.into(),
+            commits: vec![(sha.into(), files)],
+            branches: vec![("main".into(), sha.into())],
+            gated: false,
+            private: false,
+        }
+    }
+}
+
+// ───────────────────────── 2. Content ─────────────────────────
+
+/// Generated content is made of 4096-byte blocks: block index (u64 LE), seed (u64 LE),
+/// then a pattern that varies within the block (so any offset shift changes bytes) but
+/// repeats across blocks (so it compresses moderately).
+pub const GENERATED_BLOCK: usize = 4096;
+
+/// sha256 of generated content too big to hash in a fast test (verified by the ignored
+/// test `big_generated_sha256_table_is_correct` in tests/hub_server.rs).
+const KNOWN_GENERATED_SHA256: &[(u64, u64, &str)] = &[(
+    BIG_SIZE,
+    BIG_SEED,
+    "cc460d2b6302baf1c24217ea5f44e552cc67e9ed171f3da9e97ed4848dae8e50",
+)];
+
+struct Generator {
+    template: Vec<u8>,
+}
+
+impl Generator {
+    fn new(seed: u64) -> Generator {
+        let mut template = vec![0u8; GENERATED_BLOCK];
+        template[8..16].copy_from_slice(&seed.to_le_bytes());
+        let salt = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
+        for (j, b) in template.iter_mut().enumerate().skip(16) {
+            *b = ((j * 7 + (j >> 8) * 13) as u8) ^ salt;
+        }
+        Generator { template }
+    }
+
+    /// Fills `buf` with the bytes at `offset..`: whole-block memcpy + an 8-byte patch,
+    /// so it stays fast even in unoptimised test builds.
+    fn fill(&self, offset: u64, buf: &mut [u8]) {
+        let mut pos = 0usize;
+        while pos < buf.len() {
+            let abs = offset + pos as u64;
+            let block = abs / GENERATED_BLOCK as u64;
+            let within = (abs % GENERATED_BLOCK as u64) as usize;
+            let n = (GENERATED_BLOCK - within).min(buf.len() - pos);
+            let dst = &mut buf[pos..pos + n];
+            dst.copy_from_slice(&self.template[within..within + n]);
+            if within < 8 {
+                let end = 8.min(within + n);
+                dst[..end - within].copy_from_slice(&block.to_le_bytes()[within..end]);
+            }
+            pos += n;
+        }
+    }
+}
+
+/// `len` bytes of the generated content for `seed`, starting at `offset`.
+pub fn generated_bytes(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    Generator::new(seed).fill(offset, &mut v);
+    v
+}
+
+/// sha256 of generated content of `size` bytes (streamed in 1 MiB chunks; memoised per
+/// process; big canonical fixtures come from a precomputed table).
+pub fn generated_sha256(size: u64, seed: u64) -> [u8; 32] {
+    type Memo = Mutex<HashMap<(u64, u64), [u8; 32]>>;
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(h) = memo.lock().unwrap().get(&(size, seed)) {
+        return *h;
+    }
+    let known = KNOWN_GENERATED_SHA256
+        .iter()
+        .find(|(s, sd, hex)| *s == size && *sd == seed && hex.len() == 64)
+        .map(|(_, _, h)| hex::decode(h).unwrap().try_into().unwrap());
+    let h = known.unwrap_or_else(|| generated_sha256_uncached(size, seed));
+    memo.lock().unwrap().insert((size, seed), h);
+    h
+}
+
+/// Always streams (no memo, no table): for checking the table.
+pub fn generated_sha256_uncached(size: u64, seed: u64) -> [u8; 32] {
+    let g = Generator::new(seed);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(buf.len() as u64) as usize;
+        g.fill(off, &mut buf[..n]);
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
+    hasher.finalize().into()
+}
+
+impl Content {
+    pub fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(b) => b.len() as u64,
+            Content::Generated { size, .. } => *size,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes at `offset..offset+len` (must be in range).
+    pub fn read(&self, offset: u64, len: usize) -> Vec<u8> {
+        assert!(
+            offset + len as u64 <= self.len(),
+            "read past the end of the content"
+        );
+        match self {
+            Content::Bytes(b) => b[offset as usize..offset as usize + len].to_vec(),
+            Content::Generated { seed, .. } => generated_bytes(*seed, offset, len),
+        }
+    }
+
+    pub fn sha256(&self) -> [u8; 32] {
+        match self {
+            Content::Bytes(b) => Sha256::digest(b).into(),
+            Content::Generated { size, seed } => generated_sha256(*size, *seed),
+        }
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256())
+    }
+
+    /// git blob id: sha1("blob <len>\0" + data). The hand-written SHA-1 runs unoptimised
+    /// in test builds (~tens of MB/s): keep big `Generated` content LFS.
+    pub fn git_blob_sha1_hex(&self) -> String {
+        let mut h = Sha1::new();
+        h.update(format!("blob {}\0", self.len()).as_bytes());
+        match self {
+            Content::Bytes(b) => h.update(b),
+            Content::Generated { size, seed } => {
+                let g = Generator::new(*seed);
+                let mut buf = vec![0u8; 1 << 20];
+                let mut off = 0;
+                while off < *size {
+                    let n = (*size - off).min(buf.len() as u64) as usize;
+                    g.fill(off, &mut buf[..n]);
+                    h.update(&buf[..n]);
+                    off += n as u64;
+                }
+            }
+        }
+        hex::encode(h.finish())
+    }
+}
+
+/// git blob id of `data`, hex.
+pub fn git_blob_sha1_hex(data: &[u8]) -> String {
+    Content::Bytes(data.to_vec()).git_blob_sha1_hex()
+}
+
+/// The LFS pointer file git stores for an LFS object.
+pub fn lfs_pointer(sha256_hex: &str, size: u64) -> String {
+    format!("version https://git-lfs.github.com/spec/v1\noid sha256:{sha256_hex}\nsize {size}\n")
+}
+
+/// Minimal SHA-1 (std only, to avoid a new dependency); only used for git object ids.
+pub struct Sha1 {
+    h: [u32; 5],
+    buf: [u8; 64],
+    n: usize,
+    total: u64,
+}
+
+impl Default for Sha1 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sha1 {
+    pub fn new() -> Sha1 {
+        Sha1 {
+            h: [
+                0x6745_2301,
+                0xEFCD_AB89,
+                0x98BA_DCFE,
+                0x1032_5476,
+                0xC3D2_E1F0,
+            ],
+            buf: [0; 64],
+            n: 0,
+            total: 0,
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.total = self.total.wrapping_add(data.len() as u64);
+        if self.n > 0 {
+            let take = (64 - self.n).min(data.len());
+            self.buf[self.n..self.n + take].copy_from_slice(&data[..take]);
+            self.n += take;
+            data = &data[take..];
+            if self.n == 64 {
+                let block = self.buf;
+                sha1_compress(&mut self.h, &block);
+                self.n = 0;
+            }
+        }
+        while data.len() >= 64 {
+            sha1_compress(&mut self.h, data[..64].try_into().unwrap());
+            data = &data[64..];
+        }
+        if !data.is_empty() {
+            self.buf[..data.len()].copy_from_slice(data);
+            self.n = data.len();
+        }
+    }
+
+    pub fn finish(mut self) -> [u8; 20] {
+        let bits = self.total.wrapping_mul(8);
+        self.update(&[0x80]);
+        while self.n != 56 {
+            self.update(&[0]);
+        }
+        self.update(&bits.to_be_bytes());
+        let mut out = [0u8; 20];
+        for (i, w) in self.h.iter().enumerate() {
+            out[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+}
+
+fn sha1_compress(h: &mut [u32; 5], block: &[u8; 64]) {
+    let mut w = [0u32; 80];
+    for i in 0..16 {
+        w[i] = u32::from_be_bytes(block[4 * i..4 * i + 4].try_into().unwrap());
+    }
+    for i in 16..80 {
+        w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+    }
+    let [mut a, mut b, mut c, mut d, mut e] = *h;
+    for (i, wi) in w.iter().enumerate() {
+        let (f, k) = match i {
+            0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
+            20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
+            40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
+            _ => (b ^ c ^ d, 0xCA62_C1D6),
+        };
+        let t = a
+            .rotate_left(5)
+            .wrapping_add(f)
+            .wrapping_add(e)
+            .wrapping_add(k)
+            .wrapping_add(*wi);
+        e = d;
+        d = c;
+        c = b.rotate_left(30);
+        b = a;
+        a = t;
+    }
+    for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+        *x = x.wrapping_add(y);
+    }
+}
+
+/// A file as the server holds it; its hashes are computed on first use and kept.
+struct FileEntry {
+    path: String,
+    content: Content,
+    lfs: bool,
+    meta: OnceLock<FileMeta>,
+}
+
+struct FileMeta {
+    size: u64,
+    /// git blob id (for LFS files: of the pointer text), hex.
+    oid: String,
+    /// LFS only: sha256 of the content, hex, and the pointer's length.
+    sha256: Option<String>,
+    pointer_size: u64,
+}
+
+impl FileEntry {
+    fn new(path: String, content: Content, lfs: bool) -> Arc<FileEntry> {
+        Arc::new(FileEntry {
+            path,
+            content,
+            lfs,
+            meta: OnceLock::new(),
+        })
+    }
+
+    fn meta(&self) -> &FileMeta {
+        self.meta.get_or_init(|| {
+            let size = self.content.len();
+            if self.lfs {
+                let sha = self.content.sha256_hex();
+                let pointer = lfs_pointer(&sha, size);
+                FileMeta {
+                    size,
+                    oid: git_blob_sha1_hex(pointer.as_bytes()),
+                    sha256: Some(sha),
+                    pointer_size: pointer.len() as u64,
+                }
+            } else {
+                FileMeta {
+                    size,
+                    oid: self.content.git_blob_sha1_hex(),
+                    sha256: None,
+                    pointer_size: 0,
+                }
+            }
+        })
+    }
+
+    /// The CDN's own ETag: deliberately not the sha256 (like a real Xet id).
+    fn cdn_etag(&self) -> String {
+        let m = self.meta();
+        let base = m.sha256.as_deref().unwrap_or(&m.oid);
+        format!(
+            "\"{}\"",
+            &hex::encode(Sha256::digest(format!("xet:{base}")))[..64]
+        )
+    }
+}
+
+// ───────────────────────── 3. HubServer ─────────────────────────
+
+type Files = Arc<BTreeMap<String, Arc<FileEntry>>>;
+
+struct RepoState {
+    id: String,
+    commits: HashMap<String, Files>,
+    branches: HashMap<String, String>,
+    gated: bool,
+    private: bool,
+    /// TraversalName entries: (commit, entry).
+    extras: Vec<(String, Arc<FileEntry>)>,
+}
+
+struct State {
+    repos: HashMap<String, RepoState>,
+    /// token -> repos it may read when gated/private.
+    tokens: HashMap<String, BTreeSet<String>>,
+    faults: Vec<Fault>,
+    log: Vec<Request>,
+    page_size: usize,
+    empty_range_200: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    endpoint: String,
+    cdn: String,
+    stop: AtomicBool,
+    /// Stalled bodies wait on this; Drop sets it and notifies.
+    stopped: Mutex<bool>,
+    stop_cv: Condvar,
+    /// Live connections, so Drop can shut them down (wakes idle keep-alive readers).
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    next_id: AtomicU64,
+    verbose: bool,
+}
+
+pub struct HubServer {
+    /// `http://127.0.0.1:PORT` — the Hub origin (API + resolve).
+    pub endpoint: String,
+    /// `http://localhost:PORT2` — the LFS CDN origin (different host and port).
+    pub cdn: String,
+    shared: Arc<Shared>,
+    acceptors: Vec<JoinHandle<()>>,
+    listen_addrs: Vec<SocketAddr>,
+}
+
+impl HubServer {
+    /// Starts both origins. Panics on inconsistent fixtures (bad sha, dangling branch).
+    pub fn start(repos: Vec<Repo>) -> HubServer {
+        let mut map = HashMap::new();
+        for r in repos {
+            let mut commits = HashMap::new();
+            for (sha, files) in r.commits {
+                assert!(
+                    is_sha(&sha),
+                    "commit {sha:?} of {} is not 40 lowercase hex",
+                    r.id
+                );
+                let mut m = BTreeMap::new();
+                for f in files {
+                    let prev = m.insert(f.path.clone(), FileEntry::new(f.path, f.content, f.lfs));
+                    assert!(prev.is_none(), "duplicate path in {} @ {sha}", r.id);
+                }
+                commits.insert(sha, Arc::new(m));
+            }
+            for (b, sha) in &r.branches {
+                assert!(
+                    commits.contains_key(sha),
+                    "branch {b} of {} -> unknown commit {sha}",
+                    r.id
+                );
+            }
+            let state = RepoState {
+                id: r.id.clone(),
+                commits,
+                branches: r.branches.into_iter().collect(),
+                gated: r.gated,
+                private: r.private,
+                extras: Vec::new(),
+            };
+            assert!(
+                map.insert(r.id.clone(), state).is_none(),
+                "duplicate repo {}",
+                r.id
+            );
+        }
+
+        let hub = TcpListener::bind("127.0.0.1:0").expect("bind hub listener");
+        let cdn4 = TcpListener::bind("127.0.0.1:0").expect("bind cdn listener");
+        let hub_port = hub.local_addr().unwrap().port();
+        let cdn_port = cdn4.local_addr().unwrap().port();
+        // `localhost` may resolve to ::1 first elsewhere: listen there too if we can.
+        let cdn6 = TcpListener::bind(("::1", cdn_port)).ok();
+
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                repos: map,
+                tokens: HashMap::new(),
+                faults: Vec::new(),
+                log: Vec::new(),
+                page_size: 1000,
+                empty_range_200: false,
+            }),
+            endpoint: format!("http://127.0.0.1:{hub_port}"),
+            cdn: format!("http://localhost:{cdn_port}"),
+            stop: AtomicBool::new(false),
+            stopped: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            verbose: std::env::var_os("DEPOTAI_HUB_LOG").is_some(),
+        });
+
+        let mut listeners = vec![(hub, Origin::Hub), (cdn4, Origin::Cdn)];
+        listeners.extend(cdn6.map(|l| (l, Origin::Cdn)));
+        let mut acceptors = Vec::new();
+        let mut listen_addrs = Vec::new();
+        for (l, origin) in listeners {
+            listen_addrs.push(l.local_addr().unwrap());
+            let sh = shared.clone();
+            acceptors.push(thread::spawn(move || accept_loop(sh, l, origin)));
+        }
+        HubServer {
+            endpoint: shared.endpoint.clone(),
+            cdn: shared.cdn.clone(),
+            shared,
+            acceptors,
+            listen_addrs,
+        }
+    }
+
+    /// Tree listing page size (default 1000).
+    pub fn set_tree_page_size(&self, n: usize) {
+        assert!(n > 0);
+        self.shared.state.lock().unwrap().page_size = n;
+    }
+
+    /// Registers a valid token; it may read the listed gated/private repos.
+    pub fn add_token(&self, token: &str, approved_for: &[&str]) {
+        let mut st = self.shared.state.lock().unwrap();
+        let set = st.tokens.entry(token.to_string()).or_default();
+        set.extend(approved_for.iter().map(|s| s.to_string()));
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        let mut st = self.shared.state.lock().unwrap();
+        match fault {
+            Fault::TraversalName { repo, commit, name } => {
+                let r = st
+                    .repos
+                    .get_mut(&repo)
+                    .unwrap_or_else(|| panic!("no repo {repo}"));
+                assert!(
+                    r.commits.contains_key(&commit),
+                    "no commit {commit} in {repo}"
+                );
+                let entry = FileEntry::new(name, Content::Bytes(TRAVERSAL_CONTENT.to_vec()), false);
+                r.extras.push((commit, entry));
+            }
+            f => st.faults.push(f),
+        }
+    }
+
+    /// Removes all pending faults (TraversalName entries stay).
+    pub fn clear_faults(&self) {
+        self.shared.state.lock().unwrap().faults.clear();
+    }
+
+    /// A 0-byte file asked for with a Range answers 200 (empty) instead of 416 `bytes */0`.
+    pub fn set_empty_range_200(&self, on: bool) {
+        self.shared.state.lock().unwrap().empty_range_200 = on;
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.state.lock().unwrap().log.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.shared.state.lock().unwrap().log.clear();
+    }
+
+    /// Points `branch` (created if absent) at `to_commit`, which must exist.
+    pub fn move_branch(&self, repo: &str, branch: &str, to_commit: &str) {
+        let mut st = self.shared.state.lock().unwrap();
+        let r = st
+            .repos
+            .get_mut(repo)
+            .unwrap_or_else(|| panic!("no repo {repo}"));
+        assert!(
+            r.commits.contains_key(to_commit),
+            "no commit {to_commit} in {repo}"
+        );
+        r.branches.insert(branch.to_string(), to_commit.to_string());
+    }
+
+    /// `{endpoint}/{repo}/resolve/{rev}/{path}` encoded the way the Hub expects
+    /// (revision as one segment, each path segment percent-encoded).
+    pub fn resolve_url(&self, repo: &str, rev: &str, path: &str) -> String {
+        format!(
+            "{}/{}/resolve/{}/{}",
+            self.endpoint,
+            repo,
+            pct_segment(rev),
+            pct_path(path)
+        )
+    }
+}
+
+impl Drop for HubServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        *self.shared.stopped.lock().unwrap() = true;
+        self.shared.stop_cv.notify_all();
+        // Wake the blocking accept() calls.
+        for a in &self.listen_addrs {
+            let _ = TcpStream::connect_timeout(a, Duration::from_millis(500));
+        }
+        for t in self.acceptors.drain(..) {
+            let _ = t.join();
+        }
+        for (_, c) in self.shared.conns.lock().unwrap().drain() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn accept_loop(shared: Arc<Shared>, listener: TcpListener, origin: Origin) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        let sh = shared.clone();
+        thread::spawn(move || serve_connection(sh, stream, origin));
+    }
+}
+
+// ───────────────────────── 4. Routing ─────────────────────────
+
+enum Route {
+    Info {
+        id: String,
+        rev: Option<String>,
+    },
+    Tree {
+        id: String,
+        rev: String,
+        path: String,
+    },
+    Resolve {
+        id: String,
+        rev: String,
+        path: String,
+    },
+    Cdn {
+        id: String,
+        commit: String,
+        path: String,
+    },
+    Unknown,
+}
+
+impl Route {
+    /// The file path faults are matched against (resolve and CDN routes only).
+    fn file_path(&self) -> Option<&str> {
+        match self {
+            Route::Resolve { path, .. } | Route::Cdn { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
+enum Auth {
+    Anonymous,
+    Token(String),
+}
+
+/// What a request may see of a repo at one commit.
+struct Snapshot {
+    id: String,
+    commit: String,
+    files: Files,
+    extras: Vec<Arc<FileEntry>>,
+    private: bool,
+    gated: bool,
+}
+
+impl Snapshot {
+    fn find(&self, path: &str) -> Option<Arc<FileEntry>> {
+        self.files
+            .get(path)
+            .or_else(|| self.extras.iter().find(|e| e.path == path))
+            .cloned()
+    }
+}
+
+impl Shared {
+    fn handle(&self, origin: Origin, req: &HttpRequest) -> Response {
+        let mut resp = self.route(origin, req);
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        resp.headers
+            .push(("X-Request-Id".into(), format!("Root=1-{secs:08x}-{n:024x}")));
+        if origin == Origin::Hub && resp.get("RateLimit").is_none() {
+            let bucket = if req.target.starts_with("/api/") {
+                "api"
+            } else {
+                "resolvers"
+            };
+            resp.headers
+                .push(("RateLimit".into(), format!("\"{bucket}\";r=2999;t=300")));
+            resp.headers.push((
+                "RateLimit-Policy".into(),
+                format!("\"fixed window\";\"{bucket}\";q=3000;w=300"),
+            ));
+        }
+        resp
+    }
+
+    fn route(&self, origin: Origin, req: &HttpRequest) -> Response {
+        let (raw_path, raw_query) = split_target(&req.target);
+        let segs: Vec<&str> = raw_path
+            .strip_prefix('/')
+            .unwrap_or(raw_path)
+            .split('/')
+            .collect();
+        let parsed = match origin {
+            Origin::Hub => self.parse_hub_route(&segs),
+            Origin::Cdn => parse_cdn_route(&segs),
+        };
+        let Some(route) = parsed else {
+            return hub_error(400, None, "Invalid percent-encoding in path");
+        };
+        if let Some(resp) = self.take_status_fault(route.file_path()) {
+            return resp;
+        }
+        if req.method != "GET" && req.method != "HEAD" {
+            return hub_error(405, None, "Method not allowed").header("Allow", "GET, HEAD");
+        }
+        let query = parse_query(raw_query);
+        match route {
+            Route::Info { id, rev } => self.api_info(req, &id, rev.as_deref(), &query),
+            Route::Tree { id, rev, path } => {
+                self.api_tree(req, raw_path, raw_query, &query, &id, &rev, &path)
+            }
+            Route::Resolve { id, rev, path } => self.resolve(req, &id, &rev, &path),
+            Route::Cdn { id, commit, path } => self.cdn_get(req, &query, &id, &commit, &path),
+            Route::Unknown => hub_error(404, None, "Not Found"),
+        }
+    }
+
+    /// `/api/models/{id}[/revision/{rev}]`, `/api/models/{id}/tree/{rev}[/{path}]`,
+    /// `/{id}/resolve/{rev}/{path}`. `{id}` is one or two segments; when both readings
+    /// parse, the one naming an existing repo wins.
+    fn parse_hub_route(&self, segs: &[&str]) -> Option<Route> {
+        let exists = |id: &str| self.state.lock().unwrap().repos.contains_key(id);
+        let mut candidates: Vec<(bool, Route)> = Vec::new();
+        if segs.len() >= 3 && segs[0] == "api" && segs[1] == "models" {
+            let rest = &segs[2..];
+            for k in [2usize, 1] {
+                if rest.len() < k {
+                    continue;
+                }
+                let id = decode_join(&rest[..k])?;
+                let tail = &rest[k..];
+                let route = match tail.first() {
+                    None => Some(Route::Info {
+                        id: id.clone(),
+                        rev: None,
+                    }),
+                    Some(&"revision") => match split_rev(&tail[1..])? {
+                        (rev, []) => Some(Route::Info {
+                            id: id.clone(),
+                            rev: Some(rev),
+                        }),
+                        _ => None,
+                    },
+                    Some(&"tree") => {
+                        let (rev, p) = split_rev(&tail[1..])?;
+                        Some(Route::Tree {
+                            id: id.clone(),
+                            rev,
+                            path: decode_join(p)?,
+                        })
+                    }
+                    _ => None,
+                };
+                if let Some(r) = route {
+                    candidates.push((exists(&id), r));
+                }
+            }
+        } else {
+            for k in [2usize, 1] {
+                if segs.len() >= k + 3 && segs[k] == "resolve" {
+                    let id = decode_join(&segs[..k])?;
+                    let (rev, p) = split_rev(&segs[k + 1..])?;
+                    if p.is_empty() {
+                        continue;
+                    }
+                    let path = decode_join(p)?;
+                    candidates.push((exists(&id), Route::Resolve { id, rev, path }));
+                }
+            }
+        }
+        let pick = candidates.iter().position(|(e, _)| *e).unwrap_or(0);
+        Some(if candidates.is_empty() {
+            Route::Unknown
+        } else {
+            candidates.swap_remove(pick).1
+        })
+    }
+
+    /// Token check, repo visibility, gating (only when `need_gated`), revision resolution,
+    /// in the Hub's order. Errors are ready-made responses.
+    fn access(
+        &self,
+        req: &HttpRequest,
+        id: &str,
+        rev: Option<&str>,
+        need_gated: bool,
+    ) -> Result<Snapshot, Response> {
+        let st = self.state.lock().unwrap();
+        let auth = match req.header("authorization") {
+            None => Auth::Anonymous,
+            Some(v) => {
+                let token = v
+                    .split_once(' ')
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim());
+                match token {
+                    Some(t) if st.tokens.contains_key(t) => Auth::Token(t.to_string()),
+                    _ => {
+                        return Err(hub_error(
+                            401,
+                            None,
+                            "Invalid credentials in Authorization header",
+                        ))
+                    }
+                }
+            }
+        };
+        let approved = match &auth {
+            Auth::Token(t) => st.tokens[t].contains(id),
+            Auth::Anonymous => false,
+        };
+        let repo = match st.repos.get(id) {
+            Some(r) if !r.private || approved => r,
+            _ => {
+                let status = if matches!(auth, Auth::Anonymous) {
+                    401
+                } else {
+                    404
+                };
+                return Err(hub_error(
+                    status,
+                    Some("RepoNotFound"),
+                    "Repository not found",
+                ));
+            }
+        };
+        if need_gated && repo.gated && !approved {
+            return Err(match auth {
+                Auth::Anonymous => hub_error(
+                    401,
+                    Some("GatedRepo"),
+                    &format!("Access to model {id} is restricted. You must have access to it and be authenticated to access it. Please log in."),
+                ),
+                Auth::Token(_) => hub_error(
+                    403,
+                    Some("GatedRepo"),
+                    &format!("Access to model {id} is restricted and you are not in the authorized list. Visit https://huggingface.co/{id} to ask for access."),
+                ),
+            });
+        }
+        let rev = rev.unwrap_or("main");
+        let commit = if is_sha(rev) && repo.commits.contains_key(rev) {
+            rev.to_string()
+        } else if let Some(c) = repo.branches.get(rev) {
+            c.clone()
+        } else {
+            return Err(hub_error(
+                404,
+                Some("RevisionNotFound"),
+                &format!("Invalid rev id: {rev}"),
+            ));
+        };
+        Ok(Snapshot {
+            id: repo.id.clone(),
+            files: repo.commits[&commit].clone(),
+            extras: repo
+                .extras
+                .iter()
+                .filter(|(c, _)| *c == commit)
+                .map(|(_, e)| e.clone())
+                .collect(),
+            commit,
+            private: repo.private,
+            gated: repo.gated,
+        })
+    }
+
+    /// Signed CDN URL for an LFS file (fake CloudFront-style query; the CDN checks `Signature`).
+    fn cdn_url(&self, id: &str, commit: &str, path: &str) -> String {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        format!(
+            "{}/lfs/{}/{}/{}?Expires=4102444800&Policy=eyJmYWtlIjp0cnVlfQ__&Signature={}&Key-Pair-Id=KDEPOTAIFAKE&response-content-disposition={}",
+            self.cdn,
+            pct_segment(id),
+            commit,
+            pct_path(path),
+            cdn_signature(id, commit, path),
+            pct_segment(&format!("inline; filename*=UTF-8''{}", pct_segment(name))),
+        )
+    }
+}
+
+/// `/lfs/{pct(id)}/{commit}/{path...}`
+fn parse_cdn_route(segs: &[&str]) -> Option<Route> {
+    if segs.len() >= 4 && segs[0] == "lfs" {
+        Some(Route::Cdn {
+            id: pct_decode(segs[1])?,
+            commit: pct_decode(segs[2])?,
+            path: decode_join(&segs[3..])?,
+        })
+    } else {
+        Some(Route::Unknown)
+    }
+}
+
+fn cdn_signature(id: &str, commit: &str, path: &str) -> String {
+    hex::encode(&Sha256::digest(format!("depotai-fake-cdn-key\0{id}\0{commit}\0{path}"))[..16])
+}
+
+/// The revision is one segment (`refs%2Fpr%2F1`); an unescaped `refs/pr/N` or
+/// `refs/convert/X` is accepted too. Returns (decoded rev, remaining segments).
+fn split_rev<'a, 'b>(segs: &'a [&'b str]) -> Option<(String, &'a [&'b str])> {
+    match segs {
+        [] => None,
+        ["refs", kind @ ("pr" | "convert"), n, rest @ ..] => {
+            Some((format!("refs/{kind}/{}", pct_decode(n)?), rest))
+        }
+        [rev, rest @ ..] => Some((pct_decode(rev)?, rest)),
+    }
+}
+
+fn is_sha(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+// ───────────────────────── 5. Handlers ─────────────────────────
+
+const FIXED_DATE: &str = "2024-01-01T00:00:00.000Z";
+
+impl Shared {
+    /// `GET /api/models/{id}[/revision/{rev}][?blobs=true]`
+    fn api_info(
+        &self,
+        req: &HttpRequest,
+        id: &str,
+        rev: Option<&str>,
+        query: &[(String, String)],
+    ) -> Response {
+        let snap = match self.access(req, id, rev, false) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let blobs = query_flag(query, "blobs");
+        let mut siblings = Vec::new();
+        let mut used = 0u64;
+        for f in snap.extras.iter().chain(snap.files.values()) {
+            let mut s = json!({ "rfilename": f.path });
+            if blobs {
+                let m = f.meta();
+                s["size"] = json!(m.size);
+                s["blobId"] = json!(m.oid);
+                if let Some(sha) = &m.sha256 {
+                    s["lfs"] =
+                        json!({ "sha256": sha, "size": m.size, "pointerSize": m.pointer_size });
+                }
+                used += m.size;
+            }
+            siblings.push(s);
+        }
+        let author = snap.id.split_once('/').map(|(o, _)| o.to_string());
+        let body = json!({
+            "_id": &hex::encode(Sha256::digest(snap.id.as_bytes()))[..24],
+            "id": snap.id,
+            "modelId": snap.id,
+            "author": author,
+            "sha": snap.commit,
+            "lastModified": FIXED_DATE,
+            "createdAt": FIXED_DATE,
+            "private": snap.private,
+            "disabled": false,
+            "gated": if snap.gated { json!("manual") } else { json!(false) },
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "library_name": null,
+            "siblings": siblings,
+            "spaces": [],
+            "usedStorage": used,
+        });
+        json_response(200, &body)
+    }
+
+    /// `GET /api/models/{id}/tree/{rev}[/{path}][?recursive=true][&expand=true][&cursor=..]`
+    #[allow(clippy::too_many_arguments)]
+    fn api_tree(
+        &self,
+        req: &HttpRequest,
+        raw_path: &str,
+        raw_query: &str,
+        query: &[(String, String)],
+        id: &str,
+        rev: &str,
+        path: &str,
+    ) -> Response {
+        let snap = match self.access(req, id, Some(rev), false) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let recursive = query_flag(query, "recursive");
+        let expand = query_flag(query, "expand");
+        let offset = match query.iter().find(|(k, _)| k == "cursor") {
+            None => 0,
+            Some((_, c)) => match decode_cursor(c) {
+                Some(o) => o,
+                None => return hub_error(400, None, "Invalid cursor"),
+            },
+        };
+        let page_size = self.state.lock().unwrap().page_size;
+
+        let root = DirNode::build(&snap.files);
+        let base = path.trim_end_matches('/');
+        let Some(dir) = root.find(base) else {
+            return hub_error(
+                404,
+                Some("EntryNotFound"),
+                &format!("{base} does not exist on \"{rev}\""),
+            )
+            .header("X-Repo-Commit", &snap.commit);
+        };
+        let mut items: Vec<TreeItem> = Vec::new();
+        if base.is_empty() {
+            items.extend(snap.extras.iter().map(|e| TreeItem::File(e.clone())));
+        }
+        let prefix = if base.is_empty() {
+            String::new()
+        } else {
+            format!("{base}/")
+        };
+        dir.collect(&prefix, recursive, &mut items);
+
+        let end = offset.saturating_add(page_size).min(items.len());
+        let page: Vec<Value> = items
+            .get(offset.min(items.len())..end)
+            .unwrap_or(&[])
+            .iter()
+            .map(|it| it.to_json(expand, &snap.commit))
+            .collect();
+        let mut resp = json_response(200, &Value::Array(page));
+        if end < items.len() {
+            // Absolute, pointing at this server, keeping the caller's other parameters.
+            let mut q: Vec<&str> = raw_query
+                .split('&')
+                .filter(|p| !p.is_empty() && !p.starts_with("cursor="))
+                .collect();
+            let c = format!("cursor={}", encode_cursor(end));
+            q.push(&c);
+            let url = format!("{}{}?{}", self.endpoint, raw_path, q.join("&"));
+            resp = resp.header("Link", &format!("<{url}>; rel=\"next\""));
+        }
+        resp
+    }
+
+    /// `HEAD|GET /{id}/resolve/{rev}/{path}`: shape A for regular files, shape C (302 to
+    /// the CDN) for LFS files.
+    fn resolve(&self, req: &HttpRequest, id: &str, rev: &str, path: &str) -> Response {
+        if self.redirect_loop(path) {
+            return text_response(
+                307,
+                format!("Temporary Redirect. Redirecting to {}", req.target),
+            )
+            .header("Location", &req.target);
+        }
+        let snap = match self.access(req, id, Some(rev), true) {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        let Some(file) = snap.find(path) else {
+            return hub_error(404, Some("EntryNotFound"), "Entry not found")
+                .header("X-Repo-Commit", &snap.commit);
+        };
+        let m = file.meta();
+        if let Some(sha) = &m.sha256 {
+            let loc = self.cdn_url(&snap.id, &snap.commit, path);
+            return text_response(302, format!("Found. Redirecting to {loc}"))
+                .header("Location", &loc)
+                .header("X-Repo-Commit", &snap.commit)
+                .header("X-Linked-Etag", &format!("\"{sha}\""))
+                .header("X-Linked-Size", &m.size.to_string())
+                .header("ETag", &format!("\"{}\"", m.oid))
+                .header("Accept-Ranges", "bytes");
+        }
+        let etag = format!("\"{}\"", m.oid);
+        let headers = vec![
+            ("ETag".to_string(), etag.clone()),
+            ("X-Repo-Commit".to_string(), snap.commit.clone()),
+            ("Accept-Ranges".to_string(), "bytes".to_string()),
+            ("Content-Type".to_string(), content_type(path).to_string()),
+        ];
+        if let Some(inm) = req.header("if-none-match") {
+            let hit = inm
+                .split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == etag || t == m.oid || t == "*");
+            if hit {
+                return Response {
+                    status: 304,
+                    headers,
+                    body: Body::Bytes(Vec::new()),
+                };
+            }
+        }
+        self.serve_file(req, path, file, headers)
+    }
+
+    /// CDN: signed URL, no Authorization allowed, serves bytes with ranges; no X-Repo-Commit.
+    fn cdn_get(
+        &self,
+        req: &HttpRequest,
+        query: &[(String, String)],
+        id: &str,
+        commit: &str,
+        path: &str,
+    ) -> Response {
+        if req.header("authorization").is_some() {
+            return s3_error(403, "InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified");
+        }
+        let sig = query
+            .iter()
+            .find(|(k, _)| k == "Signature")
+            .map(|(_, v)| v.as_str());
+        if sig != Some(cdn_signature(id, commit, path).as_str()) {
+            return s3_error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            );
+        }
+        let file = {
+            let st = self.state.lock().unwrap();
+            st.repos.get(id).and_then(|r| {
+                r.commits
+                    .get(commit)
+                    .and_then(|files| files.get(path).cloned())
+                    .or_else(|| {
+                        r.extras
+                            .iter()
+                            .find(|(c, e)| c == commit && e.path == path)
+                            .map(|(_, e)| e.clone())
+                    })
+            })
+        };
+        let Some(file) = file else {
+            return s3_error(404, "NoSuchKey", "The specified key does not exist.");
+        };
+        let headers = vec![
+            ("ETag".to_string(), file.cdn_etag()),
+            ("Accept-Ranges".to_string(), "bytes".to_string()),
+            (
+                "Content-Type".to_string(),
+                "application/octet-stream".to_string(),
+            ),
+            (
+                "Cache-Control".to_string(),
+                "public, max-age=604800, immutable".to_string(),
+            ),
+        ];
+        self.serve_file(req, path, file, headers)
+    }
+
+    /// 200 / 206 / 416 for a file's bytes, with any body fault for `path` applied.
+    fn serve_file(
+        &self,
+        req: &HttpRequest,
+        path: &str,
+        file: Arc<FileEntry>,
+        mut headers: Vec<(String, String)>,
+    ) -> Response {
+        let fault = if req.method == "GET" {
+            self.take_body_fault(path)
+        } else {
+            None
+        };
+        let real_size = file.content.len();
+        let size = match fault {
+            Some(BodyFault::Length(d)) => (real_size as i128 + d as i128).max(0) as u64,
+            _ => real_size,
+        };
+        let empty_range_200 = self.state.lock().unwrap().empty_range_200;
+        let (status, start, len) = match parse_range(req.header("range"), size) {
+            RangeSpec::Full => (200, 0, size),
+            RangeSpec::Partial(a, b) => {
+                headers.push(("Content-Range".into(), format!("bytes {a}-{b}/{size}")));
+                (206, a, b - a + 1)
+            }
+            RangeSpec::Unsatisfiable if size == 0 && empty_range_200 => (200, 0, 0),
+            RangeSpec::Unsatisfiable => {
+                headers.retain(|(k, _)| k != "Content-Type");
+                headers.push(("Content-Range".into(), format!("bytes */{size}")));
+                return Response {
+                    status: 416,
+                    headers,
+                    body: Body::Bytes(Vec::new()),
+                };
+            }
+        };
+        Response {
+            status,
+            headers,
+            body: Body::File(FileBody {
+                file,
+                start,
+                len,
+                real_size,
+                fault,
+            }),
+        }
+    }
+}
+
+/// Directory tree of one commit, for listings and git tree ids.
+#[derive(Default)]
+struct DirNode {
+    dirs: BTreeMap<String, DirNode>,
+    files: BTreeMap<String, Arc<FileEntry>>,
+}
+
+enum TreeItem<'a> {
+    Dir(String, &'a DirNode),
+    File(Arc<FileEntry>),
+}
+
+impl DirNode {
+    fn build(files: &BTreeMap<String, Arc<FileEntry>>) -> DirNode {
+        let mut root = DirNode::default();
+        for (path, f) in files {
+            let mut parts: Vec<&str> = path.split('/').collect();
+            let name = parts.pop().unwrap();
+            let mut d = &mut root;
+            for p in parts {
+                d = d.dirs.entry(p.to_string()).or_default();
+            }
+            d.files.insert(name.to_string(), f.clone());
+        }
+        root
+    }
+
+    fn find(&self, path: &str) -> Option<&DirNode> {
+        if path.is_empty() {
+            return Some(self);
+        }
+        let mut d = self;
+        for p in path.split('/') {
+            d = d.dirs.get(p)?;
+        }
+        Some(d)
+    }
+
+    /// Per level: directories first, then files (both sorted); then, if recursive, the
+    /// contents of each subdirectory.
+    fn collect<'a>(&'a self, prefix: &str, recursive: bool, out: &mut Vec<TreeItem<'a>>) {
+        out.extend(
+            self.dirs
+                .iter()
+                .map(|(n, d)| TreeItem::Dir(format!("{prefix}{n}"), d)),
+        );
+        out.extend(self.files.values().map(|f| TreeItem::File(f.clone())));
+        if recursive {
+            for (n, d) in &self.dirs {
+                d.collect(&format!("{prefix}{n}/"), true, out);
+            }
+        }
+    }
+
+    /// Real git tree id (entries in git order: directories sort as "name/").
+    fn git_oid(&self) -> [u8; 20] {
+        let mut entries: Vec<(Vec<u8>, &str, &str, [u8; 20])> = Vec::new();
+        for (n, d) in &self.dirs {
+            entries.push((format!("{n}/").into_bytes(), "40000", n, d.git_oid()));
+        }
+        for (n, f) in &self.files {
+            let oid: [u8; 20] = hex::decode(&f.meta().oid).unwrap().try_into().unwrap();
+            entries.push((n.as_bytes().to_vec(), "100644", n, oid));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut body = Vec::new();
+        for (_, mode, name, oid) in entries {
+            body.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            body.extend_from_slice(&oid);
+        }
+        let mut h = Sha1::new();
+        h.update(format!("tree {}\0", body.len()).as_bytes());
+        h.update(&body);
+        h.finish()
+    }
+}
+
+impl TreeItem<'_> {
+    fn to_json(&self, expand: bool, commit: &str) -> Value {
+        let mut v = match self {
+            TreeItem::Dir(path, d) => {
+                json!({ "type": "directory", "oid": hex::encode(d.git_oid()), "size": 0, "path": path })
+            }
+            TreeItem::File(f) => {
+                let m = f.meta();
+                let mut v = json!({ "type": "file", "oid": m.oid, "size": m.size, "path": f.path });
+                if let Some(sha) = &m.sha256 {
+                    v["lfs"] = json!({ "oid": sha, "size": m.size, "pointerSize": m.pointer_size });
+                }
+                v
+            }
+        };
+        if expand {
+            v["lastCommit"] = json!({ "id": commit, "title": "Upload folder using huggingface_hub", "date": FIXED_DATE });
+            if matches!(self, TreeItem::File(_)) {
+                v["securityFileStatus"] = json!({ "status": "safe" });
+            }
+        }
+        v
+    }
+}
+
+/// Opaque-looking cursor: hex of a small JSON object.
+fn encode_cursor(offset: usize) -> String {
+    hex::encode(format!("{{\"offset\":{offset}}}"))
+}
+
+fn decode_cursor(c: &str) -> Option<usize> {
+    let s = String::from_utf8(hex::decode(c).ok()?).ok()?;
+    s.strip_prefix("{\"offset\":")?
+        .strip_suffix('}')?
+        .parse()
+        .ok()
+}
+
+fn content_type(path: &str) -> &'static str {
+    let ext = path
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "json" => "application/json; charset=utf-8",
+        "txt" | "md" | "py" | "gitattributes" | "model" | "yaml" | "yml" => {
+            "text/plain; charset=utf-8"
+        }
+        _ => "application/octet-stream",
+    }
+}
+
+// ───────────────────────── 6. Faults ─────────────────────────
+
+#[derive(Clone, Copy, Debug)]
+enum BodyFault {
+    Cut(u64),
+    Flip,
+    Length(i64),
+    Stall(u64),
+}
+
+fn fault_matches(fault_path: &str, path: Option<&str>) -> bool {
+    fault_path == "*" || Some(fault_path) == path
+}
+
+impl Shared {
+    /// Consumes one matching `Status` fault and builds its response.
+    fn take_status_fault(&self, path: Option<&str>) -> Option<Response> {
+        let mut st = self.state.lock().unwrap();
+        let i = st.faults.iter().position(|f| matches!(f, Fault::Status { path: p, times, .. } if *times > 0 && fault_matches(p, path)))?;
+        let Fault::Status {
+            status,
+            retry_after,
+            times,
+            ..
+        } = &mut st.faults[i]
+        else {
+            unreachable!()
+        };
+        let (status, retry_after) = (*status, *retry_after);
+        *times -= 1;
+        if *times == 0 {
+            st.faults.remove(i);
+        }
+        drop(st);
+        let msg = match status {
+            429 => "Rate limit exceeded, retry later",
+            500 => "Internal Error",
+            502 => "Bad Gateway",
+            503 => "Service Unavailable",
+            504 => "Gateway Timeout",
+            _ => "Injected failure",
+        };
+        let mut r = hub_error(status, None, msg);
+        if let Some(s) = retry_after {
+            r = r.header("Retry-After", &s.to_string());
+        }
+        if status == 429 {
+            let t = retry_after.unwrap_or(300);
+            r = r
+                .header("RateLimit", &format!("\"resolvers\";r=0;t={t}"))
+                .header(
+                    "RateLimit-Policy",
+                    "\"fixed window\";\"resolvers\";q=3000;w=300",
+                );
+        }
+        Some(r)
+    }
+
+    fn redirect_loop(&self, path: &str) -> bool {
+        let st = self.state.lock().unwrap();
+        st.faults
+            .iter()
+            .any(|f| matches!(f, Fault::RedirectLoop { path: p } if fault_matches(p, Some(path))))
+    }
+
+    /// Consumes the first matching body fault.
+    fn take_body_fault(&self, path: &str) -> Option<BodyFault> {
+        let mut st = self.state.lock().unwrap();
+        for i in 0..st.faults.len() {
+            let (p, times, bf) = match &mut st.faults[i] {
+                Fault::CutAfter { path, bytes, times } => (path, times, BodyFault::Cut(*bytes)),
+                Fault::WrongBytes { path, times } => (path, times, BodyFault::Flip),
+                Fault::WrongLength { path, delta, times } => {
+                    (path, times, BodyFault::Length(*delta))
+                }
+                Fault::Stall {
+                    path,
+                    after_bytes,
+                    times,
+                } => (path, times, BodyFault::Stall(*after_bytes)),
+                _ => continue,
+            };
+            if *times == 0 || !fault_matches(p, Some(path)) {
+                continue;
+            }
+            *times -= 1;
+            if *times == 0 {
+                st.faults.remove(i);
+            }
+            return Some(bf);
+        }
+        None
+    }
+
+    /// Holds a stalled connection until ~60 s pass or the server is dropped.
+    fn stall(&self) {
+        let g = self.stopped.lock().unwrap();
+        let _ = self
+            .stop_cv
+            .wait_timeout_while(g, Duration::from_secs(60), |stopped| !*stopped);
+    }
+}
+
+// ───────────────────────── 7. Responses ─────────────────────────
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+enum Body {
+    Bytes(Vec<u8>),
+    File(FileBody),
+}
+
+/// `len` bytes of `file` from `start`, as the (possibly faulted) server sees it:
+/// offsets past `real_size` (WrongLength > 0) read as zeros.
+struct FileBody {
+    file: Arc<FileEntry>,
+    start: u64,
+    len: u64,
+    real_size: u64,
+    fault: Option<BodyFault>,
+}
+
+impl Response {
+    fn header(mut self, k: &str, v: &str) -> Response {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn body_len(&self) -> u64 {
+        match &self.body {
+            Body::Bytes(b) => b.len() as u64,
+            Body::File(f) => f.len,
+        }
+    }
+}
+
+fn json_response(status: u16, v: &Value) -> Response {
+    Response {
+        status,
+        headers: vec![(
+            "Content-Type".into(),
+            "application/json; charset=utf-8".into(),
+        )],
+        body: Body::Bytes(serde_json::to_vec(v).unwrap()),
+    }
+}
+
+fn text_response(status: u16, text: String) -> Response {
+    Response {
+        status,
+        headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+        body: Body::Bytes(text.into_bytes()),
+    }
+}
+
+/// Hub error: `X-Error-Code` (when the Hub sends one), `X-Error-Message`, JSON body.
+fn hub_error(status: u16, code: Option<&str>, msg: &str) -> Response {
+    let mut r = json_response(status, &json!({ "error": msg }));
+    if let Some(c) = code {
+        r = r.header("X-Error-Code", c);
+    }
+    r.header("X-Error-Message", msg)
+}
+
+/// S3/CloudFront-style XML error, as the CDN answers.
+fn s3_error(status: u16, code: &str, msg: &str) -> Response {
+    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{msg}</Message></Error>");
+    Response {
+        status,
+        headers: vec![("Content-Type".into(), "application/xml".into())],
+        body: Body::Bytes(body.into_bytes()),
+    }
+}
+
+enum RangeSpec {
+    Full,
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+/// One range of `bytes=a-b`, `bytes=a-`, `bytes=-n`; `b >= size` is clamped (hf-hub asks
+/// one past the end); malformed or multi-range headers are ignored (200).
+fn parse_range(h: Option<&str>, size: u64) -> RangeSpec {
+    let Some(h) = h else { return RangeSpec::Full };
+    let Some((unit, spec)) = h.trim().split_once('=') else {
+        return RangeSpec::Full;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeSpec::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeSpec::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let Ok(n) = b.parse::<u64>() else {
+            return RangeSpec::Full;
+        };
+        if n == 0 || size == 0 {
+            return RangeSpec::Unsatisfiable;
+        }
+        return RangeSpec::Partial(size.saturating_sub(n), size - 1);
+    }
+    let Ok(a) = a.parse::<u64>() else {
+        return RangeSpec::Full;
+    };
+    let end = if b.is_empty() {
+        None
+    } else {
+        match b.parse::<u64>() {
+            Ok(b) if b >= a => Some(b),
+            _ => return RangeSpec::Full,
+        }
+    };
+    if a >= size {
+        return RangeSpec::Unsatisfiable;
+    }
+    RangeSpec::Partial(a, end.map_or(size - 1, |b| b.min(size - 1)))
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        302 => "Found",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+// ── URL encoding helpers ──
+
+fn split_target(target: &str) -> (&str, &str) {
+    target.split_once('?').unwrap_or((target, ""))
+}
+
+fn hexval(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Percent-decodes one segment to UTF-8 (invalid escapes stay literal; invalid UTF-8 → None).
+fn pct_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Decodes each segment separately, then joins with '/' (so `%2F` inside a segment and
+/// real separators end up the same, as on the Hub).
+fn decode_join(segs: &[&str]) -> Option<String> {
+    Some(
+        segs.iter()
+            .map(|s| pct_decode(s))
+            .collect::<Option<Vec<_>>>()?
+            .join("/"),
+    )
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn pct_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Encodes each '/'-separated segment of a repo path.
+pub fn pct_path(p: &str) -> String {
+    p.split('/').map(pct_segment).collect::<Vec<_>>().join("/")
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| pct_decode(&s.replace('+', " ")).unwrap_or_else(|| s.to_string());
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+fn query_flag(q: &[(String, String)], key: &str) -> bool {
+    q.iter()
+        .any(|(k, v)| k == key && matches!(v.to_ascii_lowercase().as_str(), "true" | "1"))
+}
+
+// ───────────────────────── 8. HTTP/1.1 ─────────────────────────
+
+const MAX_HEAD: u64 = 64 * 1024;
+const CHUNK: u64 = 256 * 1024;
+
+struct HttpRequest {
+    method: String,
+    target: String,
+    /// HTTP/1.0, `Connection: close`, or a request body we can't frame.
+    close: bool,
+    headers: Vec<(String, String)>,
+}
+
+impl HttpRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request head (and discards any Content-Length body). `Ok(None)` = clean EOF.
+fn read_request(r: &mut BufReader<TcpStream>) -> io::Result<Option<HttpRequest>> {
+    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    let mut budget = MAX_HEAD;
+    let mut line = Vec::new();
+    let mut read_line = |r: &mut BufReader<TcpStream>, line: &mut Vec<u8>| -> io::Result<usize> {
+        line.clear();
+        let n = r.by_ref().take(budget).read_until(b'\n', line)?;
+        budget -= n as u64;
+        if n > 0 && !line.ends_with(b"\n") {
+            return Err(bad("request head too large or truncated"));
+        }
+        while line.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+            line.pop();
+        }
+        Ok(n)
+    };
+    // Tolerate stray CRLFs between requests (RFC 9112 §2.2).
+    loop {
+        if read_line(r, &mut line)? == 0 {
+            return Ok(None);
+        }
+        if !line.is_empty() {
+            break;
+        }
+    }
+    let start = String::from_utf8_lossy(&line).to_string();
+    let mut parts = start.split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("bad request line"));
+    };
+    let (method, target, version) = (method.to_string(), target.to_string(), version.to_string());
+    let mut headers = Vec::new();
+    loop {
+        if read_line(r, &mut line)? == 0 {
+            return Err(bad("EOF in headers"));
+        }
+        if line.is_empty() {
+            break;
+        }
+        let l = String::from_utf8_lossy(&line);
+        let (k, v) = l.split_once(':').ok_or_else(|| bad("bad header"))?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut req = HttpRequest {
+        method,
+        target,
+        close: version != "HTTP/1.1",
+        headers,
+    };
+    if let Some(c) = req.header("connection") {
+        if c.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+            req.close = true;
+        }
+    }
+    if req.header("transfer-encoding").is_some() {
+        req.close = true; // can't find the next request reliably: answer, then close
+    } else if let Some(n) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        io::copy(&mut r.by_ref().take(n), &mut io::sink())?;
+    }
+    Ok(Some(req))
+}
+
+fn serve_connection(shared: Arc<Shared>, stream: TcpStream, origin: Origin) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    let (Ok(read_half), Ok(registered)) = (stream.try_clone(), stream.try_clone()) else {
+        return;
+    };
+    shared.conns.lock().unwrap().insert(id, registered);
+    // Drop may have run between accept and registration.
+    if !shared.stop.load(Ordering::SeqCst) {
+        let mut reader = BufReader::new(read_half);
+        let mut w = stream;
+        loop {
+            let req = match read_request(&mut reader) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    let resp = hub_error(400, None, "Bad Request");
+                    let _ = write_response(&shared, &mut w, resp, false, true);
+                    break;
+                }
+                Err(_) => break,
+            };
+            if shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let resp = shared.handle(origin, &req);
+            if shared.verbose {
+                eprintln!(
+                    "[hub] {:?} {} {} -> {}",
+                    origin, req.method, req.target, resp.status
+                );
+            }
+            shared.state.lock().unwrap().log.push(Request {
+                origin,
+                method: req.method.clone(),
+                path: req.target.clone(),
+                range: req.header("range").map(String::from),
+                authorization: req.header("authorization").map(String::from),
+                status: resp.status,
+                headers: req.headers.clone(),
+            });
+            match write_response(&shared, &mut w, resp, req.method == "HEAD", req.close) {
+                Ok(true) => {}
+                _ => break,
+            }
+        }
+        let _ = w.shutdown(Shutdown::Both);
+    }
+    shared.conns.lock().unwrap().remove(&id);
+}
+
+/// Header values must not break framing (decoded revs can hold anything).
+fn sanitize(v: &str) -> String {
+    v.chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// Writes head + body. Returns Ok(true) if the connection may be reused.
+fn write_response(
+    shared: &Shared,
+    w: &mut TcpStream,
+    resp: Response,
+    head_only: bool,
+    close: bool,
+) -> io::Result<bool> {
+    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+    for (k, v) in &resp.headers {
+        head.push_str(&format!("{k}: {}\r\n", sanitize(v)));
+    }
+    if resp.status != 304 {
+        head.push_str(&format!("Content-Length: {}\r\n", resp.body_len()));
+    }
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = head.into_bytes();
+    match resp.body {
+        Body::Bytes(b) => {
+            if !head_only && resp.status != 304 {
+                out.extend_from_slice(&b);
+            }
+            w.write_all(&out)?;
+            w.flush()?;
+        }
+        Body::File(fb) => {
+            w.write_all(&out)?;
+            if !head_only && !write_file_body(shared, w, &fb)? {
+                return Ok(false);
+            }
+            w.flush()?;
+        }
+    }
+    Ok(!close)
+}
+
+/// Streams a file body, applying its fault. Ok(false) = the connection must end.
+fn write_file_body(shared: &Shared, w: &mut TcpStream, fb: &FileBody) -> io::Result<bool> {
+    let limit = match fb.fault {
+        Some(BodyFault::Cut(k)) | Some(BodyFault::Stall(k)) => k.min(fb.len),
+        _ => fb.len,
+    };
+    let gen = match &fb.file.content {
+        Content::Generated { seed, .. } => Some(Generator::new(*seed)),
+        Content::Bytes(_) => None,
+    };
+    let flip_at = fb.len / 2;
+    let mut buf = vec![0u8; limit.min(CHUNK) as usize];
+    let mut sent = 0u64;
+    while sent < limit {
+        let n = (limit - sent).min(CHUNK) as usize;
+        let chunk = &mut buf[..n];
+        let off = fb.start + sent;
+        // Real bytes up to real_size, zeros past it (WrongLength > 0).
+        let real_n = fb.real_size.saturating_sub(off).min(n as u64) as usize;
+        match (&fb.file.content, &gen) {
+            (Content::Bytes(b), _) => {
+                chunk[..real_n].copy_from_slice(&b[off as usize..off as usize + real_n])
+            }
+            (_, Some(g)) => g.fill(off, &mut chunk[..real_n]),
+            _ => unreachable!(),
+        }
+        chunk[real_n..].fill(0);
+        if matches!(fb.fault, Some(BodyFault::Flip)) && (sent..sent + n as u64).contains(&flip_at) {
+            chunk[(flip_at - sent) as usize] ^= 0xFF;
+        }
+        w.write_all(chunk)?;
+        sent += n as u64;
+    }
+    match fb.fault {
+        Some(BodyFault::Cut(_)) => {
+            w.flush()?;
+            // FIN (not RST): the request was fully read, so nothing unread is pending.
+            let _ = w.shutdown(Shutdown::Both);
+            Ok(false)
+        }
+        Some(BodyFault::Stall(_)) => {
+            w.flush()?;
+            shared.stall();
+            Ok(false)
+        }
+        _ => Ok(true),
+    }
+}
