@@ -16,7 +16,10 @@ const MODEL: &str = "acme/tiny-model";
 /// The repository's files: the bundled example (no executables, as the Hub has none),
 /// with the weights in LFS, plus a `.gitattributes` the image must leave out.
 fn repo_files() -> Vec<RepoFile> {
-    let mut files = vec![RepoFile::regular(".gitattributes", "*.safetensors filter=lfs diff=lfs merge=lfs -text\n")];
+    let mut files = vec![RepoFile::regular(
+        ".gitattributes",
+        "*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+    )];
     for (path, bytes) in fixture_files() {
         if path.ends_with(".safetensors") || path.ends_with(".bin") {
             files.push(RepoFile::lfs(&path, Content::Bytes(bytes)));
@@ -32,7 +35,13 @@ fn fixture_files() -> BTreeMap<String, Vec<u8>> {
     let root = Path::new("fixtures/tiny-model");
     for e in walkdir::WalkDir::new(root).into_iter().map(Result::unwrap) {
         if e.file_type().is_file() {
-            let rel = e.path().strip_prefix(root).unwrap().to_str().unwrap().to_string();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
             m.insert(rel, fs::read(e.path()).unwrap());
         }
     }
@@ -94,7 +103,14 @@ impl Env {
         self.build_with(self.cmd(), model, sha, out, extra)
     }
 
-    fn build_with(&self, mut c: Command, model: &str, sha: &str, out: &str, extra: &[&str]) -> Output {
+    fn build_with(
+        &self,
+        mut c: Command,
+        model: &str,
+        sha: &str,
+        out: &str,
+        extra: &[&str],
+    ) -> Output {
         c.args(["build", model, "--sha", sha, "--json", "--output"])
             .arg(self.out(out))
             .args(extra);
@@ -102,9 +118,14 @@ impl Env {
     }
 
     fn blobs(&self) -> Vec<String> {
-        let dir = self.cache().join(format!("models--{}/blobs", MODEL.replace('/', "--")));
+        let dir = self
+            .cache()
+            .join(format!("models--{}/blobs", MODEL.replace('/', "--")));
         let mut v: Vec<String> = fs::read_dir(dir)
-            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -114,7 +135,11 @@ impl Env {
         self.server
             .requests()
             .into_iter()
-            .filter(|r| r.method == "GET" && !r.path.starts_with("/api/") && r.path.split('?').next().unwrap().ends_with(path_suffix))
+            .filter(|r| {
+                r.method == "GET"
+                    && !r.path.starts_with("/api/")
+                    && r.path.split('?').next().unwrap().ends_with(path_suffix)
+            })
             .collect()
     }
 }
@@ -125,7 +150,10 @@ fn layer_digest(out: &Path) -> String {
 
 fn fails_with(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert_eq!(o.status.code(), Some(1), "{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(last.starts_with("depotai: error: "), "{err}");
@@ -151,24 +179,52 @@ fn hub_build_equals_from_dir_build_byte_for_byte_and_leaves_out_gitattributes() 
     assert_eq!(hub_layout.blob, dir_layout.blob);
     let toc = read_layer(&hub_layout.blob).toc;
     assert!(!toc.entries.iter().any(|e| e.name == ".gitattributes"));
-    assert!(toc.entries.iter().any(|e| e.name == "1_Pooling/config.json"));
+    assert!(toc
+        .entries
+        .iter()
+        .any(|e| e.name == "1_Pooling/config.json"));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(summary["downloaded_bytes"].as_u64().unwrap(), fixture_files().values().map(|b| b.len() as u64).sum::<u64>());
+    assert_eq!(
+        summary["downloaded_bytes"].as_u64().unwrap(),
+        fixture_files()
+            .values()
+            .map(|b| b.len() as u64)
+            .sum::<u64>()
+    );
     // LFS bytes came from the CDN origin; tree pages were followed.
-    assert!(env.server.requests().iter().any(|r| r.origin == Origin::Cdn && r.path.contains("big.bin")));
-    assert!(env.server.requests().iter().filter(|r| r.path.contains("/tree/")).count() >= 4);
+    assert!(env
+        .server
+        .requests()
+        .iter()
+        .any(|r| r.origin == Origin::Cdn && r.path.contains("big.bin")));
+    assert!(
+        env.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/tree/"))
+            .count()
+            >= 4
+    );
 }
 
 #[test]
 fn cache_is_laid_out_like_huggingface_hub_and_a_rerun_downloads_nothing() {
     let env = Env::new();
     assert_ok(&env.build(MODEL, SHA, "first", &[]));
-    let snap = env.cache().join(format!("models--acme--tiny-model/snapshots/{SHA}"));
+    let snap = env
+        .cache()
+        .join(format!("models--acme--tiny-model/snapshots/{SHA}"));
     let link = fs::read_link(snap.join("1_Pooling/config.json")).unwrap();
-    assert!(link.to_str().unwrap().starts_with("../../../blobs/"), "{link:?}");
+    assert!(
+        link.to_str().unwrap().starts_with("../../../blobs/"),
+        "{link:?}"
+    );
     let big = fixture_files()["weights/big.bin"].clone();
     assert_eq!(fs::read(snap.join("weights/big.bin")).unwrap(), big);
-    assert!(env.blobs().contains(&sha256_hex(&big)), "LFS blobs are named by sha256");
+    assert!(
+        env.blobs().contains(&sha256_hex(&big)),
+        "LFS blobs are named by sha256"
+    );
     assert!(env.blobs().iter().all(|b| !b.ends_with(".incomplete")));
 
     env.server.clear_requests();
@@ -176,8 +232,17 @@ fn cache_is_laid_out_like_huggingface_hub_and_a_rerun_downloads_nothing() {
     assert_ok(&o);
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["downloaded_bytes"], 0);
-    assert!(env.server.requests().iter().all(|r| r.path.starts_with("/api/")), "only the listing is asked for");
-    assert_eq!(layer_digest(&env.out("first")), layer_digest(&env.out("second")));
+    assert!(
+        env.server
+            .requests()
+            .iter()
+            .all(|r| r.path.starts_with("/api/")),
+        "only the listing is asked for"
+    );
+    assert_eq!(
+        layer_digest(&env.out("first")),
+        layer_digest(&env.out("second"))
+    );
 
     // Offline: no request at all, same image.
     env.server.clear_requests();
@@ -185,13 +250,20 @@ fn cache_is_laid_out_like_huggingface_hub_and_a_rerun_downloads_nothing() {
     c.env("HF_HUB_OFFLINE", "1");
     assert_ok(&env.build_with(c, MODEL, SHA, "offline", &[]));
     assert!(env.server.requests().is_empty());
-    assert_eq!(layer_digest(&env.out("first")), layer_digest(&env.out("offline")));
+    assert_eq!(
+        layer_digest(&env.out("first")),
+        layer_digest(&env.out("offline"))
+    );
 }
 
 #[test]
 fn a_connection_cut_mid_file_is_resumed_with_a_range_request() {
     let env = Env::new();
-    env.server.inject(Fault::CutAfter { path: "weights/big.bin".into(), bytes: 1 << 20, times: 1 });
+    env.server.inject(Fault::CutAfter {
+        path: "weights/big.bin".into(),
+        bytes: 1 << 20,
+        times: 1,
+    });
     let o = env.build(MODEL, SHA, "img", &[]);
     assert_ok(&o);
     let gets = env.file_gets("big.bin");
@@ -201,7 +273,11 @@ fn a_connection_cut_mid_file_is_resumed_with_a_range_request() {
     assert_eq!(cdn[1].range.as_deref(), Some("bytes=1048576-"));
     let l = Layout::read(&env.out("img"));
     let toc = read_layer(&l.blob).toc;
-    let e = toc.entries.iter().find(|e| e.name == "weights/big.bin").unwrap();
+    let e = toc
+        .entries
+        .iter()
+        .find(|e| e.name == "weights/big.bin")
+        .unwrap();
     assert_eq!(e.digest, sha256(&fixture_files()["weights/big.bin"]));
 }
 
@@ -211,9 +287,17 @@ fn a_rerun_after_a_crash_resumes_the_partial_file() {
     let big = fixture_files()["weights/big.bin"].clone();
     let blobs = env.cache().join("models--acme--tiny-model/blobs");
     fs::create_dir_all(&blobs).unwrap();
-    fs::write(blobs.join(format!("{}.incomplete", sha256_hex(&big))), &big[..1_000_000]).unwrap();
+    fs::write(
+        blobs.join(format!("{}.incomplete", sha256_hex(&big))),
+        &big[..1_000_000],
+    )
+    .unwrap();
     assert_ok(&env.build(MODEL, SHA, "img", &[]));
-    let cdn: Vec<_> = env.file_gets("big.bin").into_iter().filter(|r| r.origin == Origin::Cdn).collect();
+    let cdn: Vec<_> = env
+        .file_gets("big.bin")
+        .into_iter()
+        .filter(|r| r.origin == Origin::Cdn)
+        .collect();
     assert_eq!(cdn.len(), 1);
     assert_eq!(cdn[0].range.as_deref(), Some("bytes=1000000-"));
     assert_eq!(fs::read(blobs.join(sha256_hex(&big))).unwrap(), big);
@@ -222,67 +306,139 @@ fn a_rerun_after_a_crash_resumes_the_partial_file() {
 #[test]
 fn wrong_bytes_are_downloaded_again_once_then_fail_with_nothing_kept() {
     let env = Env::new();
-    env.server.inject(Fault::WrongBytes { path: "weights/big.bin".into(), times: 1 });
+    env.server.inject(Fault::WrongBytes {
+        path: "weights/big.bin".into(),
+        times: 1,
+    });
     assert_ok(&env.build(MODEL, SHA, "once", &[]));
-    assert_eq!(env.file_gets("big.bin").iter().filter(|r| r.origin == Origin::Cdn).count(), 2);
+    assert_eq!(
+        env.file_gets("big.bin")
+            .iter()
+            .filter(|r| r.origin == Origin::Cdn)
+            .count(),
+        2
+    );
 
     let env = Env::new();
-    env.server.inject(Fault::WrongBytes { path: "config.json".into(), times: 2 });
+    env.server.inject(Fault::WrongBytes {
+        path: "config.json".into(),
+        times: 2,
+    });
     let o = env.build(MODEL, SHA, "img", &[]);
     fails_with(&o, "config.json: git blob id mismatch");
     no_image(&env, "img");
     let sha1 = support::hub::git_blob_sha1_hex(&fixture_files()["config.json"]);
-    assert!(env.blobs().iter().all(|b| !b.starts_with(&sha1)), "no bad blob or partial kept: {:?}", env.blobs());
+    assert!(
+        env.blobs().iter().all(|b| !b.starts_with(&sha1)),
+        "no bad blob or partial kept: {:?}",
+        env.blobs()
+    );
 }
 
 #[test]
 fn a_body_longer_than_the_listing_fails_and_a_short_one_is_resumed() {
     let env = Env::new();
-    env.server.inject(Fault::WrongLength { path: "weights/big.bin".into(), delta: 10, times: 5 });
+    env.server.inject(Fault::WrongLength {
+        path: "weights/big.bin".into(),
+        delta: 10,
+        times: 5,
+    });
     fails_with(&env.build(MODEL, SHA, "img", &[]), "size mismatch");
     no_image(&env, "img");
-    assert!(env.blobs().iter().all(|b| !b.starts_with(&sha256_hex(&fixture_files()["weights/big.bin"]))));
+    assert!(env
+        .blobs()
+        .iter()
+        .all(|b| !b.starts_with(&sha256_hex(&fixture_files()["weights/big.bin"]))));
 
     let env = Env::new();
-    env.server.inject(Fault::WrongLength { path: "weights/big.bin".into(), delta: -10, times: 1 });
+    env.server.inject(Fault::WrongLength {
+        path: "weights/big.bin".into(),
+        delta: -10,
+        times: 1,
+    });
     assert_ok(&env.build(MODEL, SHA, "img", &[]));
-    let cdn: Vec<_> = env.file_gets("big.bin").into_iter().filter(|r| r.origin == Origin::Cdn).collect();
-    assert_eq!(cdn.last().unwrap().range.as_deref(), Some(format!("bytes={}-", (3 << 20) - 10).as_str()));
+    let cdn: Vec<_> = env
+        .file_gets("big.bin")
+        .into_iter()
+        .filter(|r| r.origin == Origin::Cdn)
+        .collect();
+    assert_eq!(
+        cdn.last().unwrap().range.as_deref(),
+        Some(format!("bytes={}-", (3 << 20) - 10).as_str())
+    );
 }
 
 #[test]
 fn server_errors_are_retried_then_succeed() {
     let env = Env::new();
-    env.server.inject(Fault::Status { path: "config.json".into(), status: 503, retry_after: None, times: 2 });
-    env.server.inject(Fault::Status { path: "weights/big.bin".into(), status: 500, retry_after: None, times: 1 });
+    env.server.inject(Fault::Status {
+        path: "config.json".into(),
+        status: 503,
+        retry_after: None,
+        times: 2,
+    });
+    env.server.inject(Fault::Status {
+        path: "weights/big.bin".into(),
+        status: 500,
+        retry_after: None,
+        times: 1,
+    });
     assert_ok(&env.build(MODEL, SHA, "img", &[]));
-    let statuses: Vec<u16> = env.file_gets("/config.json").iter().filter(|r| !r.path.contains("1_Pooling")).map(|r| r.status).collect();
+    let statuses: Vec<u16> = env
+        .file_gets("/config.json")
+        .iter()
+        .filter(|r| !r.path.contains("1_Pooling"))
+        .map(|r| r.status)
+        .collect();
     assert_eq!(statuses, [503, 503, 200]);
 }
 
 #[test]
 fn rate_limits_are_honoured_with_retry_after() {
     let env = Env::new();
-    env.server.inject(Fault::Status { path: "vocab.txt".into(), status: 429, retry_after: Some(2), times: 1 });
+    env.server.inject(Fault::Status {
+        path: "vocab.txt".into(),
+        status: 429,
+        retry_after: Some(2),
+        times: 1,
+    });
     let t = Instant::now();
     assert_ok(&env.build(MODEL, SHA, "img", &[]));
-    assert!(t.elapsed() >= Duration::from_secs(2), "waited {:?}", t.elapsed());
-    let statuses: Vec<u16> = env.file_gets("vocab.txt").iter().map(|r| r.status).collect();
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "waited {:?}",
+        t.elapsed()
+    );
+    let statuses: Vec<u16> = env
+        .file_gets("vocab.txt")
+        .iter()
+        .map(|r| r.status)
+        .collect();
     assert_eq!(statuses, [429, 200]);
 }
 
 #[test]
 fn endless_server_errors_give_up_with_a_clear_error() {
     let env = Env::new();
-    env.server.inject(Fault::Status { path: "vocab.txt".into(), status: 502, retry_after: None, times: 1000 });
-    fails_with(&env.build(MODEL, SHA, "img", &[]), "giving up after 8 attempts");
+    env.server.inject(Fault::Status {
+        path: "vocab.txt".into(),
+        status: 502,
+        retry_after: None,
+        times: 1000,
+    });
+    fails_with(
+        &env.build(MODEL, SHA, "img", &[]),
+        "giving up after 8 attempts",
+    );
     no_image(&env, "img");
 }
 
 #[test]
 fn a_redirect_loop_is_stopped() {
     let env = Env::new();
-    env.server.inject(Fault::RedirectLoop { path: "README.md".into() });
+    env.server.inject(Fault::RedirectLoop {
+        path: "README.md".into(),
+    });
     fails_with(&env.build(MODEL, SHA, "img", &[]), "too many redirects");
     assert!(env.file_gets("README.md").len() <= 11);
     no_image(&env, "img");
@@ -291,25 +447,57 @@ fn a_redirect_loop_is_stopped() {
 #[test]
 fn a_stalled_transfer_times_out_and_resumes() {
     let env = Env::new();
-    env.server.inject(Fault::Stall { path: "weights/big.bin".into(), after_bytes: 500_000, times: 1 });
+    env.server.inject(Fault::Stall {
+        path: "weights/big.bin".into(),
+        after_bytes: 500_000,
+        times: 1,
+    });
     let t = Instant::now();
     assert_ok(&env.build(MODEL, SHA, "img", &[]));
     assert!(t.elapsed() < Duration::from_secs(30));
-    let cdn: Vec<_> = env.file_gets("big.bin").into_iter().filter(|r| r.origin == Origin::Cdn).collect();
+    let cdn: Vec<_> = env
+        .file_gets("big.bin")
+        .into_iter()
+        .filter(|r| r.origin == Origin::Cdn)
+        .collect();
     assert_eq!(cdn.len(), 2);
-    assert!(cdn[1].range.is_some(), "resumed, not restarted: {:?}", cdn[1]);
+    assert!(
+        cdn[1].range.is_some(),
+        "resumed, not restarted: {:?}",
+        cdn[1]
+    );
 }
 
 #[test]
 fn traversal_names_in_the_listing_stop_the_build_before_any_write() {
-    for name in ["../evil", "a/../../evil", "/etc/passwd", "a\\b", "a//b", "C:\\x"] {
+    for name in [
+        "../evil",
+        "a/../../evil",
+        "/etc/passwd",
+        "a\\b",
+        "a//b",
+        "C:\\x",
+    ] {
         let env = Env::new();
-        env.server.inject(Fault::TraversalName { repo: MODEL.into(), commit: SHA.into(), name: name.into() });
+        env.server.inject(Fault::TraversalName {
+            repo: MODEL.into(),
+            commit: SHA.into(),
+            name: name.into(),
+        });
         let o = env.build(MODEL, SHA, "img", &[]);
         fails_with(&o, "unsafe file names");
-        assert!(!env.cache().exists() || env.blobs().is_empty(), "{name}: nothing downloaded");
+        assert!(
+            !env.cache().exists() || env.blobs().is_empty(),
+            "{name}: nothing downloaded"
+        );
         assert!(!env.tmp.path().join("evil").exists());
-        assert!(env.server.requests().iter().all(|r| r.path.starts_with("/api/")), "{name}: no file fetched");
+        assert!(
+            env.server
+                .requests()
+                .iter()
+                .all(|r| r.path.starts_with("/api/")),
+            "{name}: no file fetched"
+        );
         no_image(&env, "img");
     }
 }
@@ -323,19 +511,34 @@ fn missing_repos_revisions_and_files_have_distinct_errors() {
     let env = Env::with(vec![Repo::new(MODEL, SHA, repo_files()), gated, private]);
     env.server.add_token("hf_good", &["acme/private"]);
 
-    fails_with(&env.build("acme/nope", SHA, "a", &[]), "model acme/nope not found");
+    fails_with(
+        &env.build("acme/nope", SHA, "a", &[]),
+        "model acme/nope not found",
+    );
     let o = env.build("acme/nope", SHA, "a", &[]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("set HF_TOKEN"));
-    fails_with(&env.build("acme/private", SHA, "b", &[]), "model acme/private not found");
-    fails_with(&env.build(MODEL, &"f".repeat(40), "c", &[]), &format!("commit {} not found in {MODEL}", "f".repeat(40)));
-    fails_with(&env.build("acme/gated", SHA, "d", &[]), "model acme/gated is gated");
+    fails_with(
+        &env.build("acme/private", SHA, "b", &[]),
+        "model acme/private not found",
+    );
+    fails_with(
+        &env.build(MODEL, &"f".repeat(40), "c", &[]),
+        &format!("commit {} not found in {MODEL}", "f".repeat(40)),
+    );
+    fails_with(
+        &env.build("acme/gated", SHA, "d", &[]),
+        "model acme/gated is gated",
+    );
 
     let mut c = env.cmd();
     c.env("HF_TOKEN", "hf_good");
     fails_with(&env.build_with(c, "acme/gated", SHA, "e", &[]), "is gated");
     let mut c = env.cmd();
     c.env("HF_TOKEN", "hf_bogus");
-    fails_with(&env.build_with(c, MODEL, SHA, "f", &[]), "rejected the token");
+    fails_with(
+        &env.build_with(c, MODEL, SHA, "f", &[]),
+        "rejected the token",
+    );
     for out in ["a", "b", "c", "d", "e", "f"] {
         no_image(&env, out);
     }
@@ -356,7 +559,10 @@ fn the_token_goes_to_the_hub_only_never_to_the_cdn() {
     c.env("HF_TOKEN", "hf_secret");
     assert_ok(&env.build_with(c, MODEL, SHA, "img", &[]));
     let reqs = env.server.requests();
-    assert!(reqs.iter().filter(|r| r.origin == Origin::Hub).all(|r| r.authorization.as_deref() == Some("Bearer hf_secret")));
+    assert!(reqs
+        .iter()
+        .filter(|r| r.origin == Origin::Hub)
+        .all(|r| r.authorization.as_deref() == Some("Bearer hf_secret")));
     let cdn: Vec<_> = reqs.iter().filter(|r| r.origin == Origin::Cdn).collect();
     assert!(!cdn.is_empty());
     assert!(cdn.iter().all(|r| r.authorization.is_none()));
@@ -373,25 +579,67 @@ fn a_moved_branch_does_not_change_a_pinned_build() {
     assert_ok(&env.build(MODEL, SHA, "before", &[]));
     env.server.move_branch(MODEL, "main", new_sha);
     assert_ok(&env.build(MODEL, SHA, "after", &[]));
-    assert_eq!(layer_digest(&env.out("before")), layer_digest(&env.out("after")));
+    assert_eq!(
+        layer_digest(&env.out("before")),
+        layer_digest(&env.out("after"))
+    );
     assert_ok(&env.build(MODEL, new_sha, "new", &[]));
     let toc = read_layer(&Layout::read(&env.out("new")).blob).toc;
     assert!(toc.entries.iter().any(|e| e.name == "NEW.md"));
-    assert!(env.server.requests().iter().filter(|r| r.path.contains("/resolve/")).all(|r| r.path.contains(SHA) || r.path.contains(new_sha)));
+    assert!(env
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/resolve/"))
+        .all(|r| r.path.contains(SHA) || r.path.contains(new_sha)));
 }
 
 #[test]
 fn include_exclude_and_delete_downloads() {
     let env = Env::new();
-    let o = env.build(MODEL, SHA, "img", &["--include", "*.json", "--exclude", "tokenizer*", "--delete-downloads"]);
+    let o = env.build(
+        MODEL,
+        SHA,
+        "img",
+        &[
+            "--include",
+            "*.json",
+            "--exclude",
+            "tokenizer*",
+            "--delete-downloads",
+        ],
+    );
     assert_ok(&o);
     let toc = read_layer(&Layout::read(&env.out("img")).blob).toc;
-    let mut names: Vec<&str> = toc.entries.iter().filter(|e| e.kind == "reg").map(|e| e.name.as_str()).collect();
+    let mut names: Vec<&str> = toc
+        .entries
+        .iter()
+        .filter(|e| e.kind == "reg")
+        .map(|e| e.name.as_str())
+        .collect();
     names.sort();
-    assert_eq!(names, [".no.prefetch.landmark", "1_Pooling/config.json", "config.json", "special_tokens_map.json"]);
-    assert!(env.blobs().is_empty(), "downloads removed: {:?}", env.blobs());
-    assert!(env.file_gets("model.safetensors").is_empty(), "excluded files are not downloaded");
-    fails_with(&env.build(MODEL, SHA, "none", &["--include", "*.nothing"]), "no files of acme/tiny-model match");
+    assert_eq!(
+        names,
+        [
+            ".no.prefetch.landmark",
+            "1_Pooling/config.json",
+            "config.json",
+            "special_tokens_map.json"
+        ]
+    );
+    assert!(
+        env.blobs().is_empty(),
+        "downloads removed: {:?}",
+        env.blobs()
+    );
+    assert!(
+        env.file_gets("model.safetensors").is_empty(),
+        "excluded files are not downloaded"
+    );
+    fails_with(
+        &env.build(MODEL, SHA, "none", &["--include", "*.nothing"]),
+        "no files of acme/tiny-model match",
+    );
 }
 
 #[test]
@@ -399,37 +647,68 @@ fn corrupt_cached_lfs_blob_is_caught_by_the_layer_digest_and_evicted() {
     let env = Env::new();
     assert_ok(&env.build(MODEL, SHA, "first", &[]));
     let big = fixture_files()["weights/big.bin"].clone();
-    let blob = env.cache().join("models--acme--tiny-model/blobs").join(sha256_hex(&big));
+    let blob = env
+        .cache()
+        .join("models--acme--tiny-model/blobs")
+        .join(sha256_hex(&big));
     let mut bad = big.clone();
     bad[12345] ^= 1;
     fs::write(&blob, &bad).unwrap();
-    fails_with(&env.build(MODEL, SHA, "second", &[]), "weights/big.bin: content has");
+    fails_with(
+        &env.build(MODEL, SHA, "second", &[]),
+        "weights/big.bin: content has",
+    );
     no_image(&env, "second");
     assert!(!blob.exists(), "the corrupt blob was evicted");
     assert_ok(&env.build(MODEL, SHA, "third", &[]));
-    assert_eq!(layer_digest(&env.out("first")), layer_digest(&env.out("third")));
+    assert_eq!(
+        layer_digest(&env.out("first")),
+        layer_digest(&env.out("third"))
+    );
 }
 
 #[test]
 fn a_file_over_8_gib_from_a_generator_becomes_a_pax_entry_with_the_right_digest() {
     let files = vec![
         RepoFile::regular("config.json", "{}"),
-        RepoFile::lfs("huge.safetensors", Content::Generated { size: BIG_SIZE, seed: BIG_SEED }),
+        RepoFile::lfs(
+            "huge.safetensors",
+            Content::Generated {
+                size: BIG_SIZE,
+                seed: BIG_SEED,
+            },
+        ),
     ];
     let env = Env::with(vec![Repo::new("acme/huge", SHA, files)]);
-    let o = env.build("acme/huge", SHA, "img", &["--chunk-size", "64MiB", "--delete-downloads"]);
+    let o = env.build(
+        "acme/huge",
+        SHA,
+        "img",
+        &["--chunk-size", "64MiB", "--delete-downloads"],
+    );
     assert_ok(&o);
     let out = env.out("img");
     let l = Layout::read(&out);
-    let want = format!("sha256:{}", hex::encode(support::hub::generated_sha256(BIG_SIZE, BIG_SEED)));
+    let want = format!(
+        "sha256:{}",
+        hex::encode(support::hub::generated_sha256(BIG_SIZE, BIG_SEED))
+    );
     let footer = &l.blob[l.blob.len() - 51..];
     let toc_offset = depotai::layer::estargz::parse_footer(footer).unwrap();
     let toc_tar = gunzip_member(&l.blob[..l.blob.len() - 51], toc_offset);
     let mut ar = tar::Archive::new(&toc_tar[..]);
     let mut json = Vec::new();
-    std::io::Read::read_to_end(&mut ar.entries().unwrap().next().unwrap().unwrap(), &mut json).unwrap();
+    std::io::Read::read_to_end(
+        &mut ar.entries().unwrap().next().unwrap().unwrap(),
+        &mut json,
+    )
+    .unwrap();
     let toc = depotai::layer::estargz::Toc::from_json(&json).unwrap();
-    let huge: Vec<_> = toc.entries.iter().filter(|e| e.name == "huge.safetensors").collect();
+    let huge: Vec<_> = toc
+        .entries
+        .iter()
+        .filter(|e| e.name == "huge.safetensors")
+        .collect();
     assert_eq!(huge[0].size, BIG_SIZE);
     assert_eq!(huge[0].digest, want);
     assert_eq!(huge.len() as u64, BIG_SIZE.div_ceil(64 << 20));
@@ -437,7 +716,10 @@ fn a_file_over_8_gib_from_a_generator_becomes_a_pax_entry_with_the_right_digest(
     let last = huge.last().unwrap();
     assert_eq!(last.chunk_offset, 8 << 30);
     let tail = gunzip_member(&l.blob, last.offset);
-    assert_eq!(tail[0], support::hub::generated_bytes(BIG_SEED, 8 << 30, 1)[0]);
+    assert_eq!(
+        tail[0],
+        support::hub::generated_bytes(BIG_SEED, 8 << 30, 1)[0]
+    );
     // The tar header: PAX size record, read back by the tar crate, without holding 8 GiB.
     let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&l.blob[..]));
     let e = ar

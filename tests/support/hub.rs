@@ -292,8 +292,7 @@ impl Content {
         hex::encode(self.sha256())
     }
 
-    /// git blob id: sha1("blob <len>\0" + data). The hand-written SHA-1 runs unoptimised
-    /// in test builds (~tens of MB/s): keep big `Generated` content LFS.
+    /// git blob id: sha1("blob <len>\0" + data).
     pub fn git_blob_sha1_hex(&self) -> String {
         let mut h = Sha1::new();
         h.update(format!("blob {}\0", self.len()).as_bytes());
@@ -325,104 +324,21 @@ pub fn lfs_pointer(sha256_hex: &str, size: u64) -> String {
     format!("version https://git-lfs.github.com/spec/v1\noid sha256:{sha256_hex}\nsize {size}\n")
 }
 
-/// Minimal SHA-1 (std only, to avoid a new dependency); only used for git object ids.
-pub struct Sha1 {
-    h: [u32; 5],
-    buf: [u8; 64],
-    n: usize,
-    total: u64,
-}
-
-impl Default for Sha1 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// SHA-1 for git object ids (the `sha1` crate, behind the small API the tests use).
+#[derive(Default)]
+pub struct Sha1(sha1::Sha1);
 
 impl Sha1 {
     pub fn new() -> Sha1 {
-        Sha1 {
-            h: [
-                0x6745_2301,
-                0xEFCD_AB89,
-                0x98BA_DCFE,
-                0x1032_5476,
-                0xC3D2_E1F0,
-            ],
-            buf: [0; 64],
-            n: 0,
-            total: 0,
-        }
+        Sha1::default()
     }
 
-    pub fn update(&mut self, mut data: &[u8]) {
-        self.total = self.total.wrapping_add(data.len() as u64);
-        if self.n > 0 {
-            let take = (64 - self.n).min(data.len());
-            self.buf[self.n..self.n + take].copy_from_slice(&data[..take]);
-            self.n += take;
-            data = &data[take..];
-            if self.n == 64 {
-                let block = self.buf;
-                sha1_compress(&mut self.h, &block);
-                self.n = 0;
-            }
-        }
-        while data.len() >= 64 {
-            sha1_compress(&mut self.h, data[..64].try_into().unwrap());
-            data = &data[64..];
-        }
-        if !data.is_empty() {
-            self.buf[..data.len()].copy_from_slice(data);
-            self.n = data.len();
-        }
+    pub fn update(&mut self, data: &[u8]) {
+        sha1::Digest::update(&mut self.0, data);
     }
 
-    pub fn finish(mut self) -> [u8; 20] {
-        let bits = self.total.wrapping_mul(8);
-        self.update(&[0x80]);
-        while self.n != 56 {
-            self.update(&[0]);
-        }
-        self.update(&bits.to_be_bytes());
-        let mut out = [0u8; 20];
-        for (i, w) in self.h.iter().enumerate() {
-            out[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
-        }
-        out
-    }
-}
-
-fn sha1_compress(h: &mut [u32; 5], block: &[u8; 64]) {
-    let mut w = [0u32; 80];
-    for i in 0..16 {
-        w[i] = u32::from_be_bytes(block[4 * i..4 * i + 4].try_into().unwrap());
-    }
-    for i in 16..80 {
-        w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
-    }
-    let [mut a, mut b, mut c, mut d, mut e] = *h;
-    for (i, wi) in w.iter().enumerate() {
-        let (f, k) = match i {
-            0..=19 => ((b & c) | (!b & d), 0x5A82_7999),
-            20..=39 => (b ^ c ^ d, 0x6ED9_EBA1),
-            40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
-            _ => (b ^ c ^ d, 0xCA62_C1D6),
-        };
-        let t = a
-            .rotate_left(5)
-            .wrapping_add(f)
-            .wrapping_add(e)
-            .wrapping_add(k)
-            .wrapping_add(*wi);
-        e = d;
-        d = c;
-        c = b.rotate_left(30);
-        b = a;
-        a = t;
-    }
-    for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
-        *x = x.wrapping_add(y);
+    pub fn finish(self) -> [u8; 20] {
+        sha1::Digest::finalize(self.0).into()
     }
 }
 
