@@ -168,13 +168,7 @@ fn progress_reports_every_content_byte_once() {
     let (entries, contents) = DirSource::scan(Path::new("fixtures/tiny-model"))
         .unwrap()
         .into_entries();
-    let total: u64 = entries
-        .iter()
-        .map(|e| match e.kind {
-            EntryKind::File { size, .. } => size,
-            _ => 0,
-        })
-        .sum();
+    let total = depotai::layer::content_size(&entries);
     let seen = AtomicU64::new(0);
     let report = build_image(
         entries,

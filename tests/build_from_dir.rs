@@ -461,17 +461,7 @@ fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
     }
     assert!(seen);
     // Read the TOC via footer without decompressing everything again.
-    let footer = &l.blob[l.blob.len() - 51..];
-    let toc_offset = depotai::layer::estargz::parse_footer(footer).unwrap();
-    let toc_tar = gunzip_member(&l.blob[..l.blob.len() - 51], toc_offset);
-    let mut ar = tar::Archive::new(&toc_tar[..]);
-    let mut json = Vec::new();
-    std::io::Read::read_to_end(
-        &mut ar.entries().unwrap().next().unwrap().unwrap(),
-        &mut json,
-    )
-    .unwrap();
-    let toc = depotai::layer::estargz::Toc::from_json(&json).unwrap();
+    let (_, toc, _) = toc_of(&l.blob);
     let huge: Vec<_> = toc
         .entries
         .iter()

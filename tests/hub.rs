@@ -693,17 +693,7 @@ fn a_file_over_8_gib_from_a_generator_becomes_a_pax_entry_with_the_right_digest(
         "sha256:{}",
         hex::encode(support::hub::generated_sha256(BIG_SIZE, BIG_SEED))
     );
-    let footer = &l.blob[l.blob.len() - 51..];
-    let toc_offset = depotai::layer::estargz::parse_footer(footer).unwrap();
-    let toc_tar = gunzip_member(&l.blob[..l.blob.len() - 51], toc_offset);
-    let mut ar = tar::Archive::new(&toc_tar[..]);
-    let mut json = Vec::new();
-    std::io::Read::read_to_end(
-        &mut ar.entries().unwrap().next().unwrap().unwrap(),
-        &mut json,
-    )
-    .unwrap();
-    let toc = depotai::layer::estargz::Toc::from_json(&json).unwrap();
+    let (_, toc, _) = toc_of(&l.blob);
     let huge: Vec<_> = toc
         .entries
         .iter()

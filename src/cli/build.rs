@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use depotai::image::{default_platforms, Platform};
 use depotai::layer::estargz;
-use depotai::layer::{Contents, Entry, EntryKind};
+use depotai::layer::{content_size, Contents, Entry};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::source::hub::{self, FileFilter, HubConfig};
@@ -184,14 +184,7 @@ fn build_with_bar(
     req: &BuildRequest,
     quiet: bool,
 ) -> Result<BuildReport, BuildError> {
-    let total: u64 = entries
-        .iter()
-        .map(|e| match e.kind {
-            EntryKind::File { size, .. } => size,
-            _ => 0,
-        })
-        .sum();
-    let bar = Progress::bytes(total, &format!("building {name}"), quiet);
+    let bar = Progress::bytes(content_size(&entries), &format!("building {name}"), quiet);
     let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
     bar.finish();
     report

@@ -28,6 +28,17 @@ pub struct Entry {
     pub kind: EntryKind,
 }
 
+/// Bytes of file content the entries announce.
+pub fn content_size(entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .map(|e| match e.kind {
+            EntryKind::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// Where file contents come from. `open` is called once per non-empty file, in output
 /// order; the reader must yield exactly the size the entry announced.
 pub trait Contents: Sync {

@@ -179,7 +179,9 @@ pub fn gunzip_member(blob: &[u8], offset: u64) -> Vec<u8> {
     out
 }
 
-pub fn read_layer(blob: &[u8]) -> Layer {
+/// The TOC through the footer, as a lazy reader gets it: without decompressing the
+/// payload. Returns the TOC offset, the TOC and its JSON bytes.
+pub fn toc_of(blob: &[u8]) -> (u64, Toc, Vec<u8>) {
     let footer = &blob[blob.len() - FOOTER_SIZE..];
     let toc_offset = parse_footer(footer).expect("eStargz footer");
     assert!(
@@ -194,6 +196,11 @@ pub fn read_layer(blob: &[u8]) -> Layer {
     let mut toc_json = Vec::new();
     first.read_to_end(&mut toc_json).unwrap();
     let toc = Toc::from_json(&toc_json).expect("TOC parses");
+    (toc_offset, toc, toc_json)
+}
+
+pub fn read_layer(blob: &[u8]) -> Layer {
+    let (toc_offset, toc, toc_json) = toc_of(blob);
 
     let decompressed = gunzip_all(blob);
     let mut entries = Vec::new();

@@ -86,17 +86,24 @@ pub async fn verify_cached(blob: &Path, f: &RemoteFile) -> Result<bool, HubError
     if let Check::GitSha1(want) = &f.check {
         let mut h = Hasher::new(&f.check, f.size);
         let mut file = tokio::fs::File::open(blob).await.map_err(io(blob))?;
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf).await.map_err(io(blob))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
+        hash_into(&mut file, &mut h).await.map_err(io(blob))?;
         return Ok(&h.finish() == want);
     }
     Ok(true)
+}
+
+/// Feeds the rest of `file` to `h`; returns the bytes read.
+async fn hash_into(file: &mut tokio::fs::File, h: &mut Hasher) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
 }
 
 /// Downloads `f` into `blobs/{etag}` unless a verified copy is there already.
@@ -162,15 +169,9 @@ async fn transfer(
     if let Ok(mut existing) = tokio::fs::File::open(partial).await {
         let len = existing.metadata().await.map_err(io(partial))?.len();
         if len <= f.size {
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = existing.read(&mut buf).await.map_err(io(partial))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                have += n as u64;
-            }
+            have = hash_into(&mut existing, &mut hasher)
+                .await
+                .map_err(io(partial))?;
         }
         if have != len {
             have = 0;
