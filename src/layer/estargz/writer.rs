@@ -87,18 +87,8 @@ pub fn build<W: Write + Send>(
         let read_result = read_and_cut(&planned, contents, opts, job_tx, permit_rx, progress);
         let written = writer.join().expect("writer thread panicked");
         // A write error explains a reader that stopped early, so report it first.
-        let (hw, offsets, chunk_digests) = written?;
-        let (tocs, diff, files, content_bytes) = read_result?;
-        finish(
-            hw,
-            offsets,
-            chunk_digests,
-            tocs,
-            diff,
-            files,
-            content_bytes,
-            opts,
-        )
+        let written = written?;
+        finish(written, read_result?, opts)
     })
 }
 
@@ -134,7 +124,12 @@ fn gzip_member(c: &mut libdeflater::Compressor, data: &[u8]) -> Result<Vec<u8>, 
     Ok(out)
 }
 
-type Written<W> = (HashingWriter<W>, Vec<u64>, Vec<Option<Digest>>);
+/// What the writer thread leaves: the output, and each member's offset and chunk digest.
+struct Written<W> {
+    out: HashingWriter<W>,
+    offsets: Vec<u64>,
+    chunk_digests: Vec<Option<Digest>>,
+}
 
 fn write_in_order<W: Write>(
     out: W,
@@ -162,7 +157,11 @@ fn write_in_order<W: Write>(
             "a compressed member went missing".into(),
         ));
     }
-    Ok((hw, offsets, digests))
+    Ok(Written {
+        out: hw,
+        offsets,
+        chunk_digests: digests,
+    })
 }
 
 /// Emits the open member as the next job, hashing it into the diff ID in order.
@@ -190,7 +189,13 @@ impl Cutter<'_> {
     }
 }
 
-type ReadResult = (Vec<PlannedToc>, Hasher, u64, u64);
+/// What the reader leaves: TOC entries waiting for offsets, the running diff ID, counts.
+struct ReadResult {
+    tocs: Vec<PlannedToc>,
+    diff: Hasher,
+    files: u64,
+    content_bytes: u64,
+}
 
 fn read_and_cut(
     planned: &[Planned],
@@ -316,7 +321,12 @@ fn read_and_cut(
         tocs.push(PlannedToc { entry: toc, chunks });
     }
     cut.emit(open, open_chunk_len)?;
-    Ok((tocs, cut.diff, files, content_bytes))
+    Ok(ReadResult {
+        tocs,
+        diff: cut.diff,
+        files,
+        content_bytes,
+    })
 }
 
 fn read_chunk(
@@ -341,17 +351,23 @@ fn read_chunk(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Fills in offsets and chunk digests, then appends the TOC member and the footer.
 fn finish<W: Write>(
-    mut hw: HashingWriter<W>,
-    offsets: Vec<u64>,
-    chunk_digests: Vec<Option<Digest>>,
-    tocs: Vec<PlannedToc>,
-    mut diff: Hasher,
-    files: u64,
-    content_bytes: u64,
+    written: Written<W>,
+    read: ReadResult,
     opts: &Options,
 ) -> Result<(LayerInfo, W), LayerError> {
+    let Written {
+        out: mut hw,
+        offsets,
+        chunk_digests,
+    } = written;
+    let ReadResult {
+        tocs,
+        mut diff,
+        files,
+        content_bytes,
+    } = read;
     let (chunk_size, level) = (opts.chunk_size, opts.level);
     let mut entries = Vec::new();
     for PlannedToc { entry, chunks } in tocs {
