@@ -5,6 +5,7 @@
 //! [`image`] (OCI image layout). The format modules (`layer`, `image`) know nothing of
 //! Hugging Face or the command line; the CLI lives in the binary.
 
+pub mod catalogue;
 pub mod digest;
 pub mod image;
 pub mod layer;
