@@ -691,3 +691,34 @@ fn ctrl_c_during_a_build_removes_the_staging_directory() {
     assert!(!acme.join("big").exists());
     no_partials(&env.out());
 }
+
+#[test]
+fn the_example_workflow_is_valid_yaml_with_an_8_shard_matrix_that_pushes_with_skopeo() {
+    let text = fs::read_to_string(".github/workflows/catalogue.yml").unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML");
+    assert_eq!(docs.len(), 1);
+    let build = &docs[0]["jobs"]["build"];
+    let shards: Vec<i64> = build["strategy"]["matrix"]["shard"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(shards, (1..=8).collect::<Vec<_>>());
+    assert_eq!(build["strategy"]["fail-fast"].as_bool(), Some(false));
+    let runs: Vec<&str> = build["steps"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect();
+    assert!(runs
+        .iter()
+        .any(|r| r.contains("depotai build --all models/models.yaml")
+            && r.contains("--shard ${{ matrix.shard }}/8")
+            && r.contains("--delete-downloads")
+            && r.contains("--json")));
+    assert!(runs.iter().any(
+        |r| r.contains(r#"skopeo copy --all "oci:out/$name:$tag" "docker://$REGISTRY/$name:$tag""#)
+    ));
+}
