@@ -270,19 +270,20 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             }
         });
         for d in rx {
-            let e = selected[d.index];
+            let index = d.index;
+            let e = selected[index];
             let r = build_one(e, d, o, stop);
-            let n = format!("[{}/{total}] {}", r.0 + 1, e.name);
-            match (&r.1.status, &r.1.error, &r.1.image) {
+            let n = format!("[{}/{total}] {}", index + 1, e.name);
+            match (&r.status, &r.error, &r.image) {
                 (Status::Built, _, Some(img)) => say(format!(
                     "{n}: built in {:.1}s (layer {})",
-                    r.1.seconds(),
+                    r.seconds(),
                     human(img.layer_size)
                 )),
-                (_, Some(err), _) => eprintln!("{n}: {}: {err}", r.1.status.as_str()),
+                (_, Some(err), _) => eprintln!("{n}: {}: {err}", r.status.as_str()),
                 _ => {}
             }
-            outcomes[r.0] = Some(r.1);
+            outcomes[index] = Some(r);
         }
     });
 
@@ -335,8 +336,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds one fetched model; returns its index and outcome. Never stops the run.
-fn build_one(e: &CatalogueEntry, d: Download, o: &Options, stop: &AtomicBool) -> (usize, Outcome) {
+/// Builds one fetched model (removing its downloads if asked). Never stops the run.
+fn build_one(e: &CatalogueEntry, d: Download, o: &Options, stop: &AtomicBool) -> Outcome {
     let mut r = Outcome::new(Status::Failed, d.reason);
     r.download_seconds = d.seconds;
     let fetched = match d.result {
@@ -349,7 +350,7 @@ fn build_one(e: &CatalogueEntry, d: Download, o: &Options, stop: &AtomicBool) ->
                 r.status = Status::Interrupted;
             }
             r.error = Some(one_line(&err));
-            return (d.index, r);
+            return r;
         }
     };
     r.downloaded_bytes = Some(fetched.downloaded_bytes());
@@ -381,7 +382,7 @@ fn build_one(e: &CatalogueEntry, d: Download, o: &Options, stop: &AtomicBool) ->
             }
         }
     }
-    (d.index, r)
+    r
 }
 
 fn build_fetched(
