@@ -3,8 +3,11 @@
 //! The crate mirrors the pipeline:
 //! [`source`] (where files come from) → [`layer`] (deterministic tar + eStargz) →
 //! [`image`] (OCI image layout). The format modules (`layer`, `image`) know nothing of
-//! Hugging Face or the command line; the CLI lives in the binary.
+//! Hugging Face or the command line; the CLI lives in the binary. [`catalogue`] is the
+//! list of models `build --all` builds: validated with line numbers, split into shards,
+//! and compared with the build record kept beside each image.
 
+pub mod catalogue;
 pub mod digest;
 pub mod image;
 pub mod layer;

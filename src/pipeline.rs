@@ -64,6 +64,18 @@ pub fn build_image(
     req: &BuildRequest,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BuildReport, BuildError> {
+    build_image_with_files(entries, contents, req, &[], progress)
+}
+
+/// [`build_image`], with `extra` files (name, bytes) put beside `index.json` and renamed
+/// into place together with the image, e.g. the build record.
+pub fn build_image_with_files(
+    entries: Vec<Entry>,
+    contents: &dyn Contents,
+    req: &BuildRequest,
+    extra: &[(&str, Vec<u8>)],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     image::validate_tag(&req.tag)?;
     let layout = LayoutWriter::create(&req.output)?;
@@ -85,6 +97,9 @@ pub fn build_image(
         platforms: req.platforms.clone(),
     };
     let docs: ImageDocs = image::image_docs(&layer, &meta)?;
+    for (name, bytes) in extra {
+        layout.put_extra(name, bytes)?;
+    }
     let output = layout.commit(&layer, &docs)?;
     Ok(BuildReport {
         output,

@@ -1,9 +1,12 @@
-//! `depotai build ORG/MODEL --sha COMMIT` (from the Hub) and
-//! `depotai build --from-dir DIR --name ORG/MODEL --sha COMMIT` (from a directory).
+//! `depotai build ORG/MODEL --sha COMMIT` (from the Hub),
+//! `depotai build --from-dir DIR --name ORG/MODEL --sha COMMIT` (from a directory) and
+//! `depotai build --all CATALOGUE` (every model of a catalogue, see `catalogue.rs`).
 
 use super::progress::{self, Progress};
 use anyhow::{bail, Context};
 use clap::Args;
+use depotai::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
+use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
 use depotai::layer::estargz;
 use depotai::layer::{content_size, Contents, Entry};
@@ -15,9 +18,21 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Hugging Face repo id to download at --sha (or use --from-dir).
-    #[arg(value_name = "ORG/MODEL", conflicts_with_all = ["from_dir", "name"], required_unless_present = "from_dir")]
+    /// Hugging Face repo id to download at --sha (or use --from-dir or --all).
+    #[arg(value_name = "ORG/MODEL", conflicts_with_all = ["from_dir", "name"],
+          required_unless_present_any = ["from_dir", "all"])]
     model: Option<String>,
+    /// Build every model of this catalogue (e.g. models/models.yaml) into
+    /// <--output, default out>/<name, lowercased>, skipping images that are up to date.
+    #[arg(long, value_name = "FILE",
+          conflicts_with_all = ["model", "from_dir", "name", "sha", "tag", "include", "exclude"])]
+    all: Option<PathBuf>,
+    /// With --all: build only part I of N of the catalogue (1-based), for a CI matrix.
+    #[arg(long, value_name = "I/N", requires = "all", conflicts_with_all = ["model", "from_dir"])]
+    shard: Option<Shard>,
+    /// With --all: rebuild images even if they are up to date.
+    #[arg(long, requires = "all", conflicts_with_all = ["model", "from_dir"])]
+    force: bool,
     /// Build from this directory instead of downloading (needs --name).
     #[arg(long, value_name = "DIR", requires = "name")]
     from_dir: Option<PathBuf>,
@@ -25,12 +40,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "ORG/MODEL")]
     name: Option<String>,
     /// The commit the files come from: 40 hex digits.
-    #[arg(long, value_name = "COMMIT")]
-    sha: String,
+    #[arg(long, value_name = "COMMIT", required_unless_present = "all")]
+    sha: Option<String>,
     /// Tag recorded in the layout's index.json.
     #[arg(long, default_value = "latest")]
     tag: String,
-    /// Output directory (default: out/<name, lowercased>).
+    /// Output directory (default: out/<name, lowercased>); with --all, the directory
+    /// the images go under (default: out).
     #[arg(long, short = 'o', value_name = "DIR")]
     output: Option<PathBuf>,
     /// Compression threads (default: all cores). The output is identical for any value.
@@ -49,7 +65,8 @@ pub struct BuildArgs {
     /// Platforms of the image index, comma-separated.
     #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
     platform: Vec<String>,
-    /// Files downloaded at once.
+    /// Files downloaded at once (with --all: one model downloads while the previous one
+    /// is compressed, so this bounds the downloads of the whole run).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
     /// Only files matching one of these globs (`*` matches `/` too). Repeatable.
@@ -58,10 +75,11 @@ pub struct BuildArgs {
     /// Leave out files matching these globs. Repeatable.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
-    /// Delete the files this build downloaded once the image is written.
+    /// Delete the files this build downloaded once the image is written (with --all:
+    /// after each model, whether it was built or failed).
     #[arg(long)]
     delete_downloads: bool,
-    /// Print a machine-readable summary on stdout.
+    /// Print a machine-readable summary on stdout (with --all: a report of every model).
     #[arg(long)]
     json: bool,
     /// Print nothing but errors.
@@ -69,14 +87,7 @@ pub struct BuildArgs {
     quiet: bool,
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let name: ModelName = args
-        .model
-        .as_deref()
-        .or(args.name.as_deref())
-        .expect("clap requires a model or --name")
-        .parse()?;
-    let sha: CommitSha = args.sha.parse()?;
+fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<Platform>> {
     let platforms: Vec<Platform> = if args.platform.is_empty() {
         default_platforms()
     } else {
@@ -88,11 +99,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     if platforms.is_empty() {
         bail!("--platform needs at least one platform");
     }
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| pipeline::default_output(&name));
-    let layer = estargz::Options {
+    Ok(platforms)
+}
+
+fn layer_options(args: &BuildArgs) -> estargz::Options {
+    estargz::Options {
         chunk_size: args.chunk_size,
         threads: args
             .threads
@@ -100,7 +111,41 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| estargz::Options::default().threads),
         prefetch: args.prefetch.clone(),
         level: args.compression_level,
-    };
+    }
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.all {
+        return super::catalogue::run(super::catalogue::Options {
+            file: file.clone(),
+            output_root: args.output.clone().unwrap_or_else(|| PathBuf::from("out")),
+            shard: args.shard,
+            force: args.force,
+            jobs: args.jobs.into(),
+            layer: layer_options(&args),
+            platforms: platforms(&args)?,
+            delete_downloads: args.delete_downloads,
+            json: args.json,
+            quiet: args.quiet,
+        });
+    }
+    let name: ModelName = args
+        .model
+        .as_deref()
+        .or(args.name.as_deref())
+        .expect("clap requires a model or --name")
+        .parse()?;
+    let sha: CommitSha = args
+        .sha
+        .as_deref()
+        .expect("clap requires --sha without --all")
+        .parse()?;
+    let platforms = platforms(&args)?;
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| pipeline::default_output(&name));
+    let layer = layer_options(&args);
     let mut req = BuildRequest {
         name: name.clone(),
         sha: sha.clone(),
@@ -115,7 +160,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         Some(dir) => {
             let source = DirSource::scan(dir)?;
             let (entries, contents) = source.into_entries();
-            let report = build_with_bar(&name, entries, &contents, &req, args.quiet)
+            let report = build_with_bar(&name, entries, &contents, &req, &[], args.quiet)
                 .with_context(|| format!("building {name} from {}", dir.display()))?;
             (report, None)
         }
@@ -133,7 +178,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("downloading {name} at {sha}"))?;
             let (entries, contents) = fetched.entries();
             req.expected_digests = fetched.expected_sha256();
-            let report = match build_with_bar(&name, entries, &contents, &req, args.quiet) {
+            // What the image was built from, so `build --all` can tell it is up to date.
+            let settings =
+                BuildSettings::new(&req.layer, &req.platforms, &args.include, &args.exclude);
+            let record = BuildRecord::new(&name, &sha, &req.tag, settings)
+                .with_files(&fetched.files)
+                .to_bytes();
+            let extra = [(RECORD_FILE, record)];
+            let report = match build_with_bar(&name, entries, &contents, &req, &extra, args.quiet) {
                 Ok(r) => r,
                 Err(e @ BuildError::ContentMismatch { .. }) => {
                     if let BuildError::ContentMismatch { path, .. } = &e {
@@ -182,10 +234,12 @@ fn build_with_bar(
     entries: Vec<Entry>,
     contents: &dyn Contents,
     req: &BuildRequest,
+    extra: &[(&str, Vec<u8>)],
     quiet: bool,
 ) -> Result<BuildReport, BuildError> {
     let bar = Progress::bytes(content_size(&entries), &format!("building {name}"), quiet);
-    let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
+    let report =
+        pipeline::build_image_with_files(entries, contents, req, extra, &|n| bar.advance(n));
     bar.finish();
     report
 }

@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod build;
+mod catalogue;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,11 @@ enum Command {
     /// Build an OCI image layout with one reproducible eStargz layer.
     Build(build::BuildArgs),
 }
+
+/// A run stopped by SIGINT/SIGTERM: exit status 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

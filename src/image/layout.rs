@@ -35,7 +35,9 @@ fn sibling(target: &Path, what: &str) -> PathBuf {
 
 /// Removes `.NAME.partial-PID` / `.NAME.old-PID` left by builds that were killed (their
 /// process is gone), so interrupted builds do not pile up. Only where `/proc` can tell.
-fn remove_stale_siblings(target: &Path) {
+/// Every build of `target` does this first; `build --all` also does it for images that
+/// are up to date and so are not built.
+pub fn remove_stale_siblings(target: &Path) {
     let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
         return;
     };
@@ -108,6 +110,25 @@ impl LayoutWriter {
         let mut f = File::create(&p).map_err(io_err(&p))?;
         f.write_all(bytes).map_err(io_err(&p))?;
         f.sync_all().map_err(io_err(&p))
+    }
+
+    /// Adds a file beside `index.json` (e.g. a build record) that is renamed into place
+    /// with the image. It is no blob and no document refers to it: not part of the image.
+    pub fn put_extra(&self, name: &str, bytes: &[u8]) -> Result<(), ImageError> {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.contains(['/', '\\'])
+            && !matches!(name, "oci-layout" | "index.json" | "blobs");
+        if !plain {
+            return Err(ImageError::Io {
+                path: self.staging.join(name),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a plain file name outside the layout's own",
+                ),
+            });
+        }
+        self.put(name, bytes)
     }
 
     fn put_blob(&self, blob: &Blob) -> Result<(), ImageError> {

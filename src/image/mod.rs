@@ -5,7 +5,7 @@
 
 mod layout;
 
-pub use layout::LayoutWriter;
+pub use layout::{remove_stale_siblings, LayoutWriter};
 
 use crate::digest::Digest;
 use crate::layer::estargz::{self, LayerInfo};

@@ -1,6 +1,8 @@
 //! The Hub's conventions, read from the environment the way `huggingface_hub` reads them.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -26,6 +28,10 @@ pub struct HubConfig {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Set (e.g. by a signal handler) to stop: a fetch under way ends with
+    /// [`HubError::Interrupted`](super::HubError::Interrupted), leaving partial files
+    /// to be resumed by the next run.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 fn truthy(v: &str) -> bool {
@@ -81,6 +87,7 @@ impl HubConfig {
             max_attempts: 8,
             backoff_base: env_secs("DEPOTAI_RETRY_BASE").unwrap_or(Duration::from_millis(500)),
             backoff_cap: Duration::from_secs(30),
+            cancel: None,
         }
     }
 }

@@ -69,6 +69,8 @@ pub enum HubError {
     NoFiles { repo: String },
     #[error("invalid glob {pattern:?}: {msg}")]
     Glob { pattern: String, msg: String },
+    #[error("interrupted; partial downloads are kept and resumed by the next run")]
+    Interrupted,
     #[error("the Hub's answer for {url} could not be read: {msg}")]
     BadResponse { url: String, msg: String },
 }

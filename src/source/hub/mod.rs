@@ -195,6 +195,13 @@ pub fn fetch(
     progress: Arc<dyn FetchProgress>,
 ) -> Result<Fetched, HubError> {
     let cache = RepoCache::new(&cfg.cache_dir, model);
+    if cfg
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        return Err(HubError::Interrupted);
+    }
     if cfg.offline {
         return from_cache(model, sha, &cache, filter);
     }
@@ -218,7 +225,10 @@ async fn fetch_online(
     progress: Arc<dyn FetchProgress>,
 ) -> Result<Fetched, HubError> {
     let http = Arc::new(http::Http::new(cfg)?);
-    let listed = api::list_files(&http, model, sha).await?;
+    let listed = tokio::select! {
+        listed = api::list_files(&http, model, sha) => listed?,
+        () = cancelled(cfg) => return Err(HubError::Interrupted),
+    };
     let wanted: Vec<RemoteFile> = listed
         .into_iter()
         .filter(|f| filter.wants(&f.path))
@@ -254,7 +264,17 @@ async fn fetch_online(
         });
     }
     let mut downloaded: BTreeMap<String, bool> = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
+    loop {
+        // Aborted tasks stop at their next await: a file being written stays
+        // `.incomplete` and is resumed by the next run; nothing unverified is renamed.
+        let joined = tokio::select! {
+            joined = tasks.join_next() => joined,
+            () = cancelled(cfg) => {
+                tasks.abort_all();
+                return Err(HubError::Interrupted);
+            }
+        };
+        let Some(joined) = joined else { break };
         match joined {
             Ok(Ok((etag, d))) => {
                 downloaded.insert(etag, d);
@@ -290,6 +310,16 @@ async fn fetch_online(
         files,
         cache: cache.clone(),
     })
+}
+
+/// Resolves once `cfg.cancel` is set (never without one).
+async fn cancelled(cfg: &HubConfig) {
+    let Some(flag) = &cfg.cancel else {
+        return std::future::pending().await;
+    };
+    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// `HF_HUB_OFFLINE=1`: the snapshot directory is the listing; blob names are the hashes.

@@ -1,0 +1,344 @@
+//! What an image was built from, kept beside it as `depotai-build.json` in the layout
+//! directory, written into the staging directory and so renamed into place together
+//! with the image.
+//!
+//! A pinned commit's files cannot change, so the name, the commit, the tag, the tool
+//! version and the settings decide whether an image is up to date: [`check`] reads the
+//! record and the layout's documents and makes no network request. The file list (with
+//! the hashes and sizes the Hub published) is kept for the record, not compared.
+//!
+//! The record has no timestamps, host names or paths: the same build writes the same
+//! bytes. It is not part of the image (no blob or descriptor refers to it), so copying
+//! the image with `skopeo copy oci:DIR:TAG …` leaves it behind.
+
+use crate::image::Platform;
+use crate::layer::estargz;
+use crate::names::{CommitSha, ModelName};
+use crate::source::hub::{CachedFile, Check};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// File name of the record inside the image layout directory.
+pub const RECORD_FILE: &str = "depotai-build.json";
+
+/// Bumped when the meaning of a record changes; older records then count as stale.
+pub const RECORD_VERSION: u32 = 1;
+
+/// The settings the image bytes depend on (threads and download jobs do not).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSettings {
+    pub chunk_size: u64,
+    pub compression_level: i32,
+    pub platforms: Vec<String>,
+    pub prefetch: Vec<String>,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl BuildSettings {
+    pub fn new(
+        layer: &estargz::Options,
+        platforms: &[Platform],
+        include: &[String],
+        exclude: &[String],
+    ) -> BuildSettings {
+        BuildSettings {
+            chunk_size: layer.chunk_size,
+            compression_level: layer.level,
+            platforms: platforms.iter().map(|p| p.to_string()).collect(),
+            prefetch: layer.prefetch.clone(),
+            include: include.to_vec(),
+            exclude: exclude.to_vec(),
+        }
+    }
+}
+
+/// One file of the image as the Hub listed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedFile {
+    pub path: String,
+    pub size: u64,
+    /// LFS files: the sha256 the Hub publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Other files: the git blob id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_blob: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildRecord {
+    pub record_version: u32,
+    /// `depotai <version>`: a new version may write different bytes, so it rebuilds.
+    pub tool: String,
+    pub source: String,
+    pub name: String,
+    pub sha: String,
+    pub tag: String,
+    pub settings: BuildSettings,
+    pub files: Vec<RecordedFile>,
+}
+
+pub fn tool_version() -> String {
+    format!("depotai {}", env!("CARGO_PKG_VERSION"))
+}
+
+impl BuildRecord {
+    /// The record of a build from the Hub (`files` empty when only comparing).
+    pub fn new(name: &ModelName, sha: &CommitSha, tag: &str, settings: BuildSettings) -> Self {
+        BuildRecord {
+            record_version: RECORD_VERSION,
+            tool: tool_version(),
+            source: "huggingface".into(),
+            name: name.as_str().to_string(),
+            sha: sha.as_str().to_string(),
+            tag: tag.to_string(),
+            settings,
+            files: Vec::new(),
+        }
+    }
+
+    pub fn with_files(mut self, files: &[CachedFile]) -> Self {
+        let mut v: Vec<RecordedFile> = files
+            .iter()
+            .map(|f| RecordedFile {
+                path: f.path.clone(),
+                size: f.size,
+                sha256: match &f.check {
+                    Check::Sha256(h) => Some(h.clone()),
+                    Check::GitSha1(_) => None,
+                },
+                git_blob: match &f.check {
+                    Check::GitSha1(h) => Some(h.clone()),
+                    Check::Sha256(_) => None,
+                },
+            })
+            .collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        self.files = v;
+        self
+    }
+
+    /// The bytes of `depotai-build.json`: pretty JSON in field order, newline-terminated.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(self).expect("a record serialises");
+        b.push(b'\n');
+        b
+    }
+
+    /// Why `self` (what is on disk) does not match `want`, if it does not. Files are not
+    /// compared: a pinned commit's listing cannot change.
+    pub fn differs_from(&self, want: &BuildRecord) -> Option<String> {
+        if self.record_version != want.record_version || self.tool != want.tool {
+            return Some(format!("built by {}", self.tool));
+        }
+        if self.source != want.source || self.name != want.name {
+            return Some(format!("built from {} {}", self.source, self.name));
+        }
+        if self.sha != want.sha {
+            return Some(format!("built at {}", self.sha));
+        }
+        if self.tag != want.tag {
+            return Some(format!("tagged {}", self.tag));
+        }
+        if self.settings != want.settings {
+            return Some("built with other settings".into());
+        }
+        None
+    }
+}
+
+/// The image a layout directory holds, read from its documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub index_digest: String,
+    /// (platform, manifest digest), in index order.
+    pub manifests: Vec<(String, String)>,
+    pub layer_digest: String,
+    pub layer_size: u64,
+    pub files: u64,
+}
+
+/// Whether the image in `dir` is what `want` describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    UpToDate(ImageSummary),
+    /// Why it must be built.
+    Stale(String),
+}
+
+/// Compares the record in `dir` with `want` and checks that the layout is whole (its
+/// documents parse and every blob they name is there with the right size). Reads a few
+/// small files; no network.
+pub fn check(dir: &Path, want: &BuildRecord) -> Freshness {
+    if !dir.exists() {
+        return Freshness::Stale("not built yet".into());
+    }
+    let rec = match std::fs::read(dir.join(RECORD_FILE)) {
+        Ok(b) => b,
+        Err(_) => return Freshness::Stale(format!("no {RECORD_FILE}")),
+    };
+    let rec: BuildRecord = match serde_json::from_slice(&rec) {
+        Ok(r) => r,
+        Err(e) => return Freshness::Stale(format!("unreadable {RECORD_FILE}: {e}")),
+    };
+    if let Some(why) = rec.differs_from(want) {
+        return Freshness::Stale(why);
+    }
+    match read_layout(dir, &want.tag) {
+        Ok(mut s) => {
+            s.files = rec.files.len() as u64;
+            Freshness::UpToDate(s)
+        }
+        Err(why) => Freshness::Stale(format!("incomplete image: {why}")),
+    }
+}
+
+fn descriptor(v: &serde_json::Value) -> Result<(String, u64), String> {
+    let digest = v["digest"]
+        .as_str()
+        .filter(|d| {
+            d.strip_prefix("sha256:")
+                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .ok_or("a descriptor without a sha256 digest")?;
+    let size = v["size"].as_u64().ok_or("a descriptor without a size")?;
+    Ok((digest.to_string(), size))
+}
+
+/// Checks that the blob of a descriptor is present with its size; returns its path.
+fn blob(dir: &Path, (digest, size): &(String, u64)) -> Result<std::path::PathBuf, String> {
+    let p = dir.join("blobs/sha256").join(&digest[7..]);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.len() == *size => Ok(p),
+        Ok(m) => Err(format!("blob {digest} has {} bytes, not {size}", m.len())),
+        Err(_) => Err(format!("blob {digest} is missing")),
+    }
+}
+
+fn json(path: &Path) -> Result<serde_json::Value, String> {
+    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
+    let layout = json(&dir.join("index.json"))?;
+    let top = layout["manifests"]
+        .as_array()
+        .and_then(|m| m.first())
+        .ok_or("index.json lists no image")?;
+    if top["annotations"][crate::image::ANNOTATION_REF_NAME].as_str() != Some(tag) {
+        return Err(format!("index.json does not tag it {tag}"));
+    }
+    let index_desc = descriptor(top)?;
+    let index = json(&blob(dir, &index_desc)?)?;
+    let mut manifests = Vec::new();
+    let mut layer = None;
+    for m in index["manifests"]
+        .as_array()
+        .ok_or("the index has no manifests")?
+    {
+        let d = descriptor(m)?;
+        let man = json(&blob(dir, &d)?)?;
+        blob(dir, &descriptor(&man["config"])?)?;
+        for l in man["layers"]
+            .as_array()
+            .ok_or("a manifest without layers")?
+        {
+            let ld = descriptor(l)?;
+            blob(dir, &ld)?;
+            layer.get_or_insert(ld);
+        }
+        let p = &m["platform"];
+        let mut platform = format!(
+            "{}/{}",
+            p["os"].as_str().unwrap_or("?"),
+            p["architecture"].as_str().unwrap_or("?")
+        );
+        if let Some(v) = p["variant"].as_str() {
+            platform = format!("{platform}/{v}");
+        }
+        manifests.push((platform, d.0));
+    }
+    let (layer_digest, layer_size) = layer.ok_or("the image has no layer")?;
+    Ok(ImageSummary {
+        index_digest: index_desc.0,
+        manifests,
+        layer_digest,
+        layer_size,
+        files: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> BuildRecord {
+        let layer = estargz::Options::default();
+        BuildRecord::new(
+            &"acme/m".parse().unwrap(),
+            &"0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+            "latest",
+            BuildSettings::new(&layer, &crate::image::default_platforms(), &[], &[]),
+        )
+    }
+
+    #[test]
+    fn records_compare_on_inputs_not_files() {
+        let want = record();
+        let mut on_disk = want.clone();
+        on_disk.files.push(RecordedFile {
+            path: "config.json".into(),
+            size: 2,
+            sha256: None,
+            git_blob: Some("9e26dfeeb6e641a33dae4961196235bdb965b21b".into()),
+        });
+        assert_eq!(on_disk.differs_from(&want), None);
+        let mut other = want.clone();
+        other.sha = "1".repeat(40);
+        assert!(other.differs_from(&want).unwrap().contains("built at 1111"));
+        let mut other = want.clone();
+        other.settings.chunk_size += 1;
+        assert_eq!(
+            other.differs_from(&want).as_deref(),
+            Some("built with other settings")
+        );
+        let mut other = want.clone();
+        other.tool = "depotai 0.0.1".into();
+        assert!(other.differs_from(&want).is_some());
+        let mut other = want.clone();
+        other.settings.exclude.push("*.onnx".into());
+        assert!(other.differs_from(&want).is_some());
+    }
+
+    #[test]
+    fn records_are_deterministic_json_that_reads_back() {
+        let r = record();
+        assert_eq!(r.to_bytes(), r.clone().to_bytes());
+        let back: BuildRecord = serde_json::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!(back, r);
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.ends_with("}\n"));
+        assert!(!text.contains("seconds"));
+    }
+
+    #[test]
+    fn a_missing_directory_or_record_is_stale() {
+        let tmp = std::env::temp_dir().join(format!("depotai-record-{}", std::process::id()));
+        assert_eq!(
+            check(&tmp, &record()),
+            Freshness::Stale("not built yet".into())
+        );
+        std::fs::create_dir_all(&tmp).unwrap();
+        assert_eq!(
+            check(&tmp, &record()),
+            Freshness::Stale(format!("no {RECORD_FILE}"))
+        );
+        std::fs::write(tmp.join(RECORD_FILE), record().to_bytes()).unwrap();
+        assert!(
+            matches!(check(&tmp, &record()), Freshness::Stale(w) if w.starts_with("incomplete image"))
+        );
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}
