@@ -3,9 +3,11 @@
 //! The crate mirrors the pipeline:
 //! [`source`] (where files come from) → [`layer`] (deterministic tar + eStargz) →
 //! [`image`] (OCI image layout). The format modules (`layer`, `image`) know nothing of
-//! Hugging Face or the command line; the CLI lives in the binary.
+//! Hugging Face or the command line; the CLI lives in the binary. [`distribution`]
+//! serves built images over the OCI Distribution API.
 
 pub mod digest;
+pub mod distribution;
 pub mod image;
 pub mod layer;
 pub mod names;

@@ -2,6 +2,7 @@
 
 mod build;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ pub struct Cli {
 enum Command {
     /// Build an OCI image layout with one reproducible eStargz layer.
     Build(build::BuildArgs),
+    /// Serve the images under a directory as a read-only OCI registry.
+    Serve(serve::ServeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
