@@ -821,25 +821,25 @@ fn traversal_symlinks_and_other_images_blobs_read_nothing() {
     let hex = layer.strip_prefix("sha256:").unwrap();
     let probes = [
         format!("/v2/../../etc/passwd/blobs/{layer}"),
-        format!("/v2/../../../../../../etc/passwd/manifests/latest"),
+        "/v2/../../../../../../etc/passwd/manifests/latest".to_string(),
         format!("/v2/%2e%2e/%2e%2e/etc/passwd/blobs/{layer}"),
         format!("/v2/acme/%2e%2e/%2e%2e/%2e%2e/passwd/blobs/{layer}"),
-        format!("/v2/acme/..%2f..%2f..%2fpasswd/manifests/latest"),
-        format!("/v2/acme/tiny-model/blobs/..%2F..%2F..%2F..%2Fpasswd"),
+        "/v2/acme/..%2f..%2f..%2fpasswd/manifests/latest".to_string(),
+        "/v2/acme/tiny-model/blobs/..%2F..%2F..%2F..%2Fpasswd".to_string(),
         format!("/v2/acme/tiny-model/blobs/sha256:..%2F..%2F{hex}"),
-        format!("/v2/acme/tiny-model/manifests/..%2F..%2Findex.json"),
-        format!("/v2/acme/tiny-model/manifests/..%2f..%2f..%2f..%2fpasswd"),
-        format!("/v2//etc/passwd/manifests/latest"),
-        format!("/v2/etc/manifests/latest"),
-        format!("/v2/etc/passwd/manifests/latest"),
-        format!("/v2/outside/acme/secret/manifests/latest"),
-        format!("/v2/acme/secret/manifests/latest"),
+        "/v2/acme/tiny-model/manifests/..%2F..%2Findex.json".to_string(),
+        "/v2/acme/tiny-model/manifests/..%2f..%2f..%2f..%2fpasswd".to_string(),
+        "/v2//etc/passwd/manifests/latest".to_string(),
+        "/v2/etc/manifests/latest".to_string(),
+        "/v2/etc/passwd/manifests/latest".to_string(),
+        "/v2/outside/acme/secret/manifests/latest".to_string(),
+        "/v2/acme/secret/manifests/latest".to_string(),
         format!("/v2/acme/secret/blobs/{}", secret.layer_digest),
-        format!("/v2/acme/secret/tags/list"),
+        "/v2/acme/secret/tags/list".to_string(),
         // The linked layout's layer resolves outside the root.
         format!("/v2/acme/linked/blobs/{}", secret.layer_digest),
         // The dirlink layout's documents all resolve outside the root.
-        format!("/v2/acme/dirlink/manifests/latest"),
+        "/v2/acme/dirlink/manifests/latest".to_string(),
         format!("/v2/acme/dirlink/blobs/{}", secret.layer_digest),
         // acme/other's blobs exist under the root, but acme/tiny-model does not
         // reference them.
@@ -1091,7 +1091,7 @@ fn load_64_clients_reading_random_ranges_get_every_byte_right() {
             );
             std::thread::spawn(move || {
                 let len = blob.len() as u64;
-                let mut rng = Rng(0x9E3779B97F4A7C15 ^ (i as u64 + 1) * 0x1000193);
+                let mut rng = Rng(0x9E3779B97F4A7C15 ^ ((i as u64 + 1) * 0x1000193));
                 let mut c = Client::connect(&addr);
                 let check = |a: u64, b: u64, data: &[u8]| {
                     if data != &blob[a as usize..=b as usize] {
