@@ -1321,3 +1321,112 @@ fn buildah_copy_from_the_served_image_gets_the_files_byte_for_byte() {
     let _ = buildah(&["rm", "--all"]).output();
     let _ = buildah(&["rmi", "--all", "--force"]).output();
 }
+
+/// Reads ranges the way the stargz snapshotter does (fs/remote/resolver.go): one GET with
+/// all ranges and `Accept-Encoding: identity`, a multipart reply split with Go's
+/// `mime/multipart` and each part placed by its `Content-Range`.
+const GO_RANGE_READER: &str = r#"package main
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"strings"
+)
+
+func part(cr string, r io.Reader) {
+	var start, end, total int64
+	if _, err := fmt.Sscanf(cr, "bytes %d-%d/%d", &start, &end, &total); err != nil {
+		panic(fmt.Sprintf("Content-Range %q: %v", cr, err))
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		panic(err)
+	}
+	if int64(len(data)) != end-start+1 {
+		panic(fmt.Sprintf("part %d-%d has %d bytes", start, end, len(data)))
+	}
+	fmt.Printf("%d %d %d %x\n", start, end, total, sha256.Sum256(data))
+}
+
+func main() {
+	req, _ := http.NewRequest("GET", os.Args[1], nil)
+	req.Header.Set("Range", os.Args[2])
+	req.Header.Set("Accept-Encoding", "identity")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		panic(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusPartialContent {
+		panic(fmt.Sprintf("status %d", res.StatusCode))
+	}
+	mt, params, err := mime.ParseMediaType(res.Header.Get("Content-Type"))
+	if err == nil && strings.HasPrefix(mt, "multipart/") {
+		mr := multipart.NewReader(res.Body, params["boundary"])
+		for {
+			p, err := mr.NextPart()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				panic(err)
+			}
+			part(p.Header.Get("Content-Range"), p)
+		}
+	}
+	part(res.Header.Get("Content-Range"), res.Body)
+}
+"#;
+
+#[test]
+fn gos_mime_multipart_reads_our_range_replies_as_the_snapshotter_does() {
+    if !have(&["go"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let src = tmp.path().join("big");
+    big_model(&src, 2);
+    let l = build_at(&root, "acme/big", &src, &["--chunk-size", "256KiB"]);
+    let s = Serve::start(&root, &["--quiet"]);
+    let prog = tmp.path().join("rangeread.go");
+    fs::write(&prog, GO_RANGE_READER).unwrap();
+    let url = format!("http://{}/v2/acme/big/blobs/{}", s.addr, l.layer_digest);
+    let len = l.blob.len() as u64;
+    for (range, want) in [
+        (
+            "bytes=0-49999,100000-149999,1000000-1049999".to_string(),
+            vec![(0, 49_999), (100_000, 149_999), (1_000_000, 1_049_999)],
+        ),
+        (
+            "bytes=-51,0-1".to_string(),
+            vec![(len - 51, len - 1), (0, 1)],
+        ),
+        ("bytes=0-1".to_string(), vec![(0, 1)]),
+    ] {
+        let out = run_checked(
+            Command::new("go")
+                .arg("run")
+                .arg(&prog)
+                .arg(&url)
+                .arg(&range)
+                .env("GO111MODULE", "off"),
+        );
+        let got: Vec<String> = out.lines().map(str::to_string).collect();
+        let expected: Vec<String> = want
+            .iter()
+            .map(|&(a, b)| {
+                format!(
+                    "{a} {b} {len} {}",
+                    sha256_hex(&l.blob[a as usize..=b as usize])
+                )
+            })
+            .collect();
+        assert_eq!(got, expected, "{range}");
+    }
+}
