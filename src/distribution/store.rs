@@ -83,7 +83,7 @@ fn is_absent(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied
-    ) || e.raw_os_error() == Some(40) // ELOOP: a symlink loop leads nowhere
+    ) || e.raw_os_error() == Some(libc::ELOOP) // a symlink loop leads nowhere
 }
 
 /// Checks a repository name against the OCI distribution grammar
