@@ -74,6 +74,8 @@ log "cargo build --release --locked"
 depotai="$target/release/depotai"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/depotai-serve-bench.XXXXXX")"
+# nginx's workers run as its own user (www-data) when started as root: let them in.
+chmod 755 "$tmp"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
