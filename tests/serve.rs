@@ -1430,3 +1430,39 @@ fn gos_mime_multipart_reads_our_range_replies_as_the_snapshotter_does() {
         assert_eq!(got, expected, "{range}");
     }
 }
+
+#[test]
+fn podman_pulls_by_tag_and_by_digest() {
+    if !have(&["podman"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let tiny = build_at(&root, "acme/tiny-model", Path::new(TINY), &[]);
+    let s = Serve::start(&root, &["--quiet"]);
+    let store = tmp.path().join("store");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    let by_tag = format!("{}/acme/tiny-model:latest", s.addr);
+    let by_digest = format!("{}/acme/tiny-model@{}", s.addr, tiny.index_digest);
+    for image in [&by_tag, &by_digest] {
+        run_checked(&mut podman(&["pull", "-q", "--tls-verify=false", image]));
+    }
+    let out = run_checked(&mut podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        &by_tag,
+    ]));
+    assert_eq!(out.trim(), tiny.index_digest);
+    let _ = podman(&["rmi", "--all", "--force"]).output();
+}
