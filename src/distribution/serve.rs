@@ -49,8 +49,8 @@ impl Default for ServeOptions {
 pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: io::Error },
+    #[error("cannot listen on {addr}: {error}")]
+    Bind { addr: String, error: io::Error },
 }
 
 struct State {
@@ -70,9 +70,9 @@ impl Server {
     /// Opens the store at `root` and binds `addr` (`host:port`; port 0 picks a free one).
     pub async fn bind(addr: &str, root: &Path, opts: ServeOptions) -> Result<Server, ServeError> {
         let store = Store::open(root)?;
-        let bind_err = |source| ServeError::Bind {
+        let bind_err = |error| ServeError::Bind {
             addr: addr.to_string(),
-            source,
+            error,
         };
         let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
         let local = listener.local_addr().map_err(bind_err)?;
@@ -188,7 +188,7 @@ async fn blocking<T: Send + 'static>(
         Ok(r) => r,
         Err(e) => Err(StoreError::Io {
             path: Default::default(),
-            source: io::Error::other(e),
+            error: io::Error::other(e),
         }),
     }
 }

@@ -63,18 +63,18 @@ pub enum StoreError {
     DigestInvalid,
     #[error("blob unknown to registry")]
     BlobUnknown,
-    #[error("serve root {path}: {source}")]
-    Root { path: PathBuf, source: io::Error },
+    #[error("serve root {path}: {error}")]
+    Root { path: PathBuf, error: io::Error },
     #[error("serve root {0} is not a directory")]
     RootNotADirectory(PathBuf),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+    move |error| StoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -256,9 +256,9 @@ pub struct Store {
 impl Store {
     /// Opens the store at `root`, which must be an existing directory.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        let canon = fs::canonicalize(root).map_err(|source| StoreError::Root {
+        let canon = fs::canonicalize(root).map_err(|error| StoreError::Root {
             path: root.to_path_buf(),
-            source,
+            error,
         })?;
         if !canon.is_dir() {
             return Err(StoreError::RootNotADirectory(root.to_path_buf()));
