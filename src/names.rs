@@ -73,7 +73,7 @@ fn check_hub_rules(s: &str) -> Result<(), &'static str> {
 }
 
 /// OCI distribution path component: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
-fn is_registry_component(c: &str) -> bool {
+pub(crate) fn is_registry_component(c: &str) -> bool {
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
     let mut i = 0;

@@ -3,6 +3,7 @@
 mod build;
 mod catalogue;
 mod progress;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ pub struct Cli {
 enum Command {
     /// Build an OCI image layout with one reproducible eStargz layer.
     Build(build::BuildArgs),
+    /// Serve the images under a directory as a read-only OCI registry.
+    Serve(serve::ServeArgs),
 }
 
 /// A run stopped by SIGINT/SIGTERM: exit status 130.
@@ -31,6 +34,7 @@ pub struct Interrupted;
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

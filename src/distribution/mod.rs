@@ -1,0 +1,18 @@
+//! `depotai serve`: a read-only OCI Distribution registry over the image layouts that
+//! `build` wrote under a directory (`ROOT/<org>/<model>`, `ROOT/<model>`), so docker,
+//! buildah, skopeo, podman and lazy-pulling snapshotters can pull from it directly.
+//!
+//! - [`store`]: finding images and blobs under the root without ever leaving it, and
+//!   which digests each name may serve.
+//! - [`range`]: `Range` parsing and `multipart/byteranges` layout.
+//! - [`serve`]: the HTTP server (hyper on tokio): routes, headers, errors, shutdown.
+//! - `body`: streaming blobs from disk piece by piece; `landing`: the HTML page at `/`.
+
+mod body;
+mod landing;
+pub mod range;
+pub mod serve;
+pub mod store;
+
+pub use serve::{ServeError, ServeOptions, Server};
+pub use store::{Store, StoreError};

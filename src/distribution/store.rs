@@ -1,0 +1,843 @@
+//! Finding images and blobs under the serve root, safely.
+//!
+//! An image is a directory `ROOT/<model>` or `ROOT/<org>/<model>` holding an OCI image
+//! layout (`oci-layout`, `index.json`, `blobs/sha256/…`). Every path is resolved with
+//! `canonicalize` and must stay inside the (canonical) root, so neither `..` nor a
+//! symlink can lead a request outside it; only regular files are opened. Names are
+//! checked against the OCI grammar before they touch the file system.
+//!
+//! A blob is served only under a name whose image references it: the set of digests is
+//! the closure of `index.json` over index → manifests → config and layers. Index and
+//! manifest documents are read, size- and digest-checked once, and then served from
+//! memory. What an image references is cached, keyed by the identity of its
+//! `index.json` (device, inode, size, mtime, ctime), which is re-checked on every
+//! request: an image built (or copied) under the root later is picked up without a
+//! restart, and a rebuilt one (a new directory renamed into place) is re-read.
+
+use crate::digest::Digest;
+use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
+use bytes::Bytes;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Manifests and indexes larger than this are not read (the distribution registry
+/// refuses to store manifests over 4 MiB).
+pub const MAX_DOCUMENT: u64 = 4 << 20;
+/// A TOC member larger than this (compressed) is not read for the landing page.
+const MAX_TOC_MEMBER: u64 = 64 << 20;
+/// …nor one that inflates to more than this.
+const MAX_TOC_TAR: u64 = 512 << 20;
+/// OCI names are at most 255 characters (distribution's limit).
+const MAX_NAME: usize = 255;
+/// Index → index → manifest nesting deeper than this is not followed.
+const MAX_DEPTH: usize = 8;
+
+pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+fn is_index_type(mt: &str) -> bool {
+    mt == MEDIA_TYPE_OCI_INDEX || mt == MEDIA_TYPE_DOCKER_LIST
+}
+
+fn is_manifest_type(mt: &str) -> bool {
+    mt == MEDIA_TYPE_OCI_MANIFEST || mt == MEDIA_TYPE_DOCKER_MANIFEST || is_index_type(mt)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid repository name")]
+    NameInvalid,
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("provided digest is invalid")]
+    DigestInvalid,
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("serve root {path}: {error}")]
+    Root { path: PathBuf, error: io::Error },
+    #[error("serve root {0} is not a directory")]
+    RootNotADirectory(PathBuf),
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |error| StoreError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// Errors that mean "there is nothing (we may serve) here" rather than a server fault.
+fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::PermissionDenied
+    ) || e.raw_os_error() == Some(libc::ELOOP) // a symlink loop leads nowhere
+}
+
+/// Checks a repository name against the OCI distribution grammar
+/// (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`, at most
+/// 255 characters).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.split('/').all(crate::names::is_registry_component)
+}
+
+/// Where a manifest request points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reference {
+    Tag(String),
+    Digest(Digest),
+}
+
+impl Reference {
+    /// A tag, or a digest; a digest of another algorithm is a valid reference we cannot
+    /// have (`Ok(None)`).
+    pub fn parse(s: &str) -> Result<Option<Reference>, StoreError> {
+        if let Some((algo, _)) = s.split_once(':') {
+            if algo == "sha256" {
+                return Digest::parse(s)
+                    .map(|d| Some(Reference::Digest(d)))
+                    .ok_or(StoreError::DigestInvalid);
+            }
+            let ok_algo = !algo.is_empty()
+                && algo
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+            return if ok_algo {
+                Ok(None)
+            } else {
+                Err(StoreError::DigestInvalid)
+            };
+        }
+        Ok(validate_tag(s).ok().map(|_| Reference::Tag(s.to_string())))
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Doc {
+    #[serde(rename = "mediaType", default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Vec<Desc>,
+    #[serde(default)]
+    config: Option<Desc>,
+    #[serde(default)]
+    layers: Vec<Desc>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Clone)]
+struct Desc {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    platform: Option<PlatformJson>,
+}
+
+#[derive(Deserialize, Clone)]
+struct PlatformJson {
+    os: String,
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// What an image's metadata says about one digest it references.
+#[derive(Clone, Debug)]
+pub struct Referenced {
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// Identity of an `index.json`: when it changes, the image is read again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FileKey {
+    dir: PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileKey {
+    fn of(dir: &Path, m: &Metadata) -> FileKey {
+        FileKey {
+            dir: dir.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// One image as read from its layout.
+pub struct Image {
+    pub name: String,
+    dir: PathBuf,
+    key: FileKey,
+    /// False when a referenced document was missing or did not match its digest: such an
+    /// image is read again on the next request instead of being cached.
+    complete: bool,
+    /// Tag → digest of the document it names, from `org.opencontainers.image.ref.name`.
+    pub tags: BTreeMap<String, Digest>,
+    /// Every digest the image references, transitively.
+    pub refs: HashMap<Digest, Referenced>,
+    /// Index and manifest documents, digest-verified.
+    docs: HashMap<Digest, Bytes>,
+    /// Platforms named in the index(es).
+    pub platforms: Vec<String>,
+    /// Layers of the first manifest, in order.
+    pub layers: Vec<Digest>,
+    /// Annotations of the first tagged index (revision, source).
+    pub annotations: BTreeMap<String, String>,
+    summary: OnceLock<Summary>,
+}
+
+/// What the landing page shows about an image.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub revision: Option<String>,
+    pub source: Option<String>,
+    pub platforms: Vec<String>,
+    /// Bytes of all distinct blobs the image references.
+    pub size: u64,
+    /// The files in the (first) layer, from its eStargz TOC: path and size.
+    pub files: Result<Vec<(String, u64)>, String>,
+}
+
+/// A manifest or index, ready to send.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// A blob, ready to send: small documents from memory, everything else from its file.
+pub enum BlobBody {
+    Memory(Bytes),
+    File(File),
+}
+
+pub struct Blob {
+    pub digest: Digest,
+    pub size: u64,
+    pub body: BlobBody,
+}
+
+pub struct Store {
+    root: PathBuf,
+    cache: Mutex<HashMap<String, Arc<Image>>>,
+}
+
+impl Store {
+    /// Opens the store at `root`, which must be an existing directory.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let canon = fs::canonicalize(root).map_err(|error| StoreError::Root {
+            path: root.to_path_buf(),
+            error,
+        })?;
+        if !canon.is_dir() {
+            return Err(StoreError::RootNotADirectory(root.to_path_buf()));
+        }
+        Ok(Store {
+            root: canon,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves `path` (which may contain symlinks) to a canonical path inside the root,
+    /// with its metadata; `Ok(None)` if it does not exist or leads outside the root.
+    fn inside(&self, path: &Path) -> Result<Option<(PathBuf, Metadata)>, StoreError> {
+        let canon = match fs::canonicalize(path) {
+            Ok(c) => c,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        if !canon.starts_with(&self.root) {
+            return Ok(None);
+        }
+        match fs::symlink_metadata(&canon) {
+            Ok(m) => Ok(Some((canon, m))),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(io_err(&canon)(e)),
+        }
+    }
+
+    /// Opens a regular file inside the root, refusing symlinks that escape it, FIFOs,
+    /// devices and directories. The last component is opened with `O_NOFOLLOW`, and the
+    /// opened file must be the one that was checked.
+    fn open_file(&self, path: &Path) -> Result<Option<(File, u64)>, StoreError> {
+        let Some((canon, meta)) = self.inside(path)? else {
+            return Ok(None);
+        };
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&canon)
+        {
+            Ok(f) => f,
+            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) => return Err(io_err(&canon)(e)),
+        };
+        let m = f.metadata().map_err(io_err(&canon))?;
+        if !m.is_file() || m.ino() != meta.ino() || m.dev() != meta.dev() {
+            return Ok(None);
+        }
+        Ok(Some((f, m.len())))
+    }
+
+    /// The image directory and the identity of its `index.json`, if `name` is an image.
+    fn locate(&self, name: &str) -> Result<Option<(PathBuf, FileKey)>, StoreError> {
+        let Some((dir, meta)) = self.inside(&self.root.join(name))? else {
+            return Ok(None);
+        };
+        if !meta.is_dir() || dir == self.root {
+            return Ok(None);
+        }
+        let Some((_, layout)) = self.inside(&dir.join("oci-layout"))? else {
+            return Ok(None);
+        };
+        let Some((_, index)) = self.inside(&dir.join("index.json"))? else {
+            return Ok(None);
+        };
+        if !layout.is_file() || !index.is_file() {
+            return Ok(None);
+        }
+        let key = FileKey::of(&dir, &index);
+        Ok(Some((dir, key)))
+    }
+
+    /// The image called `name`, read again if its `index.json` changed.
+    pub fn image(&self, name: &str) -> Result<Arc<Image>, StoreError> {
+        if !is_valid_name(name) {
+            return Err(StoreError::NameInvalid);
+        }
+        // Images live at ROOT/<model> or ROOT/<org>/<model>; deeper names are valid
+        // but cannot be here.
+        if name.split('/').count() > 2 {
+            return Err(StoreError::NameUnknown);
+        }
+        let Some((dir, key)) = self.locate(name)? else {
+            self.cache.lock().expect("cache lock").remove(name);
+            return Err(StoreError::NameUnknown);
+        };
+        if let Some(img) = self.cache.lock().expect("cache lock").get(name) {
+            if img.key == key && img.complete {
+                return Ok(img.clone());
+            }
+        }
+        let img = Arc::new(self.scan(name, dir, key)?);
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(name.to_string(), img.clone());
+        Ok(img)
+    }
+
+    fn read_document(&self, dir: &Path, digest: &Digest, size: u64) -> Option<Bytes> {
+        if size > MAX_DOCUMENT {
+            return None;
+        }
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        let (mut f, len) = self.open_file(&path).ok()??;
+        if len != size {
+            return None;
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        f.by_ref().take(size + 1).read_to_end(&mut buf).ok()?;
+        (buf.len() as u64 == size && Digest::of(&buf) == *digest).then(|| Bytes::from(buf))
+    }
+
+    fn scan(&self, name: &str, dir: PathBuf, key: FileKey) -> Result<Image, StoreError> {
+        let index_path = dir.join("index.json");
+        let (mut f, len) = self
+            .open_file(&index_path)?
+            .ok_or(StoreError::NameUnknown)?;
+        if len > MAX_DOCUMENT {
+            return Err(StoreError::NameUnknown);
+        }
+        let mut raw = Vec::new();
+        f.read_to_end(&mut raw).map_err(io_err(&index_path))?;
+        let layout: Doc = serde_json::from_slice(&raw).map_err(|_| StoreError::NameUnknown)?;
+
+        let mut img = Image {
+            name: name.to_string(),
+            dir,
+            key,
+            complete: true,
+            tags: BTreeMap::new(),
+            refs: HashMap::new(),
+            docs: HashMap::new(),
+            platforms: Vec::new(),
+            layers: Vec::new(),
+            annotations: BTreeMap::new(),
+            summary: OnceLock::new(),
+        };
+        let mut visited = HashSet::new();
+        for d in &layout.manifests {
+            let Some(digest) = Digest::parse(&d.digest) else {
+                continue;
+            };
+            if let Some(tag) = d.annotations.get(ANNOTATION_REF_NAME) {
+                if validate_tag(tag).is_ok() {
+                    img.tags.entry(tag.clone()).or_insert(digest);
+                }
+            }
+            self.visit(&mut img, d, 0, &mut visited);
+            if img.annotations.is_empty() && d.annotations.contains_key(ANNOTATION_REF_NAME) {
+                if let Some(doc) = img.docs.get(&digest) {
+                    if let Ok(doc) = serde_json::from_slice::<Doc>(doc) {
+                        img.annotations = doc.annotations;
+                    }
+                }
+            }
+        }
+        Ok(img)
+    }
+
+    fn visit(&self, img: &mut Image, d: &Desc, depth: usize, visited: &mut HashSet<Digest>) {
+        let Some(digest) = Digest::parse(&d.digest) else {
+            return;
+        };
+        img.refs.entry(digest).or_insert_with(|| Referenced {
+            media_type: d.media_type.clone(),
+            size: d.size,
+        });
+        if !is_manifest_type(&d.media_type) || !visited.insert(digest) || depth >= MAX_DEPTH {
+            return;
+        }
+        let Some(bytes) = self.read_document(&img.dir, &digest, d.size) else {
+            img.complete = false;
+            return;
+        };
+        let Ok(doc) = serde_json::from_slice::<Doc>(&bytes) else {
+            img.complete = false;
+            return;
+        };
+        img.docs.insert(digest, bytes);
+        if let Some(mt) = doc.media_type.as_deref() {
+            if mt != d.media_type {
+                // The descriptor and the document disagree: serve neither as a manifest.
+                img.docs.remove(&digest);
+                img.complete = false;
+                return;
+            }
+        }
+        for m in &doc.manifests {
+            if let Some(p) = &m.platform {
+                let mut s = format!("{}/{}", p.os, p.architecture);
+                if let Some(v) = &p.variant {
+                    s = format!("{s}/{v}");
+                }
+                if !img.platforms.contains(&s) {
+                    img.platforms.push(s);
+                }
+            }
+            self.visit(img, m, depth + 1, visited);
+        }
+        if let Some(c) = &doc.config {
+            self.visit(img, c, depth + 1, visited);
+        }
+        for l in &doc.layers {
+            self.visit(img, l, depth + 1, visited);
+        }
+        if img.layers.is_empty() {
+            img.layers = doc
+                .layers
+                .iter()
+                .filter_map(|l| Digest::parse(&l.digest))
+                .collect();
+        }
+    }
+
+    /// The manifest (or index) `reference` names in image `name`.
+    pub fn manifest(&self, name: &str, reference: &str) -> Result<Manifest, StoreError> {
+        let img = self.image(name)?;
+        let digest = match Reference::parse(reference)? {
+            Some(Reference::Tag(t)) => *img.tags.get(&t).ok_or(StoreError::ManifestUnknown)?,
+            Some(Reference::Digest(d)) => d,
+            None => return Err(StoreError::ManifestUnknown),
+        };
+        let r = img.refs.get(&digest).ok_or(StoreError::ManifestUnknown)?;
+        if !is_manifest_type(&r.media_type) {
+            return Err(StoreError::ManifestUnknown);
+        }
+        let bytes = img
+            .docs
+            .get(&digest)
+            .cloned()
+            .ok_or(StoreError::ManifestUnknown)?;
+        Ok(Manifest {
+            digest,
+            media_type: r.media_type.clone(),
+            bytes,
+        })
+    }
+
+    /// The blob `digest`, if image `name` references it.
+    pub fn blob(&self, name: &str, digest: &str) -> Result<Blob, StoreError> {
+        let img = self.image(name)?;
+        let digest = Digest::parse(digest).ok_or(StoreError::DigestInvalid)?;
+        let r = img.refs.get(&digest).ok_or(StoreError::BlobUnknown)?;
+        if is_manifest_type(&r.media_type) {
+            let bytes = img.docs.get(&digest).ok_or(StoreError::BlobUnknown)?;
+            return Ok(Blob {
+                digest,
+                size: bytes.len() as u64,
+                body: BlobBody::Memory(bytes.clone()),
+            });
+        }
+        let path = img.dir.join("blobs/sha256").join(digest.hex());
+        let (file, len) = self.open_file(&path)?.ok_or(StoreError::BlobUnknown)?;
+        if len != r.size {
+            // Not the blob the manifest describes (truncated, or being replaced).
+            return Err(StoreError::BlobUnknown);
+        }
+        Ok(Blob {
+            digest,
+            size: len,
+            body: BlobBody::File(file),
+        })
+    }
+
+    /// The tags of image `name`, sorted.
+    pub fn tags(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.image(name)?.tags.keys().cloned().collect())
+    }
+
+    fn is_image_dir(&self, path: &Path) -> bool {
+        let ok = |p: &Path| matches!(self.inside(p), Ok(Some((_, m))) if m.is_file());
+        matches!(self.inside(path), Ok(Some((ref c, ref m))) if m.is_dir() && *c != self.root)
+            && ok(&path.join("oci-layout"))
+            && ok(&path.join("index.json"))
+    }
+
+    fn valid_children(dir: &Path) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| crate::names::is_registry_component(n))
+            .collect()
+    }
+
+    /// Every image name under the root, sorted: `model` and `org/model`.
+    pub fn catalog(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for top in Self::valid_children(&self.root) {
+            let p = self.root.join(&top);
+            if self.is_image_dir(&p) {
+                names.push(top);
+                continue;
+            }
+            if !matches!(self.inside(&p), Ok(Some((_, m))) if m.is_dir()) {
+                continue;
+            }
+            for sub in Self::valid_children(&p) {
+                let name = format!("{top}/{sub}");
+                if name.len() <= MAX_NAME && self.is_image_dir(&p.join(&sub)) {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        names
+    }
+
+    /// What the landing page shows for image `name` (computed once per version of it).
+    pub fn summary(&self, name: &str) -> Result<Summary, StoreError> {
+        let img = self.image(name)?;
+        Ok(img.summary.get_or_init(|| self.summarise(&img)).clone())
+    }
+
+    fn summarise(&self, img: &Image) -> Summary {
+        let files = match img.layers.first() {
+            None => Err("the image has no layer".to_string()),
+            Some(layer) => {
+                let path = img.dir.join("blobs/sha256").join(layer.hex());
+                match self.open_file(&path) {
+                    Ok(Some((f, len))) => read_toc(&f, len)
+                        .map(|toc| {
+                            toc.entries
+                                .into_iter()
+                                .filter(|e| e.kind == "reg" || e.kind == "symlink")
+                                .filter(|e| !e.name.ends_with(".prefetch.landmark"))
+                                .map(|e| (e.name, e.size))
+                                .collect()
+                        })
+                        .map_err(|e| e.to_string()),
+                    Ok(None) => Err("the layer blob is missing".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        Summary {
+            name: img.name.clone(),
+            tags: img.tags.keys().cloned().collect(),
+            revision: img.annotations.get(ANNOTATION_REVISION).cloned(),
+            source: img.annotations.get(ANNOTATION_SOURCE).cloned(),
+            platforms: img.platforms.clone(),
+            size: img.refs.values().map(|r| r.size).sum(),
+            files,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TocError {
+    #[error("reading the layer: {0}")]
+    Io(#[from] io::Error),
+    #[error("the layer has no eStargz footer")]
+    NoFooter,
+    #[error("the TOC is too large to show ({0} bytes)")]
+    TooLarge(u64),
+    #[error("the TOC member is not valid gzip")]
+    Gzip,
+    #[error("the TOC member holds no stargz.index.json")]
+    NoToc,
+    #[error("the TOC is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Reads the eStargz TOC of a layer blob of `len` bytes: the 51-byte footer gives the
+/// offset of the TOC member, one gzip member holding a tar entry `stargz.index.json`.
+pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
+    let footer_size = FOOTER_SIZE as u64;
+    if len < footer_size {
+        return Err(TocError::NoFooter);
+    }
+    let mut footer = [0u8; FOOTER_SIZE];
+    f.read_exact_at(&mut footer, len - footer_size)?;
+    let offset = parse_footer(&footer).ok_or(TocError::NoFooter)?;
+    let end = len - footer_size;
+    if offset >= end {
+        return Err(TocError::NoFooter);
+    }
+    let member_len = end - offset;
+    if member_len > MAX_TOC_MEMBER {
+        return Err(TocError::TooLarge(member_len));
+    }
+    let mut member = vec![0u8; member_len as usize];
+    f.read_exact_at(&mut member, offset)?;
+    if member.len() < 18 {
+        return Err(TocError::Gzip);
+    }
+    // ISIZE: the inflated size (mod 2^32) in the member's last four bytes.
+    let tail: [u8; 4] = member[member.len() - 4..].try_into().expect("4 bytes");
+    let isize = u32::from_le_bytes(tail) as u64;
+    if isize > MAX_TOC_TAR {
+        return Err(TocError::TooLarge(isize));
+    }
+    let mut tar_bytes = vec![0u8; isize as usize];
+    let n = libdeflater::Decompressor::new()
+        .gzip_decompress(&member, &mut tar_bytes)
+        .map_err(|_| TocError::Gzip)?;
+    tar_bytes.truncate(n);
+    let mut ar = tar::Archive::new(&tar_bytes[..]);
+    let mut entries = ar.entries().map_err(|_| TocError::NoToc)?;
+    let mut first = entries
+        .next()
+        .ok_or(TocError::NoToc)?
+        .map_err(|_| TocError::NoToc)?;
+    if first.path().ok().as_deref() != Some(Path::new("stargz.index.json")) {
+        return Err(TocError::NoToc);
+    }
+    let mut json = Vec::new();
+    first.read_to_end(&mut json)?;
+    Ok(Toc::from_json(&json)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_oci_grammar() {
+        for ok in ["a", "acme/tiny-model", "a.b/c__d", "x-y--z/0", "a/b/c"] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "A",
+            "a/",
+            "/a",
+            "a//b",
+            "..",
+            "../etc",
+            "a/../b",
+            "a/./b",
+            "%2e%2e",
+            "a_-b",
+            "-a",
+            "a.",
+            &"a".repeat(256),
+        ] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn references_are_tags_or_digests() {
+        let d = Digest::of(b"x");
+        assert_eq!(
+            Reference::parse(&d.to_string()).unwrap(),
+            Some(Reference::Digest(d))
+        );
+        assert_eq!(
+            Reference::parse("latest").unwrap(),
+            Some(Reference::Tag("latest".into()))
+        );
+        assert_eq!(Reference::parse("sha512:abcd").unwrap(), None);
+        assert_eq!(Reference::parse("..").unwrap(), None);
+        assert!(matches!(
+            Reference::parse("sha256:abc"),
+            Err(StoreError::DigestInvalid)
+        ));
+        assert!(matches!(
+            Reference::parse("SHA256:abc"),
+            Err(StoreError::DigestInvalid)
+        ));
+    }
+
+    fn layout(root: &Path, rel: &str, tag: &str, layer: &[u8]) -> (Digest, Digest) {
+        let dir = root.join(rel);
+        let blobs = dir.join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        let put = |b: &[u8]| {
+            let d = Digest::of(b);
+            fs::write(blobs.join(d.hex()), b).unwrap();
+            d
+        };
+        let l = put(layer);
+        let cfg = put(b"{}");
+        let man = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{l}","size":{}}}]}}"#,
+            layer.len()
+        );
+        let m = put(man.as_bytes());
+        let idx = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_INDEX}","manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","digest":"{m}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}],"annotations":{{"{ANNOTATION_REVISION}":"abc"}}}}"#,
+            man.len()
+        );
+        let i = put(idx.as_bytes());
+        fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        fs::write(
+            dir.join("index.json"),
+            format!(
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_INDEX}","digest":"{i}","size":{},"annotations":{{"{ANNOTATION_REF_NAME}":"{tag}"}}}}]}}"#,
+                idx.len()
+            ),
+        )
+        .unwrap();
+        (i, l)
+    }
+
+    #[test]
+    fn images_are_found_blobs_are_scoped_and_changes_are_seen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (i, l) = layout(tmp.path(), "acme/a", "latest", b"layer-a");
+        let (_, l2) = layout(tmp.path(), "b", "v1", b"layer-b");
+        let s = Store::open(tmp.path()).unwrap();
+        assert_eq!(s.catalog(), ["acme/a", "b"]);
+        let m = s.manifest("acme/a", "latest").unwrap();
+        assert_eq!(m.digest, i);
+        assert_eq!(m.media_type, MEDIA_TYPE_OCI_INDEX);
+        assert_eq!(
+            s.image("acme/a").unwrap().annotations[ANNOTATION_REVISION],
+            "abc"
+        );
+        assert_eq!(s.image("acme/a").unwrap().platforms, ["linux/amd64"]);
+        assert!(s.blob("acme/a", &l.to_string()).is_ok());
+        // b's layer exists on disk under b, but acme/a does not reference it.
+        assert!(matches!(
+            s.blob("acme/a", &l2.to_string()),
+            Err(StoreError::BlobUnknown)
+        ));
+        assert!(matches!(s.image("acme"), Err(StoreError::NameUnknown)));
+        assert!(matches!(s.image("../x"), Err(StoreError::NameInvalid)));
+        // Retagged in place: seen on the next request.
+        layout(tmp.path(), "acme/a", "v2", b"layer-a");
+        assert_eq!(s.tags("acme/a").unwrap(), ["v2"]);
+        // A new image appears.
+        layout(tmp.path(), "c", "latest", b"c");
+        assert!(s.catalog().contains(&"c".to_string()));
+        assert!(s.manifest("c", "latest").is_ok());
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_lead_nowhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        let root = tmp.path().join("root");
+        let (_, l) = layout(&outside, "evil", "latest", b"secret");
+        fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(outside.join("evil"), root.join("evil")).unwrap();
+        let s = Store::open(&root).unwrap();
+        assert!(s.catalog().is_empty());
+        assert!(matches!(s.image("evil"), Err(StoreError::NameUnknown)));
+        // An image whose layer blob is a symlink to a file outside the root.
+        let (_, l3) = layout(&root, "m", "latest", b"secret");
+        let blob = root.join("m/blobs/sha256").join(l3.hex());
+        fs::remove_file(&blob).unwrap();
+        std::os::unix::fs::symlink(outside.join("evil/blobs/sha256").join(l.hex()), &blob).unwrap();
+        assert!(matches!(
+            s.blob("m", &l3.to_string()),
+            Err(StoreError::BlobUnknown)
+        ));
+    }
+
+    #[test]
+    fn the_toc_of_a_built_layer_is_read_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("config.json"), b"{}").unwrap();
+        let (entries, contents) = crate::source::DirSource::scan(&src).unwrap().into_entries();
+        let opts = crate::layer::estargz::Options::default();
+        let (info, out) =
+            crate::layer::estargz::build(entries, &contents, &opts, Vec::new(), &|_| {}).unwrap();
+        let blob = tmp.path().join("blob");
+        fs::write(&blob, &out).unwrap();
+        let toc = read_toc(&File::open(&blob).unwrap(), out.len() as u64).unwrap();
+        assert_eq!(toc, info.toc);
+        assert!(toc.entries.iter().any(|e| e.name == "config.json"));
+        // Not an eStargz blob.
+        fs::write(&blob, [0u8; 100]).unwrap();
+        assert!(matches!(
+            read_toc(&File::open(&blob).unwrap(), 100),
+            Err(TocError::NoFooter)
+        ));
+    }
+}
