@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an OCI image layout with one reproducible eStargz layer.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Serve the images under a directory as a read-only OCI registry.
     Serve(serve::ServeArgs),
 }
@@ -33,7 +33,7 @@ pub struct Interrupted;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(*args),
         Command::Serve(args) => serve::run(args),
     }
 }
