@@ -18,7 +18,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build an OCI image layout with one reproducible eStargz layer.
+    /// Build an OCI image layout with one reproducible eStargz or zstd:chunked layer.
     Build(build::BuildArgs),
 }
 
