@@ -56,6 +56,9 @@ pub fn build<W: Write + Send>(
     finish(written, read, tar_split, rules)
 }
 
+/// The largest TOC containers/storage 1.43 accepts (current versions: 150 MiB).
+const MAX_MANIFEST: usize = 50 << 20;
+
 /// Each regular file's tar name and content digest.
 type FileDigests = Vec<(String, Digest)>;
 
@@ -135,6 +138,20 @@ fn finish<W: Write>(
     let json = toc.to_json();
     let manifest = rules.codec.compressor()?.compress(&json)?;
     let manifest_digest = Digest::of(&manifest);
+    // containers/storage refuses TOCs over 150 MiB (50 MiB up to 1.43), long before a
+    // skippable frame's 4 GiB limit; say so rather than write a layer nobody reads.
+    if json.len() > MAX_MANIFEST || manifest.len() > MAX_MANIFEST {
+        return Err(LayerError::Compress(format!(
+            "the TOC is {} bytes ({} compressed), over containers/storage's limit of {MAX_MANIFEST}; use a larger --chunk-size",
+            json.len(),
+            manifest.len()
+        )));
+    }
+    if u32::try_from(tar_split.len()).is_err() {
+        return Err(LayerError::Compress(
+            "the tar-split does not fit a skippable frame".into(),
+        ));
+    }
 
     let mut hw = written.out;
     let manifest_offset = hw.position() + 8;
