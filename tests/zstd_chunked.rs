@@ -1213,3 +1213,78 @@ fn podman_partial_pull_fetches_only_ranges_and_gets_the_files() {
     );
     assert_eq!(podman.files(&image2), snapshot(&src2));
 }
+
+#[test]
+fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
+    // A sparse file: no disk used, and zeros compress fast.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let size: u64 = (8 << 30) + 5;
+    let f = fs::File::create(src.join("huge.bin")).unwrap();
+    f.set_len(size).unwrap();
+    drop(f);
+    write(&src, "config.json", b"{}");
+    let out = tmp.path().join("out");
+    assert_ok(&build(
+        &src,
+        "acme/huge",
+        &out,
+        &zstd_flags(&["--chunk-size", "256MiB"]),
+    ));
+    let l = Layout::read(&out);
+    let desc = &l.manifests[0]["layers"][0];
+    let mpos = position(
+        desc["annotations"]["io.github.containers.zstd-chunked.manifest-position"]
+            .as_str()
+            .unwrap(),
+        4,
+    );
+    let manifest = skippable_at(&l.blob, mpos[0] as usize, mpos[1] as usize);
+    let toc: Value =
+        serde_json::from_slice(&zstd::stream::decode_all(&manifest[..]).unwrap()).unwrap();
+    let huge: Vec<&Value> = toc["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "huge.bin")
+        .collect();
+    assert_eq!(huge.len(), 33, "32 chunks of 256 MiB and a 5-byte tail");
+    assert_eq!(huge[0]["size"], size);
+    assert_eq!(huge[32]["chunkOffset"], 8u64 << 30);
+    assert_eq!(huge[32]["chunkSize"], 5);
+    assert_eq!(huge[32]["chunkDigest"], sha256(&[0u8; 5]).as_str());
+    assert_eq!(
+        huge[1]["chunkDigest"],
+        sha256(&vec![0u8; 256 << 20]).as_str()
+    );
+    // The last chunk's frame, read on its own.
+    let last = huge[32]["offset"].as_u64().unwrap() as usize;
+    let end = huge[0]["endOffset"].as_u64().unwrap() as usize;
+    assert_eq!(
+        zstd::stream::decode_all(&l.blob[last..end]).unwrap(),
+        [0u8; 5]
+    );
+    // The tar stream, decoded as it streams, has the PAX size record.
+    let dec = zstd::stream::read::Decoder::new(&l.blob[..]).unwrap();
+    let mut ar = tar::Archive::new(dec);
+    let mut seen = false;
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("huge.bin") {
+            assert_eq!(e.size(), size);
+            let pax: Vec<(String, String)> = e
+                .pax_extensions()
+                .unwrap()
+                .expect("a PAX header")
+                .map(|r| {
+                    let r = r.unwrap();
+                    (r.key().unwrap().to_string(), r.value().unwrap().to_string())
+                })
+                .collect();
+            assert_eq!(pax, [("size".to_string(), size.to_string())]);
+            seen = true;
+        }
+    }
+    assert!(seen);
+}
