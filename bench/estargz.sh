@@ -75,7 +75,7 @@ fi
 # ---------------------------------------------------------------- build
 log "cargo build --release --locked"
 (cd "$root" && cargo build --release --locked) || die "release build failed"
-depotai="$root/target/release/depotai"
+depotai="${CARGO_TARGET_DIR:-$root/target}/release/depotai"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/depotai-bench.XXXXXX")"
 cleanup() {

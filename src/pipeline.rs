@@ -1,9 +1,9 @@
-//! The whole job for one model: entries from a source → eStargz layer → OCI layout.
+//! The whole job for one model: entries from a source → layer (eStargz or zstd:chunked) →
+//! OCI layout.
 
 use crate::digest::Digest;
 use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
-use crate::layer::estargz::{self, LayerInfo};
-use crate::layer::{Contents, Entry, LayerError};
+use crate::layer::{self, Contents, Entry, LayerError, LayerInfo};
 use crate::names::{CommitSha, ModelName};
 use std::collections::BTreeMap;
 use std::io::BufWriter;
@@ -31,7 +31,7 @@ pub struct BuildRequest {
     pub tag: String,
     pub output: PathBuf,
     pub platforms: Vec<Platform>,
-    pub layer: estargz::Options,
+    pub layer: layer::Options,
     /// Digests (`sha256:…`) the source vouches for, by path: checked against what the
     /// layer actually read before anything is written.
     pub expected_digests: BTreeMap<String, String>,
@@ -80,7 +80,7 @@ pub fn build_image_with_files(
     image::validate_tag(&req.tag)?;
     let layout = LayoutWriter::create(&req.output)?;
     let file = layout.layer_file()?;
-    let (layer, out) = estargz::build(
+    let (layer, out) = layer::build(
         entries,
         contents,
         &req.layer,
@@ -120,13 +120,14 @@ fn check_digests(layer: &LayerInfo, expected: &BTreeMap<String, String>) -> Resu
     if expected.is_empty() {
         return Ok(());
     }
-    for e in layer.toc.entries.iter().filter(|e| e.kind == "reg") {
-        if let Some(want) = expected.get(&e.name) {
-            if *want != e.digest {
+    for (name, digest) in &layer.file_digests {
+        if let Some(want) = expected.get(name) {
+            let got = digest.to_string();
+            if *want != got {
                 return Err(BuildError::ContentMismatch {
-                    path: e.name.clone(),
+                    path: name.clone(),
                     expected: want.clone(),
-                    got: e.digest.clone(),
+                    got,
                 });
             }
         }

@@ -4,7 +4,7 @@
 mod support;
 
 use depotai::image::default_platforms;
-use depotai::layer::estargz::Options;
+use depotai::layer::Options;
 use depotai::layer::{Contents, Entry, EntryKind};
 use depotai::pipeline::{build_image, BuildError, BuildRequest};
 use depotai::source::DirSource;

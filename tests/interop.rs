@@ -7,57 +7,15 @@
 mod support;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use support::interop::{have_tools, run_checked, tools_dir, Registry};
 use support::*;
 
-fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools")
-}
-
-/// True when every tool is there. Missing tools fail the test under CI=true.
+/// True when every tool is there (and `oci-check.sh`). Missing tools fail the test
+/// under CI=true.
 fn have(tools: &[&str]) -> bool {
-    let mut missing: Vec<String> = tools
-        .iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        })
-        .map(|t| t.to_string())
-        .collect();
-    if !tools_dir().join("oci-check.sh").is_file() {
-        missing.push(format!("{}/oci-check.sh", tools_dir().display()));
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
-        "interop tools missing: {} (run ../shared/tools/install-interop.sh --probe)",
-        missing.join(", ")
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIP: {msg}");
-    false
-}
-
-fn run_checked(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(o.status.success(), "{cmd:?} failed:\n{out}");
-    out
+    have_tools(tools, &["oci-check.sh"])
 }
 
 fn edge_tree(root: &Path) {
@@ -168,66 +126,6 @@ fn reference_verifier_rejects_a_layer_with_a_flipped_payload_byte() {
         "a corrupted layer must fail verification"
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("FAIL"));
-}
-
-/// A throwaway CNCF distribution registry on 127.0.0.1, killed on drop.
-struct Registry {
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = dir.path().join("config.yml");
-        fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut resp = String::new();
-                let _ = s.read_to_string(&mut resp);
-                if resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200") {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Registry {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

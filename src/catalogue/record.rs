@@ -12,7 +12,7 @@
 //! the image with `skopeo copy oci:DIR:TAG …` leaves it behind.
 
 use crate::image::Platform;
-use crate::layer::estargz;
+use crate::layer;
 use crate::names::{CommitSha, ModelName};
 use crate::source::hub::{CachedFile, Check};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,8 @@ pub const RECORD_VERSION: u32 = 1;
 /// The settings the image bytes depend on (threads and download jobs do not).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildSettings {
+    /// `estargz` or `zstd-chunked`.
+    pub format: String,
     pub chunk_size: u64,
     pub compression_level: i32,
     pub platforms: Vec<String>,
@@ -37,14 +39,15 @@ pub struct BuildSettings {
 
 impl BuildSettings {
     pub fn new(
-        layer: &estargz::Options,
+        layer: &layer::Options,
         platforms: &[Platform],
         include: &[String],
         exclude: &[String],
     ) -> BuildSettings {
         BuildSettings {
+            format: layer.format.to_string(),
             chunk_size: layer.chunk_size,
-            compression_level: layer.level,
+            compression_level: layer.effective_level(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
             prefetch: layer.prefetch.clone(),
             include: include.to_vec(),
@@ -275,7 +278,7 @@ mod tests {
     use super::*;
 
     fn record() -> BuildRecord {
-        let layer = estargz::Options::default();
+        let layer = layer::Options::default();
         BuildRecord::new(
             &"acme/m".parse().unwrap(),
             &"0123456789abcdef0123456789abcdef01234567".parse().unwrap(),

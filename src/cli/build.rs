@@ -8,8 +8,7 @@ use clap::Args;
 use depotai::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
 use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
-use depotai::layer::estargz;
-use depotai::layer::{content_size, Contents, Entry};
+use depotai::layer::{self, content_size, Contents, Entry, Format};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::source::hub::{self, FileFilter, HubConfig};
@@ -55,11 +54,15 @@ pub struct BuildArgs {
     /// Size of the independently compressed chunks of large files (e.g. 4MiB).
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = super::parse_size)]
     chunk_size: u64,
-    /// libdeflate level, 1 (fastest) to 12 (smallest). Part of what the digests depend on.
-    #[arg(long, value_name = "LEVEL", default_value_t = estargz::DEFAULT_LEVEL,
-          value_parser = clap::value_parser!(i32).range(1..=12))]
-    compression_level: i32,
-    /// Files (or directories) to put first, before a `.prefetch.landmark`.
+    /// Layer format: estargz (lazy pulls with the stargz snapshotter: BuildKit, containerd)
+    /// or zstd-chunked (partial pulls with podman, buildah, CRI-O).
+    #[arg(long, value_name = "FORMAT", default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
+    format: String,
+    /// Compression level. eStargz: libdeflate 1 (fastest) to 12 (smallest), default 1;
+    /// zstd-chunked: zstd 1 to 19, default 3. Part of what the digests depend on.
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression_level: Option<i32>,
+    /// Files (or directories) to put first, before a `.prefetch.landmark` (eStargz only).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     prefetch: Vec<String>,
     /// Platforms of the image index, comma-separated.
@@ -102,16 +105,31 @@ fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<Platform>> {
     Ok(platforms)
 }
 
-fn layer_options(args: &BuildArgs) -> estargz::Options {
-    estargz::Options {
+fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
+    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    if format == Format::ZstdChunked && !args.prefetch.is_empty() {
+        bail!("--prefetch applies to --format estargz only: zstd:chunked has no prefetch landmark, and podman fetches the files it lacks");
+    }
+    let layer = layer::Options {
+        format,
         chunk_size: args.chunk_size,
         threads: args
             .threads
             .map(usize::from)
-            .unwrap_or_else(|| estargz::Options::default().threads),
+            .unwrap_or_else(|| layer::Options::default().threads),
         prefetch: args.prefetch.clone(),
         level: args.compression_level,
+    };
+    let levels = format.levels();
+    let level = layer.effective_level();
+    if !levels.contains(&level) {
+        bail!(
+            "--compression-level {level} is out of range for --format {format} ({} to {})",
+            levels.start(),
+            levels.end()
+        );
     }
+    Ok(layer)
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
@@ -122,7 +140,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             shard: args.shard,
             force: args.force,
             jobs: args.jobs.into(),
-            layer: layer_options(&args),
+            layer: layer_options(&args)?,
             platforms: platforms(&args)?,
             delete_downloads: args.delete_downloads,
             json: args.json,
@@ -145,7 +163,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| pipeline::default_output(&name));
-    let layer = layer_options(&args);
+    let layer = layer_options(&args)?;
     let mut req = BuildRequest {
         name: name.clone(),
         sha: sha.clone(),
@@ -250,6 +268,7 @@ fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_
         "image": name.registry_path(),
         "sha": req.sha.as_str(),
         "tag": r.tag,
+        "format": r.layer.format.name(),
         "output": r.output.display().to_string(),
         "index_digest": r.index_digest.to_string(),
         "manifests": r.manifests.iter().map(|(p, d)| serde_json::json!({
@@ -258,6 +277,7 @@ fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_
         "config_digests": r.configs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
         "layer": {
             "digest": r.layer.digest.to_string(),
+            "media_type": r.layer.media_type,
             "size": r.layer.size,
             "diff_id": r.layer.diff_id.to_string(),
             "uncompressed_size": r.layer.uncompressed_size,
@@ -267,6 +287,7 @@ fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_
         "files": r.layer.files,
         "content_bytes": r.layer.content_bytes,
         "chunk_size": req.layer.chunk_size,
+        "compression_level": req.layer.effective_level(),
         "seconds": (r.seconds * 1000.0).round() / 1000.0,
     })
 }

@@ -20,7 +20,7 @@ use anyhow::{anyhow, Context};
 use depotai::catalogue::record::{self, BuildRecord, BuildSettings, Freshness, ImageSummary};
 use depotai::catalogue::{Catalogue, CatalogueEntry, Shard};
 use depotai::image::{remove_stale_siblings, Platform};
-use depotai::layer::{estargz, Contents};
+use depotai::layer::{self, Contents};
 use depotai::pipeline::{self, BuildError, BuildRequest};
 use depotai::source::hub::{self, FetchProgress, Fetched, FileFilter, HubConfig, HubError, Silent};
 use serde_json::json;
@@ -36,7 +36,7 @@ pub struct Options {
     pub shard: Option<Shard>,
     pub force: bool,
     pub jobs: usize,
-    pub layer: estargz::Options,
+    pub layer: layer::Options,
     pub platforms: Vec<Platform>,
     pub delete_downloads: bool,
     pub json: bool,

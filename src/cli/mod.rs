@@ -20,7 +20,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build an OCI image layout with one reproducible eStargz layer.
+    /// Build an OCI image layout with one reproducible eStargz or zstd:chunked layer.
     Build(Box<build::BuildArgs>),
     /// Serve the images under a directory as a read-only OCI registry.
     Serve(serve::ServeArgs),

@@ -4,7 +4,7 @@
 //! that looks like a finished image; an existing image is replaced only on success.
 
 use super::{Blob, ImageDocs, ImageError};
-use crate::layer::estargz::LayerInfo;
+use crate::layer::LayerInfo;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};

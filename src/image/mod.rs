@@ -8,7 +8,7 @@ mod layout;
 pub use layout::{remove_stale_siblings, LayoutWriter};
 
 use crate::digest::Digest;
-use crate::layer::estargz::{self, LayerInfo};
+use crate::layer::LayerInfo;
 use oci_spec::image::{
     Arch, ConfigBuilder, Descriptor, DescriptorBuilder, ImageConfigurationBuilder,
     ImageIndexBuilder, ImageManifestBuilder, MediaType, Os, PlatformBuilder, RootFsBuilder,
@@ -207,19 +207,14 @@ pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, Imag
         (ANNOTATION_REVISION.to_string(), meta.revision.clone()),
     ]
     .into();
-    let layer_annotations: HashMap<String, String> = [
-        (
-            estargz::TOC_DIGEST_ANNOTATION.to_string(),
-            layer.toc_digest.to_string(),
-        ),
-        (
-            estargz::UNCOMPRESSED_SIZE_ANNOTATION.to_string(),
-            layer.uncompressed_size.to_string(),
-        ),
-    ]
-    .into();
+    // The layer says what it is: media type and annotations come with it.
+    let layer_annotations: HashMap<String, String> = layer
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let layer_desc = DescriptorBuilder::default()
-        .media_type(MediaType::from(estargz::MEDIA_TYPE))
+        .media_type(MediaType::from(layer.media_type))
         .digest(oci_digest(&layer.digest))
         .size(layer.size)
         .annotations(layer_annotations)

@@ -1,11 +1,169 @@
 //! Layer format code: a sorted set of entries → a deterministic tar stream → an eStargz
-//! blob. Nothing here knows where the files came from.
+//! or zstd:chunked blob. Nothing here knows where the files came from.
+//!
+//! Both formats share one pipeline (`members`): the tar stream is cut into members that
+//! are compressed in parallel and written back in order. What differs is how a member
+//! is compressed, where the cuts go, and what follows the last member.
 
 pub mod estargz;
+pub(crate) mod members;
 pub mod tar;
+pub mod zstd_chunked;
 
+use crate::digest::Digest;
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+/// The layer formats depotai writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// eStargz (`tar+gzip`), lazily pulled by the stargz snapshotter (BuildKit, containerd).
+    #[default]
+    Estargz,
+    /// zstd:chunked (`tar+zstd`), partially pulled by podman, buildah and CRI-O.
+    ZstdChunked,
+}
+
+impl Format {
+    /// The name on the command line and in summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Estargz => "estargz",
+            Format::ZstdChunked => "zstd-chunked",
+        }
+    }
+
+    /// The compression level used when none is given.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Format::Estargz => estargz::DEFAULT_LEVEL,
+            Format::ZstdChunked => zstd_chunked::DEFAULT_LEVEL,
+        }
+    }
+
+    /// Levels the format's encoder accepts.
+    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Format::Estargz => 1..=12,
+            Format::ZstdChunked => 1..=19,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        match s {
+            "estargz" => Ok(Format::Estargz),
+            "zstd-chunked" | "zstd:chunked" => Ok(Format::ZstdChunked),
+            _ => Err(format!(
+                "unknown layer format {s:?} (use estargz or zstd-chunked)"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub format: Format,
+    /// Payload chunk size in bytes; each chunk is its own gzip member or zstd frame.
+    pub chunk_size: u64,
+    /// Compression threads. The output never depends on it.
+    pub threads: usize,
+    /// Paths to put first, before `.prefetch.landmark` (eStargz only).
+    pub prefetch: Vec<String>,
+    /// Compression level: libdeflate 1–12 for eStargz, zstd 1–19 for zstd:chunked.
+    /// `None` is the format's default.
+    pub level: Option<i32>,
+}
+
+impl Options {
+    /// The level the encoder runs at.
+    pub fn effective_level(&self) -> i32 {
+        self.level.unwrap_or_else(|| self.format.default_level())
+    }
+
+    /// The effective level, if the format accepts it.
+    pub(crate) fn checked_level(&self) -> Result<i32, LayerError> {
+        let level = self.effective_level();
+        let range = self.format.levels();
+        if !range.contains(&level) {
+            return Err(LayerError::Level {
+                format: self.format,
+                level,
+                min: *range.start(),
+                max: *range.end(),
+            });
+        }
+        Ok(level)
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            format: Format::default(),
+            chunk_size: estargz::DEFAULT_CHUNK_SIZE,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: Vec::new(),
+            level: None,
+        }
+    }
+}
+
+/// What a finished layer is, for the image config and manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub format: Format,
+    /// sha256 of the blob (the layer's digest in the manifest).
+    pub digest: Digest,
+    pub size: u64,
+    /// sha256 of the decompressed stream (`rootfs.diff_ids`).
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    /// The digest that authenticates the TOC: for eStargz the sha256 of the TOC JSON,
+    /// for zstd:chunked the sha256 of the compressed manifest (its manifest-checksum).
+    pub toc_digest: Digest,
+    /// Blob offset of the TOC: the TOC member (eStargz) or the compressed manifest
+    /// (zstd:chunked).
+    pub toc_offset: u64,
+    /// Regular files taken from the source (landmark excluded).
+    pub files: u64,
+    /// Bytes of file content.
+    pub content_bytes: u64,
+    /// TOC entries, landmark and chunk entries included.
+    pub toc_entries: u64,
+    /// The sha256 of every regular file's content, by tar name, in layer order.
+    pub file_digests: Vec<(String, Digest)>,
+    /// The layer descriptor's media type.
+    pub media_type: &'static str,
+    /// The layer descriptor's annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Builds the layer in `opts.format` from `entries` into `out`. File contents are read
+/// once, through `contents`; `progress` is told how many content bytes were read as they
+/// are read.
+pub fn build<W: Write + Send>(
+    entries: Vec<Entry>,
+    contents: &dyn Contents,
+    opts: &Options,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(LayerInfo, W), LayerError> {
+    match opts.format {
+        Format::Estargz => estargz::build(entries, contents, opts, out, progress),
+        Format::ZstdChunked => zstd_chunked::build(entries, contents, opts, out, progress),
+    }
+}
 
 /// Fixed permissions: the image never depends on the builder's umask or file owners.
 pub const FILE_MODE: u32 = 0o644;
@@ -69,6 +227,15 @@ pub enum LayerError {
     Write(io::Error),
     #[error("compressing the layer failed: {0}")]
     Compress(String),
+    #[error("compression level {level} is out of range for {format} (use {min} to {max})")]
+    Level {
+        format: Format,
+        level: i32,
+        min: i32,
+        max: i32,
+    },
+    #[error("--prefetch applies to eStargz only: {0} has no landmark and pulls files on demand")]
+    PrefetchUnsupported(Format),
 }
 
 /// Checks that `path` can be a tar entry name that extracts inside the image root.
@@ -113,12 +280,19 @@ pub(crate) enum Planned {
 /// sorted by path bytes (a parent is a prefix of its children, so it always comes
 /// first). With `prefetch`, the listed paths (and their parents; a directory brings
 /// everything below it) come first, then `.prefetch.landmark`; otherwise
-/// `.no.prefetch.landmark` leads.
-pub(crate) fn plan(entries: Vec<Entry>, prefetch: &[String]) -> Result<Vec<Planned>, LayerError> {
+/// `.no.prefetch.landmark` leads. Without `landmarks` (zstd:chunked) there is neither
+/// landmark, no reordering, and no reserved name.
+pub(crate) fn plan(
+    entries: Vec<Entry>,
+    prefetch: &[String],
+    landmarks: bool,
+) -> Result<Vec<Planned>, LayerError> {
     let mut by_path: BTreeMap<String, Entry> = BTreeMap::new();
     for e in entries {
         validate_path(&e.path)?;
-        if [TOC_NAME, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK].contains(&e.path.as_str()) {
+        if landmarks
+            && [TOC_NAME, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK].contains(&e.path.as_str())
+        {
             return Err(LayerError::Reserved { path: e.path });
         }
         if by_path.contains_key(&e.path) {
@@ -160,6 +334,12 @@ pub(crate) fn plan(entries: Vec<Entry>, prefetch: &[String]) -> Result<Vec<Plann
         }
     }
 
+    if !landmarks {
+        if !prefetch.is_empty() {
+            return Err(LayerError::PrefetchUnsupported(Format::ZstdChunked));
+        }
+        return Ok(by_path.into_values().map(Planned::Source).collect());
+    }
     if prefetch.is_empty() {
         let mut out = vec![Planned::Landmark(NO_PREFETCH_LANDMARK)];
         out.extend(by_path.into_values().map(Planned::Source));
@@ -228,6 +408,7 @@ mod tests {
         let plan = plan(
             vec![file("b/c/d.txt"), file("a-b"), file("a/x"), file("B")],
             &[],
+            true,
         )
         .unwrap();
         assert_eq!(
@@ -256,6 +437,7 @@ mod tests {
                 file("d/b"),
             ],
             &["m/cfg.json".into(), "d".into()],
+            true,
         )
         .unwrap();
         assert_eq!(
@@ -276,24 +458,46 @@ mod tests {
     #[test]
     fn unsafe_duplicate_reserved_and_missing_paths_are_refused() {
         for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/"] {
-            assert!(plan(vec![file(bad)], &[]).is_err(), "{bad:?}");
+            assert!(plan(vec![file(bad)], &[], true).is_err(), "{bad:?}");
         }
         assert!(matches!(
-            plan(vec![file("a"), file("a")], &[]),
+            plan(vec![file("a"), file("a")], &[], true),
             Err(LayerError::Duplicate { .. })
         ));
         assert!(matches!(
-            plan(vec![file("stargz.index.json")], &[]),
+            plan(vec![file("stargz.index.json")], &[], true),
             Err(LayerError::Reserved { .. })
         ));
         assert!(matches!(
-            plan(vec![file("a"), file("a/b")], &[]),
+            plan(vec![file("a"), file("a/b")], &[], true),
             Err(LayerError::NotADirectory { .. })
         ));
         assert!(matches!(
-            plan(vec![file("a")], &["nope".into()]),
+            plan(vec![file("a")], &["nope".into()], true),
             Err(LayerError::PrefetchNotFound { .. })
         ));
-        assert!(matches!(plan(vec![], &[]), Err(LayerError::Empty)));
+        assert!(matches!(plan(vec![], &[], true), Err(LayerError::Empty)));
+    }
+
+    #[test]
+    fn without_landmarks_the_order_is_plain_and_no_name_is_reserved() {
+        let plan = plan(
+            vec![
+                file("stargz.index.json"),
+                file("b/c"),
+                file(".prefetch.landmark"),
+            ],
+            &[],
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&plan),
+            [".prefetch.landmark", "b", "b/c", "stargz.index.json"]
+        );
+        assert!(matches!(
+            super::plan(vec![file("a")], &["a".into()], false),
+            Err(LayerError::PrefetchUnsupported(_))
+        ));
     }
 }

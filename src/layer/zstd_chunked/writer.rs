@@ -1,0 +1,219 @@
+//! zstd:chunked on the shared member writer: every payload chunk is a zstd frame of its
+//! own and its padding opens the next frame, so a file's `endOffset` is the start of the
+//! frame after its payload; the last data frame ends with the end-of-archive blocks. Then
+//! the manifest, the tar-split and the footer, each in a skippable frame.
+
+use super::footer::{footer, skippable_frame_header, Footer};
+use super::tarsplit::TarSplitWriter;
+use super::{
+    Toc, TocEntry, LEGACY_MANIFEST_CHECKSUM_ANNOTATION, LEGACY_MANIFEST_POSITION_ANNOTATION,
+    MANIFEST_CHECKSUM_ANNOTATION, MANIFEST_POSITION_ANNOTATION, MANIFEST_TYPE_CRFS, MEDIA_TYPE,
+    MODTIME, TAR_SPLIT_POSITION_ANNOTATION,
+};
+use crate::digest::Digest;
+use crate::layer::members::{self, Codec, ReadResult, Rules, Written};
+use crate::layer::tar::Kind;
+use crate::layer::{plan, Contents, Entry, Format, LayerError, LayerInfo, Options};
+use std::collections::BTreeMap;
+use std::io::Write;
+
+/// Builds a zstd:chunked blob from `entries` into `out`. File contents are read once,
+/// through `contents`; `progress` is told how many content bytes were read as they are
+/// read.
+pub fn build<W: Write + Send>(
+    entries: Vec<Entry>,
+    contents: &dyn Contents,
+    opts: &Options,
+    out: W,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(LayerInfo, W), LayerError> {
+    if opts.chunk_size == 0 || opts.chunk_size > members::MAX_CHUNK_SIZE {
+        return Err(LayerError::ChunkSize(opts.chunk_size));
+    }
+    let level = Options {
+        format: Format::ZstdChunked,
+        ..opts.clone()
+    }
+    .checked_level()?;
+    let planned = plan(entries, &opts.prefetch, false)?;
+    let rules = Rules {
+        codec: Codec::Zstd(level),
+        chunk_size: opts.chunk_size,
+        threads: opts.threads,
+        payload_alone: true,
+        end_of_archive: true,
+        crc64: true,
+    };
+    let mut tar_split = TarSplitWriter::new(level)?;
+    let (written, read) = members::write_members(
+        &planned,
+        contents,
+        rules,
+        Some(&mut tar_split),
+        out,
+        progress,
+    )?;
+    finish(written, read, tar_split, rules)
+}
+
+/// The largest TOC containers/storage 1.43 accepts (current versions: 150 MiB).
+const MAX_MANIFEST: usize = 50 << 20;
+
+/// Each regular file's tar name and content digest.
+type FileDigests = Vec<(String, Digest)>;
+
+/// The TOC entries of the records, with their frame offsets.
+fn toc_entries<W>(
+    read: &ReadResult,
+    written: &Written<W>,
+) -> Result<(Vec<TocEntry>, FileDigests), LayerError> {
+    let mut entries = Vec::with_capacity(read.records.len());
+    let mut file_digests = Vec::new();
+    for r in &read.records {
+        let mut e = TocEntry {
+            kind: match r.kind {
+                Kind::Regular => "reg",
+                Kind::Directory => "dir",
+                Kind::Symlink => "symlink",
+            }
+            .into(),
+            name: r.name.clone(),
+            link_name: r.link_name.clone(),
+            mode: r.mode,
+            size: r.size,
+            mod_time: MODTIME.into(),
+            ..Default::default()
+        };
+        if let (Some(d), true) = (r.digest, r.from_source) {
+            file_digests.push((r.name.clone(), d));
+        }
+        let (Some(first), Some(last)) = (r.chunks.first(), r.chunks.last()) else {
+            // Directories, symlinks and empty files: no payload, no digest, no offsets.
+            entries.push(e);
+            continue;
+        };
+        e.digest = r.digest.map(|d| d.to_string()).unwrap_or_default();
+        e.offset = written.offsets[first.member];
+        // The frame after the last payload frame (it holds the padding) always exists:
+        // the stream ends with a frame holding the end-of-archive blocks.
+        e.end_offset = written.offsets[last.member + 1];
+        if r.chunks.len() == 1 {
+            entries.push(e);
+            continue;
+        }
+        for (i, c) in r.chunks.iter().enumerate() {
+            let mut ce = if i == 0 {
+                e.clone()
+            } else {
+                TocEntry {
+                    kind: "chunk".into(),
+                    name: r.name.clone(),
+                    offset: written.offsets[c.member],
+                    chunk_offset: c.chunk_offset,
+                    ..Default::default()
+                }
+            };
+            ce.chunk_size = c.chunk_len;
+            ce.chunk_digest = written.chunk_digest(c, &r.name)?.to_string();
+            entries.push(ce);
+        }
+    }
+    Ok((entries, file_digests))
+}
+
+/// Appends the manifest, tar-split and footer frames.
+fn finish<W: Write>(
+    written: Written<W>,
+    read: ReadResult,
+    tar_split: TarSplitWriter,
+    rules: Rules,
+) -> Result<(LayerInfo, W), LayerError> {
+    let (entries, file_digests) = toc_entries(&read, &written)?;
+    let (tar_split, tar_split_uncompressed) = tar_split.finish()?;
+    let toc = Toc {
+        version: 1,
+        entries,
+        tar_split_digest: Digest::of(&tar_split).to_string(),
+    };
+    let json = toc.to_json();
+    let manifest = rules.codec.compressor()?.compress(&json)?;
+    let manifest_digest = Digest::of(&manifest);
+    // containers/storage refuses TOCs over 150 MiB (50 MiB up to 1.43), long before a
+    // skippable frame's 4 GiB limit; say so rather than write a layer nobody reads.
+    if json.len() > MAX_MANIFEST || manifest.len() > MAX_MANIFEST {
+        return Err(LayerError::Compress(format!(
+            "the TOC is {} bytes ({} compressed), over containers/storage's limit of {MAX_MANIFEST}; use a larger --chunk-size",
+            json.len(),
+            manifest.len()
+        )));
+    }
+    if u32::try_from(tar_split.len()).is_err() {
+        return Err(LayerError::Compress(
+            "the tar-split does not fit a skippable frame".into(),
+        ));
+    }
+
+    let mut hw = written.out;
+    let manifest_offset = hw.position() + 8;
+    let tar_split_offset = manifest_offset + manifest.len() as u64 + 8;
+    let f = Footer {
+        manifest_offset,
+        manifest_len: manifest.len() as u64,
+        manifest_uncompressed_len: json.len() as u64,
+        tar_split_offset,
+        tar_split_len: tar_split.len() as u64,
+        tar_split_uncompressed_len: tar_split_uncompressed,
+    };
+    for part in [
+        &skippable_frame_header(manifest.len())[..],
+        &manifest,
+        &skippable_frame_header(tar_split.len()),
+        &tar_split,
+        &footer(&f),
+    ] {
+        hw.write_all(part).map_err(LayerError::Write)?;
+    }
+    hw.flush().map_err(LayerError::Write)?;
+    let (out, digest, size) = hw.finish();
+
+    let position = format!(
+        "{}:{}:{}:{MANIFEST_TYPE_CRFS}",
+        f.manifest_offset, f.manifest_len, f.manifest_uncompressed_len
+    );
+    let checksum = manifest_digest.to_string();
+    let annotations: BTreeMap<String, String> = [
+        (MANIFEST_CHECKSUM_ANNOTATION, checksum.clone()),
+        (MANIFEST_POSITION_ANNOTATION, position.clone()),
+        (
+            TAR_SPLIT_POSITION_ANNOTATION,
+            format!(
+                "{}:{}:{}",
+                f.tar_split_offset, f.tar_split_len, f.tar_split_uncompressed_len
+            ),
+        ),
+        (LEGACY_MANIFEST_CHECKSUM_ANNOTATION, checksum),
+        (LEGACY_MANIFEST_POSITION_ANNOTATION, position),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let uncompressed_size = read.diff.len();
+    Ok((
+        LayerInfo {
+            format: Format::ZstdChunked,
+            digest,
+            size,
+            diff_id: read.diff.finish(),
+            uncompressed_size,
+            toc_digest: manifest_digest,
+            toc_offset: manifest_offset,
+            files: read.files,
+            content_bytes: read.content_bytes,
+            toc_entries: toc.entries.len() as u64,
+            file_digests,
+            media_type: MEDIA_TYPE,
+            annotations,
+        },
+        out,
+    ))
+}

@@ -1,0 +1,136 @@
+//! Helpers for tests that run tools we did not write (`../shared/tools`, skopeo,
+//! docker-registry, podman…): skip with a message when a tool is missing, fail under
+//! `CI=true`; run a command and insist it succeeds; a throwaway registry.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools")
+}
+
+/// True when every command is on PATH and every script is in `../shared/tools`.
+/// Otherwise prints `SKIP: …` and returns false, or panics under `CI=true`.
+pub fn have_tools(commands: &[&str], scripts: &[&str]) -> bool {
+    let mut missing: Vec<String> = commands
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+        .map(|t| t.to_string())
+        .collect();
+    for s in scripts {
+        if !tools_dir().join(s).is_file() {
+            missing.push(format!("{}/{s}", tools_dir().display()));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    skip_or_fail(&format!(
+        "interop tools missing: {} (run ../shared/tools/install-interop.sh --probe)",
+        missing.join(", ")
+    ));
+    false
+}
+
+/// Reports a test that cannot run here: `SKIP` normally, a failure under `CI=true`.
+pub fn skip_or_fail(msg: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIP: {msg}");
+}
+
+/// Runs `cmd`, panics with its output unless it succeeds; returns stdout + stderr.
+pub fn run_checked(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "{cmd:?} failed:\n{out}");
+    out
+}
+
+/// A throwaway CNCF distribution registry on 127.0.0.1, killed on drop. With an access
+/// log, every request is logged to `log_path()`.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Registry::start_with(false)
+    }
+
+    pub fn start_with(access_log: bool) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = dir.path().join("config.yml");
+        fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: {}}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+                !access_log,
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut resp = String::new();
+                let _ = s.read_to_string(&mut resp);
+                if resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Registry { child, addr, dir }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("registry.log")
+    }
+
+    /// The access log so far, one line per request.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
