@@ -2,7 +2,9 @@
 
 mod build;
 mod catalogue;
+mod lazy;
 mod progress;
+mod push;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,12 @@ pub struct Cli {
 enum Command {
     /// Build an OCI image layout with one reproducible eStargz layer.
     Build(build::BuildArgs),
+    /// Push an OCI image layout to a registry (OCI Distribution).
+    Push(push::PushArgs),
+    /// List the files of an image in a registry, reading only its eStargz TOC.
+    Ls(lazy::LsArgs),
+    /// Download one file or directory of an image in a registry, reading only its chunks.
+    Get(lazy::GetArgs),
 }
 
 /// A run stopped by SIGINT/SIGTERM: exit status 130.
@@ -31,6 +39,9 @@ pub struct Interrupted;
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(args),
+        Command::Push(args) => push::run(args),
+        Command::Ls(args) => lazy::ls(args),
+        Command::Get(args) => lazy::get(args),
     }
 }
 

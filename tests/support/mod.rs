@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod registry;
 
 use depotai::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
 use serde_json::Value;
