@@ -28,14 +28,22 @@ fn json_of(o: &Output) -> Value {
 
 fn push(out: &Path, reference: &str, extra: &[&str]) -> Output {
     let mut c = depotai();
-    c.arg("push").arg(out).arg(reference).args(["--insecure", "--json"]).args(extra);
+    c.arg("push")
+        .arg(out)
+        .arg(reference)
+        .args(["--insecure", "--json"])
+        .args(extra);
     c.env_remove("DEPOTAI_REGISTRY_USER");
     c.output().unwrap()
 }
 
 /// A model with a small config and a large incompressible file.
 fn big_tree(root: &Path, big: usize) {
-    write(root, "config.json", br#"{"model_type": "bert", "hidden_size": 384}"#);
+    write(
+        root,
+        "config.json",
+        br#"{"model_type": "bert", "hidden_size": 384}"#,
+    );
     write(root, "big.bin", &pseudo_random(big, 11));
 }
 
@@ -55,7 +63,12 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    assert_ok(&build(Path::new("fixtures/tiny-model"), "acme/tiny-model", &out, &["--quiet"]));
+    assert_ok(&build(
+        Path::new("fixtures/tiny-model"),
+        "acme/tiny-model",
+        &out,
+        &["--quiet"],
+    ));
     let layout = Layout::read(&out);
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
@@ -69,19 +82,33 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
         .iter()
         .all(|b| b["action"] == "uploaded"));
     let reqs = proxy.take_requests();
-    assert!(reqs.iter().any(|r| r.starts_with("PUT /v2/acme/tiny-model/manifests/v1")), "{reqs:#?}");
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("PUT /v2/acme/tiny-model/manifests/v1")),
+        "{reqs:#?}"
+    );
 
     // skopeo reads it back with the same digests.
     let copy = tmp.path().join("copy");
     let o = Command::new("skopeo")
-        .args(["copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false"])
+        .args([
+            "copy",
+            "-q",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+        ])
         .arg(format!("docker://{reference}"))
         .arg(format!("oci:{}:v1", copy.display()))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let copied: Value = serde_json::from_slice(&fs::read(copy.join("index.json")).unwrap()).unwrap();
-    assert_eq!(copied["manifests"][0]["digest"], layout.index_digest.as_str());
+    let copied: Value =
+        serde_json::from_slice(&fs::read(copy.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        copied["manifests"][0]["digest"],
+        layout.index_digest.as_str()
+    );
     assert_eq!(blob_names(&copy), blob_names(&out));
     for b in blob_names(&out) {
         assert_eq!(
@@ -92,7 +119,11 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
 
     // Again: every blob is already there; no upload request at all.
     let second = json_of(&push(&out, &reference, &[]));
-    assert!(second["blobs"].as_array().unwrap().iter().all(|b| b["action"] == "exists"));
+    assert!(second["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["action"] == "exists"));
     assert_eq!(second["uploaded_bytes"], 0);
     let reqs = proxy.take_requests();
     let uploads: Vec<_> = reqs
@@ -100,14 +131,29 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
         .filter(|r| r.contains("/blobs/uploads") || r.starts_with("PATCH"))
         .collect();
     assert!(uploads.is_empty(), "{uploads:#?}");
-    assert!(reqs.iter().filter(|r| r.starts_with("HEAD ")).count() >= 3, "{reqs:#?}");
+    assert!(
+        reqs.iter().filter(|r| r.starts_with("HEAD ")).count() >= 3,
+        "{reqs:#?}"
+    );
 
     // A new repository mounts the blobs from the first instead of uploading them.
     let other = format!("{}/acme/other:v1", proxy.addr);
     let third = json_of(&push(&out, &other, &["--mount-from", "acme/tiny-model"]));
-    assert!(third["blobs"].as_array().unwrap().iter().all(|b| b["action"] == "mounted"), "{third}");
+    assert!(
+        third["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["action"] == "mounted"),
+        "{third}"
+    );
     let reqs = proxy.take_requests();
-    assert!(!reqs.iter().any(|r| r.starts_with("PATCH") || r.contains("digest=")), "{reqs:#?}");
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.starts_with("PATCH") || r.contains("digest=")),
+        "{reqs:#?}"
+    );
 }
 
 #[test]
@@ -126,15 +172,32 @@ fn an_interrupted_chunked_upload_resumes_where_the_registry_stopped() {
     let reference = format!("{}/acme/big:latest", proxy.addr);
     let o = push(&out, &reference, &["--push-chunk-size", "512KiB"]);
     let report = json_of(&o);
-    assert!(proxy.cut_done.load(Ordering::SeqCst), "the proxy never cut a PATCH");
+    assert!(
+        proxy.cut_done.load(Ordering::SeqCst),
+        "the proxy never cut a PATCH"
+    );
     assert!(report["resumed"].as_u64().unwrap() >= 1, "{report}");
     let reqs = proxy.take_requests();
-    assert!(reqs.iter().filter(|r| r.starts_with("PATCH")).count() >= 7, "{reqs:#?}");
+    assert!(
+        reqs.iter().filter(|r| r.starts_with("PATCH")).count() >= 7,
+        "{reqs:#?}"
+    );
 
     // The registry holds the right bytes: a lazy get of the big file matches.
     let got = tmp.path().join("big.bin");
-    assert_ok(&run(&["get", &reference, "/big.bin", "--insecure", "-q", "-o", got.to_str().unwrap()]));
-    assert_eq!(fs::read(&got).unwrap(), fs::read(src.join("big.bin")).unwrap());
+    assert_ok(&run(&[
+        "get",
+        &reference,
+        "/big.bin",
+        "--insecure",
+        "-q",
+        "-o",
+        got.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read(&got).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
 }
 
 #[test]
@@ -162,8 +225,16 @@ fn ls_and_get_read_only_the_toc_and_the_chunks_they_need() {
     let o = run(&["ls", &reference, "--insecure"]);
     assert_ok(&o);
     let listing = String::from_utf8_lossy(&o.stdout);
-    for f in ["/config.json", "/big.bin", "/tokenizer/vocab.txt", "/tokenizer/special.json"] {
-        assert!(listing.lines().any(|l| l.ends_with(f)), "{f} missing:\n{listing}");
+    for f in [
+        "/config.json",
+        "/big.bin",
+        "/tokenizer/vocab.txt",
+        "/tokenizer/special.json",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.ends_with(f)),
+            "{f} missing:\n{listing}"
+        );
     }
     let ls_json = json_of(&run(&["ls", &reference, "--insecure", "--json"]));
     assert!(ls_json["fetched_bytes"].as_u64().unwrap() < toc_member + 16 * 1024);
@@ -171,7 +242,15 @@ fn ls_and_get_read_only_the_toc_and_the_chunks_they_need() {
     // get of a small file: a few kilobytes, not the 20 MiB layer.
     proxy.down_bytes.store(0, Ordering::SeqCst);
     let dest = tmp.path().join("got/config.json");
-    let r = json_of(&run(&["get", &reference, "/config.json", "--insecure", "--json", "-o", dest.to_str().unwrap()]));
+    let r = json_of(&run(&[
+        "get",
+        &reference,
+        "/config.json",
+        "--insecure",
+        "--json",
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
     let fetched = r["fetched_bytes"].as_u64().unwrap();
     let on_wire = proxy.down_bytes.load(Ordering::SeqCst);
     let small = fs::metadata(src.join("config.json")).unwrap().len();
@@ -181,20 +260,42 @@ fn ls_and_get_read_only_the_toc_and_the_chunks_they_need() {
     );
     assert!(fetched < small + toc_member + 64 * 1024, "{r}");
     assert!(on_wire < small + toc_member + 64 * 1024, "{on_wire}");
-    assert_eq!(fs::read(&dest).unwrap(), fs::read(src.join("config.json")).unwrap());
+    assert_eq!(
+        fs::read(&dest).unwrap(),
+        fs::read(src.join("config.json")).unwrap()
+    );
     assert!(!tmp.path().join("got/config.json.partial").exists());
 
     // A directory: every file under it.
     let dir = tmp.path().join("tok");
-    assert_ok(&run(&["get", &reference, "tokenizer", "--insecure", "-q", "-o", dir.to_str().unwrap()]));
-    assert_eq!(fs::read(dir.join("vocab.txt")).unwrap(), b"[PAD]\n[UNK]\nhello\n");
+    assert_ok(&run(&[
+        "get",
+        &reference,
+        "tokenizer",
+        "--insecure",
+        "-q",
+        "-o",
+        dir.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read(dir.join("vocab.txt")).unwrap(),
+        b"[PAD]\n[UNK]\nhello\n"
+    );
     assert_eq!(fs::read(dir.join("special.json")).unwrap(), b"{}");
 
     // Resume: a .partial holding the first 4 MiB chunk is kept, not fetched again.
     let big = tmp.path().join("big.bin");
     let original = fs::read(src.join("big.bin")).unwrap();
     fs::write(tmp.path().join("big.bin.partial"), &original[..4 << 20]).unwrap();
-    let r = json_of(&run(&["get", &reference, "/big.bin", "--insecure", "--json", "-o", big.to_str().unwrap()]));
+    let r = json_of(&run(&[
+        "get",
+        &reference,
+        "/big.bin",
+        "--insecure",
+        "--json",
+        "-o",
+        big.to_str().unwrap(),
+    ]));
     assert_eq!(r["files"][0]["reused_bytes"], 4 << 20);
     assert!(r["fetched_bytes"].as_u64().unwrap() < (17 << 20), "{r}");
     assert_eq!(fs::read(&big).unwrap(), original);
@@ -229,7 +330,14 @@ fn a_corrupted_blob_fails_get_with_a_digest_error_and_leaves_no_file() {
     fs::write(&data, &bytes).unwrap();
 
     let dest = tmp.path().join("big.bin");
-    let o = run(&["get", &reference, "/big.bin", "--insecure", "-o", dest.to_str().unwrap()]);
+    let o = run(&[
+        "get",
+        &reference,
+        "/big.bin",
+        "--insecure",
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("digest mismatch"), "{err}");
@@ -237,8 +345,19 @@ fn a_corrupted_blob_fails_get_with_a_digest_error_and_leaves_no_file() {
     assert!(!tmp.path().join("big.bin.partial").exists());
     // The untouched small file still comes out right.
     let cfg = tmp.path().join("config.json");
-    assert_ok(&run(&["get", &reference, "/config.json", "--insecure", "-q", "-o", cfg.to_str().unwrap()]));
-    assert_eq!(fs::read(&cfg).unwrap(), fs::read(src.join("config.json")).unwrap());
+    assert_ok(&run(&[
+        "get",
+        &reference,
+        "/config.json",
+        "--insecure",
+        "-q",
+        "-o",
+        cfg.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read(&cfg).unwrap(),
+        fs::read(src.join("config.json")).unwrap()
+    );
 }
 
 #[test]
@@ -248,7 +367,12 @@ fn basic_auth_push_works_with_credentials_and_fails_clearly_without() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    assert_ok(&build(Path::new("fixtures/tiny-model"), "acme/tiny-model", &out, &["--quiet"]));
+    assert_ok(&build(
+        Path::new("fixtures/tiny-model"),
+        "acme/tiny-model",
+        &out,
+        &["--quiet"],
+    ));
     let reg = Registry::start_with(Some(("alice", "s3cret")));
     let reference = format!("{}/acme/tiny-model:latest", reg.addr);
     let empty_cfg = tmp.path().join("docker-empty");
@@ -264,7 +388,10 @@ fn basic_auth_push_works_with_credentials_and_fails_clearly_without() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("authentication failed (HTTP 401)") && err.contains("no credentials"), "{err}");
+    assert!(
+        err.contains("authentication failed (HTTP 401)") && err.contains("no credentials"),
+        "{err}"
+    );
 
     // Wrong password.
     let o = depotai()
@@ -279,7 +406,13 @@ fn basic_auth_push_works_with_credentials_and_fails_clearly_without() {
 
     // --username with --password-stdin.
     let mut child = depotai()
-        .args(["push", out.to_str().unwrap(), &reference, "--insecure", "--json"])
+        .args([
+            "push",
+            out.to_str().unwrap(),
+            &reference,
+            "--insecure",
+            "--json",
+        ])
         .args(["--username", "alice", "--password-stdin"])
         .env("DOCKER_CONFIG", &empty_cfg)
         .stdin(Stdio::piped())
@@ -297,7 +430,10 @@ fn basic_auth_push_works_with_credentials_and_fails_clearly_without() {
     fs::create_dir_all(&cfg).unwrap();
     fs::write(
         cfg.join("config.json"),
-        format!(r#"{{"auths": {{"{}": {{"auth": "YWxpY2U6czNjcmV0"}}}}}}"#, reg.addr),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "YWxpY2U6czNjcmV0"}}}}}}"#,
+            reg.addr
+        ),
     )
     .unwrap();
     let o = depotai()

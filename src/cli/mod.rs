@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Build an OCI image layout with one reproducible eStargz layer.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Push an OCI image layout to a registry (OCI Distribution).
     Push(push::PushArgs),
     /// List the files of an image in a registry, reading only its eStargz TOC.
@@ -38,7 +38,7 @@ pub struct Interrupted;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(*args),
         Command::Push(args) => push::run(args),
         Command::Ls(args) => lazy::ls(args),
         Command::Get(args) => lazy::get(args),

@@ -95,7 +95,12 @@ pub struct PushFlags {
 }
 
 pub fn run(args: PushArgs) -> anyhow::Result<()> {
-    let report = push_layout(&args.layout, &args.reference, &args.flags, args.quiet || args.json)?;
+    let report = push_layout(
+        &args.layout,
+        &args.reference,
+        &args.flags,
+        args.quiet || args.json,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
@@ -120,11 +125,7 @@ pub fn push_layout(
     let mut on_event = |e: PushEvent<'_>| match e {
         PushEvent::BlobStart { digest, size } => {
             last = 0;
-            bar = Some(Progress::bytes(
-                size,
-                &format!("{}", &digest.hex()[..12]),
-                quiet,
-            ));
+            bar = Some(Progress::bytes(size, &digest.hex()[..12], quiet));
         }
         PushEvent::BlobProgress { sent, .. } => {
             if let Some(b) = &bar {

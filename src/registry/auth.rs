@@ -58,9 +58,8 @@ pub fn from_docker_config(host: &str) -> Result<Option<Credentials>, RegistryErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(RegistryError::io(path.display(), e)),
     };
-    let cfg: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-        RegistryError::Credentials(format!("{} is not JSON: {e}", path.display()))
-    })?;
+    let cfg: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| RegistryError::Credentials(format!("{} is not JSON: {e}", path.display())))?;
     let keys = host_keys(host);
     if let Some(helpers) = cfg.get("credHelpers").and_then(|v| v.as_object()) {
         for k in &keys {
@@ -71,7 +70,11 @@ pub fn from_docker_config(host: &str) -> Result<Option<Credentials>, RegistryErr
     }
     if let Some(auths) = cfg.get("auths").and_then(|v| v.as_object()) {
         for k in &keys {
-            if let Some(a) = auths.get(k).and_then(|v| v.get("auth")).and_then(|v| v.as_str()) {
+            if let Some(a) = auths
+                .get(k)
+                .and_then(|v| v.get("auth"))
+                .and_then(|v| v.as_str())
+            {
                 let raw = base64_decode(a).ok_or_else(|| {
                     RegistryError::Credentials(format!(
                         "{}: auths[{k}].auth is not base64",
@@ -100,7 +103,11 @@ pub fn from_docker_config(host: &str) -> Result<Option<Credentials>, RegistryErr
 
 /// The names a host may be filed under in a Docker config.
 fn host_keys(host: &str) -> Vec<String> {
-    let mut k = vec![host.to_string(), format!("https://{host}"), format!("http://{host}")];
+    let mut k = vec![
+        host.to_string(),
+        format!("https://{host}"),
+        format!("http://{host}"),
+    ];
     if host == "registry-1.docker.io" {
         k.insert(0, "https://index.docker.io/v1/".to_string());
         k.push("docker.io".to_string());
@@ -245,14 +252,19 @@ mod tests {
     #[test]
     fn challenges_parse() {
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#),
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#
+            ),
             Some(Challenge::Bearer {
                 realm: "https://auth.example/token".into(),
                 service: Some("registry.example".into()),
                 scope: Some("repository:a/b:pull,push".into()),
             })
         );
-        assert_eq!(parse_challenge(r#"Basic realm="Registry""#), Some(Challenge::Basic));
+        assert_eq!(
+            parse_challenge(r#"Basic realm="Registry""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(parse_challenge("Negotiate"), None);
     }
 }

@@ -229,9 +229,11 @@ impl Client {
     }
 
     async fn authenticate(&self, url: &str, challenge: Option<&str>) -> Result<(), RegistryError> {
-        let no_creds = || RegistryError::Unauthorized {
+        let no_creds = || {
+            RegistryError::Unauthorized {
             url: url.to_string(),
             hint: "; no credentials: pass --username with --password-stdin, set DEPOTAI_REGISTRY_USER and DEPOTAI_REGISTRY_PASSWORD, or log in with docker login".to_string(),
+        }
         };
         match challenge.and_then(parse_challenge) {
             Some(Challenge::Bearer {

@@ -54,10 +54,7 @@ fn check_digest(what: &str, bytes: &[u8], expected: &str) -> Result<(), Registry
     Ok(())
 }
 
-async fn manifest(
-    client: &Client,
-    r: &str,
-) -> Result<(serde_json::Value, String), RegistryError> {
+async fn manifest(client: &Client, r: &str) -> Result<(serde_json::Value, String), RegistryError> {
     let url = client.url(&format!("manifests/{r}"));
     let (bytes, headers) = client.get_bytes(&url, Some(ACCEPT), None).await?;
     let d = Digest::of(&bytes).to_string();
@@ -82,9 +79,7 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
     if let Some(list) = m.get("manifests").and_then(|v| v.as_array()) {
         let pick = list
             .iter()
-            .find(|d| {
-                d["platform"]["os"] == "linux" && d["platform"]["architecture"] == "amd64"
-            })
+            .find(|d| d["platform"]["os"] == "linux" && d["platform"]["architecture"] == "amd64")
             .or_else(|| list.first())
             .ok_or_else(|| bad("the image index lists no manifest"))?;
         let d = pick["digest"]
@@ -122,7 +117,9 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
         .ok_or_else(|| bad(format!("layer {digest} has no eStargz footer")))?;
     let toc_end = size - FOOTER_SIZE as u64;
     if toc_offset >= toc_end {
-        return Err(bad(format!("layer {digest}: TOC offset {toc_offset} out of range")));
+        return Err(bad(format!(
+            "layer {digest}: TOC offset {toc_offset} out of range"
+        )));
     }
     let (gz, _) = client
         .get_bytes(&url, None, Some((toc_offset, toc_end - 1)))
@@ -151,7 +148,9 @@ fn toc_json(gz: &[u8]) -> std::io::Result<Vec<u8>> {
         .next()
         .ok_or_else(|| std::io::Error::other("empty TOC tar"))??;
     if first.path()?.to_string_lossy() != "stargz.index.json" {
-        return Err(std::io::Error::other("first entry is not stargz.index.json"));
+        return Err(std::io::Error::other(
+            "first entry is not stargz.index.json",
+        ));
     }
     let mut out = Vec::new();
     first.read_to_end(&mut out)?;
@@ -358,15 +357,17 @@ async fn fetch_file(
             Ok(i) | Err(i) => offsets[i..].iter().copied().find(|&o| o > member),
         }
         .ok_or_else(|| bad(format!("{}: chunk offset {member} past the TOC", f.name)))?;
-        let (gz, _) = client
-            .get_bytes(url, None, Some((member, end - 1)))
-            .await?;
+        let (gz, _) = client.get_bytes(url, None, Some((member, end - 1))).await?;
         let mut data = vec![0u8; len as usize];
         let ok = flate2::read::GzDecoder::new(&gz[..]).read_exact(&mut data);
         let check = ok
             .map_err(|e| bad(format!("{}: chunk at {coff}: gzip: {e}", f.name)))
             .and_then(|()| {
-                check_digest(&format!("{} (chunk at offset {coff})", f.name), &data, cdigest)
+                check_digest(
+                    &format!("{} (chunk at offset {coff})", f.name),
+                    &data,
+                    cdigest,
+                )
             });
         if let Err(e) = check {
             drop(file);
@@ -442,7 +443,10 @@ mod tests {
         let f = files(&toc);
         assert_eq!(f.len(), 2);
         assert_eq!(
-            f[0].chunks.iter().map(|c| (c.0, c.1, c.2)).collect::<Vec<_>>(),
+            f[0].chunks
+                .iter()
+                .map(|c| (c.0, c.1, c.2))
+                .collect::<Vec<_>>(),
             vec![(0, 4, 100), (4, 4, 200), (8, 2, 300)]
         );
         assert!(f[1].chunks.is_empty());

@@ -52,9 +52,16 @@ pub enum PushEvent<'a> {
     BlobStart { digest: &'a Digest, size: u64 },
     /// Bytes of a blob sent (cumulative within the blob).
     BlobProgress { digest: &'a Digest, sent: u64 },
-    BlobDone { digest: &'a Digest, action: BlobAction },
+    BlobDone {
+        digest: &'a Digest,
+        action: BlobAction,
+    },
     /// A failed transfer being resumed at `offset`.
-    Resume { digest: &'a Digest, offset: u64, why: String },
+    Resume {
+        digest: &'a Digest,
+        offset: u64,
+        why: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -138,13 +145,12 @@ impl LayoutImage {
         let idx_type = media_type(&idx, first["mediaType"].as_str().unwrap_or(INDEX_TYPE));
         let mut manifests = Vec::new();
         let mut blobs: Vec<LayoutBlob> = Vec::new();
-        let descs: Vec<serde_json::Value> = if idx_type.contains("index")
-            || idx_type.contains("manifest.list")
-        {
-            idx["manifests"].as_array().cloned().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let descs: Vec<serde_json::Value> =
+            if idx_type.contains("index") || idx_type.contains("manifest.list") {
+                idx["manifests"].as_array().cloned().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
         let mut add = |desc: &serde_json::Value| -> Result<(), RegistryError> {
             let d = desc["digest"].as_str().unwrap_or_default();
             let d = Digest::parse(d)

@@ -143,7 +143,13 @@ pub struct Proxy {
     pub cut_done: Arc<AtomicBool>,
 }
 
-const METHODS: [&[u8]; 5] = [b"GET /v2/", b"HEAD /v2/", b"PUT /v2/", b"POST /v2/", b"PATCH /v2/"];
+const METHODS: [&[u8]; 5] = [
+    b"GET /v2/",
+    b"HEAD /v2/",
+    b"PUT /v2/",
+    b"POST /v2/",
+    b"PATCH /v2/",
+];
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     hay.get(from..)?
@@ -207,7 +213,9 @@ impl Proxy {
                                 let line = String::from_utf8_lossy(&b[i..end]).to_string();
                                 if m == b"PATCH /v2/" {
                                     let k = patches.fetch_add(1, Ordering::SeqCst) + 1;
-                                    if k == cut.load(Ordering::SeqCst) && !done.swap(true, Ordering::SeqCst) {
+                                    if k == cut.load(Ordering::SeqCst)
+                                        && !done.swap(true, Ordering::SeqCst)
+                                    {
                                         drop_it = true;
                                     }
                                 }
