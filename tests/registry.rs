@@ -445,3 +445,129 @@ fn basic_auth_push_works_with_credentials_and_fails_clearly_without() {
     assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("/config.json"));
 }
+
+/// A gate in front of the registry that speaks the bearer-token flow: requests without
+/// `Authorization: Bearer good-token` get a 401 challenge pointing at the gate's own
+/// `/token`, which hands out the token for Basic `alice:s3cret` only. Only the first
+/// request of each connection is checked (the challenge and token answers close the
+/// connection), which is enough to drive the client through the flow.
+fn bearer_gate(upstream: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Read;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let (up, me, issued) = (upstream.to_string(), addr.clone(), tokens.clone());
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut client) = c else { continue };
+            let (up, me, issued) = (up.clone(), me.clone(), issued.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 << 10];
+                let Ok(n) = client.read(&mut buf) else { return };
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let has = |h: &str| head.lines().any(|l| l.eq_ignore_ascii_case(h));
+                let reply = |client: &mut TcpStream, status: &str, extra: &str, body: &str| {
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = client.shutdown(Shutdown::Both);
+                };
+                if head.starts_with("GET /token") {
+                    if has("authorization: Basic YWxpY2U6czNjcmV0") {
+                        issued.fetch_add(1, Ordering::SeqCst);
+                        reply(&mut client, "200 OK", "", r#"{"token":"good-token"}"#);
+                    } else {
+                        reply(&mut client, "401 Unauthorized", "", r#"{"errors":[]}"#);
+                    }
+                    return;
+                }
+                if !has("authorization: Bearer good-token") {
+                    let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"http://{me}/token\",service=\"gate\",scope=\"repository:acme/m:pull\"\r\n"
+                    );
+                    reply(
+                        &mut client,
+                        "401 Unauthorized",
+                        &challenge,
+                        r#"{"errors":[]}"#,
+                    );
+                    return;
+                }
+                let Ok(mut server) = TcpStream::connect(&up) else {
+                    return;
+                };
+                if server.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(Shutdown::Both);
+                });
+                let _ = std::io::copy(&mut client, &mut server);
+                let _ = server.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (addr, tokens)
+}
+
+#[test]
+fn bearer_token_challenges_are_answered_from_the_realm() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    assert_ok(&build(
+        Path::new("fixtures/tiny-model"),
+        "acme/m",
+        &out,
+        &["--quiet"],
+    ));
+    let reg = Registry::start();
+    let (gate, tokens) = bearer_gate(&reg.addr);
+    let reference = format!("{gate}/acme/m:latest");
+    let empty_cfg = tmp.path().join("docker-empty");
+    fs::create_dir_all(&empty_cfg).unwrap();
+
+    let o = depotai()
+        .args(["push", out.to_str().unwrap(), &reference, "--insecure"])
+        .env("DOCKER_CONFIG", &empty_cfg)
+        .env_remove("DEPOTAI_REGISTRY_USER")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("token endpoint") && err.contains("credentials needed"),
+        "{err}"
+    );
+
+    let with_creds = |args: &[&str]| {
+        depotai()
+            .args(args)
+            .env("DOCKER_CONFIG", &empty_cfg)
+            .env("DEPOTAI_REGISTRY_USER", "alice")
+            .env("DEPOTAI_REGISTRY_PASSWORD", "s3cret")
+            .output()
+            .unwrap()
+    };
+    let r = json_of(&with_creds(&[
+        "push",
+        out.to_str().unwrap(),
+        &reference,
+        "--insecure",
+        "--json",
+    ]));
+    assert_eq!(r["index_digest"], Layout::read(&out).index_digest.as_str());
+    assert!(tokens.load(Ordering::SeqCst) >= 1);
+    let o = with_creds(&["ls", &reference, "--insecure"]);
+    assert_ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("/config.json"));
+}
