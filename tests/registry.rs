@@ -34,6 +34,10 @@ fn push(out: &Path, reference: &str, extra: &[&str]) -> Output {
         .args(["--insecure", "--json"])
         .args(extra);
     c.env_remove("DEPOTAI_REGISTRY_USER");
+    c.env(
+        "DEPOTAI_UPLOAD_STATE",
+        out.parent().unwrap().join("upload-state"),
+    );
     c.output().unwrap()
 }
 
@@ -197,6 +201,81 @@ fn an_interrupted_chunked_upload_resumes_where_the_registry_stopped() {
     assert_eq!(
         fs::read(&got).unwrap(),
         fs::read(src.join("big.bin")).unwrap()
+    );
+}
+
+#[test]
+fn a_push_killed_mid_upload_is_continued_by_the_next_run() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    big_tree(&src, 3 << 20);
+    let out = tmp.path().join("out");
+    assert_ok(&build(&src, "acme/big", &out, &["--quiet"]));
+    let layer_size = fs::metadata(
+        out.join("blobs/sha256")
+            .join(&Layout::read(&out).layer_digest[7..]),
+    )
+    .unwrap()
+    .len();
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    proxy.cut_patch.store(3, Ordering::SeqCst);
+    let reference = format!("{}/acme/big:latest", proxy.addr);
+    let mut c = depotai();
+    c.arg("push")
+        .arg(&out)
+        .arg(&reference)
+        .args(["--insecure", "--push-chunk-size", "512KiB"])
+        .env("DEPOTAI_REGISTRY_RETRIES", "0")
+        .env("DEPOTAI_UPLOAD_STATE", tmp.path().join("upload-state"));
+    let o = c.output().unwrap();
+    assert!(
+        !o.status.success(),
+        "the cut should stop a push without retries"
+    );
+    assert!(proxy.cut_done.load(Ordering::SeqCst));
+    proxy.take_requests();
+
+    let r = json_of(&push(&out, &reference, &["--push-chunk-size", "512KiB"]));
+    assert_eq!(r["resumed_bytes"], 2 * 512 * 1024, "{r}");
+    // Everything uploaded in this run, minus what the earlier run had sent already.
+    let uploaded: u64 = r["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["action"] == "uploaded")
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(r["uploaded_bytes"], uploaded - 2 * 512 * 1024, "{r}");
+    let reqs = proxy.take_requests();
+    let patches = reqs.iter().filter(|l| l.starts_with("PATCH")).count() as u64;
+    assert_eq!(
+        patches,
+        (layer_size - (1 << 20)).div_ceil(512 << 10),
+        "{reqs:#?}"
+    );
+    let got = tmp.path().join("big.bin");
+    assert_ok(&run(&[
+        "get",
+        &reference,
+        "/big.bin",
+        "--insecure",
+        "-q",
+        "-o",
+        got.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read(&got).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read_dir(tmp.path().join("upload-state"))
+            .unwrap()
+            .count(),
+        0
     );
 }
 

@@ -107,6 +107,18 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where unfinished chunked uploads are remembered: `DEPOTAI_UPLOAD_STATE`, else
+/// `$XDG_CACHE_HOME/depotai/uploads`, else `~/.cache/depotai/uploads`.
+fn upload_state_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DEPOTAI_UPLOAD_STATE") {
+        return Some(PathBuf::from(d));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("depotai/uploads"))
+}
+
 /// Pushes a layout and prints a one-line summary on stderr unless `quiet`.
 pub fn push_layout(
     layout: &Path,
@@ -119,6 +131,7 @@ pub fn push_layout(
     let opts = PushOptions {
         chunk_size: flags.push_chunk_size,
         mount_from: flags.mount_from.clone(),
+        state_dir: upload_state_dir(),
     };
     let mut bar: Option<Progress> = None;
     let mut last = 0u64;

@@ -36,7 +36,10 @@ impl Default for ClientOptions {
         ClientOptions {
             insecure: false,
             credentials: None,
-            retries: 5,
+            retries: std::env::var("DEPOTAI_REGISTRY_RETRIES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5),
             backoff: Duration::from_millis(300),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -109,6 +112,11 @@ impl Client {
             fetched: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         })
+    }
+
+    /// `scheme://host:port/` of the registry.
+    pub fn base_str(&self) -> &str {
+        self.base.as_str()
     }
 
     /// Bytes of response bodies read so far.

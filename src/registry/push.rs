@@ -26,6 +26,9 @@ pub struct PushOptions {
     pub chunk_size: u64,
     /// A repository on the same registry to mount missing blobs from.
     pub mount_from: Option<String>,
+    /// Where to remember chunked uploads in progress, so that a later run resumes them
+    /// (one small file per blob holding the upload URL). `None`: no memory across runs.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for PushOptions {
@@ -33,6 +36,7 @@ impl Default for PushOptions {
         PushOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             mount_from: None,
+            state_dir: None,
         }
     }
 }
@@ -78,7 +82,10 @@ pub struct PushReport {
     pub manifests: Vec<String>,
     pub blobs: Vec<BlobReport>,
     pub uploaded_bytes: u64,
+    /// Failed chunks continued from the registry's upload status within this run.
     pub resumed: u32,
+    /// Bytes not sent again because an upload from an earlier run was continued.
+    pub resumed_bytes: u64,
     pub requests: u64,
 }
 
@@ -231,6 +238,7 @@ struct Pusher<'c, 'e> {
     on_event: &'e mut (dyn FnMut(PushEvent<'_>) + Send),
     uploaded: u64,
     resumed: u32,
+    resumed_bytes: u64,
 }
 
 impl Pusher<'_, '_> {
@@ -275,6 +283,49 @@ impl Pusher<'_, '_> {
         }
     }
 
+    fn state_file(&self, d: &Digest) -> Option<PathBuf> {
+        let dir = self.opts.state_dir.as_ref()?;
+        let key = format!(
+            "{}\n{}\n{d}",
+            self.client.base_str(),
+            self.client.repository
+        );
+        Some(dir.join(Digest::of(key.as_bytes()).hex()))
+    }
+
+    fn remember(&self, d: &Digest, loc: &Url) {
+        if let Some(f) = self.state_file(d) {
+            if let Some(dir) = f.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let tmp = f.with_extension("tmp");
+            if std::fs::write(&tmp, loc.as_str()).is_ok() {
+                let _ = std::fs::rename(&tmp, &f);
+            }
+        }
+    }
+
+    fn forget(&self, d: &Digest) {
+        if let Some(f) = self.state_file(d) {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    /// An upload of `d` left by an earlier run that the registry still knows: its URL
+    /// and how many bytes the registry has.
+    async fn earlier_upload(&self, d: &Digest) -> Option<(Url, u64)> {
+        let f = self.state_file(d)?;
+        let url = std::fs::read_to_string(&f).ok()?;
+        let url = Url::parse(url.trim()).ok()?;
+        match self.upload_status(&url).await {
+            Ok((loc, Some(n))) if n > 0 => Some((loc, n)),
+            _ => {
+                self.forget(d);
+                None
+            }
+        }
+    }
+
     async fn upload_status(&self, loc: &Url) -> Result<(Url, Option<u64>), RegistryError> {
         let resp = self
             .client
@@ -290,10 +341,15 @@ impl Pusher<'_, '_> {
         Ok((new_loc, upload_offset(header(resp.headers(), RANGE))))
     }
 
-    async fn upload(&mut self, blob: &LayoutBlob, mut loc: Url) -> Result<(), RegistryError> {
+    async fn upload(
+        &mut self,
+        blob: &LayoutBlob,
+        mut loc: Url,
+        start: u64,
+    ) -> Result<(), RegistryError> {
         let d = &blob.digest;
         let chunk = self.opts.chunk_size.max(1);
-        if blob.size <= chunk {
+        if blob.size <= chunk && start == 0 {
             let data = read_range(&blob.path, 0, blob.size)?;
             let url = with_digest(loc, d);
             let resp = self
@@ -316,8 +372,9 @@ impl Pusher<'_, '_> {
             });
             return Ok(());
         }
-        let mut offset = 0u64;
+        let mut offset = start.min(blob.size);
         let mut failures = 0u32;
+        self.remember(d, &loc);
         while offset < blob.size {
             let len = chunk.min(blob.size - offset);
             let data = read_range(&blob.path, offset, len)?;
@@ -347,6 +404,7 @@ impl Pusher<'_, '_> {
                         Some(n) if n > offset => n,
                         _ => offset + len,
                     };
+                    self.remember(d, &loc);
                     (self.on_event)(PushEvent::BlobProgress {
                         digest: d,
                         sent: offset,
@@ -390,6 +448,7 @@ impl Pusher<'_, '_> {
         if !resp.status().is_success() {
             return Err(self.client.status_error(resp).await);
         }
+        self.forget(d);
         Ok(())
     }
 
@@ -445,6 +504,7 @@ pub async fn push(
         on_event,
         uploaded: 0,
         resumed: 0,
+        resumed_bytes: 0,
     };
     let mut blobs = Vec::new();
     for b in &image.blobs {
@@ -453,12 +513,22 @@ pub async fn push(
             size: b.size,
         });
         let action = if p.exists(&b.digest).await? {
+            p.forget(&b.digest);
             BlobAction::Exists
+        } else if let Some((loc, had)) = p.earlier_upload(&b.digest).await {
+            (p.on_event)(PushEvent::Resume {
+                digest: &b.digest,
+                offset: had,
+                why: "an earlier run".into(),
+            });
+            p.resumed_bytes += had;
+            p.upload(b, loc, had).await?;
+            BlobAction::Uploaded
         } else {
             match p.start_upload(&b.digest).await? {
                 None => BlobAction::Mounted,
                 Some(loc) => {
-                    p.upload(b, loc).await?;
+                    p.upload(b, loc, 0).await?;
                     BlobAction::Uploaded
                 }
             }
@@ -487,6 +557,7 @@ pub async fn push(
         blobs,
         uploaded_bytes: p.uploaded,
         resumed: p.resumed,
+        resumed_bytes: p.resumed_bytes,
         requests: client.request_count(),
     })
 }
