@@ -523,6 +523,63 @@ fn basic_auth_push_works_with_credentials_and_fails_clearly_without() {
         .unwrap();
     assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("/config.json"));
+
+    // A credential helper named in credHelpers (`docker-credential-<name> get`).
+    let bin = tmp.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-depotaitest");
+    fs::write(
+        &helper,
+        "#!/bin/sh\nread server\necho \"{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"alice\\\",\\\"Secret\\\":\\\"s3cret\\\"}\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cfg2 = tmp.path().join("docker2");
+    fs::create_dir_all(&cfg2).unwrap();
+    fs::write(
+        cfg2.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "depotaitest"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = depotai()
+        .args(["ls", &reference, "--insecure"])
+        .env("DOCKER_CONFIG", &cfg2)
+        .env("PATH", path)
+        .env_remove("DEPOTAI_REGISTRY_USER")
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("/config.json"));
+}
+
+#[test]
+fn build_push_builds_and_pushes_in_one_go() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let reg = Registry::start();
+    let reference = format!("{}/acme/tiny-model:v2", reg.addr);
+    let o = build(
+        Path::new("fixtures/tiny-model"),
+        "acme/tiny-model",
+        &out,
+        &["--json", "--push", &reference, "--insecure"],
+    );
+    let s = json_of(&o);
+    assert_eq!(
+        s["push"]["index_digest"],
+        Layout::read(&out).index_digest.as_str()
+    );
+    let o = run(&["ls", &reference, "--insecure", "--json"]);
+    let l = json_of(&o);
+    assert!(l["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "config.json"));
 }
 
 /// A gate in front of the registry that speaks the bearer-token flow: requests without
