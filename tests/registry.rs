@@ -345,6 +345,23 @@ fn ls_and_get_read_only_the_toc_and_the_chunks_they_need() {
     );
     assert!(!tmp.path().join("got/config.json.partial").exists());
 
+    // Into an existing directory.
+    let into = tmp.path().join("into");
+    fs::create_dir_all(&into).unwrap();
+    assert_ok(&run(&[
+        "get",
+        &reference,
+        "/config.json",
+        "--insecure",
+        "-q",
+        "-o",
+        into.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read(into.join("config.json")).unwrap(),
+        fs::read(src.join("config.json")).unwrap()
+    );
+
     // A directory: every file under it.
     let dir = tmp.path().join("tok");
     assert_ok(&run(&[

@@ -114,6 +114,12 @@ impl Client {
         })
     }
 
+    fn same_origin(&self, u: &Url) -> bool {
+        u.scheme() == self.base.scheme()
+            && u.host_str() == self.base.host_str()
+            && u.port_or_known_default() == self.base.port_or_known_default()
+    }
+
     /// `scheme://host:port/` of the registry.
     pub fn base_str(&self) -> &str {
         self.base.as_str()
@@ -171,14 +177,21 @@ impl Client {
         let mut tries = 0u32;
         let mut authed = false;
         loop {
-            let mut req = build();
-            if let Some(a) = self.auth.lock().unwrap().clone() {
-                req = req.header(AUTHORIZATION, a);
-            }
-            let req = req.build().map_err(|e| RegistryError::Network {
+            let mut req = build().build().map_err(|e| RegistryError::Network {
                 url: self.base.to_string(),
                 msg: describe(&e),
             })?;
+            // Credentials and tokens are for this registry only (an upload Location may
+            // point elsewhere).
+            if let (Some(a), true) = (
+                self.auth.lock().unwrap().clone(),
+                self.same_origin(req.url()),
+            ) {
+                let v = reqwest::header::HeaderValue::from_str(&a).map_err(|e| {
+                    RegistryError::Protocol(format!("unusable Authorization value: {e}"))
+                })?;
+                req.headers_mut().insert(AUTHORIZATION, v);
+            }
             let url = req.url().to_string();
             self.requests.fetch_add(1, Ordering::Relaxed);
             let (why, after) = match self.http.execute(req).await {

@@ -258,7 +258,15 @@ pub async fn get(
     let want = clean_name(path);
     let all = files(&image.toc);
     let selected: Vec<(TocFile, PathBuf)> = match all.iter().find(|f| f.name == want) {
-        Some(f) => vec![(f.clone(), output.to_path_buf())],
+        Some(f) => {
+            // `-o DIR/` for a file: the file goes into that directory.
+            let dest = if output.is_dir() {
+                output.join(f.name.rsplit('/').next().unwrap_or(&f.name))
+            } else {
+                output.to_path_buf()
+            };
+            vec![(f.clone(), dest)]
+        }
         None => {
             let prefix = if want.is_empty() {
                 String::new()
