@@ -724,3 +724,19 @@ fn bearer_token_challenges_are_answered_from_the_realm() {
     assert_ok(&o);
     assert!(String::from_utf8_lossy(&o.stdout).contains("/config.json"));
 }
+
+#[test]
+fn https_to_a_plain_http_registry_fails_at_once_with_a_hint() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let reg = Registry::start();
+    let t = std::time::Instant::now();
+    let o = run(&["ls", &format!("{}/acme/m:latest", reg.addr)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--insecure"));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "no retries for TLS errors"
+    );
+}

@@ -215,7 +215,20 @@ impl Client {
                         return Ok(resp);
                     }
                 }
-                Err(e) => (describe(&e), None),
+                Err(e) => {
+                    let msg = describe(&e);
+                    // TLS failures do not go away by trying again.
+                    if msg.contains("InvalidContentType") {
+                        return Err(RegistryError::Network {
+                            url,
+                            msg: format!("{msg} (the registry speaks plain HTTP? pass --insecure)"),
+                        });
+                    }
+                    if msg.contains("certificate") || msg.contains("HandshakeFailure") {
+                        return Err(RegistryError::Network { url, msg });
+                    }
+                    (msg, None)
+                }
             };
             if tries >= retries {
                 return Err(RegistryError::Network {
