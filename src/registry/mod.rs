@@ -119,6 +119,12 @@ impl Reference {
         if let Some(t) = &tag {
             crate::image::validate_tag(t).map_err(|e| bad(&e.to_string()))?;
         }
+        // Docker Hub's official images live under `library/`.
+        let repo = if host == "registry-1.docker.io" && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
         let tag = if tag.is_none() && digest.is_none() {
             Some("latest".to_string())
         } else {
@@ -168,6 +174,10 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("latest"));
         let r = Reference::parse("acme/m:x").unwrap();
         assert_eq!(r.registry, "registry-1.docker.io");
+        assert_eq!(
+            Reference::parse("ubuntu").unwrap().repository,
+            "library/ubuntu"
+        );
         assert!(Reference::parse("reg.example/Acme/m").is_err());
         assert!(Reference::parse("reg.example/a//m").is_err());
         let d = format!("reg.example/a/m@sha256:{}", "0".repeat(64));
