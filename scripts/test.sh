@@ -16,4 +16,13 @@ else
   echo "scripts/test.sh: $tools not found; interop tests will skip (or fail with CI=true)" >&2
 fi
 
+# tests/registry.rs makes an htpasswd file for the basic-auth registry test.
+if ! command -v htpasswd >/dev/null; then
+  if [[ $(id -u) -eq 0 ]]; then
+    apt-get install -y --no-install-recommends apache2-utils || echo "scripts/test.sh: could not install apache2-utils (htpasswd)" >&2
+  elif command -v sudo >/dev/null; then
+    sudo apt-get install -y --no-install-recommends apache2-utils || echo "scripts/test.sh: could not install apache2-utils (htpasswd)" >&2
+  fi
+fi
+
 cargo test --locked --all-targets

@@ -16,4 +16,5 @@ pub mod image;
 pub mod layer;
 pub mod names;
 pub mod pipeline;
+pub mod registry;
 pub mod source;

@@ -88,6 +88,11 @@ pub struct BuildArgs {
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// After building, push the image to this reference (REGISTRY/REPO[:TAG]).
+    #[arg(long, value_name = "REF", conflicts_with = "all")]
+    push: Option<String>,
+    #[command(flatten)]
+    push_flags: super::push::PushFlags,
 }
 
 fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<Platform>> {
@@ -228,10 +233,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         }
     };
 
+    let pushed = match &args.push {
+        Some(r) => Some(super::push::push_layout(
+            &report.output,
+            r,
+            &args.push_flags,
+            args.quiet || args.json,
+        )?),
+        None => None,
+    };
     if args.json {
         let mut s = summary_json(&name, &req, &report);
         if let Some(d) = downloaded {
             s["downloaded_bytes"] = d.into();
+        }
+        if let Some(p) = pushed {
+            s["push"] = serde_json::to_value(p)?;
         }
         println!("{s}");
     } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {

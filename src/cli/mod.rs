@@ -2,7 +2,9 @@
 
 mod build;
 mod catalogue;
+mod lazy;
 mod progress;
+mod push;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,12 @@ enum Command {
     Build(Box<build::BuildArgs>),
     /// Serve the images under a directory as a read-only OCI registry.
     Serve(serve::ServeArgs),
+    /// Push an OCI image layout to a registry (OCI Distribution).
+    Push(push::PushArgs),
+    /// List the files of an image in a registry, reading only its eStargz TOC.
+    Ls(lazy::LsArgs),
+    /// Download one file or directory of an image in a registry, reading only its chunks.
+    Get(lazy::GetArgs),
 }
 
 /// A run stopped by SIGINT/SIGTERM: exit status 130.
@@ -35,6 +43,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(*args),
         Command::Serve(args) => serve::run(args),
+        Command::Push(args) => push::run(args),
+        Command::Ls(args) => lazy::ls(args),
+        Command::Get(args) => lazy::get(args),
     }
 }
 

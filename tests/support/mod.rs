@@ -5,6 +5,7 @@
 
 pub mod hub;
 pub mod interop;
+pub mod registry;
 
 use depotai::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
 use serde_json::Value;

@@ -1,0 +1,185 @@
+//! `depotai push LAYOUT REF` (and `build --push REF`): an image layout to a registry.
+
+use super::progress::Progress;
+use anyhow::{bail, Context};
+use clap::Args;
+use depotai::registry::auth::{self, Credentials};
+use depotai::registry::push::{self, PushEvent, PushOptions, PushReport};
+use depotai::registry::{Client, ClientOptions, Reference};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// How to reach a registry: shared by push, ls and get.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryFlags {
+    /// Talk plain HTTP to the registry named in the reference (never for others).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Registry user name (the password is read from stdin with --password-stdin).
+    #[arg(long, value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password from stdin.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+impl RegistryFlags {
+    /// A client for `reference`: flags, else DEPOTAI_REGISTRY_USER/PASSWORD, else the
+    /// Docker config's credentials for the registry.
+    pub fn client(&self, reference: &Reference, push: bool) -> anyhow::Result<Client> {
+        let credentials = if let Some(u) = &self.username {
+            let mut p = String::new();
+            std::io::stdin()
+                .read_to_string(&mut p)
+                .context("reading the password from stdin")?;
+            let p = p.trim_end_matches(['\n', '\r']).to_string();
+            if p.is_empty() {
+                bail!("--password-stdin: stdin was empty");
+            }
+            Some(Credentials {
+                username: u.clone(),
+                password: p,
+            })
+        } else if let Some(c) = auth::from_env() {
+            Some(c)
+        } else {
+            auth::from_docker_config(&reference.registry)
+                .with_context(|| format!("credentials for {}", reference.registry))?
+        };
+        let opts = ClientOptions {
+            insecure: self.insecure,
+            credentials,
+            ..Default::default()
+        };
+        Ok(Client::new(reference, opts, push)?)
+    }
+}
+
+/// Runtime for the async library calls.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The OCI image layout (e.g. out/acme/tiny-model).
+    #[arg(value_name = "LAYOUT")]
+    layout: PathBuf,
+    /// Where to: REGISTRY/REPOSITORY[:TAG] (tag default: latest).
+    #[arg(value_name = "REF")]
+    reference: String,
+    #[command(flatten)]
+    flags: PushFlags,
+    /// Print a machine-readable report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Print nothing but errors.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+/// Push settings, also accepted by `build --push`.
+#[derive(Args, Debug, Clone)]
+pub struct PushFlags {
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Blobs larger than this are uploaded in PATCH chunks of this size.
+    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = super::parse_size)]
+    pub push_chunk_size: u64,
+    /// Another repository of the same registry to mount missing blobs from.
+    #[arg(long, value_name = "REPO")]
+    pub mount_from: Option<String>,
+}
+
+pub fn run(args: PushArgs) -> anyhow::Result<()> {
+    let report = push_layout(
+        &args.layout,
+        &args.reference,
+        &args.flags,
+        args.quiet || args.json,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+/// Where unfinished chunked uploads are remembered: `DEPOTAI_UPLOAD_STATE`, else
+/// `$XDG_CACHE_HOME/depotai/uploads`, else `~/.cache/depotai/uploads`.
+fn upload_state_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DEPOTAI_UPLOAD_STATE") {
+        return Some(PathBuf::from(d));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("depotai/uploads"))
+}
+
+/// Pushes a layout and prints a one-line summary on stderr unless `quiet`.
+pub fn push_layout(
+    layout: &Path,
+    reference: &str,
+    flags: &PushFlags,
+    quiet: bool,
+) -> anyhow::Result<PushReport> {
+    let r = Reference::parse(reference)?;
+    let client = flags.registry.client(&r, true)?;
+    let opts = PushOptions {
+        chunk_size: flags.push_chunk_size,
+        mount_from: flags.mount_from.clone(),
+        state_dir: upload_state_dir(),
+    };
+    let mut bar: Option<Progress> = None;
+    let mut last = 0u64;
+    let mut on_event = |e: PushEvent<'_>| match e {
+        PushEvent::BlobStart { digest, size } => {
+            last = 0;
+            bar = Some(Progress::bytes(size, &digest.hex()[..12], quiet));
+        }
+        PushEvent::BlobProgress { sent, .. } => {
+            if let Some(b) = &bar {
+                b.advance(sent.saturating_sub(last));
+            }
+            last = sent;
+        }
+        PushEvent::Resume { offset, why, .. } => {
+            if !quiet {
+                eprintln!("upload interrupted ({why}); resuming at byte {offset}");
+            }
+            last = offset.min(last);
+        }
+        PushEvent::BlobDone { .. } => {
+            if let Some(b) = bar.take() {
+                b.finish();
+            }
+        }
+    };
+    let rt = runtime()?;
+    let report = rt
+        .block_on(push::push(&client, layout, &r, opts, &mut on_event))
+        .with_context(|| format!("pushing {} to {r}", layout.display()))?;
+    if !quiet {
+        let up = report
+            .blobs
+            .iter()
+            .filter(|b| b.action == push::BlobAction::Uploaded)
+            .count();
+        let mounted = report
+            .blobs
+            .iter()
+            .filter(|b| b.action == push::BlobAction::Mounted)
+            .count();
+        eprintln!(
+            "pushed {r}: {} blobs ({up} uploaded, {mounted} mounted, {} already there), {} bytes sent\n  index {}",
+            report.blobs.len(),
+            report.blobs.len() - up - mounted,
+            report.uploaded_bytes,
+            report.index_digest
+        );
+    }
+    Ok(report)
+}

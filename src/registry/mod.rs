@@ -1,0 +1,189 @@
+//! The OCI Distribution protocol, client side: `push` of an image layout to a registry,
+//! and lazy `ls` / `get` that read one eStargz layer's TOC and single files with Range
+//! requests instead of pulling the whole layer.
+//!
+//! [`client`] does the HTTP (auth challenges, retries, byte counting), [`auth`] finds
+//! credentials, [`push`] and [`lazy`] are the two flows.
+
+pub mod auth;
+pub mod client;
+pub mod lazy;
+pub mod push;
+
+use std::fmt;
+
+pub use client::{Client, ClientOptions};
+
+/// What can go wrong talking to a registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid image reference {reference:?}: {msg}")]
+    BadReference { reference: String, msg: String },
+    #[error("{url}: {msg}")]
+    Network { url: String, msg: String },
+    #[error("{url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url}: authentication failed (HTTP 401){hint}")]
+    Unauthorized { url: String, hint: String },
+    #[error("{url}: access denied (HTTP 403)")]
+    Denied { url: String },
+    #[error("{url}: not found (HTTP 404)")]
+    NotFound { url: String },
+    #[error("registry protocol: {0}")]
+    Protocol(String),
+    #[error("digest mismatch in {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no such path in the image: {0}")]
+    NoSuchPath(String),
+    #[error("credentials: {0}")]
+    Credentials(String),
+    #[error("layout: {0}")]
+    Layout(String),
+}
+
+impl RegistryError {
+    pub(crate) fn io(path: impl fmt::Display, source: std::io::Error) -> RegistryError {
+        RegistryError::Io {
+            path: path.to_string(),
+            source,
+        }
+    }
+}
+
+/// `host[:port]/repo/path[:tag][@sha256:…]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// Registry host and port as written (`docker.io` is mapped to `registry-1.docker.io`).
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Result<Reference, RegistryError> {
+        let bad = |msg: &str| RegistryError::BadReference {
+            reference: s.to_string(),
+            msg: msg.to_string(),
+        };
+        let (rest, digest) = match s.split_once('@') {
+            Some((r, d)) => {
+                if crate::digest::Digest::parse(d).is_none() {
+                    return Err(bad("the digest must be sha256:<64 lowercase hex>"));
+                }
+                (r, Some(d.to_string()))
+            }
+            None => (s, None),
+        };
+        let (host, path) = match rest.split_once('/') {
+            Some((h, p)) if h.contains('.') || h.contains(':') || h == "localhost" => {
+                (h.to_string(), p.to_string())
+            }
+            _ => ("registry-1.docker.io".to_string(), rest.to_string()),
+        };
+        let host = if host == "docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            host
+        };
+        let (repo, tag) = match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r.to_string(), Some(t.to_string())),
+            _ => (path, None),
+        };
+        if repo.is_empty()
+            || repo.split('/').any(|c| {
+                c.is_empty()
+                    || !c.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
+            })
+        {
+            return Err(bad(
+                "the repository must be lowercase path components such as org/model",
+            ));
+        }
+        if let Some(t) = &tag {
+            crate::image::validate_tag(t).map_err(|e| bad(&e.to_string()))?;
+        }
+        // Docker Hub's official images live under `library/`.
+        let repo = if host == "registry-1.docker.io" && !repo.contains('/') {
+            format!("library/{repo}")
+        } else {
+            repo
+        };
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".to_string())
+        } else {
+            tag
+        };
+        Ok(Reference {
+            registry: host,
+            repository: repo,
+            tag,
+            digest,
+        })
+    }
+
+    /// The tag, or else the digest: what goes after `/manifests/`.
+    pub fn manifest_ref(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse() {
+        let r = Reference::parse("127.0.0.1:5000/acme/m:v1").unwrap();
+        assert_eq!(r.registry, "127.0.0.1:5000");
+        assert_eq!(r.repository, "acme/m");
+        assert_eq!(r.tag.as_deref(), Some("v1"));
+        let r = Reference::parse("registry.example/acme/m").unwrap();
+        assert_eq!(r.tag.as_deref(), Some("latest"));
+        let r = Reference::parse("acme/m:x").unwrap();
+        assert_eq!(r.registry, "registry-1.docker.io");
+        assert_eq!(
+            Reference::parse("ubuntu").unwrap().repository,
+            "library/ubuntu"
+        );
+        assert!(Reference::parse("reg.example/Acme/m").is_err());
+        assert!(Reference::parse("reg.example/a//m").is_err());
+        let d = format!("reg.example/a/m@sha256:{}", "0".repeat(64));
+        assert_eq!(
+            Reference::parse(&d).unwrap().manifest_ref(),
+            format!("sha256:{}", "0".repeat(64))
+        );
+    }
+}
