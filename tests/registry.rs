@@ -740,3 +740,95 @@ fn https_to_a_plain_http_registry_fails_at_once_with_a_hint() {
         "no retries for TLS errors"
     );
 }
+
+#[test]
+fn ls_and_get_read_zstd_chunked_images_by_their_toc_and_frames() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    big_tree(&src, 6 << 20);
+    write(&src, "tokenizer/vocab.txt", b"[PAD]\n[UNK]\nhello\n");
+    let out = tmp.path().join("out");
+    let flags = [
+        "--quiet",
+        "--format",
+        "zstd-chunked",
+        "--chunk-size",
+        "1MiB",
+    ];
+    assert_ok(&build(&src, "acme/zc", &out, &flags));
+    let layout = Layout::read(&out);
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let reference = format!("{}/acme/zc:latest", proxy.addr);
+    json_of(&push(&out, &reference, &[]));
+
+    let ls = json_of(&run(&["ls", &reference, "--insecure", "--json"]));
+    assert_eq!(ls["layer"]["format"], "zstd-chunked");
+    let names: Vec<&str> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "reg")
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["big.bin", "config.json", "tokenizer/vocab.txt"]);
+    assert!(ls["fetched_bytes"].as_u64().unwrap() < 16 * 1024);
+
+    // One small file: its frame only, not the 6 MiB layer.
+    proxy.down_bytes.store(0, Ordering::SeqCst);
+    let dest = tmp.path().join("got/config.json");
+    let r = json_of(&run(&[
+        "get",
+        &reference,
+        "/config.json",
+        "--insecure",
+        "--json",
+        "-o",
+        dest.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read(&dest).unwrap(),
+        fs::read(src.join("config.json")).unwrap()
+    );
+    assert!(r["fetched_bytes"].as_u64().unwrap() < 32 * 1024, "{r}");
+    // A file of six 1 MiB chunks, each its own frame, each verified.
+    let big = tmp.path().join("got/big.bin");
+    json_of(&run(&[
+        "get",
+        &reference,
+        "/big.bin",
+        "--insecure",
+        "--json",
+        "-o",
+        big.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        fs::read(&big).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
+
+    // A flipped byte in the registry's copy: a digest (or frame checksum) error, no file.
+    let data = reg.blob_data(&layout.layer_digest);
+    let mut bytes = fs::read(&data).unwrap();
+    bytes[3 << 20] ^= 0x01; // inside big.bin's stored (incompressible) frames
+    fs::write(&data, &bytes).unwrap();
+    let bad = tmp.path().join("bad.bin");
+    let o = run(&[
+        "get",
+        &reference,
+        "/big.bin",
+        "--insecure",
+        "-o",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("digest mismatch") || err.contains("zstd"),
+        "{err}"
+    );
+    assert!(!bad.exists());
+}

@@ -48,35 +48,23 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading the TOC of {r}"))?;
     let fetched = client.fetched_bytes();
     if args.json {
-        let entries: Vec<serde_json::Value> = image
-            .toc
-            .entries
-            .iter()
-            .filter(|e| e.kind != "chunk")
-            .map(|e| {
-                serde_json::json!({
-                    "name": lazy::clean_name(&e.name),
-                    "type": e.kind,
-                    "size": e.size,
-                    "digest": (!e.digest.is_empty()).then_some(&e.digest),
-                    "link_name": (!e.link_name.is_empty()).then_some(&e.link_name),
-                })
-            })
-            .collect();
         let v = serde_json::json!({
             "reference": r.to_string(),
             "layer": image.layer,
-            "entries": entries,
+            "entries": image.entries,
             "fetched_bytes": fetched,
         });
         println!("{v}");
     } else {
-        for e in image.toc.entries.iter().filter(|e| e.kind != "chunk") {
-            let name = lazy::clean_name(&e.name);
+        for e in &image.entries {
+            let name = &e.name;
             match e.kind.as_str() {
-                "symlink" | "hardlink" => {
-                    println!("{:<8} {:>14}  /{name} -> {}", e.kind, "", e.link_name)
-                }
+                "symlink" | "hardlink" => println!(
+                    "{:<8} {:>14}  /{name} -> {}",
+                    e.kind,
+                    "",
+                    e.link_name.as_deref().unwrap_or_default()
+                ),
                 "dir" => println!("{:<8} {:>14}  /{name}/", e.kind, ""),
                 _ => println!("{:<8} {:>14}  /{name}", e.kind, e.size),
             }

@@ -17,6 +17,7 @@
 use crate::digest::Digest;
 use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
 use crate::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
+use crate::layer::zstd_chunked;
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -588,16 +589,7 @@ impl Store {
             Some(layer) => {
                 let path = img.dir.join("blobs/sha256").join(layer.hex());
                 match self.open_file(&path) {
-                    Ok(Some((f, len))) => read_toc(&f, len)
-                        .map(|toc| {
-                            toc.entries
-                                .into_iter()
-                                .filter(|e| e.kind == "reg" || e.kind == "symlink")
-                                .filter(|e| !e.name.ends_with(".prefetch.landmark"))
-                                .map(|e| (e.name, e.size))
-                                .collect()
-                        })
-                        .map_err(|e| e.to_string()),
+                    Ok(Some((f, len))) => layer_files(&f, len).map_err(|e| e.to_string()),
                     Ok(None) => Err("the layer blob is missing".to_string()),
                     Err(e) => Err(e.to_string()),
                 }
@@ -619,7 +611,7 @@ impl Store {
 pub enum TocError {
     #[error("reading the layer: {0}")]
     Io(#[from] io::Error),
-    #[error("the layer has no eStargz footer")]
+    #[error("the layer has no eStargz or zstd:chunked footer")]
     NoFooter,
     #[error("the TOC is too large to show ({0} bytes)")]
     TooLarge(u64),
@@ -627,8 +619,58 @@ pub enum TocError {
     Gzip,
     #[error("the TOC member holds no stargz.index.json")]
     NoToc,
+    #[error("the zstd:chunked TOC is not valid zstd")]
+    Zstd,
     #[error("the TOC is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// The files (and symlinks) of a layer blob, from its eStargz or zstd:chunked TOC.
+pub fn layer_files(f: &File, len: u64) -> Result<Vec<(String, u64)>, TocError> {
+    let keep = |kind: &str, name: &str| {
+        (kind == "reg" || kind == "symlink") && !name.ends_with(".prefetch.landmark")
+    };
+    match read_toc(f, len) {
+        Ok(toc) => Ok(toc
+            .entries
+            .into_iter()
+            .filter(|e| keep(&e.kind, &e.name))
+            .map(|e| (e.name, e.size))
+            .collect()),
+        Err(TocError::NoFooter) => Ok(read_zstd_chunked_toc(f, len)?
+            .entries
+            .into_iter()
+            .filter(|e| keep(&e.kind, &e.name))
+            .map(|e| (e.name, e.size))
+            .collect()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the TOC of a zstd:chunked layer blob through its 64-byte footer.
+pub fn read_zstd_chunked_toc(f: &File, len: u64) -> Result<zstd_chunked::Toc, TocError> {
+    let frame_size = zstd_chunked::FOOTER_FRAME_SIZE as u64;
+    if len < frame_size {
+        return Err(TocError::NoFooter);
+    }
+    let mut frame = [0u8; zstd_chunked::FOOTER_FRAME_SIZE];
+    f.read_exact_at(&mut frame, len - frame_size)?;
+    let footer = zstd_chunked::parse_footer(&frame).ok_or(TocError::NoFooter)?;
+    if footer.manifest_len > MAX_TOC_MEMBER || footer.manifest_uncompressed_len > MAX_TOC_TAR {
+        return Err(TocError::TooLarge(footer.manifest_uncompressed_len));
+    }
+    if footer
+        .manifest_offset
+        .checked_add(footer.manifest_len)
+        .map_or(true, |end| end > len)
+    {
+        return Err(TocError::NoFooter);
+    }
+    let mut compressed = vec![0u8; footer.manifest_len as usize];
+    f.read_exact_at(&mut compressed, footer.manifest_offset)?;
+    let json = zstd::bulk::decompress(&compressed, footer.manifest_uncompressed_len as usize)
+        .map_err(|_| TocError::Zstd)?;
+    Ok(zstd_chunked::Toc::from_json(&json)?)
 }
 
 /// Reads the eStargz TOC of a layer blob of `len` bytes: the 51-byte footer gives the
@@ -842,6 +884,17 @@ mod tests {
             .find(|(p, _)| p == "config.json")
             .unwrap();
         assert_eq!(config.digest, want.1.to_string());
+        // The same files from a zstd:chunked layer, through its footer.
+        let zopts = crate::layer::Options {
+            format: crate::layer::Format::ZstdChunked,
+            ..Default::default()
+        };
+        let (entries, contents) = crate::source::DirSource::scan(&src).unwrap().into_entries();
+        let (_, zout) =
+            crate::layer::build(entries, &contents, &zopts, Vec::new(), &|_| {}).unwrap();
+        fs::write(&blob, &zout).unwrap();
+        let files = layer_files(&File::open(&blob).unwrap(), zout.len() as u64).unwrap();
+        assert_eq!(files, vec![("config.json".to_string(), 2)]);
         // Not an eStargz blob.
         fs::write(&blob, [0u8; 100]).unwrap();
         assert!(matches!(

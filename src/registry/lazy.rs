@@ -1,20 +1,25 @@
-//! Lazy reads of an eStargz image in a registry: `ls` reads only the footer and the
-//! TOC of the layer, `get` only the chunks of the files asked for — all with Range
-//! requests, every byte checked against a digest.
+//! Lazy reads of an eStargz or zstd:chunked image in a registry: `ls` reads only the
+//! layer's TOC, `get` only the chunks of the files asked for — all with Range requests,
+//! every byte checked against a digest.
 //!
 //! The layer is found as a runtime would: tag → index → the `linux/amd64` manifest (or
-//! the first) → the layer carrying `containerd.io/snapshot/stargz/toc.digest` (or the
-//! last). Its size comes from the descriptor. Then `bytes=size-51-size-1` is the footer,
-//! which gives the TOC offset; `[tocOffset, size-51)` is one gzip member holding a tar
-//! whose first entry is `stargz.index.json`, checked against the TOC digest annotation.
+//! the first) → the layer carrying a TOC annotation (or the last).
 //!
-//! A chunk's compressed bytes span `[offset, next larger member offset)`, the next
-//! offset being the next larger `offset` in the TOC, or the TOC offset for the last one.
+//! eStargz: `bytes=size-51-size-1` is the footer, which gives the TOC offset;
+//! `[tocOffset, size-51)` is one gzip member holding a tar whose first entry is
+//! `stargz.index.json`, checked against the TOC digest annotation. A chunk's compressed
+//! bytes span `[offset, next larger member offset)`, the next offset being the next
+//! larger `offset` in the TOC, or the TOC offset for the last one.
+//!
+//! zstd:chunked: the manifest-position annotation gives the compressed TOC's range,
+//! checked against the manifest-checksum annotation; a chunk spans `[offset, next
+//! chunk's offset)`, the last one `[offset, endOffset)`, each one zstd frame.
 
 use super::client::Client;
 use super::{Reference, RegistryError};
 use crate::digest::{Digest, Hasher};
 use crate::layer::estargz::{parse_footer, Toc, TocEntry, FOOTER_SIZE, TOC_DIGEST_ANNOTATION};
+use crate::layer::zstd_chunked;
 use serde::Serialize;
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -22,21 +27,67 @@ use std::path::{Path, PathBuf};
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// The eStargz layer an image reference resolves to.
+/// How the layer's chunks are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerFormat {
+    Estargz,
+    ZstdChunked,
+}
+
+/// The layer an image reference resolves to.
 #[derive(Clone, Debug, Serialize)]
 pub struct LazyLayer {
     pub manifest: String,
     pub digest: String,
     pub size: u64,
+    pub format: LayerFormat,
     pub toc_digest: Option<String>,
     pub toc_offset: u64,
 }
 
-/// The layer and its TOC.
+/// One entry of the TOC, whatever the format (chunk entries left out).
+#[derive(Clone, Debug, Serialize)]
+pub struct Listed {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub size: u64,
+    pub digest: Option<String>,
+    pub link_name: Option<String>,
+}
+
+/// The layer, what its TOC lists, and its regular files with their chunks.
 pub struct Image {
     pub layer: LazyLayer,
-    pub toc: Toc,
+    pub entries: Vec<Listed>,
+    pub files: Vec<TocFile>,
 }
+
+fn listed(name: &str, kind: &str, size: u64, digest: &str, link: &str) -> Listed {
+    Listed {
+        name: clean_name(name).to_string(),
+        kind: kind.to_string(),
+        size,
+        digest: (!digest.is_empty()).then(|| digest.to_string()),
+        link_name: (!link.is_empty()).then(|| link.to_string()),
+    }
+}
+
+fn annotation<'a>(layer: &'a serde_json::Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| layer["annotations"][*k].as_str())
+}
+
+const ZSTD_CHECKSUM_KEYS: [&str; 2] = [
+    zstd_chunked::MANIFEST_CHECKSUM_ANNOTATION,
+    zstd_chunked::LEGACY_MANIFEST_CHECKSUM_ANNOTATION,
+];
+const ZSTD_POSITION_KEYS: [&str; 2] = [
+    zstd_chunked::MANIFEST_POSITION_ANNOTATION,
+    zstd_chunked::LEGACY_MANIFEST_POSITION_ANNOTATION,
+];
+/// containers/storage's own limit on an uncompressed TOC.
+const MAX_ZSTD_TOC: u64 = 150 << 20;
 
 fn bad(msg: impl Into<String>) -> RegistryError {
     RegistryError::Protocol(msg.into())
@@ -93,7 +144,10 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
         .ok_or_else(|| bad("the manifest has no layers"))?;
     let layer = layers
         .iter()
-        .find(|l| l["annotations"][TOC_DIGEST_ANNOTATION].is_string())
+        .find(|l| {
+            l["annotations"][TOC_DIGEST_ANNOTATION].is_string()
+                || annotation(l, &ZSTD_CHECKSUM_KEYS).is_some()
+        })
         .or_else(|| layers.last())
         .ok_or_else(|| bad("the manifest has no layers"))?;
     let digest = layer["digest"]
@@ -103,13 +157,21 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
     let size = layer["size"]
         .as_u64()
         .ok_or_else(|| bad("layer without a size"))?;
+    let url = client.url(&format!("blobs/{digest}"));
+    if let Some(checksum) = annotation(layer, &ZSTD_CHECKSUM_KEYS) {
+        let position = annotation(layer, &ZSTD_POSITION_KEYS).ok_or_else(|| {
+            bad(format!(
+                "layer {digest}: zstd:chunked checksum without a position"
+            ))
+        })?;
+        return open_zstd_chunked(client, &url, md, digest, size, checksum, position).await;
+    }
     let toc_digest = layer["annotations"][TOC_DIGEST_ANNOTATION]
         .as_str()
         .map(str::to_string);
     if size < FOOTER_SIZE as u64 {
         return Err(bad(format!("layer {digest} is too small for eStargz")));
     }
-    let url = client.url(&format!("blobs/{digest}"));
     let (footer, _) = client
         .get_bytes(&url, None, Some((size - FOOTER_SIZE as u64, size - 1)))
         .await?;
@@ -129,15 +191,80 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
         check_digest(&format!("TOC of layer {digest}"), &json, td)?;
     }
     let toc = Toc::from_json(&json).map_err(|e| bad(format!("layer {digest}: TOC JSON: {e}")))?;
+    let entries = toc
+        .entries
+        .iter()
+        .filter(|e| e.kind != "chunk")
+        .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
+        .collect();
     Ok(Image {
+        files: files(&toc, toc_offset),
+        entries,
         layer: LazyLayer {
             manifest: md,
             digest,
             size,
+            format: LayerFormat::Estargz,
             toc_digest,
             toc_offset,
         },
-        toc,
+    })
+}
+
+/// Reads a zstd:chunked TOC from the range its position annotation names.
+async fn open_zstd_chunked(
+    client: &Client,
+    url: &reqwest::Url,
+    manifest: String,
+    digest: String,
+    size: u64,
+    checksum: &str,
+    position: &str,
+) -> Result<Image, RegistryError> {
+    let nums: Vec<u64> = position
+        .split(':')
+        .map(|p| p.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            bad(format!(
+                "layer {digest}: bad manifest position {position:?}"
+            ))
+        })?;
+    let [offset, len, ulen, ..] = nums[..] else {
+        return Err(bad(format!(
+            "layer {digest}: bad manifest position {position:?}"
+        )));
+    };
+    if len == 0 || offset.checked_add(len).map_or(true, |end| end > size) || ulen > MAX_ZSTD_TOC {
+        return Err(bad(format!(
+            "layer {digest}: manifest position {position:?} out of range"
+        )));
+    }
+    let (compressed, _) = client
+        .get_bytes(url, None, Some((offset, offset + len - 1)))
+        .await?;
+    check_digest(&format!("TOC of layer {digest}"), &compressed, checksum)?;
+    let json = zstd::bulk::decompress(&compressed, ulen as usize)
+        .map_err(|e| bad(format!("layer {digest}: TOC: zstd: {e}")))?;
+    let toc = zstd_chunked::Toc::from_json(&json)
+        .map_err(|e| bad(format!("layer {digest}: TOC JSON: {e}")))?;
+    let entries = toc
+        .entries
+        .iter()
+        .filter(|e| e.kind != "chunk")
+        .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
+        .collect();
+    Ok(Image {
+        files: zstd_files(&toc)?,
+        entries,
+        layer: LazyLayer {
+            manifest,
+            digest,
+            size,
+            format: LayerFormat::ZstdChunked,
+            toc_digest: Some(checksum.to_string()),
+            toc_offset: offset,
+        },
     })
 }
 
@@ -179,12 +306,40 @@ pub struct TocFile {
     pub size: u64,
     pub digest: String,
     pub mode: u32,
-    /// (chunk offset in the file, length, member offset in the blob, chunk digest)
-    pub chunks: Vec<(u64, u64, u64, String)>,
+    pub chunks: Vec<Chunk>,
 }
 
-/// Regular files with their chunks, in TOC order.
-pub fn files(toc: &Toc) -> Vec<TocFile> {
+/// One chunk of a file and where its compressed bytes are.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// Offset in the file, and length.
+    pub offset: u64,
+    pub len: u64,
+    /// `[start, end)` in the blob: one gzip member or zstd frame (or more).
+    pub start: u64,
+    pub end: u64,
+    pub digest: String,
+}
+
+/// Regular files of an eStargz TOC with their chunks, in TOC order. A chunk ends where
+/// the next member begins: the next larger offset in the TOC, or the TOC itself.
+pub fn files(toc: &Toc, toc_offset: u64) -> Vec<TocFile> {
+    let mut offsets: Vec<u64> = toc
+        .entries
+        .iter()
+        .map(|e| e.offset)
+        .filter(|&o| o > 0)
+        .collect();
+    offsets.push(toc_offset);
+    offsets.sort_unstable();
+    offsets.dedup();
+    let next_after = |o: u64| {
+        match offsets.binary_search(&o) {
+            Ok(i) => offsets.get(i + 1).copied(),
+            Err(i) => offsets.get(i).copied(),
+        }
+        .unwrap_or(toc_offset)
+    };
     let mut out: Vec<TocFile> = Vec::new();
     let chunk_of = |e: &TocEntry, size: u64| {
         let len = if e.chunk_size > 0 {
@@ -192,7 +347,13 @@ pub fn files(toc: &Toc) -> Vec<TocFile> {
         } else {
             size - e.chunk_offset
         };
-        (e.chunk_offset, len, e.offset, e.chunk_digest.clone())
+        Chunk {
+            offset: e.chunk_offset,
+            len,
+            start: e.offset,
+            end: next_after(e.offset),
+            digest: e.chunk_digest.clone(),
+        }
     };
     let mut in_reg = false;
     for e in &toc.entries {
@@ -220,6 +381,69 @@ pub fn files(toc: &Toc) -> Vec<TocFile> {
         }
     }
     out
+}
+
+/// Regular files of a zstd:chunked TOC. A single-chunk file is one range
+/// `[offset, endOffset)` checked against the file digest; a chunked file's chunk ends
+/// where the next one starts, the last at the file's `endOffset`.
+pub fn zstd_files(toc: &zstd_chunked::Toc) -> Result<Vec<TocFile>, RegistryError> {
+    let mut out: Vec<TocFile> = Vec::new();
+    let mut end_offset = 0u64;
+    for e in &toc.entries {
+        match e.kind.as_str() {
+            "reg" => {
+                end_offset = e.end_offset;
+                let mut f = TocFile {
+                    name: clean_name(&e.name).to_string(),
+                    size: e.size,
+                    digest: e.digest.clone(),
+                    mode: e.mode,
+                    chunks: Vec::new(),
+                };
+                if e.size > 0 {
+                    let chunked = !e.chunk_digest.is_empty();
+                    f.chunks.push(Chunk {
+                        offset: 0,
+                        len: if chunked { e.chunk_size } else { e.size },
+                        start: e.offset,
+                        end: e.end_offset,
+                        digest: if chunked {
+                            e.chunk_digest.clone()
+                        } else {
+                            e.digest.clone()
+                        },
+                    });
+                }
+                out.push(f);
+            }
+            "chunk" => {
+                let Some(f) = out.last_mut() else {
+                    return Err(bad(format!("chunk entry {} before any file", e.name)));
+                };
+                if let Some(prev) = f.chunks.last_mut() {
+                    prev.end = e.offset;
+                }
+                f.chunks.push(Chunk {
+                    offset: e.chunk_offset,
+                    len: e.chunk_size,
+                    start: e.offset,
+                    end: end_offset,
+                    digest: e.chunk_digest.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    for f in &out {
+        let sum: u64 = f.chunks.iter().map(|c| c.len).sum();
+        if sum != f.size || f.chunks.iter().any(|c| c.end <= c.start) {
+            return Err(bad(format!(
+                "{}: chunks in the TOC do not cover the file",
+                f.name
+            )));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -256,7 +480,7 @@ pub async fn get(
 ) -> Result<GetReport, RegistryError> {
     let image = open(client, reference).await?;
     let want = clean_name(path);
-    let all = files(&image.toc);
+    let all = &image.files;
     let selected: Vec<(TocFile, PathBuf)> = match all.iter().find(|f| f.name == want) {
         Some(f) => {
             // `-o DIR/` for a file: the file goes into that directory.
@@ -280,10 +504,9 @@ pub async fn get(
                 .collect();
             if under.is_empty() {
                 let what = image
-                    .toc
                     .entries
                     .iter()
-                    .find(|e| clean_name(&e.name) == want)
+                    .find(|e| e.name == want)
                     .map(|e| format!("{want} (a {} entry, not a file)", e.kind))
                     .unwrap_or_else(|| want.to_string());
                 return Err(RegistryError::NoSuchPath(what));
@@ -296,20 +519,10 @@ pub async fn get(
             return Err(bad(format!("unsafe path in the TOC: {:?}", f.name)));
         }
     }
-    let mut offsets: Vec<u64> = image
-        .toc
-        .entries
-        .iter()
-        .map(|e| e.offset)
-        .filter(|&o| o > 0)
-        .collect();
-    offsets.push(image.layer.toc_offset);
-    offsets.sort_unstable();
-    offsets.dedup();
     let url = client.url(&format!("blobs/{}", image.layer.digest));
     let mut got = Vec::new();
     for (f, dest) in &selected {
-        let reused = fetch_file(client, &url, f, &offsets, dest).await?;
+        let reused = fetch_file(client, &url, f, image.layer.format, dest).await?;
         got.push(GotFile {
             path: f.name.clone(),
             output: dest.display().to_string(),
@@ -328,7 +541,7 @@ async fn fetch_file(
     client: &Client,
     url: &reqwest::Url,
     f: &TocFile,
-    offsets: &[u64],
+    format: LayerFormat,
     dest: &Path,
 ) -> Result<u64, RegistryError> {
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -346,8 +559,8 @@ async fn fetch_file(
     let mut have = file.metadata().map_err(io)?.len();
     let mut hasher = Hasher::new();
     let mut reused = 0u64;
-    for (coff, len, member, cdigest) in &f.chunks {
-        let (coff, len, member) = (*coff, *len, *member);
+    for c in &f.chunks {
+        let (coff, len, cdigest) = (c.offset, c.len, &c.digest);
         if have >= coff + len {
             let mut buf = vec![0u8; len as usize];
             file.seek(SeekFrom::Start(coff)).map_err(io)?;
@@ -361,15 +574,26 @@ async fn fetch_file(
         if have > coff {
             file.set_len(coff).map_err(io)?;
         }
-        let end = match offsets.binary_search(&member) {
-            Ok(i) | Err(i) => offsets[i..].iter().copied().find(|&o| o > member),
+        if c.end <= c.start {
+            return Err(bad(format!(
+                "{}: empty range for the chunk at {coff}",
+                f.name
+            )));
         }
-        .ok_or_else(|| bad(format!("{}: chunk offset {member} past the TOC", f.name)))?;
-        let (gz, _) = client.get_bytes(url, None, Some((member, end - 1))).await?;
+        let (compressed, _) = client
+            .get_bytes(url, None, Some((c.start, c.end - 1)))
+            .await?;
         let mut data = vec![0u8; len as usize];
-        let ok = flate2::read::GzDecoder::new(&gz[..]).read_exact(&mut data);
+        let ok = match format {
+            LayerFormat::Estargz => flate2::read::GzDecoder::new(&compressed[..])
+                .read_exact(&mut data)
+                .map_err(|e| format!("gzip: {e}")),
+            LayerFormat::ZstdChunked => zstd::stream::read::Decoder::new(&compressed[..])
+                .and_then(|mut d| d.read_exact(&mut data))
+                .map_err(|e| format!("zstd: {e}")),
+        };
         let check = ok
-            .map_err(|e| bad(format!("{}: chunk at {coff}: gzip: {e}", f.name)))
+            .map_err(|e| bad(format!("{}: chunk at {coff}: {e}", f.name)))
             .and_then(|()| {
                 check_digest(
                     &format!("{} (chunk at offset {coff})", f.name),
@@ -448,15 +672,66 @@ mod tests {
                 e("empty", "reg", 0, 0, 0, 0),
             ],
         };
-        let f = files(&toc);
+        let f = files(&toc, 400);
         assert_eq!(f.len(), 2);
         assert_eq!(
             f[0].chunks
                 .iter()
-                .map(|c| (c.0, c.1, c.2))
+                .map(|c| (c.offset, c.len, c.start, c.end))
                 .collect::<Vec<_>>(),
-            vec![(0, 4, 100), (4, 4, 200), (8, 2, 300)]
+            vec![(0, 4, 100, 200), (4, 4, 200, 300), (8, 2, 300, 400)]
         );
         assert!(f[1].chunks.is_empty());
+    }
+
+    #[test]
+    fn zstd_chunks_end_where_the_next_starts_and_the_last_at_end_offset() {
+        let e = |kind: &str, size, offset, end, coff, csize, cd: &str| zstd_chunked::TocEntry {
+            kind: kind.into(),
+            name: "w".into(),
+            size,
+            offset,
+            end_offset: end,
+            chunk_offset: coff,
+            chunk_size: csize,
+            digest: if kind == "reg" {
+                "d".into()
+            } else {
+                String::new()
+            },
+            chunk_digest: cd.into(),
+            ..Default::default()
+        };
+        let toc = zstd_chunked::Toc {
+            version: 1,
+            entries: vec![
+                e("reg", 10, 100, 400, 0, 4, "c0"),
+                e("chunk", 0, 200, 0, 4, 4, "c1"),
+                e("chunk", 0, 300, 0, 8, 2, "c2"),
+                e("reg", 3, 500, 600, 0, 0, ""),
+            ],
+            tar_split_digest: String::new(),
+        };
+        let f = zstd_files(&toc).unwrap();
+        let spans: Vec<_> = f[0]
+            .chunks
+            .iter()
+            .map(|c| (c.offset, c.len, c.start, c.end))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![(0, 4, 100, 200), (4, 4, 200, 300), (8, 2, 300, 400)]
+        );
+        assert_eq!(
+            (
+                f[1].chunks[0].start,
+                f[1].chunks[0].end,
+                f[1].chunks[0].digest.as_str()
+            ),
+            (500, 600, "d")
+        );
+        let mut bad = toc.clone();
+        bad.entries[2].chunk_size = 1;
+        assert!(zstd_files(&bad).is_err(), "chunks must add up to the size");
     }
 }
