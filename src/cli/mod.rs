@@ -28,7 +28,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Push an OCI image layout to a registry (OCI Distribution).
     Push(push::PushArgs),
-    /// List the files of an image in a registry, reading only its eStargz TOC.
+    /// List the files of an image in a registry, reading only its TOC (eStargz or zstd:chunked).
     Ls(lazy::LsArgs),
     /// Download one file or directory of an image in a registry, reading only its chunks.
     Get(lazy::GetArgs),
