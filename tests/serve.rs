@@ -1194,8 +1194,14 @@ fn skopeo_copies_every_blob_from_the_server_with_identical_digests() {
     let root = tmp.path().join("root");
     let tiny = build_at(&root, "acme/tiny-model", Path::new(TINY), &[]);
     build_at(&root, "solo", Path::new(TINY), &["--chunk-size", "4KiB"]);
+    build_at(
+        &root,
+        "acme/zc",
+        Path::new(TINY),
+        &["--format", "zstd-chunked"],
+    );
     let s = Serve::start(&root, &[]);
-    for name in ["acme/tiny-model", "solo"] {
+    for name in ["acme/tiny-model", "solo", "acme/zc"] {
         let dest = tmp.path().join(format!("copy-{}", name.replace('/', "-")));
         run_checked(
             Command::new("skopeo")
@@ -1465,4 +1471,33 @@ fn podman_pulls_by_tag_and_by_digest() {
     ]));
     assert_eq!(out.trim(), tiny.index_digest);
     let _ = podman(&["rmi", "--all", "--force"]).output();
+}
+
+#[test]
+fn zstd_chunked_images_are_served_with_their_files_on_the_landing_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let l = build_at(
+        &root,
+        "acme/zc",
+        Path::new(TINY),
+        &["--format", "zstd-chunked"],
+    );
+    let s = Serve::start(&root, &[]);
+    let html = s.req("GET", "/", &[("Host", "models.example")]).text();
+    for want in [
+        "acme/zc",
+        "1_Pooling/config.json",
+        "COPY --from=models.example/acme/zc /config.json .",
+    ] {
+        assert!(html.contains(want), "{want} not on the page");
+    }
+    // The layer by range, as a partial pull reads frames.
+    let r = s.req(
+        "GET",
+        &format!("/v2/acme/zc/blobs/{}", l.layer_digest),
+        &[("Range", "bytes=0-99")],
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, l.blob[..100]);
 }
