@@ -12,7 +12,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::Ordering;
-use support::registry::{have, Proxy, Registry};
+use support::interop::{have, Registry};
+use support::registry::Proxy;
 use support::*;
 
 fn run(args: &[&str]) -> Output {
@@ -469,7 +470,7 @@ fn basic_auth_push_works_with_credentials_and_fails_clearly_without() {
         &out,
         &["--quiet"],
     ));
-    let reg = Registry::start_with(Some(("alice", "s3cret")));
+    let reg = Registry::start_with_auth("alice", "s3cret");
     let reference = format!("{}/acme/tiny-model:latest", reg.addr);
     let empty_cfg = tmp.path().join("docker-empty");
     fs::create_dir_all(&empty_cfg).unwrap();

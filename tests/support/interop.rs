@@ -43,6 +43,11 @@ pub fn have_tools(commands: &[&str], scripts: &[&str]) -> bool {
     false
 }
 
+/// True when every command is on PATH (see [`have_tools`]).
+pub fn have(commands: &[&str]) -> bool {
+    have_tools(commands, &[])
+}
+
 /// Reports a test that cannot run here: `SKIP` normally, a failure under `CI=true`.
 pub fn skip_or_fail(msg: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -63,32 +68,68 @@ pub fn run_checked(cmd: &mut Command) -> String {
     out
 }
 
-/// A throwaway CNCF distribution registry on 127.0.0.1, killed on drop. With an access
-/// log, every request is logged to `log_path()`.
+/// A throwaway CNCF distribution registry (Debian's `docker-registry`) on 127.0.0.1,
+/// killed on drop; optionally with an access log (`log()`) or htpasswd basic auth.
 pub struct Registry {
     child: Child,
     pub addr: String,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Default)]
+pub struct RegistryOptions<'a> {
+    pub access_log: bool,
+    pub basic: Option<(&'a str, &'a str)>,
 }
 
 impl Registry {
     pub fn start() -> Registry {
-        Registry::start_with(false)
+        Registry::start_opts(RegistryOptions::default())
     }
 
+    /// With an access log: every request is logged to `log_path()`.
     pub fn start_with(access_log: bool) -> Registry {
+        Registry::start_opts(RegistryOptions {
+            access_log,
+            ..Default::default()
+        })
+    }
+
+    /// Asking for htpasswd basic auth with these credentials.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_opts(RegistryOptions {
+            basic: Some((user, password)),
+            ..Default::default()
+        })
+    }
+
+    pub fn start_opts(opts: RegistryOptions<'_>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let mut auth = String::new();
+        if let Some((u, p)) = opts.basic {
+            let o = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .expect("htpasswd");
+            assert!(o.status.success());
+            let f = dir.path().join("htpasswd");
+            fs::write(&f, &o.stdout).unwrap();
+            auth = format!(
+                "auth: {{htpasswd: {{realm: depotai-test, path: {}}}}}\n",
+                f.display()
+            );
+        }
         let cfg = dir.path().join("config.yml");
         fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: {}}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                !access_log,
+                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: {}}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n{auth}",
+                !opts.access_log,
                 dir.path().join("data").display()
             ),
         )
@@ -108,7 +149,8 @@ impl Registry {
                 let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
                 let mut resp = String::new();
                 let _ = s.read_to_string(&mut resp);
-                if resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200") {
+                let status = resp.get(9..12).unwrap_or_default();
+                if resp.starts_with("HTTP/1.") && (status == "200" || status == "401") {
                     break;
                 }
             }
@@ -125,6 +167,21 @@ impl Registry {
     /// The access log so far, one line per request.
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The on-disk data file of a blob (`sha256:…`).
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
     }
 }
 
