@@ -833,3 +833,79 @@ fn ls_and_get_read_zstd_chunked_images_by_their_toc_and_frames() {
     );
     assert!(!bad.exists());
 }
+
+#[test]
+fn ls_and_get_work_against_depotai_serve_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    big_tree(&src, 3 << 20);
+    let root = tmp.path().join("root");
+    assert_ok(&build(
+        &src,
+        "acme/served",
+        &root.join("acme/served"),
+        &["--quiet"],
+    ));
+    assert_ok(&build(
+        &src,
+        "acme/served-zc",
+        &root.join("acme/served-zc"),
+        &["--quiet", "--format", "zstd-chunked"],
+    ));
+    let mut child = depotai()
+        .args(["serve", "--quiet", "--addr", "127.0.0.1:0", "--root"])
+        .arg(&root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr = first
+        .trim()
+        .rsplit_once("http://")
+        .map(|(_, a)| a.trim_end_matches('/').to_string());
+    let result = std::panic::catch_unwind(|| {
+        let addr = addr.expect("serve prints its address");
+        for name in ["acme/served", "acme/served-zc"] {
+            let reference = format!("{addr}/{name}:latest");
+            let ls = json_of(&run(&["ls", &reference, "--insecure", "--json"]));
+            assert!(
+                ls["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["name"] == "big.bin"),
+                "{name}: {ls}"
+            );
+            let dest = tmp.path().join(format!("{}.json", name.replace('/', "-")));
+            let r = json_of(&run(&[
+                "get",
+                &reference,
+                "/config.json",
+                "--insecure",
+                "--json",
+                "-o",
+                dest.to_str().unwrap(),
+            ]));
+            assert_eq!(
+                fs::read(&dest).unwrap(),
+                fs::read(src.join("config.json")).unwrap(),
+                "{name}"
+            );
+            assert!(
+                r["fetched_bytes"].as_u64().unwrap() < 64 * 1024,
+                "{name}: {r}"
+            );
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
