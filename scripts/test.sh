@@ -18,10 +18,12 @@ fi
 
 # tests/registry.rs makes an htpasswd file for the basic-auth registry test.
 if ! command -v htpasswd >/dev/null; then
-  if [[ $(id -u) -eq 0 ]]; then
-    apt-get install -y --no-install-recommends apache2-utils || echo "scripts/test.sh: could not install apache2-utils (htpasswd)" >&2
-  elif command -v sudo >/dev/null; then
-    sudo apt-get install -y --no-install-recommends apache2-utils || echo "scripts/test.sh: could not install apache2-utils (htpasswd)" >&2
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  if [[ -z "$SUDO" ]] || command -v sudo >/dev/null; then
+    $SUDO apt-get install -y -qq --no-install-recommends apache2-utils \
+      || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends apache2-utils; } \
+      || echo "scripts/test.sh: could not install apache2-utils (htpasswd)" >&2
   fi
 fi
 
