@@ -151,7 +151,7 @@ pub struct LayerInfo {
 
 /// Builds the layer in `opts.format` from `entries` into `out`. File contents are read
 /// once, through `contents`; `progress` is told how many content bytes were read as they
-/// are read.
+/// are read. The options are checked here, once, for both formats.
 pub fn build<W: Write + Send>(
     entries: Vec<Entry>,
     contents: &dyn Contents,
@@ -159,9 +159,13 @@ pub fn build<W: Write + Send>(
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerInfo, W), LayerError> {
+    if opts.chunk_size == 0 || opts.chunk_size > members::MAX_CHUNK_SIZE {
+        return Err(LayerError::ChunkSize(opts.chunk_size));
+    }
+    let level = opts.checked_level()?;
     match opts.format {
-        Format::Estargz => estargz::build(entries, contents, opts, out, progress),
-        Format::ZstdChunked => zstd_chunked::build(entries, contents, opts, out, progress),
+        Format::Estargz => estargz::build(entries, contents, opts, level, out, progress),
+        Format::ZstdChunked => zstd_chunked::build(entries, contents, opts, level, out, progress),
     }
 }
 

@@ -11,19 +11,17 @@ use crate::layer::tar::{self as tarfmt, Header, Kind};
 use crate::layer::{plan, Contents, Entry, Format, LayerError, LayerInfo, Options, TOC_NAME};
 use std::io::Write;
 
-/// Builds an eStargz blob from `entries` into `out`. File contents are read once, through
+/// Builds an eStargz blob from `entries` into `out` at libdeflate `level` (options
+/// already checked by [`crate::layer::build`]). File contents are read once, through
 /// `contents`; `progress` is told how many content bytes were read as they are read.
 pub fn build<W: Write + Send>(
     entries: Vec<Entry>,
     contents: &dyn Contents,
     opts: &Options,
+    level: i32,
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerInfo, W), LayerError> {
-    if opts.chunk_size == 0 || opts.chunk_size > members::MAX_CHUNK_SIZE {
-        return Err(LayerError::ChunkSize(opts.chunk_size));
-    }
-    let level = opts.checked_level()?;
     let planned = plan(entries, &opts.prefetch, true)?;
     let rules = Rules {
         codec: Codec::Gzip(level),

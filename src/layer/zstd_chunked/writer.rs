@@ -17,24 +17,17 @@ use crate::layer::{plan, Contents, Entry, Format, LayerError, LayerInfo, Options
 use std::collections::BTreeMap;
 use std::io::Write;
 
-/// Builds a zstd:chunked blob from `entries` into `out`. File contents are read once,
-/// through `contents`; `progress` is told how many content bytes were read as they are
-/// read.
+/// Builds a zstd:chunked blob from `entries` into `out` at zstd `level` (options already
+/// checked by [`crate::layer::build`]). File contents are read once, through `contents`;
+/// `progress` is told how many content bytes were read as they are read.
 pub fn build<W: Write + Send>(
     entries: Vec<Entry>,
     contents: &dyn Contents,
     opts: &Options,
+    level: i32,
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerInfo, W), LayerError> {
-    if opts.chunk_size == 0 || opts.chunk_size > members::MAX_CHUNK_SIZE {
-        return Err(LayerError::ChunkSize(opts.chunk_size));
-    }
-    let level = Options {
-        format: Format::ZstdChunked,
-        ..opts.clone()
-    }
-    .checked_level()?;
     let planned = plan(entries, &opts.prefetch, false)?;
     let rules = Rules {
         codec: Codec::Zstd(level),
