@@ -18,3 +18,4 @@ pub mod names;
 pub mod pipeline;
 pub mod registry;
 pub mod source;
+pub mod units;

@@ -23,6 +23,7 @@ use depotai::image::{remove_stale_siblings, Platform};
 use depotai::layer::{self, Contents};
 use depotai::pipeline::{self, BuildError, BuildRequest};
 use depotai::source::hub::{self, FetchProgress, Fetched, FileFilter, HubConfig, HubError, Silent};
+use depotai::units::human_bytes;
 use serde_json::json;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -149,10 +150,10 @@ impl FetchProgress for ModelLines {
             eprintln!(
                 "  {}: downloading {path} ({}, resuming at {resumed_from})",
                 self.0,
-                human(size)
+                human_bytes(size)
             );
         } else {
-            eprintln!("  {}: downloading {path} ({})", self.0, human(size));
+            eprintln!("  {}: downloading {path} ({})", self.0, human_bytes(size));
         }
     }
     fn advance(&self, _: &str, _: u64) {}
@@ -278,7 +279,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 (Status::Built, _, Some(img)) => say(format!(
                     "{n}: built in {:.1}s (layer {})",
                     r.seconds(),
-                    human(img.layer_size)
+                    human_bytes(img.layer_size)
                 )),
                 (_, Some(err), _) => eprintln!("{n}: {}: {err}", r.status.as_str()),
                 _ => {}
@@ -441,22 +442,6 @@ fn one_line(err: &anyhow::Error) -> String {
     out
 }
 
-/// Bytes for people: `812 B`, `1.5 KiB`, `3.2 GiB`.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn table(selected: &[&CatalogueEntry], outcomes: &[Outcome]) -> String {
     let rows: Vec<[String; 5]> = selected
         .iter()
@@ -467,7 +452,7 @@ fn table(selected: &[&CatalogueEntry], outcomes: &[Outcome]) -> String {
                 r.status.as_str().to_string(),
                 r.image
                     .as_ref()
-                    .map(|i| human(i.layer_size))
+                    .map(|i| human_bytes(i.layer_size))
                     .unwrap_or_else(|| "-".into()),
                 format!("{:.1}", r.seconds()),
                 r.error.clone().unwrap_or_else(|| r.reason.clone()),
@@ -572,14 +557,6 @@ mod tests {
         })
         .context("building m");
         assert_eq!(one_line(&e), "building m: reading a: disk on fire");
-    }
-
-    #[test]
-    fn sizes_for_people() {
-        assert_eq!(human(0), "0 B");
-        assert_eq!(human(1023), "1023 B");
-        assert_eq!(human(1536), "1.5 KiB");
-        assert_eq!(human(3 << 30), "3.0 GiB");
     }
 
     #[test]

@@ -26,17 +26,10 @@ pub fn escape(s: &str) -> String {
 
 /// `1.5 MiB (1572864 bytes)`.
 pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
+    if n < 1024 {
         format!("{n} B")
     } else {
-        format!("{v:.1} {} ({n} bytes)", UNITS[u])
+        format!("{} ({n} bytes)", crate::units::human_bytes(n))
     }
 }
 
