@@ -9,7 +9,9 @@ mod support;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use support::interop::{have_tools, run_checked, tools_dir, Registry};
+use support::interop::{
+    buildah_copies_tiny_model_files, have_tools, run_checked, tools_dir, Registry,
+};
 use support::*;
 
 /// True when every tool is there (and `oci-check.sh`). Missing tools fail the test
@@ -152,56 +154,5 @@ fn buildah_copies_files_from_the_pushed_image_byte_for_byte() {
             .arg(format!("docker://{image}")),
     );
 
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM scratch\nCOPY --from={image} /model.safetensors /1_Pooling/config.json /\nCOPY --from={image} /modèle-überblick.txt /docs/\n"),
-    )
-    .unwrap();
-    let store = tmp.path().join("store");
-    let buildah = |args: &[&str]| {
-        let mut c = Command::new("buildah");
-        c.arg("--root")
-            .arg(store.join("root"))
-            .arg("--runroot")
-            .arg(store.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        c
-    };
-    run_checked(
-        buildah(&[
-            "build",
-            "--isolation",
-            "chroot",
-            "--tls-verify=false",
-            "-t",
-            "localhost/copied:latest",
-        ])
-        .arg(&ctx),
-    );
-    let copied = tmp.path().join("copied");
-    run_checked(
-        buildah(&["push", "localhost/copied:latest"])
-            .arg(format!("oci:{}:latest", copied.display())),
-    );
-    let rootfs = tmp.path().join("rootfs");
-    run_checked(
-        Command::new("umoci")
-            .args(["raw", "unpack", "--image"])
-            .arg(format!("{}:latest", copied.display()))
-            .arg(&rootfs),
-    );
-    for (inside, source) in [
-        ("model.safetensors", "model.safetensors"),
-        ("config.json", "1_Pooling/config.json"),
-        ("docs/modèle-überblick.txt", "modèle-überblick.txt"),
-    ] {
-        assert_eq!(
-            fs::read(rootfs.join(inside)).unwrap(),
-            fs::read(fixture.join(source)).unwrap(),
-            "{inside}"
-        );
-    }
+    buildah_copies_tiny_model_files(&image, fixture, tmp.path());
 }

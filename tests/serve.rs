@@ -17,7 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::interop::{have, run_checked};
+use support::interop::{buildah_copies_tiny_model_files, have, run_checked};
 use support::*;
 
 const TINY: &str = "fixtures/tiny-model";
@@ -1223,58 +1223,7 @@ fn buildah_copy_from_the_served_image_gets_the_files_byte_for_byte() {
     let s = Serve::start(&root, &[]);
     let image = format!("{}/acme/tiny-model:latest", s.addr);
 
-    let ctx = tmp.path().join("ctx");
-    fs::create_dir_all(&ctx).unwrap();
-    fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM scratch\nCOPY --from={image} /model.safetensors /1_Pooling/config.json /\nCOPY --from={image} /modèle-überblick.txt /docs/\n"),
-    )
-    .unwrap();
-    let store = tmp.path().join("store");
-    let buildah = |args: &[&str]| {
-        let mut c = Command::new("buildah");
-        c.arg("--root")
-            .arg(store.join("root"))
-            .arg("--runroot")
-            .arg(store.join("run"))
-            .args(["--storage-driver", "vfs"])
-            .args(args);
-        c
-    };
-    run_checked(
-        buildah(&[
-            "build",
-            "--isolation",
-            "chroot",
-            "--tls-verify=false",
-            "-t",
-            "localhost/copied:latest",
-        ])
-        .arg(&ctx),
-    );
-    let copied = tmp.path().join("copied");
-    run_checked(
-        buildah(&["push", "localhost/copied:latest"])
-            .arg(format!("oci:{}:latest", copied.display())),
-    );
-    let rootfs = tmp.path().join("rootfs");
-    run_checked(
-        Command::new("umoci")
-            .args(["raw", "unpack", "--image"])
-            .arg(format!("{}:latest", copied.display()))
-            .arg(&rootfs),
-    );
-    for (inside, source) in [
-        ("model.safetensors", "model.safetensors"),
-        ("config.json", "1_Pooling/config.json"),
-        ("docs/modèle-überblick.txt", "modèle-überblick.txt"),
-    ] {
-        assert_eq!(
-            fs::read(rootfs.join(inside)).unwrap(),
-            fs::read(fixture.join(source)).unwrap(),
-            "{inside}"
-        );
-    }
+    buildah_copies_tiny_model_files(&image, fixture, tmp.path());
     // buildah pulled from us: the manifest and the layer went over the wire.
     let logs = s.logs();
     assert!(
@@ -1282,9 +1231,6 @@ fn buildah_copy_from_the_served_image_gets_the_files_byte_for_byte() {
         "{logs}"
     );
     assert!(logs.contains("/blobs/sha256:"), "{logs}");
-    // Let buildah's vfs store (root-owned files) be removed with the tempdir.
-    let _ = buildah(&["rm", "--all"]).output();
-    let _ = buildah(&["rmi", "--all", "--force"]).output();
 }
 
 /// Reads ranges the way the stargz snapshotter does (fs/remote/resolver.go): one GET with

@@ -68,6 +68,67 @@ pub fn run_checked(cmd: &mut Command) -> String {
     out
 }
 
+/// Builds `FROM scratch` + two `COPY --from=IMAGE` lines of the tiny example's files with
+/// buildah (vfs, chroot isolation) under `work`, unpacks the result with umoci, and
+/// checks each copied file against `fixture` byte for byte.
+pub fn buildah_copies_tiny_model_files(image: &str, fixture: &Path, work: &Path) {
+    let ctx = work.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nCOPY --from={image} /model.safetensors /1_Pooling/config.json /\nCOPY --from={image} /modèle-überblick.txt /docs/\n"),
+    )
+    .unwrap();
+    let store = work.join("store");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        c
+    };
+    run_checked(
+        buildah(&[
+            "build",
+            "--isolation",
+            "chroot",
+            "--tls-verify=false",
+            "-t",
+            "localhost/copied:latest",
+        ])
+        .arg(&ctx),
+    );
+    let copied = work.join("copied");
+    run_checked(
+        buildah(&["push", "localhost/copied:latest"])
+            .arg(format!("oci:{}:latest", copied.display())),
+    );
+    let rootfs = work.join("rootfs");
+    run_checked(
+        Command::new("umoci")
+            .args(["raw", "unpack", "--image"])
+            .arg(format!("{}:latest", copied.display()))
+            .arg(&rootfs),
+    );
+    for (inside, source) in [
+        ("model.safetensors", "model.safetensors"),
+        ("config.json", "1_Pooling/config.json"),
+        ("docs/modèle-überblick.txt", "modèle-überblick.txt"),
+    ] {
+        assert_eq!(
+            fs::read(rootfs.join(inside)).unwrap(),
+            fs::read(fixture.join(source)).unwrap(),
+            "{inside}"
+        );
+    }
+    // Let buildah's vfs store (root-owned files) be removed with the tempdir.
+    let _ = buildah(&["rm", "--all"]).output();
+    let _ = buildah(&["rmi", "--all", "--force"]).output();
+}
+
 /// A throwaway CNCF distribution registry (Debian's `docker-registry`) on 127.0.0.1,
 /// killed on drop; optionally with an access log (`log()`) or htpasswd basic auth.
 pub struct Registry {
