@@ -110,17 +110,7 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = depotai();
-        c.env_remove("HF_TOKEN")
-            .env_remove("HF_HUB_OFFLINE")
-            .env_remove("HF_HUB_CACHE")
-            .env_remove("HF_TOKEN_PATH")
-            .env("HF_ENDPOINT", &self.server.endpoint)
-            .env("HF_HOME", self.tmp.path().join("hf-home"))
-            .env("DEPOTAI_RETRY_BASE", "0.05")
-            .env("DEPOTAI_IDLE_TIMEOUT", "2")
-            .env("DEPOTAI_CONNECT_TIMEOUT", "2");
-        c
+        support::hub::depotai_against(&self.server, &self.tmp.path().join("hf-home"))
     }
 
     /// `depotai build --all CAT --output OUT --json EXTRA...`

@@ -1941,3 +1941,19 @@ fn write_file_body(shared: &Shared, w: &mut TcpStream, fb: &FileBody) -> io::Res
         _ => Ok(true),
     }
 }
+
+/// `depotai` pointed at `server` with a private `HF_HOME`: no token, no offline mode, no
+/// inherited cache, and short retry/timeouts so fault tests stay quick.
+pub fn depotai_against(server: &HubServer, hf_home: &std::path::Path) -> std::process::Command {
+    let mut c = super::depotai();
+    c.env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN_PATH")
+        .env("HF_ENDPOINT", &server.endpoint)
+        .env("HF_HOME", hf_home)
+        .env("DEPOTAI_RETRY_BASE", "0.05")
+        .env("DEPOTAI_IDLE_TIMEOUT", "2")
+        .env("DEPOTAI_CONNECT_TIMEOUT", "2");
+    c
+}
