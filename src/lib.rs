@@ -7,15 +7,17 @@
 //! Hugging Face or the command line; the CLI lives in the binary. [`catalogue`] is the
 //! list of models `build --all` builds: validated with line numbers, split into shards,
 //! and compared with the build record kept beside each image.
-//! [`distribution`] serves built images over the OCI Distribution API.
+//! [`serve`] serves built images over the OCI Distribution API (the registry server);
+//! [`remote`] is the client side of that protocol (push, lazy `ls` / `get`), named as
+//! go-containerregistry names its client.
 
 pub mod catalogue;
 pub mod digest;
-pub mod distribution;
 pub mod image;
 pub mod layer;
 pub mod names;
 pub mod pipeline;
-pub mod registry;
+pub mod remote;
+pub mod serve;
 pub mod source;
 pub mod units;

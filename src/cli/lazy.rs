@@ -4,7 +4,7 @@
 use super::push::{runtime, RegistryFlags};
 use anyhow::Context;
 use clap::Args;
-use depotai::registry::{lazy, Reference};
+use depotai::remote::{lazy, Reference};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]

@@ -3,9 +3,9 @@
 use super::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
-use depotai::registry::auth::{self, Credentials};
-use depotai::registry::push::{self, PushEvent, PushOptions, PushReport};
-use depotai::registry::{Client, ClientOptions, Reference};
+use depotai::remote::auth::{self, Credentials};
+use depotai::remote::push::{self, PushEvent, PushOptions, PushReport};
+use depotai::remote::{Client, ClientOptions, Reference};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,9 @@
 //! `depotai serve --root out/ [--addr 127.0.0.1:5000]`: a read-only registry over the
-//! images `build` wrote under a directory. The work is done by `depotai::distribution`.
+//! images `build` wrote under a directory. The work is done by `depotai::serve`.
 
 use anyhow::Context;
 use clap::Args;
-use depotai::distribution::{ServeOptions, Server};
+use depotai::serve::{ServeOptions, Server};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -5,14 +5,14 @@
 //! - [`store`]: finding images and blobs under the root without ever leaving it, and
 //!   which digests each name may serve.
 //! - [`range`]: `Range` parsing and `multipart/byteranges` layout.
-//! - [`serve`]: the HTTP server (hyper on tokio): routes, headers, errors, shutdown.
+//! - [`server`]: the HTTP server (hyper on tokio): routes, headers, errors, shutdown.
 //! - `body`: streaming blobs from disk piece by piece; `landing`: the HTML page at `/`.
 
 mod body;
 mod landing;
 pub mod range;
-pub mod serve;
+pub mod server;
 pub mod store;
 
-pub use serve::{ServeError, ServeOptions, Server};
+pub use server::{ServeError, ServeOptions, Server};
 pub use store::{Store, StoreError};
