@@ -224,9 +224,9 @@ fn per_file(entries: Vec<Entry>, opts: &PlanOptions) -> Result<LayerPlan, PlanEr
     if opts.max_layers < 2 {
         return Err(PlanError::MaxLayers(opts.max_layers));
     }
-    let (mut large, small): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
-        matches!(e.kind, EntryKind::File { size, .. } if size >= opts.own_layer_above)
-    });
+    let (mut large, small): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(
+        |e| matches!(e.kind, EntryKind::File { size, .. } if size >= opts.own_layer_above),
+    );
     large.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let mut layers = Vec::new();
     let slots = opts.max_layers - usize::from(!small.is_empty());
@@ -345,11 +345,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(roles(&p), ["a/b.bin", "z.safetensors", "small files"]);
-        let small: Vec<&str> = p.layers[2].entries.iter().map(|e| e.path.as_str()).collect();
+        let small: Vec<&str> = p.layers[2]
+            .entries
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect();
         assert_eq!(small, ["README.md", "config.json", "almost.bin"]);
         assert_eq!(
             p.read_order(),
-            ["a/b.bin", "z.safetensors", "README.md", "almost.bin", "config.json"]
+            [
+                "a/b.bin",
+                "z.safetensors",
+                "README.md",
+                "almost.bin",
+                "config.json"
+            ]
         );
     }
 
@@ -364,7 +374,11 @@ mod tests {
         )
         .unwrap();
         let b = plan(
-            vec![file("w.bin", 70 * M), file("README.md", 2), file("x.bin", 99 * M)],
+            vec![
+                file("w.bin", 70 * M),
+                file("README.md", 2),
+                file("x.bin", 99 * M),
+            ],
             &[],
             true,
             &opts,
@@ -450,10 +464,18 @@ mod tests {
             max_layer_size: Some(10_000_000_000),
             ..PlanOptions::default()
         };
-        let e = plan(vec![file("model-00001.safetensors", 12 << 30)], &[], true, &opts)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("model-00001.safetensors is 12.0 GiB (12884901888 bytes)"), "{e}");
+        let e = plan(
+            vec![file("model-00001.safetensors", 12 << 30)],
+            &[],
+            true,
+            &opts,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("model-00001.safetensors is 12.0 GiB (12884901888 bytes)"),
+            "{e}"
+        );
         assert!(e.contains("limit of 9.3 GiB (10000000000 bytes)"), "{e}");
         assert!(e.contains("cannot be published"), "{e}");
 
@@ -469,7 +491,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("the small files layer would hold 180.0 MiB"), "{e}");
+        assert!(
+            e.contains("the small files layer would hold 180.0 MiB"),
+            "{e}"
+        );
         assert!(e.contains("--own-layer-above"), "{e}");
     }
 
@@ -515,9 +540,20 @@ mod tests {
             &PlanOptions::default(),
         )
         .unwrap_err();
-        assert!(matches!(e, PlanError::Layer(LayerError::NotADirectory { .. })), "{e}");
+        assert!(
+            matches!(e, PlanError::Layer(LayerError::NotADirectory { .. })),
+            "{e}"
+        );
         assert!(matches!(
-            plan(vec![file("x", 1)], &[], true, &PlanOptions { max_layers: 1, ..Default::default() }),
+            plan(
+                vec![file("x", 1)],
+                &[],
+                true,
+                &PlanOptions {
+                    max_layers: 1,
+                    ..Default::default()
+                }
+            ),
             Err(PlanError::MaxLayers(1))
         ));
     }

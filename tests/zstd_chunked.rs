@@ -639,7 +639,10 @@ fn golden_digests_of_the_bundled_example_are_unchanged() {
     assert_eq!(summary["format"], "zstd-chunked");
     assert_eq!(summary["index_digest"], golden["index_digest"]);
     for key in ["digest", "diff_id", "toc_digest", "size"] {
-        assert_eq!(summary["layers"][0][key], golden["layer"][key], "layer.{key}");
+        assert_eq!(
+            summary["layers"][0][key], golden["layer"][key],
+            "layer.{key}"
+        );
     }
     // The time zone and locale play no part.
     let out2 = tmp.path().join("out2");

@@ -141,11 +141,7 @@ impl LayoutWriter {
 
     /// Stores the documents, names each layer blob by its digest (`layers[n]` was
     /// written to `layer_file(n)`), and moves the finished layout into place.
-    pub fn commit(
-        mut self,
-        layers: &[LayerInfo],
-        docs: &ImageDocs,
-    ) -> Result<PathBuf, ImageError> {
+    pub fn commit(mut self, layers: &[LayerInfo], docs: &ImageDocs) -> Result<PathBuf, ImageError> {
         let blobs = self.staging.join("blobs/sha256");
         for (n, layer) in layers.iter().enumerate() {
             let partial = blobs.join(layer_partial(n));
