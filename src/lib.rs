@@ -14,6 +14,7 @@
 pub mod catalogue;
 pub mod digest;
 pub mod image;
+pub mod job;
 pub mod layer;
 pub mod names;
 pub mod pipeline;

@@ -184,15 +184,69 @@ pub fn build_image_with_files(
     build_planned(plan, contents, req, Box::new(dest), extra, progress)
 }
 
+/// What the caller of [`build_planned_with`] hears, layer by layer.
+#[derive(Debug)]
+pub enum LayerEvent<'a> {
+    /// Layer `n` is about to be built (again, after a [`LayerEvent::Retrying`]).
+    Started {
+        n: usize,
+        role: &'a LayerRole,
+        content_bytes: u64,
+    },
+    /// Layer `n` failed and is built once more, as the retry hook asked.
+    Retrying { n: usize, error: &'a BuildError },
+    /// Layer `n` is built, checked and handed to the destination.
+    Done { n: usize, info: &'a LayerInfo },
+}
+
+/// Decisions and observations around each layer of [`build_planned_with`].
+pub struct Hooks<'a> {
+    /// Whether a failed layer is worth building once more (e.g. a source that fetches a
+    /// file again after its hash did not match). Asked at most once per layer.
+    pub retry: &'a (dyn Fn(usize, &BuildError) -> bool + Sync),
+    pub on_layer: &'a (dyn Fn(LayerEvent<'_>) + Sync),
+}
+
+impl Default for Hooks<'_> {
+    fn default() -> Self {
+        Hooks {
+            retry: &|_, _| false,
+            on_layer: &|_| {},
+        }
+    }
+}
+
 /// Builds every layer of `plan` into `dest`, bottom first, checks each against the
 /// source's digests and the layer limit, then commits the documents.
 pub fn build_planned(
     plan: LayerPlan,
     contents: &dyn Contents,
     req: &BuildRequest,
+    dest: Box<dyn Destination>,
+    extra: &[(&str, Vec<u8>)],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<BuildReport, BuildError> {
+    build_planned_with(
+        plan,
+        contents,
+        req,
+        dest,
+        extra,
+        progress,
+        &Hooks::default(),
+    )
+}
+
+/// [`build_planned`], with a hook that may have a failed layer built once more and one
+/// that hears each layer start and finish.
+pub fn build_planned_with(
+    plan: LayerPlan,
+    contents: &dyn Contents,
+    req: &BuildRequest,
     mut dest: Box<dyn Destination>,
     extra: &[(&str, Vec<u8>)],
     progress: &(dyn Fn(u64) + Sync),
+    hooks: &Hooks<'_>,
 ) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     image::validate_tag(&req.tag)?;
@@ -202,21 +256,35 @@ pub fn build_planned(
             prefetch: planned.prefetch,
             ..req.layer.clone()
         };
-        let out = dest.layer_writer(n)?;
-        let (info, mut out) = layer::build(planned.entries, contents, &opts, out, progress)?;
-        out.flush().map_err(LayerError::Write)?;
-        drop(out);
-        check_digests(&info, &req.expected_digests)?;
-        if let Some(limit) = req.plan.max_layer_size {
-            if info.size > limit {
-                return Err(BuildError::BlobTooLarge {
-                    role: planned.role.to_string(),
-                    size: info.size,
-                    limit,
-                });
+        let content_bytes = layer::content_size(&planned.entries);
+        let mut retried = false;
+        let info = loop {
+            (hooks.on_layer)(LayerEvent::Started {
+                n,
+                role: &planned.role,
+                content_bytes,
+            });
+            let entries = planned.entries.clone();
+            match build_layer(
+                n,
+                &planned.role,
+                entries,
+                contents,
+                &opts,
+                req,
+                &mut *dest,
+                progress,
+            ) {
+                Ok(info) => break info,
+                Err(e) if !retried && (hooks.retry)(n, &e) => {
+                    retried = true;
+                    (hooks.on_layer)(LayerEvent::Retrying { n, error: &e });
+                }
+                Err(e) => return Err(e),
             }
-        }
+        };
         dest.layer_done(n, &info)?;
+        (hooks.on_layer)(LayerEvent::Done { n, info: &info });
         built.push(BuiltLayer {
             role: planned.role,
             info,
@@ -244,6 +312,36 @@ pub fn build_planned(
         layers: built,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// One layer into `dest`'s writer for it, checked against the source's digests and the
+/// layer limit.
+#[allow(clippy::too_many_arguments)]
+fn build_layer(
+    n: usize,
+    role: &LayerRole,
+    entries: Vec<Entry>,
+    contents: &dyn Contents,
+    opts: &layer::Options,
+    req: &BuildRequest,
+    dest: &mut dyn Destination,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<LayerInfo, BuildError> {
+    let out = dest.layer_writer(n)?;
+    let (info, mut out) = layer::build(entries, contents, opts, out, progress)?;
+    out.flush().map_err(LayerError::Write)?;
+    drop(out);
+    check_digests(&info, &req.expected_digests)?;
+    if let Some(limit) = req.plan.max_layer_size {
+        if info.size > limit {
+            return Err(BuildError::BlobTooLarge {
+                role: role.to_string(),
+                size: info.size,
+                limit,
+            });
+        }
+    }
+    Ok(info)
 }
 
 fn check_digests(layer: &LayerInfo, expected: &BTreeMap<String, String>) -> Result<(), BuildError> {

@@ -21,96 +21,109 @@ pub struct BuildArgs {
     /// Hugging Face repo id to download at --sha (or use --from-dir or --all).
     #[arg(value_name = "ORG/MODEL", conflicts_with_all = ["from_dir", "name"],
           required_unless_present_any = ["from_dir", "all"])]
-    model: Option<String>,
+    pub(super) model: Option<String>,
     /// Build every model of this catalogue (e.g. models/models.yaml) into
     /// <--output, default out>/<name, lowercased>, skipping images that are up to date.
     #[arg(long, value_name = "FILE",
           conflicts_with_all = ["model", "from_dir", "name", "sha", "tag", "include", "exclude"])]
-    all: Option<PathBuf>,
+    pub(super) all: Option<PathBuf>,
     /// With --all: build only part I of N of the catalogue (1-based), for a CI matrix.
     #[arg(long, value_name = "I/N", requires = "all", conflicts_with_all = ["model", "from_dir"])]
-    shard: Option<Shard>,
+    pub(super) shard: Option<Shard>,
     /// With --all: rebuild images even if they are up to date.
     #[arg(long, requires = "all", conflicts_with_all = ["model", "from_dir"])]
-    force: bool,
+    pub(super) force: bool,
     /// Build from this directory instead of downloading (needs --name).
     #[arg(long, value_name = "DIR", requires = "name")]
-    from_dir: Option<PathBuf>,
+    pub(super) from_dir: Option<PathBuf>,
     /// Model name for --from-dir, as on the Hub (`org/model`); lowercased for the image path.
     #[arg(long, value_name = "ORG/MODEL")]
-    name: Option<String>,
+    pub(super) name: Option<String>,
     /// The commit the files come from: 40 hex digits.
     #[arg(long, value_name = "COMMIT", required_unless_present = "all")]
-    sha: Option<String>,
+    pub(super) sha: Option<String>,
     /// Tag recorded in the layout's index.json.
     #[arg(long, default_value = "latest")]
-    tag: String,
+    pub(super) tag: String,
     /// Output directory (default: out/<name, lowercased>); with --all, the directory
     /// the images go under (default: out).
     #[arg(long, short = 'o', value_name = "DIR")]
-    output: Option<PathBuf>,
+    pub(super) output: Option<PathBuf>,
     /// Compression threads (default: all cores). The output is identical for any value.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    threads: Option<u16>,
+    pub(super) threads: Option<u16>,
     /// Size of the independently compressed chunks of large files (e.g. 4MiB).
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = super::parse_size)]
-    chunk_size: u64,
+    pub(super) chunk_size: u64,
     /// Layer format: estargz (lazy pulls with the stargz snapshotter: BuildKit, containerd)
     /// or zstd-chunked (partial pulls with podman, buildah, CRI-O).
     #[arg(long, value_name = "FORMAT", default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
-    format: String,
+    pub(super) format: String,
     /// Compression level. eStargz: libdeflate 1 (fastest) to 12 (smallest), default 1;
     /// zstd-chunked: zstd 1 to 19, default 3. Part of what the digests depend on.
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
-    compression_level: Option<i32>,
+    pub(super) compression_level: Option<i32>,
     /// How files are split into layers: per-file (each file of at least
     /// --own-layer-above in a layer of its own, the rest in one layer on top) or single
     /// (one layer).
     #[arg(long, value_name = "MODE", default_value = "per-file", value_parser = ["per-file", "single"])]
-    layers: String,
+    pub(super) layers: String,
     /// Files of at least this size get a layer of their own (per-file mode).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::parse_size)]
-    own_layer_above: u64,
+    pub(super) own_layer_above: u64,
     /// At most this many layers (per-file mode); more large files than that are grouped
     /// by a hash of their path.
     #[arg(long, value_name = "N", default_value_t = depotai::plan::DEFAULT_MAX_LAYERS as u16,
           value_parser = clap::value_parser!(u16).range(2..=127))]
-    max_layers: u16,
+    pub(super) max_layers: u16,
     /// Refuse, before downloading, a plan with a layer larger than this: a registry's
     /// limit, e.g. 10GB for GHCR (GB = 10^9 bytes, GiB = 2^30).
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
-    max_layer_size: Option<u64>,
+    pub(super) max_layer_size: Option<u64>,
     /// Files (or directories) to put first, before a `.prefetch.landmark` (eStargz only).
     #[arg(long, value_name = "PATH", num_args = 1..)]
-    prefetch: Vec<String>,
+    pub(super) prefetch: Vec<String>,
     /// Platforms of the image index, comma-separated.
     #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
-    platform: Vec<String>,
+    pub(super) platform: Vec<String>,
     /// Files downloaded at once (with --all: one model downloads while the previous one
     /// is compressed, so this bounds the downloads of the whole run).
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    jobs: u16,
+    pub(super) jobs: u16,
     /// Only files matching one of these globs (`*` matches `/` too). Repeatable.
     #[arg(long, value_name = "GLOB")]
-    include: Vec<String>,
+    pub(super) include: Vec<String>,
     /// Leave out files matching these globs. Repeatable.
     #[arg(long, value_name = "GLOB")]
-    exclude: Vec<String>,
+    pub(super) exclude: Vec<String>,
     /// Delete the files this build downloaded once the image is written (with --all:
     /// after each model, whether it was built or failed).
     #[arg(long)]
-    delete_downloads: bool,
+    pub(super) delete_downloads: bool,
     /// Print a machine-readable summary on stdout (with --all: a report of every model).
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Print nothing but errors.
     #[arg(long, short = 'q')]
-    quiet: bool,
-    /// After building, push the image to this reference (REGISTRY/REPO[:TAG]).
+    pub(super) quiet: bool,
+    /// After building, push the image to this reference (REGISTRY/REPO[:TAG]). From the
+    /// Hub the image is streamed: each layer is uploaded while it is made, and no layout
+    /// is written unless --output is given.
     #[arg(long, value_name = "REF", conflicts_with = "all")]
-    push: Option<String>,
+    pub(super) push: Option<String>,
+    /// From the Hub: keep no copy of the model on disk (the files stream from the Hub
+    /// into the layers; the Hub cache is neither read nor written).
+    #[arg(long, conflicts_with = "from_dir")]
+    pub(super) no_cache: bool,
+    /// From the Hub: parallel Range requests per file (on top of --jobs files).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(super) connections: u16,
+    /// From the Hub: refuse to start a build that would write more than this to disk
+    /// (the Hub cache and the layout), e.g. on a CI runner with a small disk.
+    #[arg(long, value_name = "BYTES", value_parser = super::parse_size, conflicts_with = "from_dir")]
+    pub(super) max_scratch: Option<u64>,
     #[command(flatten)]
-    push_flags: super::push::PushFlags,
+    pub(super) push_flags: super::push::PushFlags,
 }
 
 fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<Platform>> {
@@ -215,6 +228,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             let report = build_with_bar(&name, entries, &contents, &req, &[], args.quiet)
                 .with_context(|| format!("building {name} from {}", dir.display()))?;
             (report, None)
+        }
+        None if args.push.is_some() || args.no_cache || args.max_scratch.is_some() => {
+            return super::stream::run(&args, &name, req);
         }
         None => {
             let mut cfg = HubConfig::from_env();
@@ -329,7 +345,11 @@ fn build_with_bar(
     report
 }
 
-fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_json::Value {
+pub(super) fn summary_json(
+    name: &ModelName,
+    req: &BuildRequest,
+    r: &BuildReport,
+) -> serde_json::Value {
     serde_json::json!({
         "name": name.as_str(),
         "image": name.registry_path(),

@@ -6,6 +6,7 @@ mod lazy;
 mod progress;
 mod push;
 mod serve;
+mod stream;
 
 use clap::{Parser, Subcommand};
 

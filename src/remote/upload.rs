@@ -105,6 +105,11 @@ impl Uploader {
         &self.client
     }
 
+    /// The runtime the uploads run on.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
     fn state_file(&self, key: &str, ext: &str) -> Option<PathBuf> {
         let dir = self.state_dir.as_ref()?;
         let id = format!(
@@ -174,7 +179,11 @@ impl Uploader {
         let task = self.handle.spawn(async move {
             let r = up.stream(key.as_deref(), rx).await;
             if let Err(e) = &r {
-                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                let stale = match e {
+                    UploadError::Stale { key } => Some(key.clone()),
+                    _ => None,
+                };
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((e.to_string(), stale));
             }
             r
         });
@@ -500,6 +509,10 @@ pub struct ImageDocuments<'a> {
     pub index: (&'a [u8], &'a str),
 }
 
+/// Why an upload task ended early: its message, and the key if the remembered upload
+/// was stale.
+type Failure = (String, Option<String>);
+
 /// What the writer hands the upload task.
 enum Msg {
     Data(Vec<u8>),
@@ -514,7 +527,8 @@ pub struct BlobSink {
     chunk: usize,
     task: Option<tokio::task::JoinHandle<Result<Uploaded, UploadError>>>,
     handle: Handle,
-    failed: Arc<Mutex<Option<String>>>,
+    /// Why the upload task ended early, and the key if its remembered upload was stale.
+    failed: Arc<Mutex<Option<Failure>>>,
 }
 
 impl BlobSink {
@@ -530,10 +544,12 @@ impl BlobSink {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            return Err(io::Error::other(format!(
-                "uploading the blob failed: {}",
-                why.unwrap_or_else(|| "the upload stopped".into())
-            )));
+            return Err(match why {
+                // Typed, so the caller can tell "make the blob again" from a failure.
+                Some((_, Some(key))) => io::Error::other(UploadError::Stale { key }),
+                Some((msg, None)) => io::Error::other(format!("uploading the blob failed: {msg}")),
+                None => io::Error::other("uploading the blob failed: the upload stopped"),
+            });
         }
         Ok(())
     }

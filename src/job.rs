@@ -1,0 +1,596 @@
+//! One model from the Hub to its destinations, streamed: list → plan → files read as
+//! they arrive → layers → a layout directory, a registry, or both.
+//!
+//! The stages overlap. The file list is planned first (a plan a registry would refuse
+//! stops the job before any download); the Hub stream is then given every file in the
+//! order the layers will read them and downloads ahead (`--jobs` files, `--connections`
+//! Range requests per file, a bounded buffer), so a layer is compressed while later
+//! files are still arriving; a registry destination uploads each layer's blob in
+//! PATCHes while it is produced, so the upload of a layer runs while it is being made
+//! and the next one starts as soon as its last chunk is in.
+//!
+//! Nothing unverified is published: every file is checked (size and sha256 or git blob
+//! id) before its last byte reaches the layer, a layer's upload is closed only once
+//! the layer is complete, and the configs, manifests and the tag go out only after
+//! every layer. A file whose hash does not match fails its layer; the layer is built
+//! once more with the file fetched afresh (the bytes are deterministic, so the same
+//! layer comes out), and a second mismatch fails the job with nothing tagged.
+//!
+//! What the job does is told through [`Event`]s; the command line renders them.
+
+use crate::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
+use crate::digest::Digest;
+use crate::image::ImageDocs;
+use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo, Planned};
+use crate::pipeline::{
+    self, BuildError, BuildReport, BuildRequest, Destination, Hooks, LayerEvent, LayoutDestination,
+};
+use crate::remote::upload::{BlobSink, ImageDocuments, UploadError, Uploaded, Uploader};
+use crate::remote::{Client, Reference, RegistryError};
+use crate::source::hub::{
+    self, CachedFile, Check, FetchProgress, FileFilter, HubConfig, HubError, HubStream, RemoteFile,
+    RepoCache, StreamOptions, StreamStats,
+};
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Where the image goes in a registry.
+pub struct RegistryTarget {
+    pub client: Client,
+    pub reference: Reference,
+    /// PATCH size of streamed blobs.
+    pub chunk_size: u64,
+    /// Where unfinished uploads are remembered for a rerun (`None`: nowhere).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// One model from the Hub.
+pub struct HubJob {
+    pub req: BuildRequest,
+    pub hub: HubConfig,
+    pub filter: FileFilter,
+    /// The globs behind `filter`, for the build record.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub stream: StreamOptions,
+    /// Write the OCI layout to `req.output`.
+    pub layout: bool,
+    pub registry: Option<RegistryTarget>,
+    /// Refuse to start when the job would write more than this many bytes to disk
+    /// (cache and layout).
+    pub max_scratch: Option<u64>,
+    /// Remove what this job put in the Hub cache once the image is stored.
+    pub delete_downloads: bool,
+}
+
+/// What the job tells as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The file list is known and planned.
+    Planned {
+        files: usize,
+        content_bytes: u64,
+        layers: usize,
+    },
+    /// A layer started, was retried, or is done (built, checked, and in the
+    /// destinations).
+    Layer(LayerEvent<'a>),
+    /// Content bytes read into the layers (cumulative count not kept: a delta).
+    Read(u64),
+    /// A transfer failed and is retried.
+    Retry { path: &'a str, why: &'a str },
+    /// Layer `n`'s blob is in the registry.
+    Uploaded { n: usize, upload: &'a Uploaded },
+    /// The tag points at the image.
+    Published {
+        reference: &'a Reference,
+        index: &'a Digest,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Hub(#[from] HubError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("this build needs {need} bytes of disk ({what}), more than --max-scratch {limit}; use --no-cache and leave out --output to stream without a copy on disk")]
+    Scratch { need: u64, limit: u64, what: String },
+    #[error("starting the async runtime: {0}")]
+    Runtime(io::Error),
+}
+
+/// What a job did.
+#[derive(Debug)]
+pub struct HubReport {
+    pub build: BuildReport,
+    pub stream: StreamStats,
+    /// Layer uploads, by layer number.
+    pub uploads: Vec<(usize, Uploaded)>,
+    /// Bytes removed from the cache (`delete_downloads`).
+    pub freed_bytes: u64,
+}
+
+/// Reports download retries as events.
+struct RetryEvents<'a>(&'a (dyn Fn(Event<'_>) + Sync));
+
+/// The stream's progress goes through a `'static` trait object; retries are queued
+/// and told on the calling thread.
+#[derive(Default)]
+struct Retries(Mutex<Vec<(String, String)>>);
+
+impl FetchProgress for Retries {
+    fn begin(&self, _: &str, _: u64, _: u64) {}
+    fn advance(&self, _: &str, _: u64) {}
+    fn done(&self, _: &str) {}
+    fn retry(&self, path: &str, why: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path.to_string(), why.to_string()));
+    }
+}
+
+impl RetryEvents<'_> {
+    fn drain(&self, r: &Retries) {
+        let queued = std::mem::take(&mut *r.0.lock().unwrap_or_else(|p| p.into_inner()));
+        for (path, why) in queued {
+            (self.0)(Event::Retry {
+                path: &path,
+                why: &why,
+            });
+        }
+    }
+}
+
+fn remote_files(job: &HubJob) -> Result<Vec<RemoteFile>, HubError> {
+    let (name, sha) = (&job.req.name, &job.req.sha);
+    if job.hub.offline {
+        // The snapshot directory is the listing; every file is read from the cache.
+        let fetched = hub::fetch(name, sha, &job.hub, &job.filter, Arc::new(hub::Silent))?;
+        return Ok(fetched
+            .files
+            .into_iter()
+            .map(|f| RemoteFile {
+                path: f.path,
+                size: f.size,
+                check: f.check,
+            })
+            .collect());
+    }
+    hub::list(name, sha, &job.hub, &job.filter)
+}
+
+fn entries_of(files: &[RemoteFile]) -> Vec<Entry> {
+    files
+        .iter()
+        .map(|f| Entry {
+            path: f.path.clone(),
+            kind: EntryKind::File {
+                size: f.size,
+                executable: false,
+            },
+        })
+        .collect()
+}
+
+/// What makes layer `n`'s bytes: the upload of that blob resumes across runs by it.
+fn layer_key(
+    req: &BuildRequest,
+    entries: &[Entry],
+    by_path: &BTreeMap<&str, &RemoteFile>,
+) -> String {
+    let mut key = format!(
+        "{}\n{}\n{}\n{}\n{:?}\n",
+        crate::catalogue::record::tool_version(),
+        req.layer.format,
+        req.layer.chunk_size,
+        req.layer.effective_level(),
+        req.layer.prefetch,
+    );
+    for e in entries {
+        let check = by_path.get(e.path.as_str()).map_or("", |f| f.check.etag());
+        key.push_str(&format!("{}\t{:?}\t{check}\n", e.path, e.kind));
+    }
+    Digest::of(key.as_bytes()).to_string()
+}
+
+/// Bytes of disk the job would write: files not yet complete in the cache (with the
+/// cache) and about the content again for a layout.
+fn scratch_need(job: &HubJob, files: &[RemoteFile]) -> (u64, String) {
+    let cache = RepoCache::new(&job.hub.cache_dir, &job.req.name);
+    let mut need = 0;
+    let mut what = Vec::new();
+    if job.stream.cache {
+        let missing: u64 = files
+            .iter()
+            .filter(|f| {
+                std::fs::metadata(cache.blob(f.check.etag())).map_or(true, |m| m.len() != f.size)
+            })
+            .map(|f| f.size)
+            .sum();
+        if missing > 0 {
+            need += missing;
+            what.push(format!("{missing} in the Hub cache"));
+        }
+    }
+    if job.layout {
+        let content: u64 = files.iter().map(|f| f.size).sum();
+        need += content;
+        what.push(format!("about {content} for the layout"));
+    }
+    (need, what.join(", "))
+}
+
+/// A failed layer worth building again: a file failed its check (it is fetched afresh
+/// on the next read), or a remembered upload turned out stale (started over).
+fn worth_retrying(e: &BuildError) -> bool {
+    let io_inner = |e: &io::Error| -> bool {
+        e.get_ref().is_some_and(|i| {
+            matches!(
+                i.downcast_ref::<HubError>(),
+                Some(HubError::Integrity { .. })
+            ) || matches!(
+                i.downcast_ref::<UploadError>(),
+                Some(UploadError::Stale { .. })
+            )
+        })
+    };
+    match e {
+        BuildError::Layer(LayerError::Read { source, .. }) => io_inner(source),
+        BuildError::Layer(LayerError::Write(source)) => io_inner(source),
+        BuildError::ContentMismatch { .. } => true,
+        BuildError::Destination(msg) => msg.contains(STALE_MARK),
+        _ => false,
+    }
+}
+
+const STALE_MARK: &str = "uploaded again from the start";
+
+/// Runs `job`, telling `on_event` what happens.
+pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubReport, JobError> {
+    let files = remote_files(&job)?;
+    let entries = entries_of(&files);
+    let plan = pipeline::plan_layers(entries, &job.req)?;
+    let (need, what) = scratch_need(&job, &files);
+    if let Some(limit) = job.max_scratch {
+        if need > limit {
+            return Err(JobError::Scratch { need, limit, what });
+        }
+    }
+    on_event(Event::Planned {
+        files: files.len(),
+        content_bytes: files.iter().map(|f| f.size).sum(),
+        layers: plan.layers.len(),
+    });
+
+    // The order every layer will open its files in: the stream downloads ahead in it.
+    let by_path: BTreeMap<&str, &RemoteFile> = files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let landmarks = job.req.layer.format == layer::Format::Estargz;
+    let mut order = Vec::with_capacity(files.len());
+    let mut keys = Vec::with_capacity(plan.layers.len());
+    for planned in &plan.layers {
+        keys.push(layer_key(&job.req, &planned.entries, &by_path));
+        let laid = layer::plan(planned.entries.clone(), &planned.prefetch, landmarks)
+            .map_err(BuildError::from)?;
+        for p in laid {
+            if let Planned::Source(Entry {
+                path,
+                kind: EntryKind::File { size, .. },
+            }) = p
+            {
+                if size > 0 {
+                    order.push((*by_path[path.as_str()]).clone());
+                }
+            }
+        }
+    }
+    let cache = RepoCache::new(&job.hub.cache_dir, &job.req.name);
+    let cached_before: Vec<bool> = files
+        .iter()
+        .map(|f| std::fs::metadata(cache.blob(f.check.etag())).is_ok_and(|m| m.len() == f.size))
+        .collect();
+    let retries = Arc::new(Retries::default());
+    let stream = HubStream::start(
+        &job.req.name,
+        &job.req.sha,
+        &job.hub,
+        order,
+        job.stream.clone(),
+        retries.clone(),
+    )?;
+
+    let mut req = job.req.clone();
+    req.expected_digests = files
+        .iter()
+        .filter_map(|f| match &f.check {
+            Check::Sha256(h) => Some((f.path.clone(), format!("sha256:{h}"))),
+            Check::GitSha1(_) => None,
+        })
+        .collect();
+    let record_files: Vec<CachedFile> = files
+        .iter()
+        .map(|f| CachedFile {
+            path: f.path.clone(),
+            size: f.size,
+            blob: cache.blob(f.check.etag()),
+            check: f.check.clone(),
+            downloaded: false,
+        })
+        .collect();
+    let settings = BuildSettings::new(
+        &req.layer,
+        &req.plan,
+        &req.platforms,
+        &job.include,
+        &job.exclude,
+    );
+    let record = BuildRecord::new(&req.name, &req.sha, &req.tag, settings)
+        .with_files(&record_files)
+        .to_bytes();
+
+    // The registry side runs on its own runtime; the layers are built on this thread.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("upload")
+        .enable_all()
+        .build()
+        .map_err(JobError::Runtime)?;
+    let uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>> = Arc::default();
+    let mut reference = None;
+    let registry: Option<Box<dyn Destination>> = match job.registry {
+        Some(t) => {
+            let tag = t.reference.manifest_ref().to_string();
+            reference = Some(t.reference.clone());
+            let uploader = Uploader::new(
+                Arc::new(t.client),
+                rt.handle().clone(),
+                t.chunk_size,
+                t.state_dir,
+            );
+            Some(Box::new(RegistryDestination {
+                uploader,
+                tag,
+                keys,
+                sinks: BTreeMap::new(),
+                uploads: uploads.clone(),
+            }))
+        }
+        None => None,
+    };
+    let dest: Box<dyn Destination> = match (job.layout, registry) {
+        (true, Some(r)) => Box::new(Both {
+            first: Box::new(LayoutDestination::create(&req.output)?),
+            second: r,
+        }),
+        (false, Some(r)) => r,
+        (_, None) => Box::new(LayoutDestination::create(&req.output)?),
+    };
+
+    let tell = RetryEvents(on_event);
+    let on_layer = |e: LayerEvent<'_>| {
+        tell.drain(&retries);
+        let n = match &e {
+            LayerEvent::Done { n, .. } => Some(*n),
+            _ => None,
+        };
+        on_event(Event::Layer(e));
+        if let Some(n) = n {
+            if let Some(u) = uploads.lock().unwrap_or_else(|p| p.into_inner()).get(&n) {
+                on_event(Event::Uploaded { n, upload: u });
+            }
+        }
+    };
+    let retry = |_n: usize, e: &BuildError| worth_retrying(e);
+    let hooks = Hooks {
+        retry: &retry,
+        on_layer: &on_layer,
+    };
+    let extra = [(RECORD_FILE, record)];
+    let built = pipeline::build_planned_with(
+        plan,
+        &stream,
+        &req,
+        dest,
+        &extra,
+        &|n| on_event(Event::Read(n)),
+        &hooks,
+    );
+    tell.drain(&retries);
+    let build = built?;
+    if let Some(r) = &reference {
+        on_event(Event::Published {
+            reference: r,
+            index: &build.index_digest,
+        });
+    }
+    let stats = stream.stats();
+    drop(stream);
+    let mut freed = 0;
+    if job.delete_downloads && job.stream.cache {
+        for (f, before) in files.iter().zip(&cached_before) {
+            if *before {
+                continue;
+            }
+            let _ = std::fs::remove_file(cache.snapshot_file(&req.sha, &f.path));
+            if std::fs::remove_file(cache.blob(f.check.etag())).is_ok() {
+                freed += f.size;
+            }
+        }
+    }
+    let uploads = std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(HubReport {
+        build,
+        stream: stats,
+        uploads: uploads.into_iter().collect(),
+        freed_bytes: freed,
+    })
+}
+
+/// A registry: each layer streamed as it is made, the documents put at the end.
+struct RegistryDestination {
+    uploader: Uploader,
+    tag: String,
+    keys: Vec<String>,
+    sinks: BTreeMap<usize, Arc<Mutex<Option<BlobSink>>>>,
+    uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>>,
+}
+
+/// The layer's writer: the sink stays with the destination, which closes it.
+struct SinkWriter(Arc<Mutex<Option<BlobSink>>>);
+
+impl Write for SinkWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.as_mut()
+            .ok_or_else(|| io::Error::other("the upload is closed"))?
+            .write(b)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn upload_error(e: UploadError) -> BuildError {
+    match e {
+        UploadError::Stale { .. } => BuildError::Destination(format!("{e}")),
+        other => BuildError::Destination(format!("uploading a layer: {other}")),
+    }
+}
+
+impl Destination for RegistryDestination {
+    fn layer_writer(&mut self, n: usize) -> Result<Box<dyn Write + Send>, BuildError> {
+        // A second writer for the same layer (a rebuild) drops the first upload
+        // unfinished: nothing of it is committed.
+        let sink = self.uploader.sink(self.keys.get(n).map(String::as_str));
+        let slot = Arc::new(Mutex::new(Some(sink)));
+        self.sinks.insert(n, slot.clone());
+        Ok(Box::new(SinkWriter(slot)))
+    }
+
+    fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
+        let sink = self
+            .sinks
+            .remove(&n)
+            .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take())
+            .ok_or_else(|| BuildError::Destination(format!("layer {n} has no upload")))?;
+        let up = sink.finish().map_err(upload_error)?;
+        if up.digest != info.digest || up.size != info.size {
+            return Err(BuildError::Destination(format!(
+                "layer {n} was uploaded as {} ({} bytes) but built as {} ({} bytes)",
+                up.digest, up.size, info.digest, info.size
+            )));
+        }
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n, up);
+        Ok(())
+    }
+
+    fn commit(
+        self: Box<Self>,
+        _layers: &[LayerInfo],
+        docs: &ImageDocs,
+        _extra: &[(&str, Vec<u8>)],
+    ) -> Result<PathBuf, BuildError> {
+        const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+        const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+        let configs: Vec<&[u8]> = docs.configs.iter().map(|c| c.bytes.as_slice()).collect();
+        let manifests: Vec<(&[u8], &str)> = docs
+            .manifests
+            .iter()
+            .map(|(_, m)| (m.bytes.as_slice(), MANIFEST))
+            .collect();
+        let image = ImageDocuments {
+            configs: &configs,
+            manifests: &manifests,
+            index: (&docs.index.bytes, INDEX),
+        };
+        let handle = tokio::runtime::Handle::try_current();
+        let published = match handle {
+            // Never expected: the pipeline runs on a plain thread.
+            Ok(_) => Err(RegistryError::Protocol(
+                "publish called inside a runtime".into(),
+            )),
+            Err(_) => self
+                .uploader_handle()
+                .block_on(self.uploader.publish(&image, &self.tag)),
+        };
+        published.map_err(|e| BuildError::Destination(format!("publishing the image: {e}")))?;
+        Ok(PathBuf::from(format!(
+            "{}{}",
+            self.uploader.client().base_str(),
+            self.uploader.client().repository
+        )))
+    }
+}
+
+impl RegistryDestination {
+    fn uploader_handle(&self) -> tokio::runtime::Handle {
+        self.uploader.handle()
+    }
+}
+
+/// Two destinations fed the same bytes (a layout and a registry).
+struct Both {
+    first: Box<dyn Destination>,
+    second: Box<dyn Destination>,
+}
+
+struct Tee(Box<dyn Write + Send>, Box<dyn Write + Send>);
+
+impl Write for Tee {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.write_all(b)?;
+        self.1.write_all(b)?;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.1.flush()
+    }
+}
+
+impl Destination for Both {
+    fn layer_writer(&mut self, n: usize) -> Result<Box<dyn Write + Send>, BuildError> {
+        Ok(Box::new(Tee(
+            self.first.layer_writer(n)?,
+            self.second.layer_writer(n)?,
+        )))
+    }
+
+    fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
+        self.first.layer_done(n, info)?;
+        self.second.layer_done(n, info)
+    }
+
+    fn commit(
+        self: Box<Self>,
+        layers: &[LayerInfo],
+        docs: &ImageDocs,
+        extra: &[(&str, Vec<u8>)],
+    ) -> Result<PathBuf, BuildError> {
+        let out = self.first.commit(layers, docs, extra)?;
+        self.second.commit(layers, docs, &[])?;
+        Ok(out)
+    }
+}
+
+/// The default place for unfinished upload memories: `DEPOTAI_UPLOAD_STATE`, else
+/// `$XDG_CACHE_HOME/depotai/uploads`, else `~/.cache/depotai/uploads`.
+pub fn upload_state_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DEPOTAI_UPLOAD_STATE") {
+        return Some(PathBuf::from(d));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
+    Some(cache.join("depotai/uploads"))
+}
