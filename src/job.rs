@@ -36,6 +36,20 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// The index annotation that records the build settings (a digest of them).
+pub const SETTINGS_ANNOTATION: &str = "io.depotai.settings";
+
+/// The index annotations that say what an image was built with: the digest of its
+/// [`BuildSettings`] (byte-relevant settings, platforms, layer plan, file globs).
+pub fn settings_annotations(settings: &BuildSettings) -> BTreeMap<String, String> {
+    let json = serde_json::to_vec(settings).expect("settings serialise");
+    [(
+        SETTINGS_ANNOTATION.to_string(),
+        Digest::of(&json).to_string(),
+    )]
+    .into()
+}
+
 /// Where the image goes in a registry.
 pub struct RegistryTarget {
     pub client: Client,

@@ -45,6 +45,8 @@ pub struct BuildRequest {
     /// Digests (`sha256:…`) the source vouches for, by path: checked against what the
     /// layer actually read before anything is written.
     pub expected_digests: BTreeMap<String, String>,
+    /// Extra annotations of the image index (see [`ImageMeta::index_annotations`]).
+    pub index_annotations: BTreeMap<String, String>,
 }
 
 /// One layer of a built image: what it holds and what it is.
@@ -295,6 +297,7 @@ pub fn build_planned_with(
         source: source_url(&req.name),
         revision: req.sha.to_string(),
         platforms: req.platforms.clone(),
+        index_annotations: req.index_annotations.clone(),
     };
     let infos: Vec<LayerInfo> = built.iter().map(|l| l.info.clone()).collect();
     let docs: ImageDocs = image::image_docs(&infos, &meta)?;

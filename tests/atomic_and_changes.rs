@@ -22,6 +22,7 @@ fn request(out: &Path) -> BuildRequest {
         output: out.to_path_buf(),
         platforms: default_platforms(),
         expected_digests: Default::default(),
+        index_annotations: Default::default(),
         plan: Default::default(),
         layer: Options {
             chunk_size: 1024,

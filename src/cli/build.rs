@@ -109,7 +109,9 @@ pub struct BuildArgs {
     /// After building, push the image to this reference (REGISTRY/REPO[:TAG]). From the
     /// Hub the image is streamed: each layer is uploaded while it is made, and no layout
     /// is written unless --output is given.
-    #[arg(long, value_name = "REF", conflicts_with = "all")]
+    /// With --all: REGISTRY/PREFIX; each model goes to PREFIX/<name, lowercased>:<tag>,
+    /// and a model whose tag there already carries its commit and settings is skipped.
+    #[arg(long, value_name = "REF")]
     pub(super) push: Option<String>,
     /// From the Hub: keep no copy of the model on disk (the files stream from the Hub
     /// into the layers; the Hub cache is neither read nor written).
@@ -191,6 +193,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             delete_downloads: args.delete_downloads,
             json: args.json,
             quiet: args.quiet,
+            push: args.push.clone(),
+            push_flags: args.push_flags.clone(),
+            connections: args.connections.into(),
+            no_cache: args.no_cache,
         });
     }
     let name: ModelName = args
@@ -219,7 +225,17 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         layer,
         plan: plan_options(&args)?,
         expected_digests: Default::default(),
+        index_annotations: Default::default(),
     };
+    // What the image was built with, on the index: a registry's tag tells it in one
+    // request (`build --all --push` skips what is up to date that way).
+    req.index_annotations = depotai::job::settings_annotations(&BuildSettings::new(
+        &req.layer,
+        &req.plan,
+        &req.platforms,
+        &args.include,
+        &args.exclude,
+    ));
 
     let (report, downloaded) = match &args.from_dir {
         Some(dir) => {

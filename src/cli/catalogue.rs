@@ -19,11 +19,17 @@ use super::Interrupted;
 use anyhow::{anyhow, Context};
 use depotai::catalogue::record::{self, BuildRecord, BuildSettings, Freshness, ImageSummary};
 use depotai::catalogue::{Catalogue, CatalogueEntry, Shard};
-use depotai::image::{remove_stale_siblings, Platform};
+use depotai::digest::Digest;
+use depotai::image::{remove_stale_siblings, Platform, ANNOTATION_REVISION};
+use depotai::job::SETTINGS_ANNOTATION;
 use depotai::layer::{self, Contents};
 use depotai::pipeline::{self, BuildError, BuildRequest};
 use depotai::plan::PlanOptions;
-use depotai::source::hub::{self, FetchProgress, Fetched, FileFilter, HubConfig, HubError, Silent};
+use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
+use depotai::remote::{Client, Reference, RegistryError};
+use depotai::source::hub::{
+    self, FetchProgress, Fetched, FileFilter, HubConfig, HubError, Silent, StreamOptions,
+};
 use depotai::units::human_bytes;
 use serde_json::json;
 use std::io::{self, Read};
@@ -44,6 +50,12 @@ pub struct Options {
     pub delete_downloads: bool,
     pub json: bool,
     pub quiet: bool,
+    /// `--push REGISTRY_PREFIX`: stream each model to `PREFIX/<name, lowercased>:<tag>`
+    /// instead of building layouts.
+    pub push: Option<String>,
+    pub push_flags: super::push::PushFlags,
+    pub connections: usize,
+    pub no_cache: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +208,9 @@ struct Download {
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {
+    if o.push.is_some() {
+        return run_push(o);
+    }
     let started = Instant::now();
     let catalogue = Catalogue::load(&o.file)?;
     let selected = catalogue.select(o.shard);
@@ -295,6 +310,24 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         }
     });
 
+    finish(&o, &catalogue, &selected, outcomes, started, &stop)
+}
+
+/// The table, the JSON report and the exit status of a run.
+fn finish(
+    o: &Options,
+    catalogue: &Catalogue,
+    selected: &[&CatalogueEntry],
+    outcomes: Vec<Option<Outcome>>,
+    started: Instant,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let say = |line: String| {
+        if !o.quiet {
+            eprintln!("{line}");
+        }
+    };
+    let total = selected.len();
     let interrupted = stop.load(Ordering::Relaxed);
     let outcomes: Vec<Outcome> = outcomes
         .into_iter()
@@ -310,11 +343,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     if o.json {
         println!(
             "{}",
-            report_json(&o, &catalogue, &selected, &outcomes, seconds)
+            report_json(o, catalogue, selected, &outcomes, seconds)
         );
     }
     if !o.quiet {
-        eprint!("{}", table(&selected, &outcomes));
+        eprint!("{}", table(selected, &outcomes));
     }
     let count = |s: Status| outcomes.iter().filter(|r| r.status == s).count();
     let line = format!(
@@ -413,6 +446,7 @@ fn build_fetched(
         layer: o.layer.clone(),
         plan: o.plan.clone(),
         expected_digests: fetched.expected_sha256(),
+        index_annotations: depotai::job::settings_annotations(&wanted_record(e, o).settings),
     };
     let rec = wanted_record(e, o).with_files(&fetched.files).to_bytes();
     let extra = [(record::RECORD_FILE, rec)];
@@ -552,6 +586,178 @@ fn report_json(
 
 fn output_string(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// What a registry's tag says it was built from: commit, settings digest, index digest.
+struct Tagged {
+    revision: Option<String>,
+    settings: Option<String>,
+    index: String,
+}
+
+/// One manifest request: the tag's index and its annotations (`None`: no such tag).
+async fn tagged(client: &Client, tag: &str) -> anyhow::Result<Option<Tagged>> {
+    let url = client.url(&format!("manifests/{tag}"));
+    let accept =
+        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    match client.get_bytes(&url, Some(accept), None).await {
+        Ok((bytes, _)) => {
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let note = |k: &str| v["annotations"][k].as_str().map(str::to_string);
+            Ok(Some(Tagged {
+                revision: note(ANNOTATION_REVISION),
+                settings: note(SETTINGS_ANNOTATION),
+                index: Digest::of(&bytes).to_string(),
+            }))
+        }
+        Err(RegistryError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `build --all FILE --push PREFIX`: each model is streamed from the Hub to the
+/// registry as it is built, unless the registry's tag already carries its commit and
+/// settings (one manifest request per model, nothing downloaded).
+fn run_push(o: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let prefix = o.push.clone().expect("push mode");
+    let catalogue = Catalogue::load(&o.file)?;
+    let selected = catalogue.select(o.shard);
+    let total = selected.len();
+    let stop = stop_on_signals()?;
+    let say = |line: String| {
+        if !o.quiet {
+            eprintln!("{line}");
+        }
+    };
+    say(format!(
+        "{}: {total} models{}, pushing to {prefix}",
+        o.file.display(),
+        o.shard
+            .map(|s| format!(" in shard {s}"))
+            .unwrap_or_default()
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut outcomes: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
+    for (i, e) in selected.iter().enumerate() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let n = format!("[{}/{total}] {}", i + 1, e.name);
+        let r = push_one(e, &o, &prefix, &stop, &rt, &n);
+        match (&r.status, &r.error) {
+            (Status::Built, _) => say(format!("{n}: pushed in {:.1}s", r.seconds())),
+            (Status::Skipped, _) => say(format!("{n}: up to date in the registry, skipped")),
+            (_, Some(err)) => eprintln!("{n}: {}: {err}", r.status.as_str()),
+            _ => {}
+        }
+        outcomes[i] = Some(r);
+    }
+    finish(&o, &catalogue, &selected, outcomes, started, &stop)
+}
+
+fn push_one(
+    e: &CatalogueEntry,
+    o: &Options,
+    prefix: &str,
+    stop: &Arc<AtomicBool>,
+    rt: &tokio::runtime::Runtime,
+    n: &str,
+) -> Outcome {
+    let t = Instant::now();
+    let mut r = Outcome::new(Status::Failed, String::new());
+    let reference = format!("{prefix}/{}:{}", e.name.registry_path(), e.tag);
+    let want = wanted_record(e, o);
+    let annotations = depotai::job::settings_annotations(&want.settings);
+    let result = (|| -> anyhow::Result<Option<depotai::job::HubReport>> {
+        let reference = Reference::parse(&reference)?;
+        let client = o.push_flags.registry.client(&reference, true)?;
+        let tag = reference.manifest_ref().to_string();
+        let current = rt.block_on(tagged(&client, &tag))?;
+        r.reason = match &current {
+            _ if o.force => "--force".into(),
+            None => "not in the registry".into(),
+            Some(c) if c.revision.as_deref() != Some(e.sha.as_str()) => format!(
+                "built at {}",
+                c.revision.as_deref().unwrap_or("an unknown commit")
+            ),
+            Some(c) if c.settings.as_ref() != annotations.get(SETTINGS_ANNOTATION) => {
+                "built with other settings".into()
+            }
+            Some(c) => {
+                r.status = Status::Skipped;
+                r.reason = "up to date".into();
+                r.image = Some(ImageSummary {
+                    index_digest: c.index.clone(),
+                    manifests: Vec::new(),
+                    layers: Vec::new(),
+                    files: 0,
+                });
+                return Ok(None);
+            }
+        };
+        if !o.quiet {
+            eprintln!("{n}: streaming to {reference} ({})", r.reason);
+        }
+        let mut hub = HubConfig::from_env();
+        hub.jobs = o.jobs;
+        hub.cancel = Some(stop.clone());
+        let req = BuildRequest {
+            name: e.name.clone(),
+            sha: e.sha.clone(),
+            tag: e.tag.clone(),
+            output: e.output(&o.output_root),
+            platforms: o.platforms.clone(),
+            layer: o.layer.clone(),
+            plan: o.plan.clone(),
+            expected_digests: Default::default(),
+            index_annotations: annotations.clone(),
+        };
+        let job = depotai::job::HubJob {
+            req,
+            hub,
+            filter: FileFilter::new(&e.include, &e.exclude)?,
+            include: e.include.clone(),
+            exclude: e.exclude.clone(),
+            stream: StreamOptions {
+                connections: o.connections,
+                cache: !o.no_cache,
+                ..Default::default()
+            },
+            layout: false,
+            registry: Some(depotai::job::RegistryTarget {
+                client,
+                reference,
+                chunk_size: o.push_flags.push_chunk_size.min(DEFAULT_STREAM_CHUNK),
+                state_dir: depotai::job::upload_state_dir(),
+            }),
+            max_scratch: None,
+            delete_downloads: o.delete_downloads,
+        };
+        Ok(Some(depotai::job::run_hub(job, &|_| {})?))
+    })();
+    r.build_seconds = t.elapsed().as_secs_f64();
+    match result {
+        Ok(Some(report)) => {
+            r.status = Status::Built;
+            r.image = Some(summary_of(&report.build));
+            r.downloaded_bytes = Some(report.stream.downloaded_bytes);
+            if o.delete_downloads {
+                r.freed_bytes = Some(report.freed_bytes);
+            }
+        }
+        Ok(None) => {}
+        Err(err) => {
+            if stop.load(Ordering::Relaxed) {
+                r.status = Status::Interrupted;
+            }
+            r.error = Some(one_line(&err));
+        }
+    }
+    r
 }
 
 #[cfg(test)]

@@ -118,6 +118,9 @@ pub struct ImageMeta {
     /// The pinned revision, for `org.opencontainers.image.revision`.
     pub revision: String,
     pub platforms: Vec<Platform>,
+    /// More annotations for the image index only (e.g. the build settings, so that a
+    /// registry's tag tells what it was built with in one request).
+    pub index_annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// One JSON document ready to be stored as a blob.
@@ -272,11 +275,15 @@ pub fn image_docs(layers: &[LayerInfo], meta: &ImageMeta) -> Result<ImageDocs, I
         configs.push(config);
         manifests.push((p.clone(), manifest));
     }
+    let mut index_annotations = provenance;
+    for (k, v) in &meta.index_annotations {
+        index_annotations.insert(k.clone(), v.clone());
+    }
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
         .manifests(index_entries)
-        .annotations(provenance)
+        .annotations(index_annotations)
         .build()?;
     let index = Blob::new(canonical_json(&index));
     let tag_annotation: HashMap<String, String> =
