@@ -637,7 +637,10 @@ fn run_push(o: Options) -> anyhow::Result<()> {
             .map(|s| format!(" in shard {s}"))
             .unwrap_or_default()
     ));
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Multi-threaded so that it keeps serving the connections the tag checks open: the
+    // job reuses the same client (and its connection pool) on its own runtime.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
