@@ -95,7 +95,7 @@ pub enum Event<'a> {
     Read(u64),
     /// A transfer failed and is retried.
     Retry { path: &'a str, why: &'a str },
-    /// Layer `n`'s blob is in the registry.
+    /// Layer `n`'s blob is in the registry (told after the image is published).
     Uploaded { n: usize, upload: &'a Uploaded },
     /// The tag points at the image.
     Published {
@@ -372,6 +372,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
                 keys,
                 sinks: BTreeMap::new(),
                 uploads: uploads.clone(),
+                closing: None,
             }))
         }
         None => None,
@@ -388,16 +389,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     let tell = RetryEvents(on_event);
     let on_layer = |e: LayerEvent<'_>| {
         tell.drain(&retries);
-        let n = match &e {
-            LayerEvent::Done { n, .. } => Some(*n),
-            _ => None,
-        };
         on_event(Event::Layer(e));
-        if let Some(n) = n {
-            if let Some(u) = uploads.lock().unwrap_or_else(|p| p.into_inner()).get(&n) {
-                on_event(Event::Uploaded { n, upload: u });
-            }
-        }
     };
     let retry = |_n: usize, e: &BuildError| worth_retrying(e);
     let hooks = Hooks {
@@ -437,6 +429,9 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         }
     }
     let uploads = std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
+    for (n, u) in &uploads {
+        on_event(Event::Uploaded { n: *n, upload: u });
+    }
     Ok(HubReport {
         build,
         stream: stats,
@@ -452,7 +447,17 @@ struct RegistryDestination {
     keys: Vec<String>,
     sinks: BTreeMap<usize, Arc<Mutex<Option<BlobSink>>>>,
     uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>>,
+    /// The last layer's upload being closed (its last chunks and the final PUT) while
+    /// the next layer is built: (layer, digest, size, closing thread).
+    closing: Option<Closing>,
 }
+
+type Closing = (
+    usize,
+    Digest,
+    u64,
+    std::thread::JoinHandle<Result<Uploaded, UploadError>>,
+);
 
 /// The layer's writer: the sink stays with the destination, which closes it.
 struct SinkWriter(Arc<Mutex<Option<BlobSink>>>);
@@ -488,22 +493,20 @@ impl Destination for RegistryDestination {
     }
 
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
+        // One layer closes in the background at a time: memory stays bounded.
+        self.settle()?;
         let sink = self
             .sinks
             .remove(&n)
             .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take())
             .ok_or_else(|| BuildError::Destination(format!("layer {n} has no upload")))?;
-        let up = sink.finish().map_err(upload_error)?;
-        if up.digest != info.digest || up.size != info.size {
-            return Err(BuildError::Destination(format!(
-                "layer {n} was uploaded as {} ({} bytes) but built as {} ({} bytes)",
-                up.digest, up.size, info.digest, info.size
-            )));
-        }
-        self.uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(n, up);
+        let closing = std::thread::Builder::new()
+            .name(format!("close-layer-{n}"))
+            .spawn(move || sink.finish())
+            .map_err(|e| {
+                BuildError::Destination(format!("closing the upload of layer {n}: {e}"))
+            })?;
+        self.closing = Some((n, info.digest, info.size, closing));
         Ok(())
     }
 
@@ -526,21 +529,23 @@ impl Destination for RegistryDestination {
             manifests: &manifests,
             index: (&docs.index.bytes, INDEX),
         };
+        let mut this = self;
+        this.settle()?;
         let handle = tokio::runtime::Handle::try_current();
         let published = match handle {
             // Never expected: the pipeline runs on a plain thread.
             Ok(_) => Err(RegistryError::Protocol(
                 "publish called inside a runtime".into(),
             )),
-            Err(_) => self
+            Err(_) => this
                 .uploader_handle()
-                .block_on(self.uploader.publish(&image, &self.tag)),
+                .block_on(this.uploader.publish(&image, &this.tag)),
         };
         published.map_err(|e| BuildError::Destination(format!("publishing the image: {e}")))?;
         Ok(PathBuf::from(format!(
             "{}{}",
-            self.uploader.client().base_str(),
-            self.uploader.client().repository
+            this.uploader.client().base_str(),
+            this.uploader.client().repository
         )))
     }
 }
@@ -548,6 +553,34 @@ impl Destination for RegistryDestination {
 impl RegistryDestination {
     fn uploader_handle(&self) -> tokio::runtime::Handle {
         self.uploader.handle()
+    }
+
+    /// Waits for the layer upload being closed and checks it is the layer built.
+    fn settle(&mut self) -> Result<(), BuildError> {
+        let Some((n, digest, size, closing)) = self.closing.take() else {
+            return Ok(());
+        };
+        let up = closing
+            .join()
+            .map_err(|_| BuildError::Destination(format!("closing the upload of layer {n} panicked")))?
+            .map_err(|e| match e {
+                // Too late to rebuild that layer here: a rerun uploads it afresh.
+                UploadError::Stale { .. } => BuildError::Destination(format!(
+                    "layer {n}: the registry's unfinished upload from an earlier run held other bytes; it was forgotten, run again"
+                )),
+                other => upload_error(other),
+            })?;
+        if up.digest != digest || up.size != size {
+            return Err(BuildError::Destination(format!(
+                "layer {n} was uploaded as {} ({} bytes) but built as {digest} ({size} bytes)",
+                up.digest, up.size
+            )));
+        }
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(n, up);
+        Ok(())
     }
 }
 
