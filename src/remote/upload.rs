@@ -299,8 +299,11 @@ impl Uploader {
                 continue;
             }
             let from = skip.saturating_sub(start) as usize;
-            loc = self.patch(loc, &chunk[from..], start + from as u64).await?;
-            sent += (chunk.len() - from) as u64;
+            // The chunk becomes the request body as is: no copy per PATCH.
+            let body = bytes::Bytes::from(chunk).slice(from..);
+            let n = body.len() as u64;
+            loc = self.patch(loc, body, start + from as u64).await?;
+            sent += n;
             if let Some(k) = key {
                 let prefix = hasher.clone().finish().to_string();
                 self.save(
@@ -366,15 +369,14 @@ impl Uploader {
 
     /// Sends `data` (the blob's bytes from `at`), continuing from the registry's own
     /// offset when a transfer fails. Returns the upload's next URL.
-    async fn patch(&self, mut loc: Url, data: &[u8], at: u64) -> Result<Url, UploadError> {
+    async fn patch(&self, mut loc: Url, data: bytes::Bytes, at: u64) -> Result<Url, UploadError> {
         let c = &self.client;
         let end = at + data.len() as u64;
         let mut from = at;
         let mut failures = 0u32;
         while from < end {
-            let part = &data[(from - at) as usize..];
+            let part = data.slice((from - at) as usize..);
             let range = format!("{from}-{}", end - 1);
-            let body = bytes::Bytes::copy_from_slice(part);
             let sent = c
                 .send_with(
                     || {
@@ -382,7 +384,7 @@ impl Uploader {
                             .header(CONTENT_TYPE, "application/octet-stream")
                             .header(CONTENT_RANGE, range.clone())
                             .header(CONTENT_LENGTH, part.len())
-                            .body(body.clone())
+                            .body(part.clone())
                     },
                     0,
                 )

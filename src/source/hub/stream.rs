@@ -54,7 +54,7 @@ pub struct StreamOptions {
 }
 
 pub const DEFAULT_WINDOW: u64 = 8 << 20;
-pub const DEFAULT_BUFFER: u64 = 128 << 20;
+pub const DEFAULT_BUFFER: u64 = 64 << 20;
 
 impl Default for StreamOptions {
     fn default() -> Self {
