@@ -683,7 +683,7 @@ fn ctrl_c_during_a_build_removes_the_staging_directory() {
 }
 
 #[test]
-fn the_example_workflow_is_valid_yaml_with_an_8_shard_matrix_that_pushes_with_skopeo() {
+fn the_example_workflow_is_valid_yaml_with_an_8_shard_matrix_that_streams_to_the_registry() {
     let text = fs::read_to_string(".github/workflows/catalogue.yml").unwrap();
     let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML");
     assert_eq!(docs.len(), 1);
@@ -696,19 +696,26 @@ fn the_example_workflow_is_valid_yaml_with_an_8_shard_matrix_that_pushes_with_sk
         .collect();
     assert_eq!(shards, (1..=8).collect::<Vec<_>>());
     assert_eq!(build["strategy"]["fail-fast"].as_bool(), Some(false));
-    let runs: Vec<&str> = build["steps"]
-        .as_vec()
-        .unwrap()
+    let steps = build["steps"].as_vec().unwrap();
+    let step = steps
         .iter()
-        .filter_map(|s| s["run"].as_str())
-        .collect();
-    assert!(runs
-        .iter()
-        .any(|r| r.contains("depotai build --all models/models.yaml")
-            && r.contains("--shard ${{ matrix.shard }}/8")
-            && r.contains("--delete-downloads")
-            && r.contains("--json")));
-    assert!(runs.iter().any(
-        |r| r.contains(r#"skopeo copy --all "oci:out/$name:$tag" "docker://$REGISTRY/$name:$tag""#)
-    ));
+        .find(|s| {
+            s["run"]
+                .as_str()
+                .is_some_and(|r| r.contains("depotai build --all models/models.yaml"))
+        })
+        .expect("a build --all step");
+    let run = step["run"].as_str().unwrap();
+    for flag in [
+        "--shard ${{ matrix.shard }}/8",
+        r#"--push "$REGISTRY""#,
+        "--no-cache",
+        "--json",
+    ] {
+        assert!(run.contains(flag), "{flag} missing in {run}");
+    }
+    // The registry credentials come from the environment; no second push step.
+    assert!(step["env"]["DEPOTAI_REGISTRY_USER"].as_str().is_some());
+    assert!(step["env"]["DEPOTAI_REGISTRY_PASSWORD"].as_str().is_some());
+    assert!(!text.contains("skopeo copy"));
 }
