@@ -116,6 +116,10 @@ pub enum JobError {
     Scratch { need: u64, limit: u64, what: String },
     #[error("starting the async runtime: {0}")]
     Runtime(io::Error),
+    #[error(
+        "HF_HUB_OFFLINE is set but --no-cache leaves the Hub cache unread: nothing to build from"
+    )]
+    OfflineWithoutCache,
 }
 
 /// What a job did.
@@ -267,6 +271,9 @@ const STALE_MARK: &str = "uploaded again from the start";
 
 /// Runs `job`, telling `on_event` what happens.
 pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubReport, JobError> {
+    if job.hub.offline && !job.stream.cache {
+        return Err(JobError::OfflineWithoutCache);
+    }
     let files = remote_files(&job)?;
     let entries = entries_of(&files);
     let plan = pipeline::plan_layers(entries, &job.req)?;
