@@ -380,6 +380,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
                 sinks: BTreeMap::new(),
                 uploads: uploads.clone(),
                 closing: None,
+                present: BTreeMap::new(),
             }))
         }
         None => None,
@@ -457,6 +458,9 @@ struct RegistryDestination {
     /// The last layer's upload being closed (its last chunks and the final PUT) while
     /// the next layer is built: (layer, digest, size, closing thread).
     closing: Option<Closing>,
+    /// Layers an earlier run uploaded (same key) and the registry still has: built
+    /// into nothing, checked against this digest and size, not sent again.
+    present: BTreeMap<usize, (Digest, u64)>,
 }
 
 type Closing = (
@@ -491,9 +495,18 @@ fn upload_error(e: UploadError) -> BuildError {
 
 impl Destination for RegistryDestination {
     fn layer_writer(&mut self, n: usize) -> Result<Box<dyn Write + Send>, BuildError> {
+        let key = self.keys.get(n).map(String::as_str);
+        if let Some(key) = key {
+            let handle = self.uploader.handle();
+            if let Ok(Some(known)) = handle.block_on(self.uploader.known(key)) {
+                self.present.insert(n, known);
+                return Ok(Box::new(io::sink()));
+            }
+        }
+        self.present.remove(&n);
         // A second writer for the same layer (a rebuild) drops the first upload
         // unfinished: nothing of it is committed.
-        let sink = self.uploader.sink(self.keys.get(n).map(String::as_str));
+        let sink = self.uploader.sink(key);
         let slot = Arc::new(Mutex::new(Some(sink)));
         self.sinks.insert(n, slot.clone());
         Ok(Box::new(SinkWriter(slot)))
@@ -502,6 +515,30 @@ impl Destination for RegistryDestination {
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
         // One layer closes in the background at a time: memory stays bounded.
         self.settle()?;
+        if let Some((digest, size)) = self.present.remove(&n) {
+            if digest != info.digest || size != info.size {
+                // Not the bytes remembered: forget them and build the layer again,
+                // this time uploading it.
+                if let Some(key) = self.keys.get(n) {
+                    self.uploader.forget_done(key);
+                }
+                return Err(BuildError::Destination(format!(
+                    "layer {n} came out as {} but an earlier run uploaded {digest} for it; it must be {STALE_MARK}",
+                    info.digest
+                )));
+            }
+            let up = Uploaded {
+                digest,
+                size,
+                sent: 0,
+                resumed_from: size,
+            };
+            self.uploads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(n, up);
+            return Ok(());
+        }
         let sink = self
             .sinks
             .remove(&n)

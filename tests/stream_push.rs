@@ -443,3 +443,39 @@ fn a_model_larger_than_the_disk_streams_into_the_registry_with_no_cache() {
         want["index_digest"].as_str().unwrap()
     );
 }
+
+#[test]
+fn a_second_push_of_the_same_layers_verifies_them_but_sends_none_again() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let env = Env::new(3);
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let first_ref = format!("{}/acme/streamed:v1", proxy.addr);
+    let first = json_of(
+        &env.build(&["--push", &first_ref, "--insecure", "--no-cache", "--json"])
+            .output()
+            .unwrap(),
+    );
+    proxy.take_requests();
+    // Another tag, same layers: each is rebuilt from verified files and checked against
+    // what the registry holds, and no blob byte goes up again.
+    let second_ref = format!("{}/acme/streamed:v2", proxy.addr);
+    let second = json_of(
+        &env.build(&["--push", &second_ref, "--insecure", "--no-cache", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(second["index_digest"], first["index_digest"]);
+    assert_eq!(second["push"]["uploaded_bytes"], 0);
+    for l in second["push"]["layers"].as_array().unwrap() {
+        assert_eq!(l["sent"], 0, "{l}");
+    }
+    let reqs = proxy.take_requests();
+    assert!(!reqs.iter().any(|r| r.starts_with("PATCH ")), "{reqs:?}");
+    assert_eq!(
+        registry_manifest(&reg.addr, "acme/streamed", "v2").unwrap(),
+        first["index_digest"].as_str().unwrap()
+    );
+}

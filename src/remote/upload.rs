@@ -145,6 +145,13 @@ impl Uploader {
         }
     }
 
+    /// Forgets the finished blob remembered for `key`.
+    pub fn forget_done(&self, key: &str) {
+        if let Some(f) = self.state_file(key, "done") {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
     /// The blob an earlier run made for `key`, if the registry has it.
     pub async fn known(&self, key: &str) -> Result<Option<(Digest, u64)>, RegistryError> {
         let Some(done) = self.load::<Done>(key, "done") else {
