@@ -1,11 +1,13 @@
 //! The whole job for one model: entries from a source → a layer plan → layers (eStargz
 //! or zstd:chunked) → a destination (an OCI layout directory).
 
+use crate::catalogue::record::BuildRecord;
 use crate::digest::Digest;
 use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
 use crate::layer::{self, Contents, Entry, LayerError, LayerInfo};
 use crate::names::{CommitSha, ModelName};
 use crate::plan::{self, LayerPlan, LayerRole, PlanError, PlanOptions};
+use crate::provenance::{self, Provenance};
 use crate::units::human_bytes;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -45,6 +47,9 @@ pub struct BuildRequest {
     /// Digests (`sha256:…`) the source vouches for, by path: checked against what the
     /// layer actually read before anything is written.
     pub expected_digests: BTreeMap<String, String>,
+    /// What the image is built from; with it, the image gets its provenance (an in-toto
+    /// statement attached as a referrer of the index).
+    pub record: Option<BuildRecord>,
 }
 
 /// One layer of a built image: what it holds and what it is.
@@ -197,6 +202,15 @@ pub fn build_planned(
     let started = Instant::now();
     image::validate_tag(&req.tag)?;
     let mut built = Vec::with_capacity(plan.layers.len());
+    let sizes: BTreeMap<String, u64> = plan
+        .layers
+        .iter()
+        .flat_map(|l| &l.entries)
+        .filter_map(|e| match e.kind {
+            layer::EntryKind::File { size, .. } => Some((e.path.clone(), size)),
+            _ => None,
+        })
+        .collect();
     for (n, planned) in plan.layers.into_iter().enumerate() {
         let opts = layer::Options {
             prefetch: planned.prefetch,
@@ -229,7 +243,19 @@ pub fn build_planned(
         platforms: req.platforms.clone(),
     };
     let infos: Vec<LayerInfo> = built.iter().map(|l| l.info.clone()).collect();
-    let docs: ImageDocs = image::image_docs(&infos, &meta)?;
+    let mut docs: ImageDocs = image::image_docs(&infos, &meta)?;
+    if let Some(record) = &req.record {
+        let p = Provenance::of_build(
+            record,
+            &req.name.registry_path(),
+            &docs.index.digest,
+            &built,
+            &sizes,
+        );
+        let r = provenance::referrer(p.statement(), &docs.index)
+            .map_err(|e| BuildError::Destination(e.to_string()))?;
+        docs.add_referrer(r)?;
+    }
     let output = dest.commit(&infos, &docs, extra)?;
     Ok(BuildReport {
         output,

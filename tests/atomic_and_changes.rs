@@ -23,6 +23,7 @@ fn request(out: &Path) -> BuildRequest {
         platforms: default_platforms(),
         expected_digests: Default::default(),
         plan: Default::default(),
+        record: None,
         layer: Options {
             chunk_size: 1024,
             threads: 2,

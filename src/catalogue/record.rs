@@ -110,6 +110,20 @@ impl BuildRecord {
         }
     }
 
+    /// The record of a build from a local directory: the name and commit are what the
+    /// user says they are, and there is no Hub listing.
+    pub fn from_directory(
+        name: &ModelName,
+        sha: &CommitSha,
+        tag: &str,
+        settings: BuildSettings,
+    ) -> Self {
+        BuildRecord {
+            source: "directory".into(),
+            ..BuildRecord::new(name, sha, tag, settings)
+        }
+    }
+
     pub fn with_files(mut self, files: &[CachedFile]) -> Self {
         let mut v: Vec<RecordedFile> = files
             .iter()

@@ -206,12 +206,26 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         layer,
         plan: plan_options(&args)?,
         expected_digests: Default::default(),
+        record: None,
     };
+    let settings = BuildSettings::new(
+        &req.layer,
+        &req.plan,
+        &req.platforms,
+        &args.include,
+        &args.exclude,
+    );
 
     let (report, downloaded) = match &args.from_dir {
         Some(dir) => {
             let source = DirSource::scan(dir)?;
             let (entries, contents) = source.into_entries();
+            req.record = Some(BuildRecord::from_directory(
+                &name,
+                &sha,
+                &req.tag,
+                settings.clone(),
+            ));
             let report = build_with_bar(&name, entries, &contents, &req, &[], args.quiet)
                 .with_context(|| format!("building {name} from {}", dir.display()))?;
             (report, None)
@@ -245,17 +259,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             let (entries, contents) = fetched.entries();
             req.expected_digests = fetched.expected_sha256();
             // What the image was built from, so `build --all` can tell it is up to date.
-            let settings = BuildSettings::new(
-                &req.layer,
-                &req.plan,
-                &req.platforms,
-                &args.include,
-                &args.exclude,
-            );
-            let record = BuildRecord::new(&name, &sha, &req.tag, settings)
-                .with_files(&fetched.files)
-                .to_bytes();
-            let extra = [(RECORD_FILE, record)];
+            let record =
+                BuildRecord::new(&name, &sha, &req.tag, settings).with_files(&fetched.files);
+            let extra = [(RECORD_FILE, record.to_bytes())];
+            req.record = Some(record);
             let report = match build_with_bar(&name, entries, &contents, &req, &extra, args.quiet) {
                 Ok(r) => r,
                 Err(e @ BuildError::ContentMismatch { .. }) => {

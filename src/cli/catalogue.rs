@@ -413,8 +413,13 @@ fn build_fetched(
         layer: o.layer.clone(),
         plan: o.plan.clone(),
         expected_digests: fetched.expected_sha256(),
+        record: Some(wanted_record(e, o).with_files(&fetched.files)),
     };
-    let rec = wanted_record(e, o).with_files(&fetched.files).to_bytes();
+    let rec = req
+        .record
+        .as_ref()
+        .map(|r| r.to_bytes())
+        .unwrap_or_default();
     let extra = [(record::RECORD_FILE, rec)];
     match pipeline::build_image_with_files(entries, &contents, &req, &extra, &|_| {}) {
         Ok(report) => Ok(report),
