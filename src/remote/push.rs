@@ -249,7 +249,7 @@ impl LayoutImage {
 }
 
 /// Parses `Range: 0-N` of an upload status: the registry has N+1 bytes.
-fn upload_offset(range: Option<String>) -> Option<u64> {
+pub(crate) fn upload_offset(range: Option<String>) -> Option<u64> {
     let r = range?;
     let r = r.trim().strip_prefix("bytes=").unwrap_or(r.trim());
     let (_, end) = r.split_once('-')?;
@@ -258,7 +258,7 @@ fn upload_offset(range: Option<String>) -> Option<u64> {
     Some(if end == 0 { 0 } else { end + 1 })
 }
 
-fn with_digest(mut url: Url, d: &Digest) -> Url {
+pub(crate) fn with_digest(mut url: Url, d: &Digest) -> Url {
     url.query_pairs_mut().append_pair("digest", &d.to_string());
     url
 }
