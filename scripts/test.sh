@@ -27,4 +27,7 @@ if ! command -v htpasswd >/dev/null; then
   fi
 fi
 
+# tests/verify.rs validates provenance with in-toto's own Python bindings (PyPI, pinned).
+bash scripts/install-pytools.sh >/dev/null
+
 cargo test --locked --all-targets

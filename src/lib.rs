@@ -23,3 +23,4 @@ pub mod remote;
 pub mod serve;
 pub mod source;
 pub mod units;
+pub mod verify;

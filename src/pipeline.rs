@@ -144,6 +144,29 @@ impl Destination for LayoutDestination {
     }
 }
 
+/// A destination that keeps nothing: the layers are hashed as they are made (their
+/// digests are all `verify` needs), and no byte touches the disk.
+pub struct DigestOnly;
+
+impl Destination for DigestOnly {
+    fn layer_writer(&mut self, _n: usize) -> Result<Box<dyn Write + Send>, BuildError> {
+        Ok(Box::new(std::io::sink()))
+    }
+
+    fn layer_done(&mut self, _n: usize, _info: &LayerInfo) -> Result<(), BuildError> {
+        Ok(())
+    }
+
+    fn commit(
+        self: Box<Self>,
+        _layers: &[LayerInfo],
+        _docs: &ImageDocs,
+        _extra: &[(&str, Vec<u8>)],
+    ) -> Result<PathBuf, BuildError> {
+        Ok(PathBuf::new())
+    }
+}
+
 /// Where a model's files live on the Hub, for the image's source annotation.
 pub fn source_url(name: &ModelName) -> String {
     format!("https://huggingface.co/{name}")

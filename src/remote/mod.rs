@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client;
 pub mod lazy;
+pub mod published;
 pub mod push;
 pub mod upload;
 
