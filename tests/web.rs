@@ -355,6 +355,28 @@ fn browser_ready() -> bool {
 
 // ------------------------------------------------------------------ in the browser
 
+/// A screenshot by chromium's own command line, when chromium is here (an artifact to
+/// look at, not a check).
+fn screenshot(url: &str, png: &str) {
+    if !have(&["chromium"]) {
+        return;
+    }
+    let dir = artifacts();
+    fs::create_dir_all(&dir).unwrap();
+    let o = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--screenshot={}", dir.join(png).display()))
+        .args(["--window-size=1280,1400", url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line() {
     if !browser_ready() {
@@ -364,7 +386,6 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
     let s = Serve::start(&c.root);
     let base = format!("http://{}", s.addr);
     let shots = artifacts();
-    let _ = fs::remove_dir_all(&shots);
     let plan = json!({
         "base": base,
         "artifacts": shots,
@@ -834,6 +855,26 @@ fn routes_pages_headers_redirects_and_the_registry_api_side_by_side() {
     assert!(js.contains("navigator.clipboard.writeText"));
     assert!(!js.contains("innerHTML"), "the script never builds markup");
 
+    // A model whose page would be the API's path: linked, and shown, under /_/model/.
+    copy_dir(&c.minilm.dir, &c.root.join("v2/thing"));
+    let list = s.req("GET", "/", &h).text();
+    assert!(list.contains("<a href=\"/_/model/v2/thing\">"), "{list}");
+    let page = s.req("GET", "/_/model/v2/thing", &h);
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("data-path=\"1_Pooling/config.json\""));
+    assert!(page
+        .text()
+        .contains("href=\"/_/model/v2/thing.json\" rel=\"alternate\""));
+    assert_eq!(
+        s.req("GET", "/_/model/v2/thing.json", &h).json()["name"],
+        "v2/thing"
+    );
+    assert_eq!(
+        s.get("/v2/v2/thing/tags/list").json(),
+        json!({"name": "v2/thing", "tags": ["latest"]})
+    );
+    fs::remove_dir_all(c.root.join("v2")).unwrap();
+
     // The registry API is untouched.
     assert_eq!(s.get("/v2/").status, 200);
     assert_eq!(
@@ -907,9 +948,14 @@ fn a_catalogue_of_109_models_renders_in_under_200ms_from_memory() {
     let root = tmp.path().join("root");
     let one = tmp.path().join("one");
     build_as(Path::new(TINY), "acme/tiny-model", SHA, &one, &[]);
-    let names: Vec<String> = (0..109)
-        .map(|i| format!("org-{:02}/model-{i:03}", i % 37))
+    // The names of the real catalogue (lowercased, as their image directories are).
+    let yaml = fs::read_to_string("models/models.yaml").unwrap();
+    let names: Vec<String> = yaml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name:"))
+        .map(|n| n.split('#').next().unwrap().trim().to_ascii_lowercase())
         .collect();
+    assert_eq!(names.len(), 109);
     for n in &names {
         copy_dir(&one, &root.join(n));
     }
@@ -933,6 +979,7 @@ fn a_catalogue_of_109_models_renders_in_under_200ms_from_memory() {
     let client_ms = t0.elapsed().as_secs_f64() * 1000.0 / rounds as f64;
     assert_eq!(list.matches("<tr data-search=").count(), 109);
     assert!(list.contains("109 models"));
+    screenshot(&format!("http://{}/", s.addr), "index-109.png");
     let sample = &names[54];
     for _ in 0..rounds {
         let page = s.get(&format!("/{sample}")).text();

@@ -132,7 +132,7 @@ pub fn catalogue(host: &str, models: &[Arc<Overview>]) -> String {
          autocomplete=\"off\" spellcheck=\"false\" aria-label=\"Search models\" \
          data-filter=\"models\" data-count=\"count\" data-noun=\"model\" data-empty=\"models-empty\">\
          <kbd>/</kbd></div>\n<p class=\"count\" id=\"count\" aria-live=\"polite\">{}</p>\n\
-         <table class=\"list\" id=\"models\"><thead><tr><th>Model</th><th>Tag</th>\
+         <table class=\"list\" id=\"models\"><thead><tr><th>Model</th><th class=\"hide-narrow\">Tag</th>\
          <th class=\"hide-narrow\">Commit</th><th class=\"num\">Size</th><th>Dockerfile</th></tr></thead>\n<tbody>\n",
         plural(n, "model", "models"),
     );
@@ -146,10 +146,10 @@ pub fn catalogue(host: &str, models: &[Arc<Overview>]) -> String {
             h,
             "<tr data-search=\"{search}\" data-name=\"{name}\">\
              <td class=\"name\"><a href=\"{href}\">{label}</a></td>\
-             <td>{tags}</td>\
+             <td class=\"hide-narrow\">{tags}</td>\
              <td class=\"hide-narrow\"><code class=\"rev\" title=\"{rev}\">{short}</code></td>\
              <td class=\"num\">{size}</td>\
-             <td class=\"line\"><div class=\"row\"><code>{line_e}</code>{button}</div></td></tr>",
+             <td class=\"line\"><div class=\"row\"><code title=\"{line_e}\">{line_e}</code>{button}</div></td></tr>",
             search = escape(&search),
             name = escape(&o.name),
             href = escape(&page_href(&o.name)),
