@@ -272,8 +272,8 @@ fn copy_dir(from: &Path, to: &Path) {
 /// - `sentence-transformers/all-minilm-l6-v2`: the tiny example (eStargz);
 /// - `acme/zc`: the same files as zstd:chunked, tagged `v1`;
 /// - `gpt2`: a file name and a commit field that are markup, and a `javascript:` source;
-/// - `acme/stacked`: two layers (the tiny example's, then one with a big file and a
-///   replaced `config.json`).
+/// - `acme/stacked`: three layers, as per-file layers come: the tiny example's, one
+///   with a big file alone, and one with a `config.json` that replaces the first one's.
 struct Catalogue {
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -315,15 +315,20 @@ fn catalogue() -> Catalogue {
         "model-00001-of-00002.safetensors",
         &pseudo_random(300_000, 5),
     );
-    write(
-        &big,
-        "config.json",
-        br#"{"model_type":"stacked","layers":2}"#,
-    );
     let big = build_as(&big, "acme/big", SHA, &tmp.path().join("big-out"), &[]);
+    let cfg = tmp.path().join("cfg");
+    write(
+        &cfg,
+        "config.json",
+        br#"{"model_type":"stacked","layers":3}"#,
+    );
+    let cfg = build_as(&cfg, "acme/cfg", SHA, &tmp.path().join("cfg-out"), &[]);
     let small = Layout::read(&root.join("sentence-transformers/all-minilm-l6-v2"));
-    let (stacked_index, stacked_layers) =
-        stack_layers(&root.join("acme/stacked"), "acme/stacked", &[&small, &big]);
+    let (stacked_index, stacked_layers) = stack_layers(
+        &root.join("acme/stacked"),
+        "acme/stacked",
+        &[&small, &big, &cfg],
+    );
     Catalogue {
         _tmp: tmp,
         root,
@@ -550,6 +555,7 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
         "model.png",
         "model-filter.png",
         "odd.png",
+        "model-dark.png",
         "index-narrow.png",
     ] {
         let bytes = fs::read(shots.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));
@@ -657,6 +663,7 @@ fn json_twins_list_the_catalogue_and_each_models_digests_layers_and_files() {
             "size": c.minilm.blob.len(),
             "files": 9,
             "file_bytes": 17_687,
+            "only": null,
             "error": null,
         }])
     );
@@ -705,19 +712,30 @@ fn json_twins_list_the_catalogue_and_each_models_digests_layers_and_files() {
         })
     );
 
-    // Two layers: both listed, and the files are their merge (the upper config.json wins).
+    // Three layers: all listed, and the files are their merge (the top config.json wins).
     let st = s.req("GET", "/acme/stacked.json", &h).json();
-    let layers: Vec<(&str, u64)> = st["layers"]
+    let layers: Vec<(&str, u64, &Value)> = st["layers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["digest"].as_str().unwrap(), l["files"].as_u64().unwrap()))
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap(),
+                l["files"].as_u64().unwrap(),
+                &l["only"],
+            )
+        })
         .collect();
+    let (big, cfg) = (
+        json!("model-00001-of-00002.safetensors"),
+        json!("config.json"),
+    );
     assert_eq!(
         layers,
         [
-            (c.stacked_layers[0].as_str(), 9),
-            (c.stacked_layers[1].as_str(), 2)
+            (c.stacked_layers[0].as_str(), 9, &Value::Null),
+            (c.stacked_layers[1].as_str(), 1, &big),
+            (c.stacked_layers[2].as_str(), 1, &cfg),
         ]
     );
     assert_eq!(st["digests"]["tags"][0]["digest"], c.stacked_index);
@@ -734,11 +752,12 @@ fn json_twins_list_the_catalogue_and_each_models_digests_layers_and_files() {
         })
         .collect();
     assert_eq!(from.len(), 10);
-    assert!(from.contains(&("config.json", 35, 1)), "{from:?}");
+    assert!(from.contains(&("config.json", 35, 2)), "{from:?}");
     assert!(from.contains(&("model-00001-of-00002.safetensors", 300_000, 1)));
     assert!(from.contains(&("vocab.txt", 182, 0)));
     let html = s.req("GET", "/acme/stacked", &h).text();
-    assert!(html.contains("Layers <span class=\"muted\">2</span>"));
+    assert!(html.contains("Layers <span class=\"muted\">3</span>"));
+    assert!(html.contains("<code>model-00001-of-00002.safetensors</code> · 293.0 KiB"));
     for d in &c.stacked_layers {
         assert!(html.contains(d.as_str()), "layer {d} not on the page");
     }

@@ -610,12 +610,6 @@ impl Store {
         out
     }
 
-    /// What the pages show about image `name` without its files: no layer is read.
-    pub fn overview(&self, name: &str) -> Result<Arc<Overview>, StoreError> {
-        let img = self.image(name)?;
-        Ok(Self::overview_of(&img))
-    }
-
     fn overview_of(img: &Image) -> Arc<Overview> {
         img.overview
             .get_or_init(|| Arc::new(Overview::of(img)))

@@ -103,6 +103,11 @@ try {
     pwned: await page.evaluate(() => window.__pwned || null),
   };
   await shot(page, 'odd.png');
+  // A model page in the dark colour scheme.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.goto(plan.base + plan.modelPage, { waitUntil: 'networkidle' });
+  await shot(page, 'model-dark.png');
+  await page.emulateMedia({ colorScheme: 'light' });
   // The same list on a phone-sized screen.
   await page.setViewportSize({ width: 420, height: 860 });
   await page.goto(plan.base + '/', { waitUntil: 'networkidle' });

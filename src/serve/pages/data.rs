@@ -115,6 +115,8 @@ pub struct LayerFiles {
     pub files: usize,
     /// Their uncompressed bytes.
     pub bytes: u64,
+    /// The path of its file when it holds just one (a layer per large file).
+    pub only: Option<String>,
     pub error: Option<String>,
 }
 
@@ -168,6 +170,7 @@ impl Files {
                     layers.push(LayerFiles {
                         files: 0,
                         bytes: 0,
+                        only: None,
                         error: Some(error),
                     });
                     continue;
@@ -191,6 +194,7 @@ impl Files {
             let mut info = LayerFiles {
                 files: 0,
                 bytes: 0,
+                only: None,
                 error: None,
             };
             for f in toc {
@@ -206,6 +210,7 @@ impl Files {
                 };
                 info.files += 1;
                 info.bytes += f.size;
+                info.only = (info.files == 1).then(|| path.to_string());
                 // A file replaces a directory of the layers below, and the reverse.
                 remove_below(&mut map, &format!("{path}/"));
                 let mut parent = path;
@@ -346,6 +351,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(2, 15), (1, 1 << 30), (2, 12)]
         );
+        assert_eq!(f.layers[1].only.as_deref(), Some("model.safetensors"));
+        assert_eq!(f.layers[0].only, None);
         assert_eq!(f.bytes(), 5 + 1 + 11 + (1 << 30));
     }
 

@@ -316,7 +316,14 @@ pub fn model(host: &str, o: &Overview, files: &Files, name_json_is_an_image: boo
                 "<span class=\"warn\">{}</span>",
                 escape(f.error.as_deref().unwrap_or_default())
             ),
-            Some(f) => format!("{} · {}", f.files, escape(&human_bytes(f.bytes))),
+            Some(f) => match &f.only {
+                Some(path) => format!(
+                    "<code>{}</code> · {}",
+                    escape(path),
+                    escape(&human_bytes(f.bytes))
+                ),
+                None => format!("{} · {}", f.files, escape(&human_bytes(f.bytes))),
+            },
             None => String::new(),
         };
         let _ = writeln!(

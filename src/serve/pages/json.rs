@@ -85,6 +85,8 @@ struct Layer<'a> {
     size: u64,
     files: usize,
     file_bytes: u64,
+    /// Its file, when it holds just one.
+    only: Option<&'a str>,
     error: Option<&'a str>,
 }
 
@@ -153,6 +155,7 @@ pub fn model(host: &str, o: &Overview, files: &Files) -> Vec<u8> {
                     size: l.size,
                     files: f.map_or(0, |f| f.files),
                     file_bytes: f.map_or(0, |f| f.bytes),
+                    only: f.and_then(|f| f.only.as_deref()),
                     error: f.and_then(|f| f.error.as_deref()),
                 }
             })
