@@ -399,6 +399,7 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
         "copyFile": "1_Pooling/config.json",
         "fileFilter": "pool",
         "oddPage": "/gpt2",
+        "stackedPage": "/acme/stacked",
     });
     let plan_path = c.root.parent().unwrap().join("plan.json");
     fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
@@ -549,6 +550,18 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
         "COPY --link --from={host}/gpt2 [\"/a b/c&d.json\", \".\"]"
     ))));
 
+    // Three layers: each listed, and each file says which one it comes from.
+    let st = &seen["stacked"];
+    assert_eq!(st["layers"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        st["layers"][1][4],
+        "model-00001-of-00002.safetensors · 293.0 KiB"
+    );
+    let column = st["layerColumn"].as_array().unwrap();
+    assert!(column.contains(&json!(["config.json", "3"])), "{column:?}");
+    assert!(column.contains(&json!(["model-00001-of-00002.safetensors", "2"])));
+    assert!(column.contains(&json!(["vocab.txt", "1"])));
+
     for png in [
         "index.png",
         "index-search.png",
@@ -556,6 +569,7 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
         "model-filter.png",
         "odd.png",
         "model-dark.png",
+        "stacked.png",
         "index-narrow.png",
     ] {
         let bytes = fs::read(shots.join(png)).unwrap_or_else(|e| panic!("{png}: {e}"));

@@ -4,7 +4,7 @@
 //
 //   node browse.mjs PLAN.json
 //
-// PLAN: { base, artifacts, search, model, modelPage, copyFile, fileFilter, oddPage }
+// PLAN: { base, artifacts, search, modelPage, copyFile, fileFilter, oddPage, stackedPage }
 import { chromium } from 'playwright-core';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -103,6 +103,13 @@ try {
     pwned: await page.evaluate(() => window.__pwned || null),
   };
   await shot(page, 'odd.png');
+  // A model of several layers (one per large file, as built for big models).
+  await page.goto(plan.base + plan.stackedPage, { waitUntil: 'networkidle' });
+  out.stacked = {
+    layers: await page.$$eval('table.layers tbody tr', (rows) => rows.map((r) => Array.from(r.cells, (c) => c.textContent))),
+    layerColumn: await page.$$eval('#files tbody tr.file', (rows) => rows.map((r) => [r.dataset.path, r.cells[2].textContent])),
+  };
+  await shot(page, 'stacked.png');
   // A model page in the dark colour scheme.
   await page.emulateMedia({ colorScheme: 'dark' });
   await page.goto(plan.base + plan.modelPage, { waitUntil: 'networkidle' });
