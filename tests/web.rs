@@ -824,6 +824,19 @@ fn routes_pages_headers_redirects_and_the_registry_api_side_by_side() {
     let r = s.req("GET", "/acme/zc/", &h);
     assert_eq!(r.status, 308);
     assert_eq!(r.header("location"), Some("/acme/zc"));
+    let r = s.req("GET", "/ACME/zc.json", &h);
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("/acme/zc.json"));
+    // Nothing else is redirected, least of all to another site.
+    for path in [
+        "//elsewhere.example/",
+        "//elsewhere.example/acme/zc/",
+        "/acme/nope/",
+    ] {
+        let r = s.req("GET", path, &h);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.header("location"), None, "{path}");
+    }
 
     // Unknown models and paths: an HTML 404 that names them, escaped.
     for path in [

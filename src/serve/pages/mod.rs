@@ -353,24 +353,24 @@ fn model_page(store: &Store, req: &PageRequest, raw: &str, prefix: &str) -> Page
         return not_found(raw);
     };
     let decoded = decoded.into_owned();
-    if decoded.ends_with('/') && decoded.len() > 1 {
-        let to = format!("{prefix}{}", decoded.trim_end_matches('/'));
-        return redirect(&to);
-    }
-    // The name itself wins: an image may be called `x.json`.
     let exists = |n: &str| is_valid_name(n) && store.image(n).is_ok();
-    let (name, as_json) = if exists(&decoded) {
-        (decoded.clone(), req.wants_json())
-    } else if let Some(stem) = decoded.strip_suffix(".json").filter(|s| exists(s)) {
-        (stem.to_string(), true)
-    } else {
-        // README links carry the Hub's spelling (`BAAI/bge-large-en`); images are lowercase.
-        let lower = decoded.to_ascii_lowercase();
-        let stem = lower.strip_suffix(".json").unwrap_or(&lower);
-        if lower != decoded && (exists(&lower) || exists(stem)) {
-            return redirect(&format!("{prefix}{lower}"));
+    let exists_or_json = |n: &str| exists(n) || n.strip_suffix(".json").is_some_and(exists);
+    if !exists_or_json(&decoded) {
+        // README links carry the Hub's spelling (`BAAI/bge-large-en`), sometimes a
+        // trailing slash; images are lowercase. Only an existing image is a target, so
+        // nothing else (`//elsewhere.example/`) is ever redirected to.
+        let canon = decoded.trim_end_matches('/').to_ascii_lowercase();
+        if canon != decoded && exists_or_json(&canon) {
+            return redirect(&format!("{prefix}{canon}"));
         }
         return not_found(&decoded);
+    }
+    // The name itself wins: an image may be called `x.json`.
+    let (name, as_json) = if exists(&decoded) {
+        (decoded.clone(), req.wants_json())
+    } else {
+        let stem = decoded.strip_suffix(".json").unwrap_or(&decoded);
+        (stem.to_string(), true)
     };
     match store.files(&name) {
         Ok((o, files)) => {
