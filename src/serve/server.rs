@@ -1,5 +1,5 @@
-//! The HTTP server: the read side of the OCI Distribution spec over a [`Store`], a
-//! landing page, access logs and graceful shutdown. HTTP/1.1 on hyper and tokio.
+//! The HTTP server: the read side of the OCI Distribution spec over a [`Store`],
+//! the web pages, access logs and graceful shutdown. HTTP/1.1 on hyper and tokio.
 
 use super::body::{AccessLog, ServeBody, Source};
 use super::pages;
@@ -199,7 +199,7 @@ async fn route(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBod
     let rest = match path.strip_prefix("/v2/") {
         Some(rest) => rest,
         None if path == "/v2" => "",
-        // Everything outside /v2 is the web pages (see pages.rs for the routes).
+        // Everything outside /v2 is the web pages (routes in pages/mod.rs).
         None if read => return web_page(state, req).await,
         None => return method_not_allowed(),
     };
