@@ -400,6 +400,7 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
         "fileFilter": "pool",
         "oddPage": "/gpt2",
         "stackedPage": "/acme/stacked",
+        "linkedSearch": "ZC",
     });
     let plan_path = c.root.parent().unwrap().join("plan.json");
     fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
@@ -448,6 +449,10 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
     assert_eq!(seen["search"]["copy"]["clipboard"], whole);
     assert_eq!(seen["search"]["copy"]["dom"], whole);
     assert_eq!(seen["search"]["copy"]["button"], "Copied");
+    // The query is kept in the address, and a linked query filters on arrival.
+    assert_eq!(seen["search"]["url"], format!("{base}/?q=minilm"));
+    assert_eq!(seen["linked"]["value"], "ZC");
+    assert_eq!(seen["linked"]["rows"], json!(["acme/zc"]));
 
     // Enter opened the model's page: its files, examples and layer.
     let m = &seen["model"];

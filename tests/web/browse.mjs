@@ -59,9 +59,20 @@ try {
     dom: await copied(),
     button: await page.textContent('#models tbody tr:not([hidden]) button.copy'),
   };
+  out.search.url = page.url();
   // Enter opens the only match.
   await page.focus('#q');
   await Promise.all([page.waitForURL('**' + plan.modelPage), page.keyboard.press('Enter')]);
+
+  // A linked search: the query comes from the address.
+  const linked = await context.newPage();
+  await linked.goto(plan.base + '/?q=' + encodeURIComponent(plan.linkedSearch), { waitUntil: 'networkidle' });
+  await linked.waitForSelector('html[data-ready="1"]');
+  out.linked = {
+    value: await linked.inputValue('#q'),
+    rows: await linked.$$eval('#models tbody tr', (rows) => rows.filter((r) => !r.hidden).map((r) => r.dataset.name)),
+  };
+  await linked.close();
 
   // The model's page.
   await page.waitForSelector('html[data-ready="1"]');

@@ -41,7 +41,21 @@
       table.dataset.shown = String(shown);
     }
 
-    input.addEventListener('input', apply);
+    // The list's query lives in the address (`/?q=bert`), so a search can be linked.
+    var inUrl = input.dataset.noun === 'model';
+    if (inUrl) {
+      var q = new URLSearchParams(window.location.search).get('q');
+      if (q) input.value = q;
+    }
+    input.addEventListener('input', function () {
+      apply();
+      if (inUrl && window.history.replaceState) {
+        var url = new URL(window.location.href);
+        if (input.value) url.searchParams.set('q', input.value);
+        else url.searchParams.delete('q');
+        window.history.replaceState(null, '', url.pathname + url.search);
+      }
+    });
     input.addEventListener('keydown', function (ev) {
       if (ev.key === 'Escape') { input.value = ''; apply(); }
       if (ev.key === 'Enter') {

@@ -518,6 +518,22 @@ mod tests {
     }
 
     #[test]
+    fn an_image_without_tags_or_files_gets_no_pinned_or_one_file_example() {
+        let o = Overview {
+            tags: vec![],
+            layers: vec![],
+            ..overview()
+        };
+        let page = model("h", &o, &Files::default(), false);
+        assert!(page.contains("id=\"example-all\">COPY --link --from=h/acme/m / .</code>"));
+        assert!(!page.contains("example-one"));
+        assert!(!page.contains("example-pinned"));
+        assert!(page.contains("<dd>0 B in 0 layers</dd><dt>Files</dt><dd>0 files, 0 B</dd>"));
+        let list = catalogue("h", &[Arc::new(o)]);
+        assert!(list.contains("data-copy=\"COPY --link --from=h/acme/m / .\""));
+    }
+
+    #[test]
     fn the_tree_opens_each_directory_once_with_its_totals() {
         let o = overview();
         let f = files(&["a/b/c.txt", "a/d.txt", "a/b/e.txt", "z.json"]);
