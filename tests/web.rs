@@ -24,6 +24,7 @@ const MINILM_SHA: &str = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf";
 /// A commit field and a file name that are markup.
 const EVIL_REVISION: &str = "<script>window.__pwned='revision'</script>";
 const EVIL_FILE: &str = "<img src=x onerror=window.__pwned=1>.txt";
+const SCRIPT_FILE: &str = "<script>window.__pwned=2<!--.js";
 
 // ------------------------------------------------------------------ the server
 
@@ -302,6 +303,7 @@ fn catalogue() -> Catalogue {
     );
     let odd = tmp.path().join("odd");
     write(&odd, EVIL_FILE, b"x");
+    write(&odd, SCRIPT_FILE, b"y");
     write(&odd, "a b/c&d.json", b"{}");
     write(&odd, "config.json", br#"{"model_type":"gpt2"}"#);
     build_as(&odd, "gpt2", SHA, &root.join("gpt2"), &[]);
@@ -527,10 +529,13 @@ fn in_chromium_search_filters_the_model_page_lists_files_and_copy_gives_the_line
         "{}",
         odd["images"]
     );
-    assert!(odd["fileNames"]
-        .as_array()
-        .unwrap()
-        .contains(&json!(EVIL_FILE)));
+    for name in [EVIL_FILE, SCRIPT_FILE] {
+        assert!(
+            odd["fileNames"].as_array().unwrap().contains(&json!(name)),
+            "{name} not shown as text: {}",
+            odd["fileNames"]
+        );
+    }
     assert!(odd["facts"]
         .as_array()
         .unwrap()
@@ -952,6 +957,11 @@ fn markup_in_file_names_and_the_commit_is_escaped_in_html_and_exact_in_json() {
     let s = Serve::start(&c.root);
     let html = s.get("/gpt2").text();
     assert!(!html.contains("<img src=x"), "file name as markup");
+    assert!(
+        !html.contains("<script>window.__pwned=2"),
+        "file name as markup"
+    );
+    assert!(html.contains("&lt;script&gt;window.__pwned=2&lt;!--.js"));
     assert!(!html.contains("<script>window"), "commit as markup");
     assert!(!html.contains("href=\"javascript"), "source as a link");
     assert!(html.contains("&lt;img src=x onerror=window.__pwned=1&gt;.txt"));
@@ -973,7 +983,10 @@ fn markup_in_file_names_and_the_commit_is_escaped_in_html_and_exact_in_json() {
         .iter()
         .map(|f| f["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["a b/c&d.json", EVIL_FILE, "config.json"]);
+    assert_eq!(
+        paths,
+        ["a b/c&d.json", EVIL_FILE, SCRIPT_FILE, "config.json"]
+    );
     assert_eq!(
         v["files"][0]["copy"],
         format!(
