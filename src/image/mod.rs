@@ -1,5 +1,5 @@
-//! OCI image layout around one layer: a config and a manifest per platform (sharing the
-//! layer), an image index over them, `index.json` naming it by tag, and `oci-layout`.
+//! OCI image layout around its layers: a config and a manifest per platform (sharing the
+//! layers), an image index over them, `index.json` naming it by tag, and `oci-layout`.
 //! Built from `oci-spec` types and serialised as canonical JSON (keys sorted, no
 //! whitespace), so the same inputs give the same digests.
 
@@ -37,6 +37,8 @@ pub enum ImageError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("an image needs at least one layer")]
+    NoLayers,
     #[error("output {0} exists and is not an image layout written by depotai; remove it or choose another --output")]
     NotALayout(std::path::PathBuf),
 }
@@ -126,12 +128,21 @@ pub struct Blob {
 }
 
 impl Blob {
-    fn new(bytes: Vec<u8>) -> Blob {
+    pub fn new(bytes: Vec<u8>) -> Blob {
         Blob {
             digest: Digest::of(&bytes),
             bytes,
         }
     }
+}
+
+/// An OCI 1.1 referrer of the image (e.g. its provenance): an artifact manifest whose
+/// `subject` is the image index, and the blobs it names.
+#[derive(Clone, Debug)]
+pub struct Referrer {
+    pub manifest: Blob,
+    pub artifact_type: String,
+    pub blobs: Vec<Blob>,
 }
 
 /// All metadata documents of an image.
@@ -140,8 +151,43 @@ pub struct ImageDocs {
     pub configs: Vec<Blob>,
     pub manifests: Vec<(Platform, Blob)>,
     pub index: Blob,
-    /// The layout's `index.json` (not a blob).
+    /// Artifacts that refer to the index, stored and pushed beside the image.
+    pub referrers: Vec<Referrer>,
+    /// The layout's `index.json` (not a blob): the tagged index, then each referrer.
     pub layout_index: Vec<u8>,
+    tag: String,
+}
+
+impl ImageDocs {
+    /// Adds a referrer; the layout's `index.json` lists it after the tagged index (with
+    /// its `artifactType`, untagged), so the layout holds it and `serve` finds it.
+    pub fn add_referrer(&mut self, r: Referrer) -> Result<(), ImageError> {
+        self.referrers.push(r);
+        self.layout_index = layout_index(&self.index, &self.tag, &self.referrers)?;
+        Ok(())
+    }
+}
+
+fn layout_index(index: &Blob, tag: &str, referrers: &[Referrer]) -> Result<Vec<u8>, ImageError> {
+    let tag_annotation: HashMap<String, String> =
+        [(ANNOTATION_REF_NAME.to_string(), tag.to_string())].into();
+    let mut entries = vec![descriptor(
+        MediaType::ImageIndex,
+        index,
+        Some(tag_annotation),
+        None,
+    )?];
+    for r in referrers {
+        let mut d = descriptor(MediaType::ImageManifest, &r.manifest, None, None)?;
+        d.set_artifact_type(Some(MediaType::Other(r.artifact_type.clone())));
+        entries.push(d);
+    }
+    let layout_index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(entries)
+        .build()?;
+    Ok(canonical_json(&layout_index))
 }
 
 /// Keys sorted, compact: the one serialisation we ever write, whatever map type the
@@ -199,26 +245,36 @@ fn oci_platform(p: &Platform) -> Result<oci_spec::image::Platform, ImageError> {
     Ok(b.build()?)
 }
 
-/// Builds the config, manifest and index documents for an image holding `layer`.
-pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, ImageError> {
+/// Builds the config, manifest and index documents for an image holding `layers`,
+/// bottom layer first.
+pub fn image_docs(layers: &[LayerInfo], meta: &ImageMeta) -> Result<ImageDocs, ImageError> {
     validate_tag(&meta.tag)?;
+    if layers.is_empty() {
+        return Err(ImageError::NoLayers);
+    }
     let provenance: HashMap<String, String> = [
         (ANNOTATION_SOURCE.to_string(), meta.source.clone()),
         (ANNOTATION_REVISION.to_string(), meta.revision.clone()),
     ]
     .into();
-    // The layer says what it is: media type and annotations come with it.
-    let layer_annotations: HashMap<String, String> = layer
-        .annotations
+    // Each layer says what it is: media type and annotations come with it.
+    let layer_descs = layers
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let layer_desc = DescriptorBuilder::default()
-        .media_type(MediaType::from(layer.media_type))
-        .digest(oci_digest(&layer.digest))
-        .size(layer.size)
-        .annotations(layer_annotations)
-        .build()?;
+        .map(|layer| {
+            let annotations: HashMap<String, String> = layer
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(layer.media_type))
+                .digest(oci_digest(&layer.digest))
+                .size(layer.size)
+                .annotations(annotations)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
 
     let mut configs = Vec::new();
     let mut manifests = Vec::new();
@@ -236,7 +292,7 @@ pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, Imag
             .rootfs(
                 RootFsBuilder::default()
                     .typ("layers".to_string())
-                    .diff_ids(vec![layer.diff_id.to_string()])
+                    .diff_ids(diff_ids.clone())
                     .build()?,
             );
         if let Some(v) = &p.variant {
@@ -247,7 +303,7 @@ pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, Imag
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .config(descriptor(MediaType::ImageConfig, &config, None, None)?)
-            .layers(vec![layer_desc.clone()])
+            .layers(layer_descs.clone())
             .annotations(provenance.clone())
             .build()?;
         let manifest = Blob::new(canonical_json(&manifest));
@@ -267,23 +323,14 @@ pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, Imag
         .annotations(provenance)
         .build()?;
     let index = Blob::new(canonical_json(&index));
-    let tag_annotation: HashMap<String, String> =
-        [(ANNOTATION_REF_NAME.to_string(), meta.tag.clone())].into();
-    let layout_index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![descriptor(
-            MediaType::ImageIndex,
-            &index,
-            Some(tag_annotation),
-            None,
-        )?])
-        .build()?;
+    let layout_index = layout_index(&index, &meta.tag, &[])?;
     Ok(ImageDocs {
         configs,
         manifests,
         index,
-        layout_index: canonical_json(&layout_index),
+        referrers: Vec::new(),
+        layout_index,
+        tag: meta.tag.clone(),
     })
 }
 

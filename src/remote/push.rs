@@ -87,6 +87,25 @@ pub struct PushReport {
     /// Bytes not sent again because an upload from an earlier run was continued.
     pub resumed_bytes: u64,
     pub requests: u64,
+    /// Referrers of the index pushed after it (e.g. the provenance).
+    pub referrers: Vec<ReferrerReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferrerReport {
+    pub digest: String,
+    pub artifact_type: String,
+    /// The registry has the referrers API (it answered with `OCI-Subject`); otherwise
+    /// the referrer is listed under the fallback tag.
+    pub referrers_api: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_tag: Option<String>,
+}
+
+/// The tag the OCI 1.1 distribution spec uses, on registries without the referrers
+/// API, for the index of an image's referrers: `sha256-<hex>`.
+pub fn referrers_fallback_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
 }
 
 /// A blob of the layout: digest, size, file.
@@ -101,6 +120,9 @@ pub struct LayoutImage {
     root: PathBuf,
     pub index: (Digest, Vec<u8>, String),
     pub manifests: Vec<(Digest, Vec<u8>, String)>,
+    /// Artifact manifests in the layout whose `subject` is the index (e.g. its
+    /// provenance): (digest, bytes, artifactType).
+    pub referrers: Vec<(Digest, Vec<u8>, String)>,
     blobs: Vec<LayoutBlob>,
 }
 
@@ -195,6 +217,24 @@ impl LayoutImage {
                 add(l)?;
             }
         }
+        // Referrers: the other entries of index.json whose manifest names the index as
+        // its subject.
+        let mut referrers = Vec::new();
+        for entry in top["manifests"].as_array().into_iter().flatten().skip(1) {
+            let Some(artifact_type) = entry["artifactType"].as_str() else {
+                continue;
+            };
+            let (rd, rb) = read_blob(root, entry["digest"].as_str().unwrap_or_default())?;
+            let rv = json(&rb, "referrer manifest")?;
+            if rv["subject"]["digest"].as_str() != Some(idx_d.to_string().as_str()) {
+                continue;
+            }
+            add(&rv["config"])?;
+            for l in rv["layers"].as_array().into_iter().flatten() {
+                add(l)?;
+            }
+            referrers.push((rd, rb, artifact_type.to_string()));
+        }
         if !descs.is_empty() {
             manifests = manifest_docs;
         }
@@ -202,13 +242,14 @@ impl LayoutImage {
             root: root.to_path_buf(),
             index: (idx_d, idx_b, idx_type),
             manifests,
+            referrers,
             blobs,
         })
     }
 }
 
 /// Parses `Range: 0-N` of an upload status: the registry has N+1 bytes.
-fn upload_offset(range: Option<String>) -> Option<u64> {
+pub(crate) fn upload_offset(range: Option<String>) -> Option<u64> {
     let r = range?;
     let r = r.trim().strip_prefix("bytes=").unwrap_or(r.trim());
     let (_, end) = r.split_once('-')?;
@@ -217,7 +258,7 @@ fn upload_offset(range: Option<String>) -> Option<u64> {
     Some(if end == 0 { 0 } else { end + 1 })
 }
 
-fn with_digest(mut url: Url, d: &Digest) -> Url {
+pub(crate) fn with_digest(mut url: Url, d: &Digest) -> Url {
     url.query_pairs_mut().append_pair("digest", &d.to_string());
     url
 }
@@ -452,13 +493,15 @@ impl Pusher<'_, '_> {
         Ok(())
     }
 
+    /// PUTs a manifest; returns the `OCI-Subject` header, which registries with the
+    /// referrers API send back for a manifest that has a `subject`.
     async fn put_manifest(
         &self,
         reference: &str,
         bytes: &[u8],
         media_type: &str,
         digest: &Digest,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<String>, RegistryError> {
         let url = self.client.url(&format!("manifests/{reference}"));
         let resp = self
             .client
@@ -481,7 +524,53 @@ impl Pusher<'_, '_> {
                 });
             }
         }
-        Ok(())
+        Ok(header(resp.headers(), "oci-subject"))
+    }
+
+    /// Lists a referrer under the fallback tag: reads the index there (if any), adds
+    /// the descriptor unless it is already listed, and puts it back.
+    async fn add_to_fallback(
+        &self,
+        subject: &Digest,
+        referrer: &Digest,
+        bytes: &[u8],
+        artifact_type: &str,
+    ) -> Result<String, RegistryError> {
+        let tag = referrers_fallback_tag(subject);
+        let url = self.client.url(&format!("manifests/{tag}"));
+        let mut entries: Vec<serde_json::Value> =
+            match self.client.get_bytes(&url, Some(INDEX_TYPE), None).await {
+                Ok((b, _)) => json(&b, "referrers fallback index")?["manifests"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                Err(RegistryError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+        if !entries
+            .iter()
+            .any(|e| e["digest"].as_str() == Some(referrer.to_string().as_str()))
+        {
+            let annotations = json(bytes, "referrer manifest")?["annotations"].clone();
+            let mut d = serde_json::json!({
+                "mediaType": MANIFEST_TYPE,
+                "digest": referrer.to_string(),
+                "size": bytes.len(),
+                "artifactType": artifact_type,
+            });
+            if annotations.is_object() {
+                d["annotations"] = annotations;
+            }
+            entries.push(d);
+        }
+        let index = crate::image::canonical_json(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_TYPE,
+            "manifests": entries,
+        }));
+        let digest = Digest::of(&index);
+        self.put_manifest(&tag, &index, INDEX_TYPE, &digest).await?;
+        Ok(tag)
     }
 }
 
@@ -549,6 +638,25 @@ pub async fn push(
     let (idx_d, idx_b, idx_t) = &image.index;
     p.put_manifest(reference.manifest_ref(), idx_b, idx_t, idx_d)
         .await?;
+    // Referrers after the image they refer to, so the subject exists when they land.
+    let mut referrers = Vec::new();
+    for (rd, rb, artifact_type) in &image.referrers {
+        let subject = p
+            .put_manifest(&rd.to_string(), rb, MANIFEST_TYPE, rd)
+            .await?;
+        let referrers_api = subject.as_deref() == Some(idx_d.to_string().as_str());
+        let fallback_tag = if referrers_api {
+            None
+        } else {
+            Some(p.add_to_fallback(idx_d, rd, rb, artifact_type).await?)
+        };
+        referrers.push(ReferrerReport {
+            digest: rd.to_string(),
+            artifact_type: artifact_type.clone(),
+            referrers_api,
+            fallback_tag,
+        });
+    }
     let _ = &image.root;
     Ok(PushReport {
         reference: reference.to_string(),
@@ -559,6 +667,7 @@ pub async fn push(
         resumed: p.resumed,
         resumed_bytes: p.resumed_bytes,
         requests: client.request_count(),
+        referrers,
     })
 }
 

@@ -233,8 +233,46 @@ async fn route(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBod
     match kind {
         "manifests" => manifest(state, req, name, reference).await,
         "blobs" => blob(state, req, name, reference).await,
+        "referrers" => referrers(state, req, name, reference).await,
         _ => unsupported_endpoint(req),
     }
+}
+
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=…]` (OCI distribution 1.1).
+async fn referrers(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    name: String,
+    subject: String,
+) -> Response<ServeBody> {
+    let filter = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "artifactType")
+            .and_then(|(_, v)| decode(v))
+    });
+    let applied = filter.is_some();
+    let body = match blocking(state, move |s| {
+        s.referrers(&name, &subject, filter.as_deref())
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return api_error(&e, req),
+    };
+    let mut r = with_body(
+        StatusCode::OK,
+        "application/vnd.oci.image.index.v1+json",
+        ServeBody::bytes(body),
+        req,
+    );
+    if applied {
+        r.headers_mut().insert(
+            "oci-filters-applied",
+            http::HeaderValue::from_static("artifactType"),
+        );
+    }
+    r
 }
 
 /// Percent-decodes a path piece; names and references are then checked against their

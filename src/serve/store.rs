@@ -141,6 +141,10 @@ struct Doc {
     layers: Vec<Desc>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    subject: Option<Desc>,
+    #[serde(rename = "artifactType", default)]
+    artifact_type: Option<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -216,10 +220,24 @@ pub struct Image {
     pub manifests: Vec<(String, Digest)>,
     /// Annotations of the first tagged index (revision, source).
     pub annotations: BTreeMap<String, String>,
+    /// Manifests of the layout that name a `subject` (OCI 1.1 referrers).
+    pub referrers: Vec<ReferrerDesc>,
     /// What the web pages show, computed once per version of the image (this `Image` is
     /// replaced when its `index.json` changes), so a page never reads a layer twice.
     overview: OnceLock<Arc<Overview>>,
     files: OnceLock<Arc<Files>>,
+}
+
+/// A manifest that refers to another (e.g. an image's provenance), as the referrers
+/// API lists it.
+#[derive(Clone, Debug)]
+pub struct ReferrerDesc {
+    pub subject: Digest,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: String,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A manifest or index, ready to send.
@@ -397,6 +415,7 @@ impl Store {
             layers: Vec::new(),
             manifests: Vec::new(),
             annotations: BTreeMap::new(),
+            referrers: Vec::new(),
             overview: OnceLock::new(),
             files: OnceLock::new(),
         };
@@ -449,6 +468,22 @@ impl Store {
                 img.complete = false;
                 return;
             }
+        }
+        if let Some(subject) = doc.subject.as_ref().and_then(|s| Digest::parse(&s.digest)) {
+            // The spec: artifactType, else the config's media type.
+            let artifact_type = doc
+                .artifact_type
+                .clone()
+                .or_else(|| doc.config.as_ref().map(|c| c.media_type.clone()))
+                .unwrap_or_default();
+            img.referrers.push(ReferrerDesc {
+                subject,
+                digest,
+                media_type: d.media_type.clone(),
+                size: d.size,
+                artifact_type,
+                annotations: doc.annotations.clone(),
+            });
         }
         for m in &doc.manifests {
             if let Some(p) = &m.platform {
@@ -531,6 +566,42 @@ impl Store {
     }
 
     /// The tags of image `name`, sorted.
+    /// The referrers API's answer for `subject` in image `name`: an image index of the
+    /// manifests that name it, only those of `artifact_type` when given.
+    pub fn referrers(
+        &self,
+        name: &str,
+        subject: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        let subject = Digest::parse(subject).ok_or(StoreError::DigestInvalid)?;
+        let img = self.image(name)?;
+        let manifests: Vec<serde_json::Value> = img
+            .referrers
+            .iter()
+            .filter(|r| r.subject == subject)
+            .filter(|r| artifact_type.map_or(true, |t| r.artifact_type == t))
+            .map(|r| {
+                let mut d = serde_json::json!({
+                    "mediaType": r.media_type,
+                    "digest": r.digest.to_string(),
+                    "size": r.size,
+                    "artifactType": r.artifact_type,
+                });
+                if !r.annotations.is_empty() {
+                    d["annotations"] = serde_json::json!(r.annotations);
+                }
+                d
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        Ok(Bytes::from(crate::image::canonical_json(&index)))
+    }
+
     pub fn tags(&self, name: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.image(name)?.tags.keys().cloned().collect())
     }

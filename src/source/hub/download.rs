@@ -33,13 +33,13 @@ impl FetchProgress for Silent {
     fn retry(&self, _: &str, _: &str) {}
 }
 
-enum Hasher {
+pub(super) enum Hasher {
     Sha256(sha2::Sha256),
     GitSha1(sha1::Sha1),
 }
 
 impl Hasher {
-    fn new(check: &Check, size: u64) -> Hasher {
+    pub(super) fn new(check: &Check, size: u64) -> Hasher {
         match check {
             Check::Sha256(_) => Hasher::Sha256(sha2::Sha256::new()),
             Check::GitSha1(_) => {
@@ -50,14 +50,14 @@ impl Hasher {
         }
     }
 
-    fn update(&mut self, b: &[u8]) {
+    pub(super) fn update(&mut self, b: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(b),
             Hasher::GitSha1(h) => h.update(b),
         }
     }
 
-    fn finish(self) -> String {
+    pub(super) fn finish(self) -> String {
         match self {
             Hasher::Sha256(h) => hex::encode(h.finalize()),
             Hasher::GitSha1(h) => hex::encode(h.finalize()),
@@ -65,7 +65,7 @@ impl Hasher {
     }
 }
 
-fn what(check: &Check) -> &'static str {
+pub(super) fn what(check: &Check) -> &'static str {
     match check {
         Check::Sha256(_) => "sha256",
         Check::GitSha1(_) => "git blob id",

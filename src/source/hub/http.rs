@@ -85,6 +85,17 @@ impl Http {
 
     /// One GET, following redirects. `range_from` asks for `bytes=N-`.
     pub async fn get(&self, url: &str, range_from: Option<u64>) -> Attempt<Fetched> {
+        self.get_with_range(url, range_from.map(|from| format!("bytes={from}-")))
+            .await
+    }
+
+    /// One GET of `bytes=first-last` (inclusive), following redirects.
+    pub async fn get_range(&self, url: &str, first: u64, last: u64) -> Attempt<Fetched> {
+        self.get_with_range(url, Some(format!("bytes={first}-{last}")))
+            .await
+    }
+
+    async fn get_with_range(&self, url: &str, range: Option<String>) -> Attempt<Fetched> {
         let mut url = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => {
@@ -97,8 +108,8 @@ impl Http {
         let (mut repo_commit, mut linked_etag) = (None, None);
         for _ in 0..=MAX_REDIRECTS {
             let mut req = self.client.get(url.clone());
-            if let Some(from) = range_from {
-                req = req.header(RANGE, format!("bytes={from}-"));
+            if let Some(r) = &range {
+                req = req.header(RANGE, r.as_str());
             }
             // The token is for the Hub only: never for a CDN or any other origin.
             if let (Some(t), true) = (&self.token, same_origin(&url, &self.hub)) {

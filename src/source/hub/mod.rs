@@ -13,12 +13,14 @@ mod config;
 mod download;
 mod error;
 mod http;
+mod stream;
 
 pub use api::{unsafe_name, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
 pub use download::{FetchProgress, Silent};
 pub use error::HubError;
+pub use stream::{HubStream, StreamOptions, StreamStats, DEFAULT_BUFFER, DEFAULT_WINDOW};
 
 use crate::layer::{Contents, Entry, EntryKind};
 use crate::names::{CommitSha, ModelName};
@@ -184,6 +186,37 @@ impl Contents for HubContents {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not a fetched file"))?;
         Ok(Box::new(std::fs::File::open(blob)?))
     }
+}
+
+/// Lists `model` at `sha` and keeps the files `filter` wants, downloading nothing: the
+/// file list a [`HubStream`] reads.
+pub fn list(
+    model: &ModelName,
+    sha: &CommitSha,
+    cfg: &HubConfig,
+    filter: &FileFilter,
+) -> Result<Vec<RemoteFile>, HubError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(error::io(&cfg.cache_dir))?;
+    let http = http::Http::new(cfg)?;
+    let listed = rt.block_on(async {
+        tokio::select! {
+            listed = api::list_files(&http, model, sha) => listed,
+            () = cancelled(cfg) => Err(HubError::Interrupted),
+        }
+    })?;
+    let wanted: Vec<RemoteFile> = listed
+        .into_iter()
+        .filter(|f| filter.wants(&f.path))
+        .collect();
+    if wanted.is_empty() {
+        return Err(HubError::NoFiles {
+            repo: model.to_string(),
+        });
+    }
+    Ok(wanted)
 }
 
 /// Lists, filters and downloads `model` at `sha` into the cache.
