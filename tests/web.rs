@@ -679,6 +679,18 @@ fn json_twins_list_the_catalogue_and_each_models_digests_layers_and_files() {
         })
         .collect();
     assert_eq!(m["digests"]["platforms"], json!(platforms));
+    // The build's provenance, a referrer of the tagged index in the layout.
+    let provenance = &c.minilm.layout_index["manifests"][1];
+    assert_eq!(provenance["artifactType"], "application/vnd.in-toto+json");
+    assert_eq!(
+        m["digests"]["referrers"],
+        json!([{"artifactType": "application/vnd.in-toto+json", "digest": provenance["digest"]}])
+    );
+    let html = s.req("GET", &format!("/{name}"), &h).text();
+    assert!(html.contains(&format!(
+        "<tr><th>provenance</th><td><code class=\"digest\" title=\"application/vnd.in-toto+json\">{}</code>",
+        provenance["digest"].as_str().unwrap()
+    )));
     assert_eq!(
         m["layers"],
         json!([{
@@ -779,6 +791,47 @@ fn json_twins_list_the_catalogue_and_each_models_digests_layers_and_files() {
     assert!(from.contains(&("config.json", 35, 2)), "{from:?}");
     assert!(from.contains(&("model-00001-of-00002.safetensors", 300_000, 1)));
     assert!(from.contains(&("vocab.txt", 182, 0)));
+    // A per-file layer build, as `build` plans it: the large file in a layer of its own,
+    // the rest in one layer on top (built now, served without a restart).
+    let pf = build_as(
+        Path::new(TINY),
+        "acme/perfile",
+        SHA,
+        &c.root.join("acme/perfile"),
+        &["--own-layer-above", "1KiB"],
+    );
+    let v = s.req("GET", "/acme/perfile.json", &h).json();
+    let layer_digests: Vec<&Value> = pf.manifests[0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["digest"])
+        .collect();
+    assert_eq!(layer_digests.len(), 2);
+    let got: Vec<(&Value, &Value, &Value)> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (&l["digest"], &l["files"], &l["only"]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (layer_digests[0], &json!(1), &json!("model.safetensors")),
+            (layer_digests[1], &json!(8), &Value::Null),
+        ]
+    );
+    let layer_of: Vec<(&str, u64)> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["layer"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(layer_of.len(), 9);
+    for (path, layer) in layer_of {
+        assert_eq!(layer, u64::from(path != "model.safetensors"), "{path}");
+    }
+
     let html = s.req("GET", "/acme/stacked", &h).text();
     assert!(html.contains("Layers <span class=\"muted\">3</span>"));
     assert!(html.contains("<code>model-00001-of-00002.safetensors</code> · 293.0 KiB"));

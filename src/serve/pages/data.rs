@@ -22,6 +22,9 @@ pub struct Overview {
     pub platforms: Vec<(String, Digest)>,
     /// The layers of the (first) manifest, in order.
     pub layers: Vec<LayerDesc>,
+    /// Artifacts about a tagged document (provenance): artifact type and digest, as the
+    /// referrers API lists them.
+    pub referrers: Vec<(String, Digest)>,
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +53,12 @@ impl Overview {
                         media_type: r.map(|r| r.media_type.clone()).unwrap_or_default(),
                     }
                 })
+                .collect(),
+            referrers: img
+                .referrers
+                .iter()
+                .filter(|r| img.tags.values().any(|d| *d == r.subject))
+                .map(|r| (r.artifact_type.clone(), r.digest))
                 .collect(),
         }
     }

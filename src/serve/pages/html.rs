@@ -299,6 +299,18 @@ pub fn model(host: &str, o: &Overview, files: &Files, name_json_is_an_image: boo
             escape(&d.to_string())
         );
     }
+    for (artifact, d) in &o.referrers {
+        let kind = match artifact.as_str() {
+            "application/vnd.in-toto+json" => "provenance",
+            _ => "referrer",
+        };
+        let _ = writeln!(
+            h,
+            "<tr><th>{kind}</th><td><code class=\"digest\" title=\"{}\">{}</code></td><td></td></tr>",
+            escape(artifact),
+            escape(&d.to_string())
+        );
+    }
     h.push_str("</tbody></table></section>\n");
 
     // Layers.
@@ -467,6 +479,7 @@ mod tests {
             revision: Some("<script>alert(1)</script>".into()),
             source: Some("javascript:alert(1)".into()),
             platforms: vec![("linux/amd64".into(), Digest::of(b"m"))],
+            referrers: vec![],
             layers: vec![LayerDesc {
                 digest: Digest::of(b"l"),
                 size: 2048,

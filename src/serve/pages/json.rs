@@ -69,6 +69,15 @@ struct Model<'a> {
 struct Digests<'a> {
     tags: Vec<Named<'a>>,
     platforms: Vec<Named<'a>>,
+    /// Artifacts about the image (its provenance), as the referrers API lists them.
+    referrers: Vec<Referrer<'a>>,
+}
+
+#[derive(Serialize)]
+struct Referrer<'a> {
+    #[serde(rename = "artifactType")]
+    artifact_type: &'a str,
+    digest: String,
 }
 
 #[derive(Serialize)]
@@ -139,6 +148,14 @@ pub fn model(host: &str, o: &Overview, files: &Files) -> Vec<u8> {
                 .iter()
                 .map(|(p, d)| Named {
                     name: p,
+                    digest: d.to_string(),
+                })
+                .collect(),
+            referrers: o
+                .referrers
+                .iter()
+                .map(|(t, d)| Referrer {
+                    artifact_type: t,
                     digest: d.to_string(),
                 })
                 .collect(),
