@@ -1,8 +1,8 @@
-//! The HTTP server: the read side of the OCI Distribution spec over a [`Store`], a
-//! landing page, access logs and graceful shutdown. HTTP/1.1 on hyper and tokio.
+//! The HTTP server: the read side of the OCI Distribution spec over a [`Store`],
+//! the web pages, access logs and graceful shutdown. HTTP/1.1 on hyper and tokio.
 
 use super::body::{AccessLog, ServeBody, Source};
-use super::landing;
+use super::pages;
 use super::range::{self, Part, RangeError};
 use super::store::{BlobBody, Store, StoreError};
 use bytes::Bytes;
@@ -196,16 +196,12 @@ async fn blocking<T: Send + 'static>(
 async fn route(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBody> {
     let path = req.uri().path();
     let read = req.method() == Method::GET || req.method() == Method::HEAD;
-    if path == "/" {
-        if !read {
-            return method_not_allowed();
-        }
-        return landing_page(state, req).await;
-    }
     let rest = match path.strip_prefix("/v2/") {
         Some(rest) => rest,
         None if path == "/v2" => "",
-        None => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        // Everything outside /v2 is the web pages (routes in pages/mod.rs).
+        None if read => return web_page(state, req).await,
+        None => return method_not_allowed(),
     };
     if !read {
         return method_not_allowed();
@@ -652,43 +648,40 @@ async fn tags(state: &Arc<State>, req: &Request<Incoming>, name: String) -> Resp
     r
 }
 
-/// The host clients should pull from: the request's `Host` if it looks like one,
-/// else the address we listen on.
-fn pull_host(req: &Request<Incoming>, local: SocketAddr) -> String {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| local.to_string())
-}
-
-async fn landing_page(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBody> {
-    let host = pull_host(req, state.local);
-    let summaries = blocking(state, |s| {
-        Ok(s.catalog()
-            .into_iter()
-            .filter_map(|n| s.summary(&n).ok())
-            .collect::<Vec<_>>())
+/// A web page or its JSON twin, rendered on the blocking pool (it looks at the store).
+async fn web_page(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBody> {
+    let host = pages::pull_host(req.headers().get(header::HOST), state.local);
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let st = state.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        pages::respond(
+            &st.store,
+            &pages::PageRequest {
+                host: &host,
+                path: &path,
+                query: query.as_deref(),
+                accept: accept.as_deref(),
+            },
+        )
     })
     .await;
-    let summaries = match summaries {
-        Ok(s) => s,
-        Err(e) => return api_error(&e, req),
+    let Ok(page) = page else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     };
-    let html = landing::render(&host, &summaries);
     let mut r = with_body(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        ServeBody::bytes(html),
+        page.status,
+        page.content_type,
+        ServeBody::bytes(page.body),
         req,
     );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    for (name, value) in page.headers {
+        r.headers_mut().insert(name, value);
+    }
     r
 }

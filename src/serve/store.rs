@@ -15,9 +15,11 @@
 //! restart, and a rebuilt one (a new directory renamed into place) is re-read.
 
 use crate::digest::Digest;
-use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::image::{validate_tag, ANNOTATION_REF_NAME};
 use crate::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
 use crate::layer::zstd_chunked;
+use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+use crate::serve::pages::{Files, Overview, TocFile};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// Manifests and indexes larger than this are not read (the distribution registry
 /// refuses to store manifests over 4 MiB).
 pub const MAX_DOCUMENT: u64 = 4 << 20;
-/// A TOC member larger than this (compressed) is not read for the landing page.
+/// A TOC member larger than this (compressed) is not read for the web pages.
 const MAX_TOC_MEMBER: u64 = 64 << 20;
 /// …nor one that inflates to more than this.
 const MAX_TOC_TAR: u64 = 512 << 20;
@@ -214,11 +216,16 @@ pub struct Image {
     pub platforms: Vec<String>,
     /// Layers of the first manifest, in order.
     pub layers: Vec<Digest>,
+    /// Platform → digest of its manifest, in index order.
+    pub manifests: Vec<(String, Digest)>,
     /// Annotations of the first tagged index (revision, source).
     pub annotations: BTreeMap<String, String>,
     /// Manifests of the layout that name a `subject` (OCI 1.1 referrers).
     pub referrers: Vec<ReferrerDesc>,
-    summary: OnceLock<Summary>,
+    /// What the web pages show, computed once per version of the image (this `Image` is
+    /// replaced when its `index.json` changes), so a page never reads a layer twice.
+    overview: OnceLock<Arc<Overview>>,
+    files: OnceLock<Arc<Files>>,
 }
 
 /// A manifest that refers to another (e.g. an image's provenance), as the referrers
@@ -231,20 +238,6 @@ pub struct ReferrerDesc {
     pub size: u64,
     pub artifact_type: String,
     pub annotations: BTreeMap<String, String>,
-}
-
-/// What the landing page shows about an image.
-#[derive(Clone, Debug)]
-pub struct Summary {
-    pub name: String,
-    pub tags: Vec<String>,
-    pub revision: Option<String>,
-    pub source: Option<String>,
-    pub platforms: Vec<String>,
-    /// Bytes of all distinct blobs the image references.
-    pub size: u64,
-    /// The files in the (first) layer, from its eStargz TOC: path and size.
-    pub files: Result<Vec<(String, u64)>, String>,
 }
 
 /// A manifest or index, ready to send.
@@ -420,9 +413,11 @@ impl Store {
             docs: HashMap::new(),
             platforms: Vec::new(),
             layers: Vec::new(),
+            manifests: Vec::new(),
             annotations: BTreeMap::new(),
             referrers: Vec::new(),
-            summary: OnceLock::new(),
+            overview: OnceLock::new(),
+            files: OnceLock::new(),
         };
         let mut visited = HashSet::new();
         for d in &layout.manifests {
@@ -497,6 +492,9 @@ impl Store {
                     s = format!("{s}/{v}");
                 }
                 if !img.platforms.contains(&s) {
+                    if let Some(d) = Digest::parse(&m.digest) {
+                        img.manifests.push((s.clone(), d));
+                    }
                     img.platforms.push(s);
                 }
             }
@@ -648,32 +646,68 @@ impl Store {
         names
     }
 
-    /// What the landing page shows for image `name` (computed once per version of it).
-    pub fn summary(&self, name: &str) -> Result<Summary, StoreError> {
-        let img = self.image(name)?;
-        Ok(img.summary.get_or_init(|| self.summarise(&img)).clone())
-    }
-
-    fn summarise(&self, img: &Image) -> Summary {
-        let files = match img.layers.first() {
-            None => Err("the image has no layer".to_string()),
-            Some(layer) => {
-                let path = img.dir.join("blobs/sha256").join(layer.hex());
-                match self.open_file(&path) {
-                    Ok(Some((f, len))) => layer_files(&f, len).map_err(|e| e.to_string()),
-                    Ok(None) => Err("the layer blob is missing".to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+    /// The overview of every image under the root (the images `catalog` names), sorted
+    /// by name, in one walk that reads (or takes from the cache) each image once. An
+    /// image that cannot be read is left out and said on stderr.
+    pub fn overviews(&self) -> Vec<Arc<Overview>> {
+        let mut out = Vec::new();
+        let mut add = |name: &str| match self.image(name) {
+            Ok(img) => {
+                out.push(Self::overview_of(&img));
+                true
+            }
+            Err(StoreError::NameUnknown | StoreError::NameInvalid) => false,
+            Err(e) => {
+                eprintln!("depotai serve: {name}: {e}");
+                true
             }
         };
-        Summary {
-            name: img.name.clone(),
-            tags: img.tags.keys().cloned().collect(),
-            revision: img.annotations.get(ANNOTATION_REVISION).cloned(),
-            source: img.annotations.get(ANNOTATION_SOURCE).cloned(),
-            platforms: img.platforms.clone(),
-            size: img.refs.values().map(|r| r.size).sum(),
-            files,
+        for top in Self::valid_children(&self.root) {
+            if add(&top) {
+                continue;
+            }
+            let p = self.root.join(&top);
+            if !matches!(self.inside(&p), Ok(Some((_, m))) if m.is_dir()) {
+                continue;
+            }
+            for sub in Self::valid_children(&p) {
+                let name = format!("{top}/{sub}");
+                if name.len() <= MAX_NAME {
+                    add(&name);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn overview_of(img: &Image) -> Arc<Overview> {
+        img.overview
+            .get_or_init(|| Arc::new(Overview::of(img)))
+            .clone()
+    }
+
+    /// The overview and the files of every layer (from their TOCs), merged. The TOCs are
+    /// read on the first call for each version of the image only.
+    pub fn files(&self, name: &str) -> Result<(Arc<Overview>, Arc<Files>), StoreError> {
+        let img = self.image(name)?;
+        let files = img
+            .files
+            .get_or_init(|| {
+                let tocs = img.layers.iter().map(|d| self.layer_toc(&img, d)).collect();
+                Arc::new(Files::merge(tocs))
+            })
+            .clone();
+        Ok((Self::overview_of(&img), files))
+    }
+
+    /// The files of one layer blob of `img`, from its TOC; a reason for the page if not.
+    fn layer_toc(&self, img: &Image, layer: &Digest) -> Result<Vec<TocFile>, String> {
+        let path = img.dir.join("blobs/sha256").join(layer.hex());
+        match self.open_file(&path) {
+            Ok(Some((f, len))) => layer_files(&f, len).map_err(|e| e.to_string()),
+            Ok(None) => Err("the layer blob is missing".to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -696,23 +730,32 @@ pub enum TocError {
     Json(#[from] serde_json::Error),
 }
 
-/// The files (and symlinks) of a layer blob, from its eStargz or zstd:chunked TOC.
-pub fn layer_files(f: &File, len: u64) -> Result<Vec<(String, u64)>, TocError> {
+/// The files, symlinks and hard links of a layer blob, from its eStargz or zstd:chunked
+/// TOC, in TOC order (directories, chunk entries and eStargz landmarks left out).
+pub fn layer_files(f: &File, len: u64) -> Result<Vec<TocFile>, TocError> {
     let keep = |kind: &str, name: &str| {
-        (kind == "reg" || kind == "symlink") && !name.ends_with(".prefetch.landmark")
+        matches!(kind, "reg" | "symlink" | "hardlink")
+            && name != PREFETCH_LANDMARK
+            && name != NO_PREFETCH_LANDMARK
+    };
+    let file = |kind: String, name: String, size: u64, link_name: String| TocFile {
+        name,
+        size,
+        kind,
+        link_name,
     };
     match read_toc(f, len) {
         Ok(toc) => Ok(toc
             .entries
             .into_iter()
             .filter(|e| keep(&e.kind, &e.name))
-            .map(|e| (e.name, e.size))
+            .map(|e| file(e.kind, e.name, e.size, e.link_name))
             .collect()),
         Err(TocError::NoFooter) => Ok(read_zstd_chunked_toc(f, len)?
             .entries
             .into_iter()
             .filter(|e| keep(&e.kind, &e.name))
-            .map(|e| (e.name, e.size))
+            .map(|e| file(e.kind, e.name, e.size, e.link_name))
             .collect()),
         Err(e) => Err(e),
     }
@@ -795,6 +838,7 @@ pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ANNOTATION_REVISION;
 
     #[test]
     fn names_follow_the_oci_grammar() {
@@ -965,7 +1009,8 @@ mod tests {
             crate::layer::build(entries, &contents, &zopts, Vec::new(), &|_| {}).unwrap();
         fs::write(&blob, &zout).unwrap();
         let files = layer_files(&File::open(&blob).unwrap(), zout.len() as u64).unwrap();
-        assert_eq!(files, vec![("config.json".to_string(), 2)]);
+        let files: Vec<_> = files.iter().map(|f| (f.name.as_str(), f.size)).collect();
+        assert_eq!(files, [("config.json", 2)]);
         // Not an eStargz blob.
         fs::write(&blob, [0u8; 100]).unwrap();
         assert!(matches!(
