@@ -261,9 +261,13 @@ fn layout_is_an_index_of_amd64_and_arm64_manifests_sharing_one_layer() {
     }
     assert_eq!(l.configs[0]["architecture"], "amd64");
     assert_eq!(l.configs[1]["architecture"], "arm64");
-    // Only the blobs the image references are present.
+    // Only the blobs the image and its provenance reference are present.
     let blobs = fs::read_dir(out.join("blobs/sha256")).unwrap().count();
-    assert_eq!(blobs, 1 + 2 + 2 + 1, "layer, 2 configs, 2 manifests, index");
+    assert_eq!(
+        blobs,
+        1 + 2 + 2 + 1 + 3,
+        "layer, 2 configs, 2 manifests, index; provenance manifest, statement, empty config"
+    );
 
     // --platform changes the set.
     let out2 = tmp.path().join("out2");
