@@ -1,21 +1,47 @@
-//! Helpers for tests that run tools we did not write (`../shared/tools`, skopeo,
-//! docker-registry, podman…): skip with a message when a tool is missing, fail under
-//! `CI=true`; run a command and insist it succeeds; a throwaway registry.
+//! Helpers for tests that run tools we did not write (the reference checkers built from
+//! `interop/checkers`, skopeo, docker-registry, podman…): skip with a message when a tool
+//! is missing, fail under `CI=true`; run a command and insist it succeeds; a throwaway
+//! registry.
 
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools")
+/// The repository's own reference checkers (`estargz-check`, `zstdchunked-check`), built
+/// (or found in the cache) by `scripts/install-interop.sh --checkers`: their directory,
+/// or `None` when they cannot be built here (no Go toolchain).
+pub fn checkers_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let o = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-interop.sh"))
+            .arg("--checkers")
+            .stderr(Stdio::inherit())
+            .output()
+            .ok()?;
+        let out = String::from_utf8_lossy(&o.stdout);
+        let dir = PathBuf::from(out.lines().last()?.trim());
+        (o.status.success() && dir.join("estargz-check").is_file()).then_some(dir)
+    })
+    .clone()
 }
 
-/// True when every command is on PATH and every script is in `../shared/tools`.
-/// Otherwise prints `SKIP: …` and returns false, or panics under `CI=true`.
-pub fn have_tools(commands: &[&str], scripts: &[&str]) -> bool {
+/// A command running one of the reference checkers (see [`checkers_dir`]).
+pub fn checker(name: &str) -> Command {
+    Command::new(
+        checkers_dir()
+            .expect("the reference checkers (have_tools first)")
+            .join(name),
+    )
+}
+
+/// True when every command is on PATH and, with `checkers`, the reference checkers are
+/// built. Otherwise prints `SKIP: …` and returns false, or panics under `CI=true`.
+pub fn have_tools(commands: &[&str], checkers: bool) -> bool {
     let mut missing: Vec<String> = commands
         .iter()
         .filter(|t| {
@@ -28,16 +54,14 @@ pub fn have_tools(commands: &[&str], scripts: &[&str]) -> bool {
         })
         .map(|t| t.to_string())
         .collect();
-    for s in scripts {
-        if !tools_dir().join(s).is_file() {
-            missing.push(format!("{}/{s}", tools_dir().display()));
-        }
+    if checkers && checkers_dir().is_none() {
+        missing.push("the reference checkers (interop/checkers; needs Go)".into());
     }
     if missing.is_empty() {
         return true;
     }
     skip_or_fail(&format!(
-        "interop tools missing: {} (run ../shared/tools/install-interop.sh --probe)",
+        "interop tools missing: {} (run scripts/install-interop.sh)",
         missing.join(", ")
     ));
     false
@@ -45,7 +69,7 @@ pub fn have_tools(commands: &[&str], scripts: &[&str]) -> bool {
 
 /// True when every command is on PATH (see [`have_tools`]).
 pub fn have(commands: &[&str]) -> bool {
-    have_tools(commands, &[])
+    have_tools(commands, false)
 }
 
 /// Reports a test that cannot run here: `SKIP` normally, a failure under `CI=true`.
