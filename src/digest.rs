@@ -17,6 +17,11 @@ impl Digest {
         Digest(bytes)
     }
 
+    /// The 32 raw bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The lowercase hex form without the `sha256:` prefix (a blob's file name).
     pub fn hex(&self) -> String {
         hex::encode(self.0)

@@ -17,6 +17,7 @@ pub mod image;
 pub mod layer;
 pub mod names;
 pub mod pipeline;
+pub mod plan;
 pub mod remote;
 pub mod serve;
 pub mod source;

@@ -22,6 +22,7 @@ fn request(out: &Path) -> BuildRequest {
         output: out.to_path_buf(),
         platforms: default_platforms(),
         expected_digests: Default::default(),
+        plan: Default::default(),
         layer: Options {
             chunk_size: 1024,
             threads: 2,
@@ -180,7 +181,7 @@ fn progress_reports_every_content_byte_once() {
     )
     .unwrap();
     assert_eq!(seen.load(Ordering::Relaxed), total);
-    assert_eq!(report.layer.content_bytes, total);
+    assert_eq!(report.content_bytes(), total);
 }
 
 #[test]

@@ -339,7 +339,10 @@ fn golden_digests_of_the_bundled_example_are_unchanged() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["index_digest"], golden["index_digest"]);
     for key in ["digest", "diff_id", "toc_digest", "size"] {
-        assert_eq!(summary["layer"][key], golden["layer"][key], "layer.{key}");
+        assert_eq!(
+            summary["layers"][0][key], golden["layer"][key],
+            "layer.{key}"
+        );
     }
 }
 
@@ -361,8 +364,11 @@ fn json_summary_reports_what_was_written() {
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let l = Layout::read(&out);
     assert_eq!(s["index_digest"].as_str().unwrap(), l.index_digest);
-    assert_eq!(s["layer"]["digest"].as_str().unwrap(), l.layer_digest);
-    assert_eq!(s["layer"]["size"].as_u64().unwrap(), l.blob.len() as u64);
+    assert_eq!(s["layers"][0]["digest"].as_str().unwrap(), l.layer_digest);
+    assert_eq!(
+        s["layers"][0]["size"].as_u64().unwrap(),
+        l.blob.len() as u64
+    );
     assert_eq!(s["files"], 9);
     assert_eq!(s["image"], "depotai/tiny-model");
     assert!(s["seconds"].as_f64().unwrap() >= 0.0);
@@ -439,6 +445,8 @@ fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
         &["--quiet", "--chunk-size", "256MiB"],
     ));
     let l = Layout::read(&out);
+    // The 8 GiB file has the bottom layer to itself; config.json is in the one above.
+    assert_eq!(l.layer_digests.len(), 2);
     // Walk the tar headers inside the decompressed stream without holding 8 GiB.
     let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&l.blob[..]));
     let mut seen = false;

@@ -235,8 +235,8 @@ fn builds_every_model_then_a_rerun_skips_all_with_no_request_and_touches_nothing
             .find(|m| m["name"] == name)
             .unwrap();
         assert_eq!(m["index_digest"], l.index_digest.as_str());
-        assert_eq!(m["layer"]["digest"], l.layer_digest.as_str());
-        assert_eq!(m["layer"]["size"], l.blob.len() as u64);
+        assert_eq!(m["layers"][0]["digest"], l.layer_digest.as_str());
+        assert_eq!(m["layers"][0]["size"], l.blob.len() as u64);
         assert_eq!(m["output"], dir.display().to_string());
         let record: Value =
             serde_json::from_slice(&fs::read(dir.join("depotai-build.json")).unwrap()).unwrap();
@@ -285,7 +285,7 @@ fn builds_every_model_then_a_rerun_skips_all_with_no_request_and_touches_nothing
     assert_eq!(snapshot(&env.out()), before, "outputs untouched");
     let r = report(&o);
     assert_eq!(r["models"][0]["reason"], "up to date");
-    assert!(r["models"][0]["layer"]["size"].as_u64().unwrap() > 300_000);
+    assert!(r["models"][0]["layers"][0]["size"].as_u64().unwrap() > 300_000);
 
     // The images equal single builds, byte for byte (the record is beside the image).
     let single = env.tmp.path().join("single");
@@ -348,7 +348,7 @@ fn a_broken_model_fails_alone_and_is_plain_to_see() {
             .contains("model acme/nope not found"),
         "{nope}"
     );
-    assert_eq!(nope["layer"], Value::Null);
+    assert_eq!(nope["layers"], Value::Null);
     assert!(r["models"][5]["error"]
         .as_str()
         .unwrap()

@@ -767,7 +767,7 @@ fn ls_and_get_read_zstd_chunked_images_by_their_toc_and_frames() {
     json_of(&push(&out, &reference, &[]));
 
     let ls = json_of(&run(&["ls", &reference, "--insecure", "--json"]));
-    assert_eq!(ls["layer"]["format"], "zstd-chunked");
+    assert_eq!(ls["layers"][0]["format"], "zstd-chunked");
     let names: Vec<&str> = ls["entries"]
         .as_array()
         .unwrap()

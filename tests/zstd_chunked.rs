@@ -639,7 +639,10 @@ fn golden_digests_of_the_bundled_example_are_unchanged() {
     assert_eq!(summary["format"], "zstd-chunked");
     assert_eq!(summary["index_digest"], golden["index_digest"]);
     for key in ["digest", "diff_id", "toc_digest", "size"] {
-        assert_eq!(summary["layer"][key], golden["layer"][key], "layer.{key}");
+        assert_eq!(
+            summary["layers"][0][key], golden["layer"][key],
+            "layer.{key}"
+        );
     }
     // The time zone and locale play no part.
     let out2 = tmp.path().join("out2");
@@ -682,15 +685,15 @@ fn layout_shares_one_tar_zstd_layer_between_platforms_and_reports_it() {
     assert_ok(&o);
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
     let l = Layout::read(&out);
-    assert_eq!(s["layer"]["digest"].as_str().unwrap(), l.layer_digest);
+    assert_eq!(s["layers"][0]["digest"].as_str().unwrap(), l.layer_digest);
     assert_eq!(
-        s["layer"]["media_type"],
+        s["layers"][0]["media_type"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
     assert_eq!(s["compression_level"], 3);
     assert_eq!(s["files"], 9);
     assert_eq!(
-        s["layer"]["toc_digest"].as_str().unwrap(),
+        s["layers"][0]["toc_digest"].as_str().unwrap(),
         l.layer_annotation("io.github.containers.zstd-chunked.manifest-checksum")
     );
     assert_eq!(l.manifests.len(), 2);
@@ -702,7 +705,7 @@ fn layout_shares_one_tar_zstd_layer_between_platforms_and_reports_it() {
             .is_none());
     }
     let z = read_chunked(&l);
-    assert_eq!(s["layer"]["uncompressed_size"], z.tar.len() as u64);
+    assert_eq!(s["layers"][0]["uncompressed_size"], z.tar.len() as u64);
     // Each file decodes from its own range.
     for e in z.entries().iter().filter(|e| e.get("offset").is_some()) {
         let data = z.decode_range(

@@ -14,6 +14,7 @@
 use crate::image::Platform;
 use crate::layer;
 use crate::names::{CommitSha, ModelName};
+use crate::plan::PlanOptions;
 use crate::source::hub::{CachedFile, Check};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -22,7 +23,7 @@ use std::path::Path;
 pub const RECORD_FILE: &str = "depotai-build.json";
 
 /// Bumped when the meaning of a record changes; older records then count as stale.
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
 
 /// The settings the image bytes depend on (threads and download jobs do not).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,17 +36,25 @@ pub struct BuildSettings {
     pub prefetch: Vec<String>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// The layer plan: `per-file` or `single`.
+    pub layers: String,
+    pub own_layer_above: u64,
+    pub max_layers: usize,
 }
 
 impl BuildSettings {
     pub fn new(
         layer: &layer::Options,
+        plan: &PlanOptions,
         platforms: &[Platform],
         include: &[String],
         exclude: &[String],
     ) -> BuildSettings {
         BuildSettings {
             format: layer.format.to_string(),
+            layers: plan.mode.to_string(),
+            own_layer_above: plan.own_layer_above,
+            max_layers: plan.max_layers,
             chunk_size: layer.chunk_size,
             compression_level: layer.effective_level(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
@@ -157,9 +166,16 @@ pub struct ImageSummary {
     pub index_digest: String,
     /// (platform, manifest digest), in index order.
     pub manifests: Vec<(String, String)>,
-    pub layer_digest: String,
-    pub layer_size: u64,
+    /// (digest, size) of each layer, bottom first.
+    pub layers: Vec<(String, u64)>,
     pub files: u64,
+}
+
+impl ImageSummary {
+    /// Bytes of all layer blobs.
+    pub fn layers_size(&self) -> u64 {
+        self.layers.iter().map(|(_, s)| s).sum()
+    }
 }
 
 /// Whether the image in `dir` is what `want` describes.
@@ -236,7 +252,7 @@ fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
     let index_desc = descriptor(top)?;
     let index = json(&blob(dir, &index_desc)?)?;
     let mut manifests = Vec::new();
-    let mut layer = None;
+    let mut layers: Option<Vec<(String, u64)>> = None;
     for m in index["manifests"]
         .as_array()
         .ok_or("the index has no manifests")?
@@ -244,14 +260,16 @@ fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
         let d = descriptor(m)?;
         let man = json(&blob(dir, &d)?)?;
         blob(dir, &descriptor(&man["config"])?)?;
+        let mut these = Vec::new();
         for l in man["layers"]
             .as_array()
             .ok_or("a manifest without layers")?
         {
             let ld = descriptor(l)?;
             blob(dir, &ld)?;
-            layer.get_or_insert(ld);
+            these.push(ld);
         }
+        layers.get_or_insert(these);
         let p = &m["platform"];
         let mut platform = format!(
             "{}/{}",
@@ -263,12 +281,13 @@ fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
         }
         manifests.push((platform, d.0));
     }
-    let (layer_digest, layer_size) = layer.ok_or("the image has no layer")?;
+    let layers = layers
+        .filter(|l| !l.is_empty())
+        .ok_or("the image has no layer")?;
     Ok(ImageSummary {
         index_digest: index_desc.0,
         manifests,
-        layer_digest,
-        layer_size,
+        layers,
         files: 0,
     })
 }
@@ -283,7 +302,13 @@ mod tests {
             &"acme/m".parse().unwrap(),
             &"0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
             "latest",
-            BuildSettings::new(&layer, &crate::image::default_platforms(), &[], &[]),
+            BuildSettings::new(
+                &layer,
+                &PlanOptions::default(),
+                &crate::image::default_platforms(),
+                &[],
+                &[],
+            ),
         )
     }
 

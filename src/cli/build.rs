@@ -8,9 +8,10 @@ use clap::Args;
 use depotai::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
 use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
-use depotai::layer::{self, content_size, Contents, Entry, Format};
+use depotai::layer::{self, content_size, Contents, Entry, EntryKind, Format};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
+use depotai::plan::PlanOptions;
 use depotai::source::hub::{self, FileFilter, HubConfig};
 use depotai::source::DirSource;
 use std::path::PathBuf;
@@ -62,6 +63,23 @@ pub struct BuildArgs {
     /// zstd-chunked: zstd 1 to 19, default 3. Part of what the digests depend on.
     #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
     compression_level: Option<i32>,
+    /// How files are split into layers: per-file (each file of at least
+    /// --own-layer-above in a layer of its own, the rest in one layer on top) or single
+    /// (one layer).
+    #[arg(long, value_name = "MODE", default_value = "per-file", value_parser = ["per-file", "single"])]
+    layers: String,
+    /// Files of at least this size get a layer of their own (per-file mode).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::parse_size)]
+    own_layer_above: u64,
+    /// At most this many layers (per-file mode); more large files than that are grouped
+    /// by a hash of their path.
+    #[arg(long, value_name = "N", default_value_t = depotai::plan::DEFAULT_MAX_LAYERS as u16,
+          value_parser = clap::value_parser!(u16).range(2..=127))]
+    max_layers: u16,
+    /// Refuse, before downloading, a plan with a layer larger than this: a registry's
+    /// limit, e.g. 10GB for GHCR (GB = 10^9 bytes, GiB = 2^30).
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    max_layer_size: Option<u64>,
     /// Files (or directories) to put first, before a `.prefetch.landmark` (eStargz only).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     prefetch: Vec<String>,
@@ -110,6 +128,15 @@ fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<Platform>> {
     Ok(platforms)
 }
 
+fn plan_options(args: &BuildArgs) -> anyhow::Result<PlanOptions> {
+    Ok(PlanOptions {
+        mode: args.layers.parse().map_err(anyhow::Error::msg)?,
+        own_layer_above: args.own_layer_above,
+        max_layers: args.max_layers.into(),
+        max_layer_size: args.max_layer_size,
+    })
+}
+
 fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
     if format == Format::ZstdChunked && !args.prefetch.is_empty() {
@@ -146,6 +173,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             force: args.force,
             jobs: args.jobs.into(),
             layer: layer_options(&args)?,
+            plan: plan_options(&args)?,
             platforms: platforms(&args)?,
             delete_downloads: args.delete_downloads,
             json: args.json,
@@ -176,6 +204,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         output,
         platforms,
         layer,
+        plan: plan_options(&args)?,
         expected_digests: Default::default(),
     };
 
@@ -191,6 +220,20 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             let mut cfg = HubConfig::from_env();
             cfg.jobs = args.jobs.into();
             let filter = FileFilter::new(&args.include, &args.exclude)?;
+            if req.plan.max_layer_size.is_some() && !cfg.offline {
+                // Refuse a plan the registry would reject before the first byte moves.
+                let listed = hub::list(&name, &sha, &cfg, &filter)
+                    .with_context(|| format!("listing {name} at {sha}"))?;
+                let entries = listed.iter().map(|f| Entry {
+                    path: f.path.clone(),
+                    kind: EntryKind::File {
+                        size: f.size,
+                        executable: false,
+                    },
+                });
+                pipeline::plan_layers(entries.collect(), &req)
+                    .with_context(|| format!("planning the layers of {name}"))?;
+            }
             let fetched = hub::fetch(
                 &name,
                 &sha,
@@ -202,8 +245,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             let (entries, contents) = fetched.entries();
             req.expected_digests = fetched.expected_sha256();
             // What the image was built from, so `build --all` can tell it is up to date.
-            let settings =
-                BuildSettings::new(&req.layer, &req.platforms, &args.include, &args.exclude);
+            let settings = BuildSettings::new(
+                &req.layer,
+                &req.plan,
+                &req.platforms,
+                &args.include,
+                &args.exclude,
+            );
             let record = BuildRecord::new(&name, &sha, &req.tag, settings)
                 .with_files(&fetched.files)
                 .to_bytes();
@@ -253,10 +301,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         println!("{s}");
     } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
-            "built {name} -> {} ({} files, layer {} bytes, {:.1}s)\n  index {}",
+            "built {name} -> {} ({} files, {} layer{}, {} bytes, {:.1}s)\n  index {}",
             report.output.display(),
-            report.layer.files,
-            report.layer.size,
+            report.files(),
+            report.layers.len(),
+            if report.layers.len() == 1 { "" } else { "s" },
+            report.layers_size(),
             report.seconds,
             report.index_digest
         );
@@ -285,24 +335,29 @@ fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_
         "image": name.registry_path(),
         "sha": req.sha.as_str(),
         "tag": r.tag,
-        "format": r.layer.format.name(),
+        "format": req.layer.format.name(),
+        "layer_mode": req.plan.mode.name(),
         "output": r.output.display().to_string(),
         "index_digest": r.index_digest.to_string(),
         "manifests": r.manifests.iter().map(|(p, d)| serde_json::json!({
             "platform": p.to_string(), "digest": d.to_string()
         })).collect::<Vec<_>>(),
         "config_digests": r.configs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-        "layer": {
-            "digest": r.layer.digest.to_string(),
-            "media_type": r.layer.media_type,
-            "size": r.layer.size,
-            "diff_id": r.layer.diff_id.to_string(),
-            "uncompressed_size": r.layer.uncompressed_size,
-            "toc_digest": r.layer.toc_digest.to_string(),
-            "toc_entries": r.layer.toc_entries,
-        },
-        "files": r.layer.files,
-        "content_bytes": r.layer.content_bytes,
+        "layers": r.layers.iter().map(|l| serde_json::json!({
+            "role": l.role.to_string(),
+            "digest": l.info.digest.to_string(),
+            "media_type": l.info.media_type,
+            "size": l.info.size,
+            "diff_id": l.info.diff_id.to_string(),
+            "uncompressed_size": l.info.uncompressed_size,
+            "toc_digest": l.info.toc_digest.to_string(),
+            "toc_entries": l.info.toc_entries,
+            "content_bytes": l.info.content_bytes,
+            "files": l.info.file_digests.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "layers_size": r.layers_size(),
+        "files": r.files(),
+        "content_bytes": r.content_bytes(),
         "chunk_size": req.layer.chunk_size,
         "compression_level": req.layer.effective_level(),
         "seconds": (r.seconds * 1000.0).round() / 1000.0,

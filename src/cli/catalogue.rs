@@ -22,6 +22,7 @@ use depotai::catalogue::{Catalogue, CatalogueEntry, Shard};
 use depotai::image::{remove_stale_siblings, Platform};
 use depotai::layer::{self, Contents};
 use depotai::pipeline::{self, BuildError, BuildRequest};
+use depotai::plan::PlanOptions;
 use depotai::source::hub::{self, FetchProgress, Fetched, FileFilter, HubConfig, HubError, Silent};
 use depotai::units::human_bytes;
 use serde_json::json;
@@ -38,6 +39,7 @@ pub struct Options {
     pub force: bool,
     pub jobs: usize,
     pub layer: layer::Options,
+    pub plan: PlanOptions,
     pub platforms: Vec<Platform>,
     pub delete_downloads: bool,
     pub json: bool,
@@ -164,7 +166,7 @@ impl FetchProgress for ModelLines {
 }
 
 fn wanted_record(e: &CatalogueEntry, o: &Options) -> BuildRecord {
-    let settings = BuildSettings::new(&o.layer, &o.platforms, &e.include, &e.exclude);
+    let settings = BuildSettings::new(&o.layer, &o.plan, &o.platforms, &e.include, &e.exclude);
     BuildRecord::new(&e.name, &e.sha, &e.tag, settings)
 }
 
@@ -176,9 +178,12 @@ fn summary_of(r: &pipeline::BuildReport) -> ImageSummary {
             .iter()
             .map(|(p, d)| (p.to_string(), d.to_string()))
             .collect(),
-        layer_digest: r.layer.digest.to_string(),
-        layer_size: r.layer.size,
-        files: r.layer.files,
+        layers: r
+            .layers
+            .iter()
+            .map(|l| (l.info.digest.to_string(), l.info.size))
+            .collect(),
+        files: r.files(),
     }
 }
 
@@ -277,9 +282,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             let n = format!("[{}/{total}] {}", index + 1, e.name);
             match (&r.status, &r.error, &r.image) {
                 (Status::Built, _, Some(img)) => say(format!(
-                    "{n}: built in {:.1}s (layer {})",
+                    "{n}: built in {:.1}s ({} in {} layer{})",
                     r.seconds(),
-                    human_bytes(img.layer_size)
+                    human_bytes(img.layers_size()),
+                    img.layers.len(),
+                    if img.layers.len() == 1 { "" } else { "s" }
                 )),
                 (_, Some(err), _) => eprintln!("{n}: {}: {err}", r.status.as_str()),
                 _ => {}
@@ -404,6 +411,7 @@ fn build_fetched(
         output: e.output(&o.output_root),
         platforms: o.platforms.clone(),
         layer: o.layer.clone(),
+        plan: o.plan.clone(),
         expected_digests: fetched.expected_sha256(),
     };
     let rec = wanted_record(e, o).with_files(&fetched.files).to_bytes();
@@ -452,14 +460,14 @@ fn table(selected: &[&CatalogueEntry], outcomes: &[Outcome]) -> String {
                 r.status.as_str().to_string(),
                 r.image
                     .as_ref()
-                    .map(|i| human_bytes(i.layer_size))
+                    .map(|i| human_bytes(i.layers_size()))
                     .unwrap_or_else(|| "-".into()),
                 format!("{:.1}", r.seconds()),
                 r.error.clone().unwrap_or_else(|| r.reason.clone()),
             ]
         })
         .collect();
-    let head = ["MODEL", "STATUS", "LAYER", "SECONDS", "NOTE"];
+    let head = ["MODEL", "STATUS", "LAYERS", "SECONDS", "NOTE"];
     let width = |c: usize| {
         rows.iter()
             .map(|r| r[c].chars().count())
@@ -517,7 +525,9 @@ fn report_json(
                 "manifests": img.map(|i| i.manifests.iter().map(|(p, d)| json!({
                     "platform": p, "digest": d
                 })).collect::<Vec<_>>()),
-                "layer": img.map(|i| json!({"digest": i.layer_digest, "size": i.layer_size})),
+                "layers": img.map(|i| i.layers.iter().map(|(d, size)| json!({
+                    "digest": d, "size": size
+                })).collect::<Vec<_>>()),
                 "files": img.map(|i| i.files),
                 "downloaded_bytes": r.downloaded_bytes,
                 "freed_bytes": r.freed_bytes,

@@ -50,7 +50,8 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
     if args.json {
         let v = serde_json::json!({
             "reference": r.to_string(),
-            "layer": image.layer,
+            "layers": image.layers,
+            "image_size": image.size(),
             "entries": image.entries,
             "fetched_bytes": fetched,
         });
@@ -70,8 +71,10 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
             }
         }
         eprintln!(
-            "fetched {fetched} bytes of a {}-byte layer",
-            image.layer.size
+            "fetched {fetched} bytes of a {}-byte image ({} layer{})",
+            image.size(),
+            image.layers.len(),
+            if image.layers.len() == 1 { "" } else { "s" }
         );
     }
     Ok(())
@@ -100,11 +103,11 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     } else if !args.quiet {
         let size: u64 = report.files.iter().map(|f| f.size).sum();
         eprintln!(
-            "wrote {} file(s), {size} bytes, to {}; fetched {} bytes of a {}-byte layer",
+            "wrote {} file(s), {size} bytes, to {}; fetched {} bytes of a {}-byte image",
             report.files.len(),
             output.display(),
             report.fetched_bytes,
-            report.layer.size
+            report.image_size
         );
     }
     Ok(())

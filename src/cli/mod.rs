@@ -57,12 +57,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size such as 4194304 or 4MiB"))?;
+    // K/M/G/T and KiB/MiB/GiB/TiB are binary; KB/MB/GB/TB decimal, as registries
+    // state their limits ("10 GB" on GHCR is 10^10 bytes).
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{s:?} has an unknown unit (use K, M or G)")),
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use K, M, G, T or KiB…TiB; KB…TB are decimal)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .filter(|&v| v > 0)
@@ -74,10 +85,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_parse_with_binary_suffixes() {
+    fn sizes_parse_with_binary_and_decimal_suffixes() {
         assert_eq!(parse_size("4194304"), Ok(4194304));
         assert_eq!(parse_size("4MiB"), Ok(4 << 20));
         assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("5GiB"), Ok(5 << 30));
         assert!(parse_size("0").is_err());
         assert!(parse_size("4 parsecs").is_err());
         assert!(parse_size("").is_err());

@@ -10,7 +10,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-const LAYER_PARTIAL: &str = ".layer.partial";
+
+/// The staging name of layer `n`'s blob until its digest is known.
+fn layer_partial(n: usize) -> String {
+    format!(".layer-{n}.partial")
+}
 
 pub struct LayoutWriter {
     target: PathBuf,
@@ -99,9 +103,9 @@ impl LayoutWriter {
         })
     }
 
-    /// A fresh file in the staging directory for the layer blob.
-    pub fn layer_file(&self) -> Result<File, ImageError> {
-        let p = self.staging.join("blobs/sha256").join(LAYER_PARTIAL);
+    /// A fresh file in the staging directory for the blob of layer `n` (bottom first).
+    pub fn layer_file(&self, n: usize) -> Result<File, ImageError> {
+        let p = self.staging.join("blobs/sha256").join(layer_partial(n));
         File::create(&p).map_err(io_err(&p))
     }
 
@@ -135,16 +139,18 @@ impl LayoutWriter {
         self.put(&format!("blobs/sha256/{}", blob.digest.hex()), &blob.bytes)
     }
 
-    /// Stores the documents, names the layer blob by its digest, and moves the finished
-    /// layout into place.
-    pub fn commit(mut self, layer: &LayerInfo, docs: &ImageDocs) -> Result<PathBuf, ImageError> {
+    /// Stores the documents, names each layer blob by its digest (`layers[n]` was
+    /// written to `layer_file(n)`), and moves the finished layout into place.
+    pub fn commit(mut self, layers: &[LayerInfo], docs: &ImageDocs) -> Result<PathBuf, ImageError> {
         let blobs = self.staging.join("blobs/sha256");
-        let partial = blobs.join(LAYER_PARTIAL);
-        File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err(&partial))?;
-        let final_layer = blobs.join(layer.digest.hex());
-        fs::rename(&partial, &final_layer).map_err(io_err(&final_layer))?;
+        for (n, layer) in layers.iter().enumerate() {
+            let partial = blobs.join(layer_partial(n));
+            File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err(&partial))?;
+            let final_layer = blobs.join(layer.digest.hex());
+            fs::rename(&partial, &final_layer).map_err(io_err(&final_layer))?;
+        }
         for c in &docs.configs {
             self.put_blob(c)?;
         }

@@ -1,5 +1,5 @@
-//! OCI image layout around one layer: a config and a manifest per platform (sharing the
-//! layer), an image index over them, `index.json` naming it by tag, and `oci-layout`.
+//! OCI image layout around its layers: a config and a manifest per platform (sharing the
+//! layers), an image index over them, `index.json` naming it by tag, and `oci-layout`.
 //! Built from `oci-spec` types and serialised as canonical JSON (keys sorted, no
 //! whitespace), so the same inputs give the same digests.
 
@@ -37,6 +37,8 @@ pub enum ImageError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("an image needs at least one layer")]
+    NoLayers,
     #[error("output {0} exists and is not an image layout written by depotai; remove it or choose another --output")]
     NotALayout(std::path::PathBuf),
 }
@@ -199,26 +201,36 @@ fn oci_platform(p: &Platform) -> Result<oci_spec::image::Platform, ImageError> {
     Ok(b.build()?)
 }
 
-/// Builds the config, manifest and index documents for an image holding `layer`.
-pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, ImageError> {
+/// Builds the config, manifest and index documents for an image holding `layers`,
+/// bottom layer first.
+pub fn image_docs(layers: &[LayerInfo], meta: &ImageMeta) -> Result<ImageDocs, ImageError> {
     validate_tag(&meta.tag)?;
+    if layers.is_empty() {
+        return Err(ImageError::NoLayers);
+    }
     let provenance: HashMap<String, String> = [
         (ANNOTATION_SOURCE.to_string(), meta.source.clone()),
         (ANNOTATION_REVISION.to_string(), meta.revision.clone()),
     ]
     .into();
-    // The layer says what it is: media type and annotations come with it.
-    let layer_annotations: HashMap<String, String> = layer
-        .annotations
+    // Each layer says what it is: media type and annotations come with it.
+    let layer_descs = layers
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let layer_desc = DescriptorBuilder::default()
-        .media_type(MediaType::from(layer.media_type))
-        .digest(oci_digest(&layer.digest))
-        .size(layer.size)
-        .annotations(layer_annotations)
-        .build()?;
+        .map(|layer| {
+            let annotations: HashMap<String, String> = layer
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            DescriptorBuilder::default()
+                .media_type(MediaType::from(layer.media_type))
+                .digest(oci_digest(&layer.digest))
+                .size(layer.size)
+                .annotations(annotations)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
 
     let mut configs = Vec::new();
     let mut manifests = Vec::new();
@@ -236,7 +248,7 @@ pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, Imag
             .rootfs(
                 RootFsBuilder::default()
                     .typ("layers".to_string())
-                    .diff_ids(vec![layer.diff_id.to_string()])
+                    .diff_ids(diff_ids.clone())
                     .build()?,
             );
         if let Some(v) = &p.variant {
@@ -247,7 +259,7 @@ pub fn image_docs(layer: &LayerInfo, meta: &ImageMeta) -> Result<ImageDocs, Imag
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .config(descriptor(MediaType::ImageConfig, &config, None, None)?)
-            .layers(vec![layer_desc.clone()])
+            .layers(layer_descs.clone())
             .annotations(provenance.clone())
             .build()?;
         let manifest = Blob::new(canonical_json(&manifest));

@@ -269,6 +269,23 @@ pub fn validate_path(path: &str) -> Result<(), LayerError> {
     Ok(())
 }
 
+/// Validates a whole set of entries as one image, before it is split into layers:
+/// unsafe paths, duplicates, a file that is also a directory, reserved names (with
+/// `landmarks`), no file at all, and `--prefetch` paths that are not in the image.
+pub fn check_entries(
+    entries: &[Entry],
+    prefetch: &[String],
+    landmarks: bool,
+) -> Result<(), LayerError> {
+    if !entries
+        .iter()
+        .any(|e| !matches!(e.kind, EntryKind::Directory))
+    {
+        return Err(LayerError::Empty);
+    }
+    plan(entries.to_vec(), prefetch, landmarks).map(|_| ())
+}
+
 pub(crate) const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
 pub(crate) const PREFETCH_LANDMARK: &str = ".prefetch.landmark";
 pub(crate) const TOC_NAME: &str = "stargz.index.json";
@@ -304,10 +321,9 @@ pub(crate) fn plan(
         }
         by_path.insert(e.path.clone(), e);
     }
-    if !by_path
-        .values()
-        .any(|e| !matches!(e.kind, EntryKind::Directory))
-    {
+    // One layer of an image may hold only directories (the empty ones of a per-file
+    // plan); the image as a whole must have a file (`check_entries`).
+    if by_path.is_empty() {
         return Err(LayerError::Empty);
     }
     let paths: Vec<String> = by_path.keys().cloned().collect();
@@ -481,6 +497,14 @@ mod tests {
             Err(LayerError::PrefetchNotFound { .. })
         ));
         assert!(matches!(plan(vec![], &[], true), Err(LayerError::Empty)));
+        let dir = Entry {
+            path: "d".into(),
+            kind: EntryKind::Directory,
+        };
+        assert!(matches!(
+            check_entries(&[dir], &[], true),
+            Err(LayerError::Empty)
+        ));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! layer's TOC, `get` only the chunks of the files asked for — all with Range requests,
 //! every byte checked against a digest.
 //!
-//! The layer is found as a runtime would: tag → index → the `linux/amd64` manifest (or
-//! the first) → the layer carrying a TOC annotation (or the last).
+//! The layers are found as a runtime would: tag → index → the `linux/amd64` manifest
+//! (or the first) → every layer carrying a TOC annotation (or, with none, every layer).
+//! `ls` merges their listings (an upper layer's copy of a path wins); `get` reads a
+//! file's chunks from the one layer that holds it.
 //!
 //! eStargz: `bytes=size-51-size-1` is the footer, which gives the TOC offset;
 //! `[tocOffset, size-51)` is one gzip member holding a tar whose first entry is
@@ -57,11 +59,66 @@ pub struct Listed {
     pub link_name: Option<String>,
 }
 
-/// The layer, what its TOC lists, and its regular files with their chunks.
-pub struct Image {
+/// One layer, what its TOC lists, and its regular files with their chunks.
+pub struct LayerToc {
     pub layer: LazyLayer,
     pub entries: Vec<Listed>,
     pub files: Vec<TocFile>,
+}
+
+/// An image's layers (bottom first) and one merged listing: where two layers list the
+/// same path, the upper one wins, as in the mounted image.
+pub struct Image {
+    pub layers: Vec<LazyLayer>,
+    pub entries: Vec<Listed>,
+    /// Every regular file, with the index of the layer that holds it.
+    pub files: Vec<(usize, TocFile)>,
+}
+
+impl Image {
+    fn merge(tocs: Vec<LayerToc>) -> Image {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut entries = Vec::new();
+        let mut files = Vec::new();
+        let mut layers = Vec::with_capacity(tocs.len());
+        let n = tocs.len();
+        // Top layer first so the upper copy of a path is the one kept; then back into
+        // bottom-up order for the listing.
+        let mut per_layer = Vec::with_capacity(n);
+        for (i, t) in tocs.into_iter().enumerate().rev() {
+            let mine: Vec<Listed> = t
+                .entries
+                .into_iter()
+                .filter(|e| seen.insert(e.name.clone()))
+                .collect();
+            let names: std::collections::BTreeSet<&str> =
+                mine.iter().map(|e| e.name.as_str()).collect();
+            let mine_files: Vec<(usize, TocFile)> = t
+                .files
+                .into_iter()
+                .filter(|f| names.contains(f.name.as_str()))
+                .map(|f| (i, f))
+                .collect();
+            per_layer.push((t.layer, mine, mine_files));
+        }
+        for (layer, mine, mine_files) in per_layer.into_iter().rev() {
+            layers.push(layer);
+            entries.extend(mine);
+            files.extend(mine_files);
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        files.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+        Image {
+            layers,
+            entries,
+            files,
+        }
+    }
+
+    /// Bytes of all layer blobs.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
 }
 
 fn listed(name: &str, kind: &str, size: u64, digest: &str, link: &str) -> Listed {
@@ -142,14 +199,36 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
     let layers = m["layers"]
         .as_array()
         .ok_or_else(|| bad("the manifest has no layers"))?;
-    let layer = layers
+    // Layers that announce a TOC; an image without annotations is read as eStargz
+    // through each layer's footer.
+    let mut with_toc: Vec<&serde_json::Value> = layers
         .iter()
-        .find(|l| {
+        .filter(|l| {
             l["annotations"][TOC_DIGEST_ANNOTATION].is_string()
                 || annotation(l, &ZSTD_CHECKSUM_KEYS).is_some()
         })
-        .or_else(|| layers.last())
-        .ok_or_else(|| bad("the manifest has no layers"))?;
+        .collect();
+    if with_toc.is_empty() {
+        with_toc = layers.iter().collect();
+    }
+    if with_toc.is_empty() {
+        return Err(bad("the manifest has no layers"));
+    }
+    let mut tocs = Vec::with_capacity(with_toc.len());
+    for layer in with_toc {
+        tocs.push(open_layer(client, &md, layer).await?);
+    }
+    Ok(Image::merge(tocs))
+}
+
+/// Reads one layer's TOC: its footer and TOC member (eStargz) or the manifest frame its
+/// annotations point at (zstd:chunked).
+pub async fn open_layer(
+    client: &Client,
+    manifest_digest: &str,
+    layer: &serde_json::Value,
+) -> Result<LayerToc, RegistryError> {
+    let md = manifest_digest.to_string();
     let digest = layer["digest"]
         .as_str()
         .ok_or_else(|| bad("layer without a digest"))?
@@ -197,7 +276,7 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
         .filter(|e| e.kind != "chunk")
         .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
         .collect();
-    Ok(Image {
+    Ok(LayerToc {
         files: files(&toc, toc_offset),
         entries,
         layer: LazyLayer {
@@ -220,7 +299,7 @@ async fn open_zstd_chunked(
     size: u64,
     checksum: &str,
     position: &str,
-) -> Result<Image, RegistryError> {
+) -> Result<LayerToc, RegistryError> {
     let nums: Vec<u64> = position
         .split(':')
         .map(|p| p.parse::<u64>())
@@ -254,7 +333,7 @@ async fn open_zstd_chunked(
         .filter(|e| e.kind != "chunk")
         .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
         .collect();
-    Ok(Image {
+    Ok(LayerToc {
         files: zstd_files(&toc)?,
         entries,
         layer: LazyLayer {
@@ -457,7 +536,10 @@ pub struct GotFile {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct GetReport {
-    pub layer: LazyLayer,
+    /// The layers the files were read from.
+    pub layers: Vec<LazyLayer>,
+    /// Bytes of all the image's layer blobs.
+    pub image_size: u64,
     pub files: Vec<GotFile>,
     pub fetched_bytes: u64,
 }
@@ -481,15 +563,15 @@ pub async fn get(
     let image = open(client, reference).await?;
     let want = clean_name(path);
     let all = &image.files;
-    let selected: Vec<(TocFile, PathBuf)> = match all.iter().find(|f| f.name == want) {
-        Some(f) => {
+    let selected: Vec<(usize, TocFile, PathBuf)> = match all.iter().find(|f| f.1.name == want) {
+        Some((layer, f)) => {
             // `-o DIR/` for a file: the file goes into that directory.
             let dest = if output.is_dir() {
                 output.join(f.name.rsplit('/').next().unwrap_or(&f.name))
             } else {
                 output.to_path_buf()
             };
-            vec![(f.clone(), dest)]
+            vec![(*layer, f.clone(), dest)]
         }
         None => {
             let prefix = if want.is_empty() {
@@ -499,8 +581,8 @@ pub async fn get(
             };
             let under: Vec<_> = all
                 .iter()
-                .filter(|f| f.name.starts_with(&prefix))
-                .map(|f| (f.clone(), output.join(&f.name[prefix.len()..])))
+                .filter(|(_, f)| f.name.starts_with(&prefix))
+                .map(|(l, f)| (*l, f.clone(), output.join(&f.name[prefix.len()..])))
                 .collect();
             if under.is_empty() {
                 let what = image
@@ -514,15 +596,18 @@ pub async fn get(
             under
         }
     };
-    for (f, _) in &selected {
+    for (_, f, _) in &selected {
         if f.name.split('/').any(|c| c == ".." || c.is_empty()) {
             return Err(bad(format!("unsafe path in the TOC: {:?}", f.name)));
         }
     }
-    let url = client.url(&format!("blobs/{}", image.layer.digest));
     let mut got = Vec::new();
-    for (f, dest) in &selected {
-        let reused = fetch_file(client, &url, f, image.layer.format, dest).await?;
+    let mut used = std::collections::BTreeSet::new();
+    for (layer, f, dest) in &selected {
+        let l = &image.layers[*layer];
+        let url = client.url(&format!("blobs/{}", l.digest));
+        let reused = fetch_file(client, &url, f, l.format, dest).await?;
+        used.insert(*layer);
         got.push(GotFile {
             path: f.name.clone(),
             output: dest.display().to_string(),
@@ -531,7 +616,8 @@ pub async fn get(
         });
     }
     Ok(GetReport {
-        layer: image.layer,
+        image_size: image.size(),
+        layers: used.into_iter().map(|i| image.layers[i].clone()).collect(),
         files: got,
         fetched_bytes: client.fetched_bytes(),
     })

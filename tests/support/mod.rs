@@ -77,8 +77,11 @@ pub struct Layout {
     pub index_digest: String,
     pub manifests: Vec<Value>,
     pub configs: Vec<Value>,
+    /// The bottom layer (the only one of a single-layer image).
     pub layer_digest: String,
     pub blob: Vec<u8>,
+    /// Every layer of the first manifest, bottom first.
+    pub layer_digests: Vec<String>,
 }
 
 impl Layout {
@@ -120,6 +123,12 @@ impl Layout {
             .unwrap()
             .to_string();
         let blob = Self::blob_bytes(dir, &layer_digest);
+        let layer_digests = manifests[0]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect();
         Layout {
             dir: dir.to_path_buf(),
             layout_index,
@@ -129,7 +138,13 @@ impl Layout {
             configs,
             layer_digest,
             blob,
+            layer_digests,
         }
+    }
+
+    /// The blob of layer `n` (bottom first).
+    pub fn layer_blob(&self, n: usize) -> Vec<u8> {
+        Self::blob_bytes(&self.dir, &self.layer_digests[n])
     }
 
     pub fn layer_annotation(&self, key: &str) -> String {

@@ -12,6 +12,8 @@ pub struct Proxy {
     pub addr: String,
     pub requests: Arc<Mutex<Vec<String>>>,
     pub down_bytes: Arc<AtomicU64>,
+    /// Bytes the client sent (requests and uploads), as on the wire.
+    pub up_bytes: Arc<AtomicU64>,
     pub cut_patch: Arc<AtomicUsize>,
     pub cut_done: Arc<AtomicBool>,
 }
@@ -39,9 +41,11 @@ impl Proxy {
             addr,
             requests: Arc::default(),
             down_bytes: Arc::default(),
+            up_bytes: Arc::default(),
             cut_patch: Arc::new(AtomicUsize::new(0)),
             cut_done: Arc::default(),
         };
+        let up = p.up_bytes.clone();
         let (requests, down, cut, done) = (
             p.requests.clone(),
             p.down_bytes.clone(),
@@ -69,8 +73,13 @@ impl Proxy {
                     }
                     let _ = c_w.shutdown(Shutdown::Both);
                 });
-                let (requests, cut, done, patches) =
-                    (requests.clone(), cut.clone(), done.clone(), patches.clone());
+                let (requests, cut, done, patches, up) = (
+                    requests.clone(),
+                    cut.clone(),
+                    done.clone(),
+                    patches.clone(),
+                    up.clone(),
+                );
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 << 10];
                     while let Ok(n) = c_r.read(&mut buf) {
@@ -104,6 +113,7 @@ impl Proxy {
                         if s_w.write_all(b).is_err() {
                             break;
                         }
+                        up.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     let _ = s_w.shutdown(Shutdown::Write);
                 });

@@ -216,6 +216,38 @@ pub fn fetch(
     rt.block_on(fetch_online(model, sha, cfg, filter, &cache, progress))
 }
 
+/// Lists `model` at `sha` and keeps the files `filter` wants, downloading nothing: what
+/// a build would fetch, so a layer plan can be checked against a registry's limits
+/// before the first byte moves.
+pub fn list(
+    model: &ModelName,
+    sha: &CommitSha,
+    cfg: &HubConfig,
+    filter: &FileFilter,
+) -> Result<Vec<RemoteFile>, HubError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HubError::Io {
+            path: cfg.cache_dir.clone(),
+            source: e,
+        })?;
+    rt.block_on(async {
+        let http = http::Http::new(cfg)?;
+        let listed = api::list_files(&http, model, sha).await?;
+        let wanted: Vec<RemoteFile> = listed
+            .into_iter()
+            .filter(|f| filter.wants(&f.path))
+            .collect();
+        if wanted.is_empty() {
+            return Err(HubError::NoFiles {
+                repo: model.to_string(),
+            });
+        }
+        Ok(wanted)
+    })
+}
+
 async fn fetch_online(
     model: &ModelName,
     sha: &CommitSha,
