@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::interop::{have, run_checked, skip_or_fail, Registry};
+use support::interop::{have, run_checked, skip_or_fail, tree, Registry};
 use support::registry::Proxy;
 use support::*;
 
@@ -289,29 +289,6 @@ fn lazy_budget(layers: &[(String, Vec<u8>)], file: &str, grid_size: u64) -> (u64
     (tocs, chunks, grid)
 }
 
-/// Every path under `root` with a file's digest, a symlink's target, or "dir".
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let m = fs::symlink_metadata(&p).unwrap();
-            let what = if m.file_type().is_symlink() {
-                format!("-> {}", fs::read_link(&p).unwrap().display())
-            } else if m.is_dir() {
-                stack.push(p.clone());
-                "dir".into()
-            } else {
-                sha256(&fs::read(&p).unwrap())
-            };
-            out.insert(rel, what);
-        }
-    }
-    out
-}
-
 /// buildkitd's verdict on the lazy pull: each layer prepared as a remote snapshot
 /// (`remote-snapshot-prepared=true`, the stargz snapshotter's own log key), none failed
 /// (a `=false` means a fallback to a full pull).
@@ -361,7 +338,10 @@ fn copy_one_file(
         tree(&one),
         BTreeMap::from([(
             "config.json".to_string(),
-            sha256(&fs::read(src.join("config.json")).unwrap())
+            format!(
+                "file {}",
+                sha256(&fs::read(src.join("config.json")).unwrap())
+            )
         )])
     );
     assert_eq!(
@@ -491,13 +471,14 @@ fn build_model(tmp: &Path, flags: &[&str]) -> (PathBuf, PathBuf) {
     (src, out)
 }
 
-#[test]
-fn buildkit_copies_one_file_from_depotai_serve_fetching_only_its_chunks() {
+/// Against `depotai serve`: the image built with `flags` has `want_layers` layers.
+fn serve_case(flags: &[&str], want_layers: usize) {
     let Some(bin) = have_buildkit(&[]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (src, out) = build_model(tmp.path(), &[]);
+    let (src, out) = build_model(tmp.path(), flags);
+    assert_eq!(amd64_layers(&out).len(), want_layers);
     let serve = Serve::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
     let bk = Buildkitd::start(&bin, &[&serve.addr], FETCH_CHUNK);
     let work = tmp.path().join("work");
@@ -506,6 +487,17 @@ fn buildkit_copies_one_file_from_depotai_serve_fetching_only_its_chunks() {
         serve.blob_bytes(d)
     });
     copy_everything(&bk, &image, &src, &work);
+}
+
+/// The default build: the ≥ 64 MiB weights in a layer of their own, the rest on top.
+#[test]
+fn buildkit_copies_one_file_from_depotai_serve_fetching_only_its_chunks() {
+    serve_case(&[], 2);
+}
+
+#[test]
+fn buildkit_copies_one_file_from_a_single_layer_image_fetching_only_its_chunks() {
+    serve_case(&["--layers", "single"], 1);
 }
 
 /// The same COPY on a builder with the snapshotter's default fetch size (what
@@ -534,6 +526,7 @@ fn buildkit_copies_one_file_from_a_registry_it_was_pushed_to_fetching_only_its_c
     };
     let tmp = tempfile::tempdir().unwrap();
     let (src, out) = build_model(tmp.path(), &[]);
+    assert_eq!(amd64_layers(&out).len(), 2);
     let reg = Registry::start_with(true);
     run_checked(
         depotai()
