@@ -42,9 +42,10 @@ pub fn checker(name: &str) -> Command {
     )
 }
 
-/// True when every command is on PATH and, with `checkers`, the reference checkers are
-/// built. Otherwise prints `SKIP: …` and returns false, or panics under `CI=true`.
-pub fn have_tools(commands: &[&str], checkers: bool) -> bool {
+/// True when every command is on PATH and every named reference checker
+/// (`estargz-check`, `zstdchunked-check`) is built. Otherwise prints `SKIP: …` and returns
+/// false, or panics under `CI=true`.
+pub fn have_tools(commands: &[&str], checkers: &[&str]) -> bool {
     let mut missing: Vec<String> = commands
         .iter()
         .filter(|t| {
@@ -57,8 +58,10 @@ pub fn have_tools(commands: &[&str], checkers: bool) -> bool {
         })
         .map(|t| t.to_string())
         .collect();
-    if checkers && checkers_dir().is_none() {
-        missing.push("the reference checkers (interop/checkers; needs Go)".into());
+    for c in checkers {
+        if !checkers_dir().is_some_and(|d| d.join(c).is_file()) {
+            missing.push(format!("{c} (interop/checkers; needs Go)"));
+        }
     }
     if missing.is_empty() {
         return true;
@@ -72,7 +75,7 @@ pub fn have_tools(commands: &[&str], checkers: bool) -> bool {
 
 /// True when every command is on PATH (see [`have_tools`]).
 pub fn have(commands: &[&str]) -> bool {
-    have_tools(commands, false)
+    have_tools(commands, &[])
 }
 
 /// Reports a test that cannot run here: `SKIP` normally, a failure under `CI=true`.
