@@ -66,7 +66,7 @@ trap 'rm -rf "$tmp"' EXIT
 # -mod=readonly: go.sum is the pin; a missing or changed checksum is an error, not an update.
 # The version string is what `buildkitd --version` prints (BuildKit sets it with -X, as
 # its own Makefile does).
-( cd "$mod" && CGO_ENABLED=0 nice -n 10 "$go" build -mod=readonly -trimpath \
+( cd "$mod" && CGO_ENABLED=0 nice -n 10 "$go" build -mod=readonly -buildvcs=false -trimpath \
     -ldflags "-s -w -X github.com/moby/buildkit/version.Version=$version -X github.com/moby/buildkit/version.Package=github.com/moby/buildkit" \
     -o "$tmp/" github.com/moby/buildkit/cmd/buildkitd github.com/moby/buildkit/cmd/buildctl ) >&2
 "$tmp/buildkitd" --version >&2

@@ -82,7 +82,7 @@ mkdir -p "$(dirname "$bin")"
 tmp="$(mktemp -d "$(dirname "$bin")/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 # -mod=readonly: go.sum is the pin; nothing is upgraded behind the repository's back.
-( cd "$src" && CGO_ENABLED=0 "$go" build -mod=readonly -trimpath -o "$tmp/" ./estargz-check ./zstdchunked-check ) >&2
+( cd "$src" && CGO_ENABLED=0 "$go" build -mod=readonly -buildvcs=false -trimpath -o "$tmp/" ./estargz-check ./zstdchunked-check ) >&2
 rm -rf "$bin"
 mv "$tmp" "$bin"
 trap - EXIT
