@@ -4,10 +4,13 @@
 //
 //	estargz-check verify BLOB [--digest sha256:..] [--toc-digest sha256:..]
 //	                          [--diff-id sha256:..] [--uncompressed-size N]
+//	estargz-check build TAR OUT [--chunk-size N] [--level L]
 //
-// It prints one JSON line (the summary) on stdout and exits 0 when every check passes;
-// otherwise each problem is a "FAIL: ..." line on stderr and the exit status is 1
-// (2 for a malformed command line).
+// verify prints one JSON line (the summary) on stdout and exits 0 when every check
+// passes; otherwise each problem is a "FAIL: ..." line on stderr and the exit status is 1
+// (2 for a malformed command line). build writes the reference library's own eStargz of
+// TAR (estargz.Build) to OUT and prints one JSON line about it (bench/estargz.sh compares
+// depotai's speed and size with it).
 package main
 
 import (
@@ -21,7 +24,9 @@ import (
 	"io"
 	"os"
 	"path"
+	"runtime"
 	"strings"
+	"time"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	digest "github.com/opencontainers/go-digest"
@@ -49,6 +54,9 @@ func fail(format string, a ...any) {
 }
 
 func main() {
+	if len(os.Args) >= 4 && os.Args[1] == "build" {
+		os.Exit(build(os.Args[2], os.Args[3], os.Args[4:]))
+	}
 	if len(os.Args) < 3 || os.Args[1] != "verify" {
 		fmt.Fprintln(os.Stderr, "usage: estargz-check verify BLOB [--digest D] [--toc-digest D] [--diff-id D] [--uncompressed-size N]")
 		os.Exit(2)
@@ -210,8 +218,8 @@ func verify(blobPath, wantDigest, wantTOC, wantDiffID string, wantSize int64) (*
 		if _, err := io.Copy(ch, tr); err != nil {
 			return s, fmt.Errorf("tar %q: %w", name, err)
 		}
-		if name == estargz.TOCTarName {
-			continue
+		if name == estargz.TOCTarName || name == "" {
+			continue // the TOC itself, and a "./" root entry (which the TOC leaves out)
 		}
 		seen[name] = true
 		e, ok := toc[name]
@@ -276,3 +284,62 @@ func compareEntry(name string, hdr *tar.Header, e *estargz.TOCEntry, contentDige
 type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+func build(tarPath, out string, args []string) int {
+	fs := flag.NewFlagSet("build", flag.ExitOnError)
+	chunkSize := fs.Int("chunk-size", 0, "chunk size of large files (0: the library's default, 4 MiB)")
+	level := fs.Int("level", gzip.BestCompression, "gzip level")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return 2
+	}
+	opts := []estargz.Option{estargz.WithCompressionLevel(*level)}
+	if *chunkSize > 0 {
+		opts = append(opts, estargz.WithChunkSize(*chunkSize))
+	}
+	in, err := os.Open(tarPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		return 1
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		return 1
+	}
+	start := time.Now()
+	blob, err := estargz.Build(io.NewSectionReader(in, 0, st.Size()), opts...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build: estargz.Build:", err)
+		return 1
+	}
+	defer blob.Close()
+	f, err := os.Create(out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		return 1
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), blob)
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		return 1
+	}
+	secs := time.Since(start).Seconds()
+	line, _ := json.Marshal(map[string]any{
+		"blob_size":   n,
+		"blob_digest": "sha256:" + hex.EncodeToString(h.Sum(nil)),
+		"diff_id":     blob.DiffID().String(),
+		"toc_digest":  blob.TOCDigest().String(),
+		"level":       *level,
+		"chunk_size":  *chunkSize,
+		"gomaxprocs":  runtime.GOMAXPROCS(0),
+		"seconds":     secs,
+		"writer":      "github.com/containerd/stargz-snapshotter/estargz Build",
+	})
+	fmt.Println(string(line))
+	return 0
+}

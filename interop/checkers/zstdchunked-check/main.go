@@ -6,10 +6,13 @@
 //
 //	zstdchunked-check verify BLOB --annotations FILE [--digest sha256:..] [--diff-id sha256:..]
 //	                  [--require-tar-split]
+//	zstdchunked-check build TAR OUT [--level N]
 //
 // FILE is a JSON object: the layer's annotations, or a descriptor with an "annotations"
 // member. Prints one JSON summary line on stdout; each problem is a "FAIL: ..." line on
-// stderr and the exit status is 1 (2 for a malformed command line).
+// stderr and the exit status is 1 (2 for a malformed command line). build writes
+// containers/storage's own zstd:chunked of TAR (chunked.ZstdCompressor) to OUT and prints
+// one JSON line with its annotations (bench/zstd-chunked.sh compares depotai with it).
 package main
 
 import (
@@ -26,7 +29,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
@@ -73,6 +78,9 @@ func fail(format string, a ...any) {
 }
 
 func main() {
+	if len(os.Args) >= 4 && os.Args[1] == "build" {
+		os.Exit(build(os.Args[2], os.Args[3], os.Args[4:]))
+	}
 	if len(os.Args) < 3 || os.Args[1] != "verify" {
 		fmt.Fprintln(os.Stderr, "usage: zstdchunked-check verify BLOB --annotations FILE [--digest D] [--diff-id D] [--require-tar-split]")
 		os.Exit(2)
@@ -431,3 +439,58 @@ func readWithContainersStorage(blob []byte, ann map[string]string, contents map[
 	res.OK = true
 	return res
 }
+
+func build(tarPath, out string, args []string) int {
+	fs := flag.NewFlagSet("build", flag.ExitOnError)
+	level := fs.Int("level", 10, "zstd level (10: ZstdCompressor's default)")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return 2
+	}
+	in, err := os.Open(tarPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		return 1
+	}
+	defer in.Close()
+	f, err := os.Create(out)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build:", err)
+		return 1
+	}
+	start := time.Now()
+	h, th := sha256.New(), sha256.New()
+	counter := &countWriter{}
+	meta := map[string]string{}
+	w, err := chunked.ZstdCompressor(io.MultiWriter(f, h, counter), meta, level)
+	if err == nil {
+		_, err = io.Copy(w, io.TeeReader(in, th))
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err == nil {
+		err = f.Close()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build: chunked.ZstdCompressor:", err)
+		return 1
+	}
+	line, _ := json.Marshal(map[string]any{
+		"blob_size":   counter.n,
+		"blob_digest": "sha256:" + hex.EncodeToString(h.Sum(nil)),
+		"diff_id":     "sha256:" + hex.EncodeToString(th.Sum(nil)),
+		"media_type":  "application/vnd.oci.image.layer.v1.tar+zstd",
+		"annotations": meta,
+		"level":       *level,
+		"gomaxprocs":  runtime.GOMAXPROCS(0),
+		"tz":          time.Now().Format("MST -0700"),
+		"seconds":     time.Since(start).Seconds(),
+		"writer":      "go.podman.io/storage pkg/chunked ZstdCompressor",
+	})
+	fmt.Println(string(line))
+	return 0
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
