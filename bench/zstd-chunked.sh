@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: depotai --format zstd-chunked vs the reference zstd:chunked writer
 # (containers/storage's compressor.ZstdCompressor, zstd level 10 = klauspost "best",
-# through ../shared/tools/zstdchunked-verify.sh build) on a deterministic, weight-like
+# through zstdchunked-check build, interop/checkers) on a deterministic, weight-like
 # model directory, in the same run.
 #
 #   bench/zstd-chunked.sh [--size-mib N] [--level N] [--ref-level N] [--keep]
@@ -14,7 +14,7 @@
 #
 # Environment: BENCH_SIZE_MIB (default 400), BENCH_SEED (generator seed). The reference
 # runs with TZ=UTC (its TOC times follow the local zone). Needs: cargo, python3 (+numpy,
-# installed with pip if missing), GNU tar, go (../shared/tools/install-interop.sh),
+# installed with pip if missing), GNU tar, Go (scripts/install-interop.sh --checkers),
 # /usr/bin/time (Debian package `time`). Uses $CARGO_TARGET_DIR if set.
 #
 # This is a benchmark, not a test: it exits non-zero only if something fails to run or
@@ -23,8 +23,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-shared="$(cd "$root/../shared" 2>/dev/null && pwd || echo "$root/../shared")"
-zv="$shared/tools/zstdchunked-verify.sh"
+# The reference writer/checker, built from interop/checkers (cached).
+checkers="$(bash "$root/scripts/install-interop.sh" --checkers)" \
+  || { echo "bench: could not build the reference checkers (scripts/install-interop.sh --checkers)" >&2; exit 1; }
+zv="$checkers/zstdchunked-check"
 
 size_mib="${BENCH_SIZE_MIB:-400}"
 seed="${BENCH_SEED:-20240601}"
@@ -57,8 +59,6 @@ done
 [[ -z "$level" || "$level" =~ ^[0-9]+$ ]] || die "--level must be a number"
 
 # ---------------------------------------------------------------- prerequisites
-command -v go >/dev/null 2>&1 \
-  || die "'go' not found; install the reference tools with: sudo $shared/tools/install-interop.sh"
 [[ -x "$zv" ]] || die "reference writer not found at $zv"
 command -v python3 >/dev/null 2>&1 || die "python3 not found"
 tar --version 2>/dev/null | grep -q 'GNU tar' || die "GNU tar is required (for --sort=name)"
