@@ -170,6 +170,16 @@ fn push_counted(proxy: &Proxy, layout: &Path, reference: &str) -> (Value, u64) {
     (v, proxy.up_bytes.load(Ordering::SeqCst) - before)
 }
 
+/// The digest of the provenance statement a layout holds beside its image.
+fn provenance_statement(layout: &Path) -> String {
+    let top: Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let referrer = &top["manifests"][1]["digest"].as_str().unwrap()[7..];
+    let m: Value =
+        serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(referrer)).unwrap())
+            .unwrap();
+    m["layers"][0]["digest"].as_str().unwrap().to_string()
+}
+
 fn uploaded(push: &Value) -> Vec<String> {
     push["blobs"]
         .as_array()
@@ -210,6 +220,8 @@ fn pushing_a_new_revision_uploads_only_the_layers_that_changed() {
             .iter()
             .map(|d| d.as_str().unwrap().to_string()),
     );
+    // And the new commit's provenance statement (its empty config is already there).
+    want.push(provenance_statement(&path(&b)));
     let mut got = uploaded(&pb);
     got.sort();
     want.sort();

@@ -1223,7 +1223,12 @@ fn skopeo_copies_every_blob_from_the_server_with_identical_digests() {
         // skopeo copies the tagged image; the provenance referrer listed after it in
         // index.json (and its blobs) stays behind.
         let (got, mut want) = (blobs(&dest), blobs(&original));
-        for r in idx(&original)["manifests"].as_array().unwrap().iter().skip(1) {
+        for r in idx(&original)["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+        {
             let hex = &r["digest"].as_str().unwrap()[7..];
             let m: Value = serde_json::from_slice(&want[hex]).unwrap();
             want.remove(hex);
