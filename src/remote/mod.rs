@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod lazy;
 pub mod push;
+pub mod toc;
 
 use std::fmt;
 

@@ -12,6 +12,7 @@
 use super::client::{header, Client};
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
+use crate::limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -108,11 +109,29 @@ fn blob_path(root: &Path, d: &Digest) -> PathBuf {
     root.join("blobs/sha256").join(d.hex())
 }
 
+/// Reads a document (index or manifest) of the layout, at most
+/// [`limits::MAX_DOCUMENT`] bytes.
+fn read_document(p: &Path) -> Result<Vec<u8>, RegistryError> {
+    let f = std::fs::File::open(p).map_err(|e| RegistryError::io(p.display(), e))?;
+    let mut b = Vec::new();
+    f.take(limits::MAX_DOCUMENT + 1)
+        .read_to_end(&mut b)
+        .map_err(|e| RegistryError::io(p.display(), e))?;
+    if b.len() as u64 > limits::MAX_DOCUMENT {
+        return Err(RegistryError::Layout(format!(
+            "{} is larger than {} bytes, too large for an index or manifest",
+            p.display(),
+            limits::MAX_DOCUMENT
+        )));
+    }
+    Ok(b)
+}
+
 fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryError> {
     let d = Digest::parse(digest)
-        .ok_or_else(|| RegistryError::Layout(format!("bad digest {digest:?}")))?;
+        .ok_or_else(|| RegistryError::Layout(format!("bad digest {}", limits::shown(digest))))?;
     let p = blob_path(root, &d);
-    let b = std::fs::read(&p).map_err(|e| RegistryError::io(p.display(), e))?;
+    let b = read_document(&p)?;
     if Digest::of(&b) != d {
         return Err(RegistryError::DigestMismatch {
             what: p.display().to_string(),
@@ -124,6 +143,8 @@ fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryErr
 }
 
 fn json(bytes: &[u8], what: &str) -> Result<serde_json::Value, RegistryError> {
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, 4096)
+        .map_err(|e| RegistryError::Layout(format!("{what}: {e}")))?;
     serde_json::from_slice(bytes).map_err(|e| RegistryError::Layout(format!("{what}: {e}")))
 }
 
@@ -141,7 +162,7 @@ impl LayoutImage {
     /// Reads the image the layout's `index.json` points at (the first entry).
     pub fn read(root: &Path) -> Result<LayoutImage, RegistryError> {
         let ip = root.join("index.json");
-        let top = std::fs::read(&ip).map_err(|e| RegistryError::io(ip.display(), e))?;
+        let top = read_document(&ip)?;
         let top = json(&top, "index.json")?;
         let first = top["manifests"]
             .get(0)
@@ -161,7 +182,7 @@ impl LayoutImage {
         let mut add = |desc: &serde_json::Value| -> Result<(), RegistryError> {
             let d = desc["digest"].as_str().unwrap_or_default();
             let d = Digest::parse(d)
-                .ok_or_else(|| RegistryError::Layout(format!("bad digest {d:?}")))?;
+                .ok_or_else(|| RegistryError::Layout(format!("bad digest {}", limits::shown(d))))?;
             if blobs.iter().any(|b| b.digest == d) {
                 return Ok(());
             }
@@ -214,7 +235,23 @@ fn upload_offset(range: Option<String>) -> Option<u64> {
     let (_, end) = r.split_once('-')?;
     let end: u64 = end.trim().parse().ok()?;
     // "0-0" is what the CNCF registry says for an empty upload.
-    Some(if end == 0 { 0 } else { end + 1 })
+    if end == 0 {
+        Some(0)
+    } else {
+        end.checked_add(1)
+    }
+}
+
+/// A registry that says it has more of an upload than the blob holds is wrong (or
+/// hostile): stop rather than trust it.
+fn check_had(had: Option<u64>, blob: &LayoutBlob) -> Result<(), RegistryError> {
+    match had {
+        Some(n) if n > blob.size => Err(RegistryError::Protocol(format!(
+            "the registry says it has {n} bytes of the upload of {}, a {}-byte blob",
+            blob.digest, blob.size
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn with_digest(mut url: Url, d: &Digest) -> Url {
@@ -399,6 +436,7 @@ impl Pusher<'_, '_> {
                         loc = self.client.resolve(&l)?;
                     }
                     let had = upload_offset(header(resp.headers(), RANGE));
+                    check_had(had, blob)?;
                     self.uploaded += len;
                     offset = match had {
                         Some(n) if n > offset => n,
@@ -516,6 +554,7 @@ pub async fn push(
             p.forget(&b.digest);
             BlobAction::Exists
         } else if let Some((loc, had)) = p.earlier_upload(&b.digest).await {
+            check_had(Some(had), b)?;
             (p.on_event)(PushEvent::Resume {
                 digest: &b.digest,
                 offset: had,
