@@ -100,9 +100,13 @@ pub const MAX_REQUEST_HEADERS: usize = 100;
 /// (also how long an idle keep-alive connection stays open).
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
 
-/// `serve`: seconds a response may make no progress (a client that stops reading) before
-/// the connection is closed.
-pub const WRITE_STALL_TIMEOUT_SECS: u64 = 30;
+/// `serve`: seconds a connection may go without a byte moving either way (a client that
+/// stops reading a response, or an idle keep-alive connection) before it is closed.
+pub const IDLE_TIMEOUT_SECS: u64 = 30;
+
+/// `serve`: file descriptors kept free of connections (blob files being served, the
+/// listener, the store's reads) when the connection cap is fitted to `RLIMIT_NOFILE`.
+pub const RESERVED_FDS: u64 = 64;
 
 /// `serve`: store lookups (file system work on the blocking pool) at once; more wait.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 64;

@@ -108,27 +108,32 @@ async fn manifest(client: &Client, r: &str) -> Result<(serde_json::Value, String
     let url = client.url(&format!("manifests/{r}"));
     let (bytes, headers) = client.get_bytes(&url, Some(ACCEPT), None).await?;
     let d = Digest::of(&bytes).to_string();
-    limits::check_json_shape(&bytes, limits::MAX_JSON_DEPTH, MAX_DESCRIPTORS)
-        .map_err(|e| bad(format!("manifest {}: {e}", shown(r))))?;
     if r.starts_with("sha256:") {
         check_digest(&format!("manifest {r}"), &bytes, r)?;
     } else if let Some(h) = super::client::header(&headers, "docker-content-digest") {
         if h != d {
             return Err(RegistryError::DigestMismatch {
                 what: format!("manifest {r}"),
-                expected: h,
+                expected: limits::one_line(&h, 100),
                 actual: d,
             });
         }
     }
-    let v = serde_json::from_slice(&bytes).map_err(|e| {
+    Ok((parse_manifest_document(&bytes, r)?, d))
+}
+
+/// An index or manifest from a registry: its shape checked (depth, descriptors) before
+/// it is parsed; `r` names it in messages.
+pub fn parse_manifest_document(bytes: &[u8], r: &str) -> Result<serde_json::Value, RegistryError> {
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, MAX_DESCRIPTORS)
+        .map_err(|e| bad(format!("manifest {}: {e}", shown(r))))?;
+    serde_json::from_slice(bytes).map_err(|e| {
         bad(format!(
             "manifest {}: {}",
             shown(r),
             limits::one_line(&e.to_string(), 200)
         ))
-    })?;
-    Ok((v, d))
+    })
 }
 
 /// Resolves the reference to its eStargz layer and reads the layer's TOC.

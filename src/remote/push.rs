@@ -142,7 +142,9 @@ fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryErr
     Ok((d, b))
 }
 
-fn json(bytes: &[u8], what: &str) -> Result<serde_json::Value, RegistryError> {
+/// An `index.json`, index or manifest of a layout being pushed: its shape checked
+/// (depth, descriptors) before it is parsed; `what` names it in messages.
+pub fn parse_layout_document(bytes: &[u8], what: &str) -> Result<serde_json::Value, RegistryError> {
     limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, 4096)
         .map_err(|e| RegistryError::Layout(format!("{what}: {e}")))?;
     serde_json::from_slice(bytes).map_err(|e| RegistryError::Layout(format!("{what}: {e}")))
@@ -163,13 +165,13 @@ impl LayoutImage {
     pub fn read(root: &Path) -> Result<LayoutImage, RegistryError> {
         let ip = root.join("index.json");
         let top = read_document(&ip)?;
-        let top = json(&top, "index.json")?;
+        let top = parse_layout_document(&top, "index.json")?;
         let first = top["manifests"]
             .get(0)
             .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?;
         let d = first["digest"].as_str().unwrap_or_default();
         let (idx_d, idx_b) = read_blob(root, d)?;
-        let idx = json(&idx_b, "image index")?;
+        let idx = parse_layout_document(&idx_b, "image index")?;
         let idx_type = media_type(&idx, first["mediaType"].as_str().unwrap_or(INDEX_TYPE));
         let mut manifests = Vec::new();
         let mut blobs: Vec<LayoutBlob> = Vec::new();
@@ -204,13 +206,13 @@ impl LayoutImage {
         } else {
             for m in &descs {
                 let (md, mb) = read_blob(root, m["digest"].as_str().unwrap_or_default())?;
-                let mv = json(&mb, "manifest")?;
+                let mv = parse_layout_document(&mb, "manifest")?;
                 let mt = media_type(&mv, m["mediaType"].as_str().unwrap_or(MANIFEST_TYPE));
                 manifest_docs.push((md, mb, mt));
             }
         }
         for (_, mb, _) in &manifest_docs {
-            let mv = json(mb, "manifest")?;
+            let mv = parse_layout_document(mb, "manifest")?;
             add(&mv["config"])?;
             for l in mv["layers"].as_array().into_iter().flatten() {
                 add(l)?;

@@ -6,9 +6,11 @@
 //!   which digests each name may serve.
 //! - [`range`]: `Range` parsing and `multipart/byteranges` layout.
 //! - [`server`]: the HTTP server (hyper on tokio): routes, headers, errors, shutdown.
+//! - `conn`: what a connection may cost (idle timeout, the connection cap).
 //! - `body`: streaming blobs from disk piece by piece; `landing`: the HTML page at `/`.
 
 mod body;
+mod conn;
 mod landing;
 pub mod range;
 pub mod server;

@@ -253,6 +253,99 @@ fn next_link(value: &str) -> Option<String> {
     })
 }
 
+/// Adds the files of one listing page to `files` (unsafe names to `unsafe_names`, the
+/// first 20 of them kept for the message), checking counts, sizes and hashes.
+fn add_page(
+    entries: Vec<TreeEntry>,
+    url: &str,
+    files: &mut Vec<RemoteFile>,
+    unsafe_names: &mut Vec<String>,
+) -> Result<(), HubError> {
+    for e in entries {
+        if e.kind != "file" {
+            continue;
+        }
+        if files.len() + unsafe_names.len() >= limits::MAX_LISTING_FILES {
+            return Err(HubError::BadResponse {
+                url: url.to_string(),
+                msg: format!(
+                    "the tree listing has more than {} files",
+                    limits::MAX_LISTING_FILES
+                ),
+            });
+        }
+        if e.size > limits::MAX_HUB_FILE_SIZE {
+            return Err(HubError::BadResponse {
+                url: url.to_string(),
+                msg: format!(
+                    "{} is listed with {} bytes, more than the {} depotai accepts for a file",
+                    limits::shown(&e.path),
+                    e.size,
+                    crate::units::human_bytes(limits::MAX_HUB_FILE_SIZE)
+                ),
+            });
+        }
+        if let Some(why) = unsafe_name(&e.path) {
+            if unsafe_names.len() < 20 {
+                unsafe_names.push(format!("{} ({why})", limits::shown(&e.path)));
+            }
+            continue;
+        }
+        let check = match &e.lfs {
+            Some(l) => {
+                if l.size != e.size {
+                    return Err(HubError::BadResponse {
+                        url: url.to_string(),
+                        msg: format!(
+                            "{}: LFS size {} differs from size {}",
+                            e.path, l.size, e.size
+                        ),
+                    });
+                }
+                Check::Sha256(l.oid.to_ascii_lowercase())
+            }
+            None => Check::GitSha1(e.oid.to_ascii_lowercase()),
+        };
+        let hex_len = match check {
+            Check::Sha256(_) => 64,
+            Check::GitSha1(_) => 40,
+        };
+        let h = check.etag();
+        if h.len() != hex_len || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(HubError::BadResponse {
+                url: url.to_string(),
+                msg: format!("{}: malformed hash {}", e.path, limits::shown(h)),
+            });
+        }
+        files.push(RemoteFile {
+            path: e.path,
+            size: e.size,
+            check,
+        });
+    }
+    Ok(())
+}
+
+/// One page of a tree listing as [`list_files`] reads it: the JSON's shape, then each
+/// entry. Returns the files and the unsafe names found (for tests and fuzzing).
+pub fn parse_tree_page(body: &[u8]) -> Result<(Vec<RemoteFile>, Vec<String>), HubError> {
+    let url = "tree page";
+    limits::check_json_shape(body, limits::MAX_JSON_DEPTH, limits::MAX_LISTING_FILES).map_err(
+        |e| HubError::BadResponse {
+            url: url.into(),
+            msg: e.to_string(),
+        },
+    )?;
+    let entries: Vec<TreeEntry> =
+        serde_json::from_slice(body).map_err(|e| HubError::BadResponse {
+            url: url.into(),
+            msg: limits::one_line(&e.to_string(), 200),
+        })?;
+    let (mut files, mut unsafe_names) = (Vec::new(), Vec::new());
+    add_page(entries, url, &mut files, &mut unsafe_names)?;
+    Ok((files, unsafe_names))
+}
+
 /// Lists every file at `sha`, checking that the Hub knows the commit as pinned.
 pub async fn list_files(
     http: &Http,
@@ -306,68 +399,7 @@ pub async fn list_files(
         let (entries, link) = get_json::<Vec<TreeEntry>>(http, &url)
             .await
             .map_err(|e| explain(e, http, model, sha, None))?;
-        for e in entries {
-            if e.kind != "file" {
-                continue;
-            }
-            if files.len() + unsafe_names.len() >= limits::MAX_LISTING_FILES {
-                return Err(HubError::BadResponse {
-                    url,
-                    msg: format!(
-                        "the tree listing has more than {} files",
-                        limits::MAX_LISTING_FILES
-                    ),
-                });
-            }
-            if e.size > limits::MAX_HUB_FILE_SIZE {
-                return Err(HubError::BadResponse {
-                    url,
-                    msg: format!(
-                        "{} is listed with {} bytes, more than the {} depotai accepts for a file",
-                        limits::shown(&e.path),
-                        e.size,
-                        crate::units::human_bytes(limits::MAX_HUB_FILE_SIZE)
-                    ),
-                });
-            }
-            if let Some(why) = unsafe_name(&e.path) {
-                if unsafe_names.len() < 20 {
-                    unsafe_names.push(format!("{} ({why})", limits::shown(&e.path)));
-                }
-                continue;
-            }
-            let check = match &e.lfs {
-                Some(l) => {
-                    if l.size != e.size {
-                        return Err(HubError::BadResponse {
-                            url,
-                            msg: format!(
-                                "{}: LFS size {} differs from size {}",
-                                e.path, l.size, e.size
-                            ),
-                        });
-                    }
-                    Check::Sha256(l.oid.to_ascii_lowercase())
-                }
-                None => Check::GitSha1(e.oid.to_ascii_lowercase()),
-            };
-            let hex_len = match check {
-                Check::Sha256(_) => 64,
-                Check::GitSha1(_) => 40,
-            };
-            let h = check.etag();
-            if h.len() != hex_len || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(HubError::BadResponse {
-                    url,
-                    msg: format!("{}: malformed hash {}", e.path, limits::shown(h)),
-                });
-            }
-            files.push(RemoteFile {
-                path: e.path,
-                size: e.size,
-                check,
-            });
-        }
+        add_page(entries, &url, &mut files, &mut unsafe_names)?;
         next = link;
     }
     if !unsafe_names.is_empty() {

@@ -14,7 +14,7 @@ mod download;
 mod error;
 mod http;
 
-pub use api::{unsafe_name, Check, RemoteFile};
+pub use api::{parse_tree_page, unsafe_name, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
 pub use download::{FetchProgress, Silent};
