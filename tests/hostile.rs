@@ -497,3 +497,232 @@ fn a_file_listed_with_an_absurd_size_is_refused_before_download() {
         .iter()
         .any(|r| format!("{r:?}").contains("/resolve/")));
 }
+
+// ---- serve under hostile clients ----
+
+mod serve_attack {
+    use super::support::{build, pseudo_random, write, Layout};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::{Child, Stdio};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    struct Served {
+        child: Child,
+        addr: String,
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn serve(root: &std::path::Path) -> Served {
+        let mut child = super::support::depotai()
+            .arg("serve")
+            .arg("--root")
+            .arg(root)
+            .args(["--addr", "127.0.0.1:0", "--quiet"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first.trim().rsplit_once("http://").unwrap().1.to_string();
+        Served { child, addr }
+    }
+
+    /// One request on a new connection; the status and the body.
+    fn request(addr: &str, method: &str, path: &str, headers: &str) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n"
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        let head_end = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
+        let status = std::str::from_utf8(&all[9..12]).unwrap().parse().unwrap();
+        (status, all[head_end + 4..].to_vec())
+    }
+
+    /// Seconds to download the blob whole, checking every byte.
+    fn download(addr: &str, path: &str, want: &[u8]) -> f64 {
+        let t = Instant::now();
+        let (status, body) = request(addr, "GET", path, "");
+        assert_eq!(status, 200);
+        assert!(body == want, "the blob's bytes");
+        t.elapsed().as_secs_f64()
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    fn proc_status(pid: u32) -> (u64, usize) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
+        (rss_kib, fds)
+    }
+
+    #[test]
+    fn serve_stays_bounded_and_serves_a_good_client_during_an_attack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        write(&src, "model.bin", &pseudo_random(32 << 20, 13));
+        write(&src, "config.json", b"{}");
+        let out = tmp.path().join("out/acme/m");
+        super::support::assert_ok(&build(&src, "acme/m", &out, &["--quiet"]));
+        let layout = Layout::read(&out);
+        let blob_path = format!("/v2/acme/m/blobs/{}", layout.layer_digest);
+        let s = serve(&tmp.path().join("out"));
+        let pid = s.child.id();
+
+        let base: Vec<f64> = (0..5)
+            .map(|_| download(&s.addr, &blob_path, &layout.blob))
+            .collect();
+        let (rss_before, fds_before) = proc_status(pid);
+
+        // 1,000 idle connections that never send a byte.
+        let idle: Vec<TcpStream> = (0..1000)
+            .map(|_| TcpStream::connect(&s.addr).unwrap())
+            .collect();
+        // 50 slow readers: ask for the 32 MiB blob and never read.
+        let slow: Vec<TcpStream> = (0..50)
+            .map(|_| {
+                let mut c = TcpStream::connect(&s.addr).unwrap();
+                write!(c, "GET {blob_path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                c
+            })
+            .collect();
+        // Thousands of tiny overlapping ranges: refused, not multiplied.
+        let ranges = (0..3000)
+            .map(|i| format!("{i}-{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (status, body) = request(
+            &s.addr,
+            "GET",
+            &blob_path,
+            &format!("Range: bytes={ranges}\r\n"),
+        );
+        assert_eq!(status, 416);
+        assert!(String::from_utf8_lossy(&body).contains("more than 16 ranges overlap others"));
+        // A 100 KB request head: 431, the connection closed.
+        let (status, _) = request(
+            &s.addr,
+            "GET",
+            "/v2/",
+            &format!("X-Junk: {}\r\n", "j".repeat(100_000)),
+        );
+        assert_eq!(status, 431);
+        let during: Vec<f64> = (0..5)
+            .map(|_| download(&s.addr, &blob_path, &layout.blob))
+            .collect();
+        let (rss_during, fds_during) = proc_status(pid);
+
+        // Then many concurrent HEADs (100 threads, as fast as they can) on top.
+        let stop = Arc::new(AtomicBool::new(false));
+        let heads = Arc::new(AtomicUsize::new(0));
+        let storm: Vec<_> = (0..100)
+            .map(|_| {
+                let (addr, path, stop, heads) = (
+                    s.addr.clone(),
+                    blob_path.clone(),
+                    stop.clone(),
+                    heads.clone(),
+                );
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (status, _) = request(&addr, "HEAD", &path, "");
+                        assert_eq!(status, 200);
+                        heads.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let t = Instant::now();
+        let storm_dl: Vec<f64> = (0..3)
+            .map(|_| download(&s.addr, &blob_path, &layout.blob))
+            .collect();
+        let storm_secs = t.elapsed().as_secs_f64();
+        let (rss_storm, fds_storm) = proc_status(pid);
+        stop.store(true, Ordering::Relaxed);
+        for t in storm {
+            t.join().unwrap();
+        }
+        let (b, d, h) = (median(base), median(during), median(storm_dl));
+        let mib = layout.blob.len() as f64 / (1 << 20) as f64;
+        eprintln!(
+            "serve under attack: a good client downloads the {mib:.0} MiB blob at {:.0} MiB/s \
+             before, {:.0} MiB/s with 1000 idle connections and 50 stalled readers open, \
+             {:.0} MiB/s with 100 threads sending HEADs as fast as they can too ({:.0} HEAD/s); \
+             RSS {rss_before} -> {rss_during} -> {rss_storm} KiB, \
+             fds {fds_before} -> {fds_during} -> {fds_storm}",
+            mib / b,
+            mib / d,
+            mib / h,
+            heads.load(Ordering::Relaxed) as f64 / storm_secs,
+        );
+        // Idle and stalled connections cost the good client nothing to speak of (the
+        // machine is shared: the bound is generous).
+        assert!(d < 2.0 * b + 0.3, "{d} s with idle/stalled vs {b} s before");
+        // A HEAD flood competes for the same two cores; the good client still gets
+        // every byte, slower.
+        assert!(
+            h < 30.0 * b + 3.0,
+            "{h} s during the HEAD flood vs {b} s before"
+        );
+        // Memory and descriptors stay bounded: 1,050 attack connections cost a few
+        // KiB each plus one 256 KiB piece per stalled reader, not a blob each.
+        for rss in [rss_during, rss_storm] {
+            assert!(rss < rss_before + 128 * 1024, "{rss} KiB");
+        }
+        for fds in [fds_during, fds_storm] {
+            assert!(
+                fds < depotai::limits::MAX_CONNECTIONS + depotai::limits::RESERVED_FDS as usize,
+                "{fds}"
+            );
+        }
+
+        // Idle connections are closed once the head timeout (or the idle timeout)
+        // passes.
+        let t = Instant::now();
+        let mut first = &idle[0];
+        first
+            .set_read_timeout(Some(Duration::from_secs(40)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        let n = first.read(&mut byte).unwrap_or(0);
+        let waited = t.elapsed();
+        eprintln!("an idle connection was closed after {waited:?} more");
+        assert_eq!(n, 0, "closed without a response byte");
+        assert!(
+            waited < Duration::from_secs(depotai::limits::IDLE_TIMEOUT_SECS + 5),
+            "{waited:?}"
+        );
+        drop(slow);
+        let (_, fds_after) = proc_status(pid);
+        eprintln!("fds after the idle ones closed: {fds_after}");
+    }
+}

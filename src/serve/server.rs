@@ -119,6 +119,7 @@ impl Server {
             .header_read_timeout(Duration::from_secs(limits::HEADER_READ_TIMEOUT_SECS))
             .max_header_size(limits::MAX_REQUEST_HEAD)
             .max_headers(limits::MAX_REQUEST_HEADERS)
+            .max_buf_size(limits::MAX_REQUEST_HEAD + (64 << 10))
             .keep_alive(true);
         let idle = Duration::from_secs(limits::IDLE_TIMEOUT_SECS);
         let slots = Arc::new(Semaphore::new(connection_cap()));
