@@ -726,3 +726,31 @@ mod serve_attack {
         eprintln!("fds after the idle ones closed: {fds_after}");
     }
 }
+
+#[test]
+fn digests_that_are_not_digests_never_reach_a_url() {
+    let h = Hostile::start();
+    let mut layer = estargz_layer(&[config()], |_, _| {});
+    layer.digest = "../../../../v2/acme/other/blobs/sha256:x".into();
+    let (o, cwd) = ls(&h.image("acme/notdigest", &layer));
+    assert_refused(
+        &o,
+        cwd.path(),
+        "layer digest \"../../../../v2/acme/other/blobs/sha256:x\" is not sha256:<64 hex>",
+    );
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": "../../secret", "size": 2,
+                       "platform": {"os": "linux", "architecture": "amd64"}}]
+    });
+    let (o, cwd) = ls(&h.manifest("acme/badindex", &index));
+    assert_refused(&o, cwd.path(), "not a digest or tag: \"../../secret\"");
+    assert!(!h
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| r.contains("secret") || r.contains("other")));
+}

@@ -105,6 +105,10 @@ fn check_digest(what: &str, bytes: &[u8], expected: &str) -> Result<(), Registry
 }
 
 async fn manifest(client: &Client, r: &str) -> Result<(serde_json::Value, String), RegistryError> {
+    // An index names its manifests: only a digest (or a tag) goes into the URL.
+    if Digest::parse(r).is_none() && crate::image::validate_tag(r).is_err() {
+        return Err(bad(format!("not a digest or tag: {}", shown(r))));
+    }
     let url = client.url(&format!("manifests/{r}"));
     let (bytes, headers) = client.get_bytes(&url, Some(ACCEPT), None).await?;
     let d = Digest::of(&bytes).to_string();
@@ -188,6 +192,17 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
 /// handful, a manifest a few dozen layers at most.
 const MAX_DESCRIPTORS: usize = 4096;
 
+/// A layer's digest as a manifest gives it, checked before it goes into a URL.
+fn blob_digest(digest: &str) -> Result<(), RegistryError> {
+    match Digest::parse(digest) {
+        Some(_) => Ok(()),
+        None => Err(bad(format!(
+            "layer digest {} is not sha256:<64 hex>",
+            shown(digest)
+        ))),
+    }
+}
+
 fn in_layer(digest: &str) -> impl Fn(toc::BadLayer) -> RegistryError + '_ {
     move |e| bad(format!("layer {digest}: {e}"))
 }
@@ -201,6 +216,7 @@ async fn open_estargz(
     size: u64,
     toc_digest: Option<String>,
 ) -> Result<Image, RegistryError> {
+    blob_digest(&digest)?;
     if size < FOOTER_SIZE as u64 {
         return Err(bad(format!("layer {digest} is too small for eStargz")));
     }
@@ -246,6 +262,7 @@ async fn open_zstd_chunked(
     checksum: &str,
     position: &str,
 ) -> Result<Image, RegistryError> {
+    blob_digest(&digest)?;
     let (offset, len, ulen) = toc::zstd_toc_position(position, size).map_err(in_layer(&digest))?;
     let (compressed, _) = client
         .get_bytes(url, None, Some((offset, offset + len - 1)))

@@ -175,7 +175,7 @@ pub fn check_entries<'a>(
                 shown(name)
             )));
         }
-        if link.len() > limits::MAX_PATH_LEN || link.contains('\0') {
+        if link.len() > limits::MAX_PATH_LEN || link.chars().any(char::is_control) {
             return Err(bad(format!(
                 "unusable link target for {} in the TOC",
                 shown(name)
