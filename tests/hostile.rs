@@ -28,8 +28,13 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 /// The run failed as it should: exit status 1, one line on stderr that contains `want`,
 /// no panic, no allocation failure, and no file anywhere under `cwd`.
-fn assert_refused(o: &Output, cwd: &Path, want: &str) {
+fn assert_refused(run: &(Output, Option<u64>), cwd: &Path, want: &str) {
+    let (o, peak) = run;
     let err = String::from_utf8_lossy(&o.stderr);
+    if let Some(kib) = peak {
+        eprintln!("peak RSS {kib} KiB: {}", err.trim());
+        assert!(*kib < 512 << 10, "{kib} KiB");
+    }
     assert_eq!(o.status.code(), Some(1), "exit status; stderr: {err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("depotai: error: "), "{err}");
@@ -47,17 +52,17 @@ fn assert_refused(o: &Output, cwd: &Path, want: &str) {
 
 /// `depotai ARGS` in a fresh directory (also its HOME), bounded; the directory is kept
 /// for the checks.
-fn run(args: &[&str]) -> (Output, tempfile::TempDir) {
+fn run(args: &[&str]) -> ((Output, Option<u64>), tempfile::TempDir) {
     let cwd = tempfile::tempdir().unwrap();
     let o = depotai_bounded(cwd.path(), args);
     (o, cwd)
 }
 
-fn ls(reference: &str) -> (Output, tempfile::TempDir) {
+fn ls(reference: &str) -> ((Output, Option<u64>), tempfile::TempDir) {
     run(&["ls", reference, "--insecure"])
 }
 
-fn get(reference: &str, path: &str) -> (Output, tempfile::TempDir) {
+fn get(reference: &str, path: &str) -> ((Output, Option<u64>), tempfile::TempDir) {
     run(&["get", reference, path, "--insecure", "-o", "out/got"])
 }
 
@@ -147,7 +152,7 @@ fn a_member_that_inflates_past_its_chunk_is_cut_at_the_chunk_size() {
     let h = Hostile::start();
     let r = h.image("acme/memberbomb", &layer);
     let cwd = tempfile::tempdir().unwrap();
-    let o = depotai_bounded(
+    let (o, peak) = depotai_bounded(
         cwd.path(),
         &[
             "get",
@@ -160,6 +165,8 @@ fn a_member_that_inflates_past_its_chunk_is_cut_at_the_chunk_size() {
         ],
     );
     let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("member bomb: peak RSS {peak:?} KiB");
+    assert!(peak.unwrap_or(0) < 128 << 10, "{peak:?} KiB");
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert_eq!(std::fs::read(cwd.path().join("out/w")).unwrap(), want);
     assert_eq!(files_under(cwd.path()).len(), 1);
@@ -222,7 +229,7 @@ fn names_that_escape_or_cannot_be_files_are_refused() {
         let layer = estargz_layer(&[config()], |toc, _| toc.entries[0].name = name.into());
         let (o, cwd) = get(&h.image("acme/names", &layer), "/");
         assert_refused(&o, cwd.path(), "unsafe name in the TOC: ");
-        assert!(String::from_utf8_lossy(&o.stderr).contains(why), "{why}");
+        assert!(String::from_utf8_lossy(&o.0.stderr).contains(why), "{why}");
     }
 }
 
@@ -401,7 +408,7 @@ fn a_registry_that_sends_more_than_the_range_is_refused() {
     let (o, cwd) = ls(&r);
     // The footer is the blob's end (nothing to add); the TOC member's range is not.
     assert_refused(&o, cwd.path(), "/blobs/");
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = String::from_utf8_lossy(&o.0.stderr);
     assert!(err.contains("the range is larger than"), "{err}");
     assert!(err.contains("bytes), the most depotai reads"), "{err}");
 }
@@ -420,7 +427,7 @@ fn hub_with_files(n: usize) -> HubServer {
 }
 
 /// `depotai build acme/model` against `server`, bounded like the registry runs.
-fn hub_build(server: &HubServer) -> (Output, tempfile::TempDir) {
+fn hub_build(server: &HubServer) -> ((Output, Option<u64>), tempfile::TempDir) {
     let cwd = tempfile::tempdir().unwrap();
     let cmd = depotai_against(server, &cwd.path().join("hf-home"));
     let mut c = std::process::Command::new("prlimit");
@@ -437,7 +444,7 @@ fn hub_build(server: &HubServer) -> (Output, tempfile::TempDir) {
         };
     }
     let o = c.output().unwrap();
-    (o, cwd)
+    ((o, None), cwd)
 }
 
 #[test]

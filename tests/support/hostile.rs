@@ -359,17 +359,45 @@ pub fn zstd_layer(frames: &[Vec<u8>], json: &[u8], position: Option<String>) -> 
 
 /// Runs the depotai binary as a user would, in `cwd` with `HOME` there too, under an
 /// address-space limit of 512 MiB (`prlimit --as`), with no retries (a hostile answer
-/// is not transient). Returns the output.
-pub fn depotai_bounded(cwd: &Path, args: &[&str]) -> Output {
+/// is not transient). Returns the output and, where `/usr/bin/time` exists, the peak
+/// resident memory in KiB (its line is taken out of stderr).
+pub fn depotai_bounded(cwd: &Path, args: &[&str]) -> (Output, Option<u64>) {
     let mut c = Command::new("prlimit");
-    c.arg(format!("--as={}", 512u64 << 20))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_depotai"))
+    c.arg(format!("--as={}", 512u64 << 20)).arg("--");
+    let timed = Path::new("/usr/bin/time").exists();
+    if timed {
+        c.args(["/usr/bin/time", "-f", "depotai-maxrss-kib=%M"]);
+    }
+    c.arg(env!("CARGO_BIN_EXE_depotai"))
         .args(args)
         .current_dir(cwd)
         .env("HOME", cwd)
         .env("DEPOTAI_REGISTRY_RETRIES", "0")
         .env("RUST_BACKTRACE", "1")
         .env_remove("DOCKER_CONFIG");
-    c.output().expect("run prlimit depotai")
+    let o = c.output().expect("run prlimit depotai");
+    with_peak(o)
+}
+
+/// Splits `/usr/bin/time`'s `depotai-maxrss-kib=N` line off stderr.
+pub fn with_peak(mut o: Output) -> (Output, Option<u64>) {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let mut peak = None;
+    let kept: Vec<&str> = err
+        .lines()
+        .filter(|l| match l.strip_prefix("depotai-maxrss-kib=") {
+            Some(n) => {
+                peak = n.trim().parse().ok();
+                false
+            }
+            // time's note on a non-zero exit status.
+            None => !l.starts_with("Command exited with non-zero status"),
+        })
+        .collect();
+    o.stderr = kept
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .into_bytes();
+    (o, peak)
 }
