@@ -97,7 +97,7 @@ fn check_digest(what: &str, bytes: &[u8], expected: &str) -> Result<(), Registry
     if actual != expected {
         return Err(RegistryError::DigestMismatch {
             what: what.to_string(),
-            expected: expected.to_string(),
+            expected: limits::one_line(expected, 100),
             actual,
         });
     }

@@ -613,5 +613,20 @@ mod tests {
         assert_eq!(upload_offset(Some("bytes=0-9".into())), Some(10));
         assert_eq!(upload_offset(Some("0-0".into())), Some(0));
         assert_eq!(upload_offset(None), None);
+        // A registry cannot make the offset wrap around.
+        assert_eq!(upload_offset(Some("0-18446744073709551615".into())), None);
+        let blob = LayoutBlob {
+            digest: Digest::of(b"x"),
+            size: 10,
+            path: PathBuf::new(),
+        };
+        assert!(check_had(Some(10), &blob).is_ok());
+        assert_eq!(
+            check_had(Some(11), &blob).unwrap_err().to_string(),
+            format!(
+                "registry protocol: the registry says it has 11 bytes of the upload of {}, a 10-byte blob",
+                Digest::of(b"x")
+            )
+        );
     }
 }
