@@ -15,6 +15,7 @@ pub mod catalogue;
 pub mod digest;
 pub mod image;
 pub mod layer;
+pub mod limits;
 pub mod names;
 pub mod pipeline;
 pub mod plan;

@@ -6,10 +6,12 @@
 //!   which digests each name may serve.
 //! - [`range`]: `Range` parsing and `multipart/byteranges` layout.
 //! - [`server`]: the HTTP server (hyper on tokio): routes, headers, errors, shutdown.
+//! - `conn`: what a connection may cost (idle timeout, the connection cap).
 //! - `body`: streaming blobs from disk piece by piece; [`pages`]: the web pages (a
 //!   searchable model list at `/`, a page per model) and their JSON twins.
 
 mod body;
+mod conn;
 pub mod pages;
 pub mod range;
 pub mod server;

@@ -23,6 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+use super::conn::{connection_cap, Guarded};
+use crate::limits;
+use tokio::sync::Semaphore;
+
 /// Content-addressed blobs never change.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -57,6 +61,8 @@ struct State {
     store: Store,
     quiet: bool,
     local: SocketAddr,
+    /// Store lookups at once (they run on the blocking pool).
+    lookups: Semaphore,
 }
 
 /// A bound, not yet running, registry.
@@ -82,6 +88,7 @@ impl Server {
                 store,
                 quiet: opts.quiet,
                 local,
+                lookups: Semaphore::new(limits::MAX_CONCURRENT_LOOKUPS),
             }),
             grace: opts.shutdown_grace,
         })
@@ -103,25 +110,40 @@ impl Server {
             state,
             grace,
         } = self;
+        // Hostile clients: the request head is bounded in size, count and time; a
+        // connection where no byte moves either way for IDLE_TIMEOUT_SECS is closed; at
+        // most `cap` connections are open, the rest wait in the kernel's backlog.
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(Duration::from_secs(limits::HEADER_READ_TIMEOUT_SECS))
+            .max_header_size(limits::MAX_REQUEST_HEAD)
+            .max_headers(limits::MAX_REQUEST_HEADERS)
+            .max_buf_size(limits::MAX_REQUEST_HEAD + (64 << 10))
             .keep_alive(true);
+        let idle = Duration::from_secs(limits::IDLE_TIMEOUT_SECS);
+        let slots = Arc::new(Semaphore::new(connection_cap()));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // A slot first, then a connection: at the cap, accepting waits.
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+                _ = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let st = state.clone();
                         let svc = service_fn(move |req| handle(st.clone(), req, peer));
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        let io = TokioIo::new(Guarded::new(stream, idle));
+                        let conn = builder.serve_connection(io, svc);
                         let conn = graceful.watch(conn);
                         tokio::spawn(async move {
                             // Client-side failures (a reset, a timeout) end only that connection.
                             let _ = conn.await;
+                            drop(slot);
                         });
                     }
                     Err(e) => {
@@ -184,6 +206,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let st = state.clone();
+    let _permit = state.lookups.acquire().await;
     match tokio::task::spawn_blocking(move || f(&st.store)).await {
         Ok(r) => r,
         Err(e) => Err(StoreError::Io {

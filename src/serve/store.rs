@@ -16,9 +16,11 @@
 
 use crate::digest::Digest;
 use crate::image::{validate_tag, ANNOTATION_REF_NAME};
-use crate::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
+use crate::layer::estargz::{Toc, FOOTER_SIZE};
 use crate::layer::zstd_chunked;
 use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+use crate::limits;
+use crate::remote::toc::{self as toc_reader, BadLayer};
 use crate::serve::pages::{Files, Overview, TocFile};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -31,11 +33,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Manifests and indexes larger than this are not read (the distribution registry
 /// refuses to store manifests over 4 MiB).
-pub const MAX_DOCUMENT: u64 = 4 << 20;
-/// A TOC member larger than this (compressed) is not read for the web pages.
-const MAX_TOC_MEMBER: u64 = 64 << 20;
-/// …nor one that inflates to more than this.
-const MAX_TOC_TAR: u64 = 512 << 20;
+pub const MAX_DOCUMENT: u64 = limits::MAX_DOCUMENT;
+/// Index and manifest bytes held in memory for one image: a multi-platform image has a
+/// few documents of a few KiB; a layout that names thousands of large ones is not read
+/// past this (the image is then served as incomplete, re-read on each request).
+const MAX_IMAGE_DOCUMENTS: u64 = 64 << 20;
 /// OCI names are at most 255 characters (distribution's limit).
 const MAX_NAME: usize = 255;
 /// Index → index → manifest nesting deeper than this is not followed.
@@ -130,7 +132,7 @@ impl Reference {
 }
 
 #[derive(Deserialize, Default)]
-struct Doc {
+pub struct Doc {
     #[serde(rename = "mediaType", default)]
     media_type: Option<String>,
     #[serde(default)]
@@ -393,15 +395,18 @@ impl Store {
 
     fn scan(&self, name: &str, dir: PathBuf, key: FileKey) -> Result<Image, StoreError> {
         let index_path = dir.join("index.json");
-        let (mut f, len) = self
+        let (f, len) = self
             .open_file(&index_path)?
             .ok_or(StoreError::NameUnknown)?;
         if len > MAX_DOCUMENT {
             return Err(StoreError::NameUnknown);
         }
         let mut raw = Vec::new();
-        f.read_to_end(&mut raw).map_err(io_err(&index_path))?;
-        let layout: Doc = serde_json::from_slice(&raw).map_err(|_| StoreError::NameUnknown)?;
+        // The file may have grown since it was measured.
+        f.take(MAX_DOCUMENT + 1)
+            .read_to_end(&mut raw)
+            .map_err(io_err(&index_path))?;
+        let layout = parse_document(&raw).map_err(|_| StoreError::NameUnknown)?;
 
         let mut img = Image {
             name: name.to_string(),
@@ -432,7 +437,7 @@ impl Store {
             self.visit(&mut img, d, 0, &mut visited);
             if img.annotations.is_empty() && d.annotations.contains_key(ANNOTATION_REF_NAME) {
                 if let Some(doc) = img.docs.get(&digest) {
-                    if let Ok(doc) = serde_json::from_slice::<Doc>(doc) {
+                    if let Ok(doc) = parse_document(doc) {
                         img.annotations = doc.annotations;
                     }
                 }
@@ -452,11 +457,16 @@ impl Store {
         if !is_manifest_type(&d.media_type) || !visited.insert(digest) || depth >= MAX_DEPTH {
             return;
         }
+        let held: u64 = img.docs.values().map(|b| b.len() as u64).sum();
+        if held.saturating_add(d.size) > MAX_IMAGE_DOCUMENTS {
+            img.complete = false;
+            return;
+        }
         let Some(bytes) = self.read_document(&img.dir, &digest, d.size) else {
             img.complete = false;
             return;
         };
-        let Ok(doc) = serde_json::from_slice::<Doc>(&bytes) else {
+        let Ok(doc) = parse_document(&bytes) else {
             img.complete = false;
             return;
         };
@@ -718,16 +728,15 @@ pub enum TocError {
     Io(#[from] io::Error),
     #[error("the layer has no eStargz or zstd:chunked footer")]
     NoFooter,
-    #[error("the TOC is too large to show ({0} bytes)")]
-    TooLarge(u64),
-    #[error("the TOC member is not valid gzip")]
-    Gzip,
-    #[error("the TOC member holds no stargz.index.json")]
-    NoToc,
-    #[error("the zstd:chunked TOC is not valid zstd")]
-    Zstd,
-    #[error("the TOC is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Bad(#[from] BadLayer),
+}
+
+/// An index, manifest or `index.json` as the store reads it: its JSON shape checked
+/// (depth, descriptors) before it is parsed.
+pub fn parse_document(bytes: &[u8]) -> Result<Doc, String> {
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, 4096).map_err(|e| e.to_string())?;
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
 }
 
 /// The files, symlinks and hard links of a layer blob, from its eStargz or zstd:chunked
@@ -761,7 +770,8 @@ pub fn layer_files(f: &File, len: u64) -> Result<Vec<TocFile>, TocError> {
     }
 }
 
-/// Reads the TOC of a zstd:chunked layer blob through its 64-byte footer.
+/// Reads the TOC of a zstd:chunked layer blob through its 64-byte footer, within
+/// [`crate::limits`] (as `ls` reads one from a registry).
 pub fn read_zstd_chunked_toc(f: &File, len: u64) -> Result<zstd_chunked::Toc, TocError> {
     let frame_size = zstd_chunked::FOOTER_FRAME_SIZE as u64;
     if len < frame_size {
@@ -770,25 +780,20 @@ pub fn read_zstd_chunked_toc(f: &File, len: u64) -> Result<zstd_chunked::Toc, To
     let mut frame = [0u8; zstd_chunked::FOOTER_FRAME_SIZE];
     f.read_exact_at(&mut frame, len - frame_size)?;
     let footer = zstd_chunked::parse_footer(&frame).ok_or(TocError::NoFooter)?;
-    if footer.manifest_len > MAX_TOC_MEMBER || footer.manifest_uncompressed_len > MAX_TOC_TAR {
-        return Err(TocError::TooLarge(footer.manifest_uncompressed_len));
-    }
-    if footer
-        .manifest_offset
-        .checked_add(footer.manifest_len)
-        .map_or(true, |end| end > len)
-    {
-        return Err(TocError::NoFooter);
-    }
-    let mut compressed = vec![0u8; footer.manifest_len as usize];
-    f.read_exact_at(&mut compressed, footer.manifest_offset)?;
-    let json = zstd::bulk::decompress(&compressed, footer.manifest_uncompressed_len as usize)
-        .map_err(|_| TocError::Zstd)?;
-    Ok(zstd_chunked::Toc::from_json(&json)?)
+    let position = format!(
+        "{}:{}:{}",
+        footer.manifest_offset, footer.manifest_len, footer.manifest_uncompressed_len
+    );
+    let (offset, mlen, ulen) = toc_reader::zstd_toc_position(&position, len)?;
+    let mut compressed = vec![0u8; mlen as usize];
+    f.read_exact_at(&mut compressed, offset)?;
+    let json = toc_reader::zstd_section("TOC", &compressed, ulen)?;
+    Ok(toc_reader::parse_zstd_toc(&json)?)
 }
 
 /// Reads the eStargz TOC of a layer blob of `len` bytes: the 51-byte footer gives the
-/// offset of the TOC member, one gzip member holding a tar entry `stargz.index.json`.
+/// offset of the TOC member, one gzip member holding a tar entry `stargz.index.json`;
+/// within [`crate::limits`] (as `ls` reads one from a registry).
 pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     let footer_size = FOOTER_SIZE as u64;
     if len < footer_size {
@@ -796,43 +801,14 @@ pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     }
     let mut footer = [0u8; FOOTER_SIZE];
     f.read_exact_at(&mut footer, len - footer_size)?;
-    let offset = parse_footer(&footer).ok_or(TocError::NoFooter)?;
-    let end = len - footer_size;
-    if offset >= end {
+    if crate::layer::estargz::parse_footer(&footer).is_none() {
         return Err(TocError::NoFooter);
     }
-    let member_len = end - offset;
-    if member_len > MAX_TOC_MEMBER {
-        return Err(TocError::TooLarge(member_len));
-    }
-    let mut member = vec![0u8; member_len as usize];
-    f.read_exact_at(&mut member, offset)?;
-    if member.len() < 18 {
-        return Err(TocError::Gzip);
-    }
-    // ISIZE: the inflated size (mod 2^32) in the member's last four bytes.
-    let tail: [u8; 4] = member[member.len() - 4..].try_into().expect("4 bytes");
-    let isize = u32::from_le_bytes(tail) as u64;
-    if isize > MAX_TOC_TAR {
-        return Err(TocError::TooLarge(isize));
-    }
-    let mut tar_bytes = vec![0u8; isize as usize];
-    let n = libdeflater::Decompressor::new()
-        .gzip_decompress(&member, &mut tar_bytes)
-        .map_err(|_| TocError::Gzip)?;
-    tar_bytes.truncate(n);
-    let mut ar = tar::Archive::new(&tar_bytes[..]);
-    let mut entries = ar.entries().map_err(|_| TocError::NoToc)?;
-    let mut first = entries
-        .next()
-        .ok_or(TocError::NoToc)?
-        .map_err(|_| TocError::NoToc)?;
-    if first.path().ok().as_deref() != Some(Path::new("stargz.index.json")) {
-        return Err(TocError::NoToc);
-    }
-    let mut json = Vec::new();
-    first.read_to_end(&mut json)?;
-    Ok(Toc::from_json(&json)?)
+    let (start, end) = toc_reader::estargz_toc_range(&footer, len)?;
+    let mut member = vec![0u8; (end - start) as usize];
+    f.read_exact_at(&mut member, start)?;
+    let json = toc_reader::estargz_toc_json(&member)?;
+    Ok(toc_reader::parse_estargz_toc(&json)?)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod error;
 mod http;
 mod stream;
 
-pub use api::{unsafe_name, Check, RemoteFile};
+pub use api::{parse_tree_page, unsafe_name, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
 pub use download::{FetchProgress, Silent};
