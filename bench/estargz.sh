@@ -12,7 +12,7 @@
 #
 # Environment: BENCH_SIZE_MIB (default 400), BENCH_GOMAXPROCS (default 2),
 # BENCH_SEED (generator seed). Needs: cargo, python3 (+numpy, installed with pip
-# if missing), GNU tar, gzip, go (from ../shared/tools/install-interop.sh),
+# if missing), GNU tar, gzip, Go (scripts/install-interop.sh --checkers),
 # /usr/bin/time (Debian package `time`, installed if missing and root).
 #
 # Target: depotai throughput >= 5x the reference, with a blob no larger.
@@ -22,8 +22,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-shared="$(cd "$root/../shared" 2>/dev/null && pwd || echo "$root/../shared")"
-verify="$shared/tools/estargz-verify.sh"
+# The reference writer/checker, built from interop/checkers (cached).
+checkers="$(bash "$root/scripts/install-interop.sh" --checkers)" \
+  || { echo "bench: could not build the reference checkers (scripts/install-interop.sh --checkers)" >&2; exit 1; }
+verify="$checkers/estargz-check"
 
 size_mib="${BENCH_SIZE_MIB:-400}"
 gomaxprocs="${BENCH_GOMAXPROCS:-2}"
@@ -55,8 +57,6 @@ done
 [[ "$gomaxprocs" =~ ^[0-9]+$ && "$gomaxprocs" -gt 0 ]] || die "--gomaxprocs must be a positive integer"
 
 # ---------------------------------------------------------------- prerequisites
-command -v go >/dev/null 2>&1 \
-  || die "'go' not found; install the reference tools with: sudo $shared/tools/install-interop.sh"
 [[ -x "$verify" ]] || die "reference writer not found at $verify"
 command -v python3 >/dev/null 2>&1 || die "python3 not found"
 tar --version 2>/dev/null | grep -q 'GNU tar' || die "GNU tar is required (for --sort=name)"

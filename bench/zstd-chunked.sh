@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: depotai --format zstd-chunked vs the reference zstd:chunked writer
 # (containers/storage's compressor.ZstdCompressor, zstd level 10 = klauspost "best",
-# through ../shared/tools/zstdchunked-verify.sh build) on a deterministic, weight-like
+# through zstdchunked-check build, interop/checkers) on a deterministic, weight-like
 # model directory, in the same run.
 #
 #   bench/zstd-chunked.sh [--size-mib N] [--level N] [--ref-level N] [--keep]
@@ -14,7 +14,7 @@
 #
 # Environment: BENCH_SIZE_MIB (default 400), BENCH_SEED (generator seed). The reference
 # runs with TZ=UTC (its TOC times follow the local zone). Needs: cargo, python3 (+numpy,
-# installed with pip if missing), GNU tar, go (../shared/tools/install-interop.sh),
+# installed with pip if missing), GNU tar, Go (scripts/install-interop.sh --checkers),
 # /usr/bin/time (Debian package `time`). Uses $CARGO_TARGET_DIR if set.
 #
 # This is a benchmark, not a test: it exits non-zero only if something fails to run or
@@ -23,8 +23,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-shared="$(cd "$root/../shared" 2>/dev/null && pwd || echo "$root/../shared")"
-zv="$shared/tools/zstdchunked-verify.sh"
+# The reference writer/checker, built from interop/checkers (cached).
+checkers="$(bash "$root/scripts/install-interop.sh" --checkers)" \
+  || { echo "bench: could not build the reference checkers (scripts/install-interop.sh --checkers)" >&2; exit 1; }
+zv="$checkers/zstdchunked-check"
 
 size_mib="${BENCH_SIZE_MIB:-400}"
 seed="${BENCH_SEED:-20240601}"
@@ -57,8 +59,6 @@ done
 [[ -z "$level" || "$level" =~ ^[0-9]+$ ]] || die "--level must be a number"
 
 # ---------------------------------------------------------------- prerequisites
-command -v go >/dev/null 2>&1 \
-  || die "'go' not found; install the reference tools with: sudo $shared/tools/install-interop.sh"
 [[ -x "$zv" ]] || die "reference writer not found at $zv"
 command -v python3 >/dev/null 2>&1 || die "python3 not found"
 tar --version 2>/dev/null | grep -q 'GNU tar' || die "GNU tar is required (for --sort=name)"
@@ -128,18 +128,18 @@ lvl=()
 [[ -n "$level" ]] && lvl=(--compression-level "$level")
 log "depotai --format zstd-chunked: default threads ($(nproc) cores)"
 timed "$tmp/dep" "$depotai" build --from-dir "$tmp/model/" --name bench/model --sha "$sha" \
-  --format zstd-chunked "${lvl[@]}" --output "$tmp/out-default" --json --quiet
+  --format zstd-chunked --layers single "${lvl[@]}" --output "$tmp/out-default" --json --quiet
 
 log "depotai --format zstd-chunked --threads 1"
 timed "$tmp/dep1" "$depotai" build --from-dir "$tmp/model/" --name bench/model --sha "$sha" \
-  --format zstd-chunked "${lvl[@]}" --output "$tmp/out-t1" --threads 1 --json --quiet
+  --format zstd-chunked --layers single "${lvl[@]}" --output "$tmp/out-t1" --threads 1 --json --quiet
 [[ $keep -eq 1 ]] || rm -rf "$tmp/out-t1"
 
 # ---------------------------------------------------------------- verify (not timed)
 ref_ok="skipped" dep_ok="skipped"
 if [[ $verify -eq 1 ]]; then
   log "zstdchunked-verify on both blobs (not timed)"
-  layer="$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["layer"]["digest"])' "$tmp/dep.out")"
+  layer="$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().splitlines()[-1])["layers"][0]["digest"])' "$tmp/dep.out")"
   idx="$tmp/out-default/blobs/sha256"
   man="$(python3 - "$tmp/out-default" <<'PY'
 import json, sys
@@ -187,13 +187,13 @@ dep1, dep1_wall, dep1_rss, dep1_cpu = run("dep1")
 errors = []
 if dep["content_bytes"] != content:
     errors.append(f"depotai content_bytes {dep['content_bytes']} != input {content}")
-if dep1["layer"]["digest"] != dep["layer"]["digest"]:
+if dep1["layers"][0]["digest"] != dep["layers"][0]["digest"]:
     errors.append("layer digest differs between default threads and --threads 1")
 if "FAIL" in (ref_ok, dep_ok):
     errors.append(f"zstdchunked-verify: reference {ref_ok}, depotai {dep_ok}")
 
 ref_secs = float(ref["seconds"])
-ref_blob, dep_blob = int(ref["blob_size"]), int(dep["layer"]["size"])
+ref_blob, dep_blob = int(ref["blob_size"]), int(dep["layers"][0]["size"])
 ref_mbs_wall = content / MB / ref_wall
 ref_mbs_self = content / MB / ref_secs
 dep_mbs = content / MB / dep_wall
@@ -218,14 +218,14 @@ row("zstdchunked-verify", ref_ok)
 print(f" depotai (default threads = {ncpu} cores)")
 row("wall seconds", f"{dep_wall:.2f} s  -> {dep_mbs:.1f} MB/s")
 row("blob size", f"{dep_blob:,}  ({dep_blob / content:.2%} of input)")
-row("layer digest", dep["layer"]["digest"])
+row("layer digest", dep["layers"][0]["digest"])
 row("peak RSS", f"{dep_rss / MIB:.1f} MiB")
 row("CPU user+sys (cores busy)", f"{dep_cpu:.2f} s ({dep_cpu / dep_wall:.2f})")
 row("zstdchunked-verify --require-tar-split", dep_ok)
 print(" depotai --threads 1")
 row("wall seconds", f"{dep1_wall:.2f} s  -> {dep1_mbs:.1f} MB/s")
 row("peak RSS", f"{dep1_rss / MIB:.1f} MiB")
-row("same digest as default threads", "yes" if dep1["layer"]["digest"] == dep["layer"]["digest"] else "NO")
+row("same digest as default threads", "yes" if dep1["layers"][0]["digest"] == dep["layers"][0]["digest"] else "NO")
 print(" comparison")
 row("throughput ratio depotai/ref (wall)", f"{dep_mbs / ref_mbs_wall:.2f}x")
 row("throughput ratio depotai/ref (ref own secs)", f"{dep_mbs / ref_mbs_self:.2f}x")

@@ -1,30 +1,22 @@
 #!/usr/bin/env bash
-# The whole test suite, set-up included: installs the interop toolkit (Debian packages,
-# via ../shared/tools/install-interop.sh --probe) when it can, then runs every test.
-# Interop tests skip with a message when the tools are absent; with CI=true they fail.
+# The whole test suite, set-up included: installs the interop toolkit (Debian packages and
+# the repository's own reference checkers, scripts/install-interop.sh) and BuildKit
+# (scripts/install-buildkit.sh) when it can, then runs every test. Interop tests skip with
+# a message when a tool is absent; with CI=true they fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tools=../shared/tools
-if [[ -x "$tools/install-interop.sh" || -f "$tools/install-interop.sh" ]]; then
-  if [[ $(id -u) -eq 0 ]] || command -v sudo >/dev/null; then
-    bash "$tools/install-interop.sh" --probe
-  else
-    echo "scripts/test.sh: not root and no sudo; interop tools not installed" >&2
-  fi
+if [[ $(id -u) -eq 0 ]] || command -v sudo >/dev/null; then
+  bash scripts/install-interop.sh || echo "scripts/test.sh: install-interop.sh failed; interop tests will skip (or fail with CI=true)" >&2
+  bash scripts/install-buildkit.sh || echo "scripts/test.sh: install-buildkit.sh failed; the BuildKit test will skip (or fail with CI=true)" >&2
 else
-  echo "scripts/test.sh: $tools not found; interop tests will skip (or fail with CI=true)" >&2
+  echo "scripts/test.sh: not root and no sudo; interop tools not installed" >&2
 fi
 
-# tests/registry.rs makes an htpasswd file for the basic-auth registry test.
-if ! command -v htpasswd >/dev/null; then
-  SUDO=""
-  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-  if [[ -z "$SUDO" ]] || command -v sudo >/dev/null; then
-    $SUDO apt-get install -y -qq --no-install-recommends apache2-utils \
-      || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends apache2-utils; } \
-      || echo "scripts/test.sh: could not install apache2-utils (htpasswd)" >&2
-  fi
-fi
+# tests/verify.rs validates provenance with in-toto's own Python bindings (PyPI, pinned).
+bash scripts/install-pytools.sh >/dev/null
+
+# tests/web.rs drives Debian's chromium with playwright-core (tests/web/package-lock.json).
+bash scripts/install-browser.sh || echo "scripts/test.sh: browser set-up failed; tests/web.rs will skip (or fail with CI=true)" >&2
 
 cargo test --locked --all-targets

@@ -25,7 +25,9 @@ use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo, Planned};
 use crate::pipeline::{
     self, BuildError, BuildReport, BuildRequest, Destination, Hooks, LayerEvent, LayoutDestination,
 };
-use crate::remote::upload::{BlobSink, ImageDocuments, UploadError, Uploaded, Uploader};
+use crate::remote::upload::{
+    BlobSink, ImageDocuments, ReferrerDocument, UploadError, Uploaded, Uploader,
+};
 use crate::remote::{Client, Reference, RegistryError};
 use crate::source::hub::{
     self, CachedFile, Check, FetchProgress, FileFilter, HubConfig, HubError, HubStream, RemoteFile,
@@ -350,9 +352,11 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         &job.include,
         &job.exclude,
     );
-    let record = BuildRecord::new(&req.name, &req.sha, &req.tag, settings)
-        .with_files(&record_files)
-        .to_bytes();
+    let record =
+        BuildRecord::new(&req.name, &req.sha, &req.tag, settings).with_files(&record_files);
+    // The record also makes the image's provenance (a referrer of the index).
+    req.record = Some(record.clone());
+    let record = record.to_bytes();
 
     // The registry side runs on its own runtime; the layers are built on this thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -568,10 +572,20 @@ impl Destination for RegistryDestination {
             .iter()
             .map(|(_, m)| (m.bytes.as_slice(), MANIFEST))
             .collect();
+        let referrers: Vec<ReferrerDocument<'_>> = docs
+            .referrers
+            .iter()
+            .map(|r| ReferrerDocument {
+                manifest: &r.manifest.bytes,
+                artifact_type: &r.artifact_type,
+                blobs: r.blobs.iter().map(|b| b.bytes.as_slice()).collect(),
+            })
+            .collect();
         let image = ImageDocuments {
             configs: &configs,
             manifests: &manifests,
             index: (&docs.index.bytes, INDEX),
+            referrers: &referrers,
         };
         let mut this = self;
         this.settle()?;

@@ -1,11 +1,13 @@
 //! The whole job for one model: entries from a source → a layer plan → layers (eStargz
 //! or zstd:chunked) → a destination (an OCI layout directory).
 
+use crate::catalogue::record::BuildRecord;
 use crate::digest::Digest;
 use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
 use crate::layer::{self, Contents, Entry, LayerError, LayerInfo};
 use crate::names::{CommitSha, ModelName};
 use crate::plan::{self, LayerPlan, LayerRole, PlanError, PlanOptions};
+use crate::provenance::{self, Provenance};
 use crate::units::human_bytes;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -47,6 +49,9 @@ pub struct BuildRequest {
     pub expected_digests: BTreeMap<String, String>,
     /// Extra annotations of the image index (see [`ImageMeta::index_annotations`]).
     pub index_annotations: BTreeMap<String, String>,
+    /// What the image is built from; with it, the image gets its provenance (an in-toto
+    /// statement attached as a referrer of the index).
+    pub record: Option<BuildRecord>,
 }
 
 /// One layer of a built image: what it holds and what it is.
@@ -138,6 +143,29 @@ impl Destination for LayoutDestination {
             self.layout.put_extra(name, bytes)?;
         }
         Ok(self.layout.commit(layers, docs)?)
+    }
+}
+
+/// A destination that keeps nothing: the layers are hashed as they are made (their
+/// digests are all `verify` needs), and no byte touches the disk.
+pub struct DigestOnly;
+
+impl Destination for DigestOnly {
+    fn layer_writer(&mut self, _n: usize) -> Result<Box<dyn Write + Send>, BuildError> {
+        Ok(Box::new(std::io::sink()))
+    }
+
+    fn layer_done(&mut self, _n: usize, _info: &LayerInfo) -> Result<(), BuildError> {
+        Ok(())
+    }
+
+    fn commit(
+        self: Box<Self>,
+        _layers: &[LayerInfo],
+        _docs: &ImageDocs,
+        _extra: &[(&str, Vec<u8>)],
+    ) -> Result<PathBuf, BuildError> {
+        Ok(PathBuf::new())
     }
 }
 
@@ -253,6 +281,15 @@ pub fn build_planned_with(
     let started = Instant::now();
     image::validate_tag(&req.tag)?;
     let mut built = Vec::with_capacity(plan.layers.len());
+    let sizes: BTreeMap<String, u64> = plan
+        .layers
+        .iter()
+        .flat_map(|l| &l.entries)
+        .filter_map(|e| match e.kind {
+            layer::EntryKind::File { size, .. } => Some((e.path.clone(), size)),
+            _ => None,
+        })
+        .collect();
     for (n, planned) in plan.layers.into_iter().enumerate() {
         let opts = layer::Options {
             prefetch: planned.prefetch,
@@ -300,7 +337,19 @@ pub fn build_planned_with(
         index_annotations: req.index_annotations.clone(),
     };
     let infos: Vec<LayerInfo> = built.iter().map(|l| l.info.clone()).collect();
-    let docs: ImageDocs = image::image_docs(&infos, &meta)?;
+    let mut docs: ImageDocs = image::image_docs(&infos, &meta)?;
+    if let Some(record) = &req.record {
+        let p = Provenance::of_build(
+            record,
+            &req.name.registry_path(),
+            &docs.index.digest,
+            &built,
+            &sizes,
+        );
+        let r = provenance::referrer(p.statement(), &docs.index)
+            .map_err(|e| BuildError::Destination(e.to_string()))?;
+        docs.add_referrer(r)?;
+    }
     let output = dest.commit(&infos, &docs, extra)?;
     Ok(BuildReport {
         output,

@@ -24,6 +24,7 @@ fn request(out: &Path) -> BuildRequest {
         expected_digests: Default::default(),
         index_annotations: Default::default(),
         plan: Default::default(),
+        record: None,
         layer: Options {
             chunk_size: 1024,
             threads: 2,

@@ -261,9 +261,13 @@ fn layout_is_an_index_of_amd64_and_arm64_manifests_sharing_one_layer() {
     }
     assert_eq!(l.configs[0]["architecture"], "amd64");
     assert_eq!(l.configs[1]["architecture"], "arm64");
-    // Only the blobs the image references are present.
+    // Only the blobs the image and its provenance reference are present.
     let blobs = fs::read_dir(out.join("blobs/sha256")).unwrap().count();
-    assert_eq!(blobs, 1 + 2 + 2 + 1, "layer, 2 configs, 2 manifests, index");
+    assert_eq!(
+        blobs,
+        1 + 2 + 2 + 1 + 3,
+        "layer, 2 configs, 2 manifests, index; provenance manifest, statement, empty config"
+    );
 
     // --platform changes the set.
     let out2 = tmp.path().join("out2");
@@ -445,6 +449,8 @@ fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
         &["--quiet", "--chunk-size", "256MiB"],
     ));
     let l = Layout::read(&out);
+    // The 8 GiB file has the bottom layer to itself; config.json is in the one above.
+    assert_eq!(l.layer_digests.len(), 2);
     // Walk the tar headers inside the decompressed stream without holding 8 GiB.
     let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&l.blob[..]));
     let mut seen = false;

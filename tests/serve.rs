@@ -536,6 +536,11 @@ fn registry_api_serves_the_layouts_documents_and_blobs() {
         ),
         (
             "/v2/acme/tiny-model/referrers/x".to_string(),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/acme/tiny-model/uploads/x".to_string(),
             404,
             "UNSUPPORTED",
         ),
@@ -909,7 +914,7 @@ fn images_built_or_copied_under_the_root_later_are_served_without_a_restart() {
 }
 
 #[test]
-fn landing_page_lists_models_with_files_and_copy_lines_all_escaped() {
+fn landing_page_lists_models_and_model_pages_their_files_with_copy_lines_all_escaped() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     build_at(&root, "acme/tiny-model", Path::new(TINY), &[]);
@@ -937,30 +942,51 @@ fn landing_page_lists_models_with_files_and_copy_lines_all_escaped() {
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let html = r.text();
     for want in [
-        "acme/tiny-model",
-        "0123456789abcdef0123456789abcdef01234567",
-        "fedcba9876543210fedcba9876543210fedcba98",
-        "<td>latest</td>",
-        "model.safetensors",
-        "modèle-überblick.txt",
-        "1_Pooling/config.json",
-        "COPY --from=models.example:5000/acme/tiny-model /config.json .",
-        "COPY --from=models.example:5000/acme/tiny-model /model.safetensors .",
-        "&lt;img src=x onerror=alert(1)&gt;.txt",
-        "COPY --from=models.example:5000/odd [&quot;/a b/c&amp;d.json&quot;, &quot;.&quot;]",
+        "acme/</span>tiny-model",
+        "title=\"0123456789abcdef0123456789abcdef01234567\"",
+        "title=\"fedcba9876543210fedcba9876543210fedcba98\"",
+        "<span class=\"tag\">latest</span>",
+        "COPY --link --from=models.example:5000/acme/tiny-model / .",
+        "COPY --link --from=models.example:5000/odd / .",
     ] {
         assert!(html.contains(want), "{want} missing from\n{html}");
     }
-    assert!(!html.contains("<img"), "unescaped file name");
-    // The size of the tiny model's blobs, from its layout.
-    assert!(html.contains("16472"), "file size listed");
+    // Each model's files are on its own page.
+    let html = s
+        .req(
+            "GET",
+            "/acme/tiny-model",
+            &[("Host", "models.example:5000")],
+        )
+        .text();
+    for want in [
+        "model.safetensors",
+        "modèle-überblick.txt",
+        "data-path=\"1_Pooling/config.json\"",
+        "COPY --link --from=models.example:5000/acme/tiny-model /config.json .",
+        "COPY --link --from=models.example:5000/acme/tiny-model /model.safetensors .",
+        // model.safetensors, 16472 bytes.
+        "<td class=\"num\">16.1 KiB</td>",
+    ] {
+        assert!(html.contains(want), "{want} missing from\n{html}");
+    }
+    let html = s
+        .req("GET", "/odd", &[("Host", "models.example:5000")])
+        .text();
+    for want in [
+        "&lt;img src=x onerror=alert(1)&gt;.txt",
+        "COPY --link --from=models.example:5000/odd [&quot;/a b/c&amp;d.json&quot;, &quot;.&quot;]",
+    ] {
+        assert!(html.contains(want), "{want} missing from\n{html}");
+    }
+    assert!(!html.contains("<img src=x"), "unescaped file name");
 
     // A Host header that is not a host is not echoed; the listen address is used.
     let r = s.req("GET", "/", &[("Host", "<script>x</script>")]);
     let html = r.text();
-    assert!(!html.contains("<script>"));
+    assert!(!html.contains("<script>x"));
     assert!(html.contains(&format!(
-        "COPY --from={}/acme/tiny-model /config.json .",
+        "COPY --link --from={}/acme/tiny-model / .",
         s.addr
     )));
     let h = s.req("HEAD", "/", &[]);
@@ -1194,7 +1220,23 @@ fn skopeo_copies_every_blob_from_the_server_with_identical_digests() {
                 })
                 .collect()
         };
-        let (got, want) = (blobs(&dest), blobs(&original));
+        // skopeo copies the tagged image; the provenance referrer listed after it in
+        // index.json (and its blobs) stays behind.
+        let (got, mut want) = (blobs(&dest), blobs(&original));
+        for r in idx(&original)["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+        {
+            let hex = &r["digest"].as_str().unwrap()[7..];
+            let m: Value = serde_json::from_slice(&want[hex]).unwrap();
+            want.remove(hex);
+            want.remove(&m["config"]["digest"].as_str().unwrap()[7..]);
+            for l in m["layers"].as_array().unwrap() {
+                want.remove(&l["digest"].as_str().unwrap()[7..]);
+            }
+        }
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             want.keys().collect::<Vec<_>>(),
@@ -1379,7 +1421,7 @@ fn podman_pulls_by_tag_and_by_digest() {
 }
 
 #[test]
-fn zstd_chunked_images_are_served_with_their_files_on_the_landing_page() {
+fn zstd_chunked_images_are_served_with_their_files_on_their_page() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let l = build_at(
@@ -1389,11 +1431,14 @@ fn zstd_chunked_images_are_served_with_their_files_on_the_landing_page() {
         &["--format", "zstd-chunked"],
     );
     let s = Serve::start(&root, &[]);
-    let html = s.req("GET", "/", &[("Host", "models.example")]).text();
+    let html = s
+        .req("GET", "/acme/zc", &[("Host", "models.example")])
+        .text();
     for want in [
-        "acme/zc",
-        "1_Pooling/config.json",
-        "COPY --from=models.example/acme/zc /config.json .",
+        "acme/</span>zc",
+        ">zstd:chunked<",
+        "data-path=\"1_Pooling/config.json\"",
+        "COPY --link --from=models.example/acme/zc /config.json .",
     ] {
         assert!(html.contains(want), "{want} not on the page");
     }

@@ -280,6 +280,7 @@ fn an_image_is_published_tag_last_and_a_missing_layer_leaves_no_tag() {
         configs: &[config],
         manifests: &[(&m, M)],
         index: (&i, I),
+        referrers: &[],
     };
     assert!(rt.block_on(up.publish(&docs, "broken")).is_err());
     let tags = |tag: &str| {
@@ -303,6 +304,7 @@ fn an_image_is_published_tag_last_and_a_missing_layer_leaves_no_tag() {
         configs: &[config],
         manifests: &[(&m, M)],
         index: (&i, I),
+        referrers: &[],
     };
     rt.block_on(up.publish(&docs, "v1")).unwrap();
     assert_eq!(tags("v1"), 200);

@@ -15,7 +15,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::interop::{have_tools, run_checked, skip_or_fail, tools_dir, Registry};
+use support::interop::{checker, have_tools, run_checked, skip_or_fail, Registry};
 use support::*;
 
 const CHUNK: usize = 64 * 1024;
@@ -805,7 +805,7 @@ fn write_json(path: &Path, v: &Value) -> PathBuf {
     path.to_path_buf()
 }
 
-/// Runs `zstdchunked-verify.sh verify` on the layer of `layout`, with the descriptor's
+/// Runs the reference checker (`zstdchunked-check verify`) on the layer of `layout`, with the descriptor's
 /// annotations, the config's diff ID and the manifest's digest.
 fn verify(tmp: &Path, layout: &Layout, blob: &[u8], tag: &str) -> std::process::Output {
     let blob_path = tmp.join(format!("{tag}.blob"));
@@ -814,8 +814,7 @@ fn verify(tmp: &Path, layout: &Layout, blob: &[u8], tag: &str) -> std::process::
         &tmp.join(format!("{tag}.annotations.json")),
         &layout.manifests[0]["layers"][0],
     );
-    Command::new("bash")
-        .arg(tools_dir().join("zstdchunked-verify.sh"))
+    checker("zstdchunked-check")
         .arg("verify")
         .arg(&blob_path)
         .arg("--annotations")
@@ -830,7 +829,7 @@ fn verify(tmp: &Path, layout: &Layout, blob: &[u8], tag: &str) -> std::process::
 }
 
 fn have_verifier() -> bool {
-    have_tools(&["go"], &["zstdchunked-verify.sh"])
+    have_tools(&[], &["zstdchunked-check"])
 }
 
 #[test]

@@ -43,6 +43,39 @@ pub struct BuildSettings {
 }
 
 impl BuildSettings {
+    /// The layer options these settings describe (`threads` is the machine's: it never
+    /// changes the bytes).
+    pub fn layer_options(&self) -> Result<layer::Options, String> {
+        Ok(layer::Options {
+            format: self.format.parse()?,
+            chunk_size: self.chunk_size,
+            prefetch: self.prefetch.clone(),
+            level: Some(self.compression_level),
+            ..layer::Options::default()
+        })
+    }
+
+    /// The layer plan these settings describe.
+    pub fn plan_options(&self) -> Result<PlanOptions, String> {
+        Ok(PlanOptions {
+            mode: self.layers.parse()?,
+            own_layer_above: self.own_layer_above,
+            max_layers: self.max_layers,
+            max_layer_size: None,
+        })
+    }
+
+    /// The platforms these settings describe.
+    pub fn platforms(&self) -> Result<Vec<Platform>, String> {
+        self.platforms
+            .iter()
+            .map(|p| {
+                p.parse()
+                    .map_err(|e: crate::image::ImageError| e.to_string())
+            })
+            .collect()
+    }
+
     pub fn new(
         layer: &layer::Options,
         plan: &PlanOptions,
@@ -107,6 +140,20 @@ impl BuildRecord {
             tag: tag.to_string(),
             settings,
             files: Vec::new(),
+        }
+    }
+
+    /// The record of a build from a local directory: the name and commit are what the
+    /// user says they are, and there is no Hub listing.
+    pub fn from_directory(
+        name: &ModelName,
+        sha: &CommitSha,
+        tag: &str,
+        settings: BuildSettings,
+    ) -> Self {
+        BuildRecord {
+            source: "directory".into(),
+            ..BuildRecord::new(name, sha, tag, settings)
         }
     }
 

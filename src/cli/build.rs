@@ -226,21 +226,29 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         plan: plan_options(&args)?,
         expected_digests: Default::default(),
         index_annotations: Default::default(),
+        record: None,
     };
-    // What the image was built with, on the index: a registry's tag tells it in one
-    // request (`build --all --push` skips what is up to date that way).
-    req.index_annotations = depotai::job::settings_annotations(&BuildSettings::new(
+    let settings = BuildSettings::new(
         &req.layer,
         &req.plan,
         &req.platforms,
         &args.include,
         &args.exclude,
-    ));
+    );
+    // What the image was built with, on the index: a registry's tag tells it in one
+    // request (`build --all --push` skips what is up to date that way).
+    req.index_annotations = depotai::job::settings_annotations(&settings);
 
     let (report, downloaded) = match &args.from_dir {
         Some(dir) => {
             let source = DirSource::scan(dir)?;
             let (entries, contents) = source.into_entries();
+            req.record = Some(BuildRecord::from_directory(
+                &name,
+                &sha,
+                &req.tag,
+                settings.clone(),
+            ));
             let report = build_with_bar(&name, entries, &contents, &req, &[], args.quiet)
                 .with_context(|| format!("building {name} from {}", dir.display()))?;
             (report, None)
@@ -277,17 +285,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             let (entries, contents) = fetched.entries();
             req.expected_digests = fetched.expected_sha256();
             // What the image was built from, so `build --all` can tell it is up to date.
-            let settings = BuildSettings::new(
-                &req.layer,
-                &req.plan,
-                &req.platforms,
-                &args.include,
-                &args.exclude,
-            );
-            let record = BuildRecord::new(&name, &sha, &req.tag, settings)
-                .with_files(&fetched.files)
-                .to_bytes();
-            let extra = [(RECORD_FILE, record)];
+            let record =
+                BuildRecord::new(&name, &sha, &req.tag, settings).with_files(&fetched.files);
+            let extra = [(RECORD_FILE, record.to_bytes())];
+            req.record = Some(record);
             let report = match build_with_bar(&name, entries, &contents, &req, &extra, args.quiet) {
                 Ok(r) => r,
                 Err(e @ BuildError::ContentMismatch { .. }) => {

@@ -447,8 +447,13 @@ fn build_fetched(
         plan: o.plan.clone(),
         expected_digests: fetched.expected_sha256(),
         index_annotations: depotai::job::settings_annotations(&wanted_record(e, o).settings),
+        record: Some(wanted_record(e, o).with_files(&fetched.files)),
     };
-    let rec = wanted_record(e, o).with_files(&fetched.files).to_bytes();
+    let rec = req
+        .record
+        .as_ref()
+        .map(|r| r.to_bytes())
+        .unwrap_or_default();
     let extra = [(record::RECORD_FILE, rec)];
     match pipeline::build_image_with_files(entries, &contents, &req, &extra, &|_| {}) {
         Ok(report) => Ok(report),
@@ -718,6 +723,8 @@ fn push_one(
             plan: o.plan.clone(),
             expected_digests: Default::default(),
             index_annotations: annotations.clone(),
+            // Made from the listing by the job (with the files).
+            record: None,
         };
         let job = depotai::job::HubJob {
             req,

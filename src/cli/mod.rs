@@ -7,6 +7,7 @@ mod progress;
 mod push;
 mod serve;
 mod stream;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,10 @@ enum Command {
     Ls(lazy::LsArgs),
     /// Download one file or directory of an image in a registry, reading only its chunks.
     Get(lazy::GetArgs),
+    /// Rebuild an image (registry or layout) from the Hub and compare every digest.
+    Verify(verify::VerifyArgs),
+    /// Show an image's provenance: model, commit, files with hashes, layers, settings.
+    Inspect(verify::InspectArgs),
 }
 
 /// A run stopped by SIGINT/SIGTERM: exit status 130.
@@ -47,6 +52,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => push::run(args),
         Command::Ls(args) => lazy::ls(args),
         Command::Get(args) => lazy::get(args),
+        Command::Verify(args) => verify::verify(args),
+        Command::Inspect(args) => verify::inspect(args),
     }
 }
 

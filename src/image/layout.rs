@@ -158,6 +158,12 @@ impl LayoutWriter {
             self.put_blob(m)?;
         }
         self.put_blob(&docs.index)?;
+        for r in &docs.referrers {
+            for b in &r.blobs {
+                self.put_blob(b)?;
+            }
+            self.put_blob(&r.manifest)?;
+        }
         self.put("oci-layout", OCI_LAYOUT)?;
         self.put("index.json", &docs.layout_index)?;
 

@@ -131,12 +131,21 @@ pub struct Blob {
 }
 
 impl Blob {
-    fn new(bytes: Vec<u8>) -> Blob {
+    pub fn new(bytes: Vec<u8>) -> Blob {
         Blob {
             digest: Digest::of(&bytes),
             bytes,
         }
     }
+}
+
+/// An OCI 1.1 referrer of the image (e.g. its provenance): an artifact manifest whose
+/// `subject` is the image index, and the blobs it names.
+#[derive(Clone, Debug)]
+pub struct Referrer {
+    pub manifest: Blob,
+    pub artifact_type: String,
+    pub blobs: Vec<Blob>,
 }
 
 /// All metadata documents of an image.
@@ -145,8 +154,43 @@ pub struct ImageDocs {
     pub configs: Vec<Blob>,
     pub manifests: Vec<(Platform, Blob)>,
     pub index: Blob,
-    /// The layout's `index.json` (not a blob).
+    /// Artifacts that refer to the index, stored and pushed beside the image.
+    pub referrers: Vec<Referrer>,
+    /// The layout's `index.json` (not a blob): the tagged index, then each referrer.
     pub layout_index: Vec<u8>,
+    tag: String,
+}
+
+impl ImageDocs {
+    /// Adds a referrer; the layout's `index.json` lists it after the tagged index (with
+    /// its `artifactType`, untagged), so the layout holds it and `serve` finds it.
+    pub fn add_referrer(&mut self, r: Referrer) -> Result<(), ImageError> {
+        self.referrers.push(r);
+        self.layout_index = layout_index(&self.index, &self.tag, &self.referrers)?;
+        Ok(())
+    }
+}
+
+fn layout_index(index: &Blob, tag: &str, referrers: &[Referrer]) -> Result<Vec<u8>, ImageError> {
+    let tag_annotation: HashMap<String, String> =
+        [(ANNOTATION_REF_NAME.to_string(), tag.to_string())].into();
+    let mut entries = vec![descriptor(
+        MediaType::ImageIndex,
+        index,
+        Some(tag_annotation),
+        None,
+    )?];
+    for r in referrers {
+        let mut d = descriptor(MediaType::ImageManifest, &r.manifest, None, None)?;
+        d.set_artifact_type(Some(MediaType::Other(r.artifact_type.clone())));
+        entries.push(d);
+    }
+    let layout_index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(entries)
+        .build()?;
+    Ok(canonical_json(&layout_index))
 }
 
 /// Keys sorted, compact: the one serialisation we ever write, whatever map type the
@@ -286,23 +330,14 @@ pub fn image_docs(layers: &[LayerInfo], meta: &ImageMeta) -> Result<ImageDocs, I
         .annotations(index_annotations)
         .build()?;
     let index = Blob::new(canonical_json(&index));
-    let tag_annotation: HashMap<String, String> =
-        [(ANNOTATION_REF_NAME.to_string(), meta.tag.clone())].into();
-    let layout_index = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![descriptor(
-            MediaType::ImageIndex,
-            &index,
-            Some(tag_annotation),
-            None,
-        )?])
-        .build()?;
+    let layout_index = layout_index(&index, &meta.tag, &[])?;
     Ok(ImageDocs {
         configs,
         manifests,
         index,
-        layout_index: canonical_json(&layout_index),
+        referrers: Vec::new(),
+        layout_index,
+        tag: meta.tag.clone(),
     })
 }
 

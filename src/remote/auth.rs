@@ -162,7 +162,12 @@ pub enum Challenge {
     },
 }
 
+/// Parses a `WWW-Authenticate` value; `None` for other schemes, malformed ones and any
+/// longer than [`crate::limits::MAX_CHALLENGE_LEN`].
 pub fn parse_challenge(h: &str) -> Option<Challenge> {
+    if h.len() > crate::limits::MAX_CHALLENGE_LEN {
+        return None;
+    }
     let h = h.trim();
     let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
     if scheme.eq_ignore_ascii_case("basic") {

@@ -12,6 +12,8 @@
 
 use super::auth::{parse_challenge, Challenge, Credentials};
 use super::{Reference, RegistryError};
+use crate::limits::{self, BodyError};
+use crate::units::human_bytes;
 use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +67,22 @@ pub(crate) fn header(h: &HeaderMap, name: impl reqwest::header::AsHeaderName) ->
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_string())
+}
+
+/// A header that names a URL or a challenge, refused when longer than `max` (a registry
+/// cannot make us parse or store megabytes of it).
+pub(crate) fn bounded_header(
+    h: &HeaderMap,
+    name: reqwest::header::HeaderName,
+    max: usize,
+) -> Result<Option<String>, RegistryError> {
+    match h.get(&name) {
+        Some(v) if v.len() > max => Err(RegistryError::Protocol(format!(
+            "the registry sent a {name} header of {} bytes (at most {max})",
+            v.len()
+        ))),
+        _ => Ok(header(h, name)),
+    }
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -148,9 +166,16 @@ impl Client {
 
     /// Resolves a `Location` header against the registry.
     pub fn resolve(&self, location: &str) -> Result<Url, RegistryError> {
-        self.base
-            .join(location)
-            .map_err(|e| RegistryError::Protocol(format!("bad Location {location:?}: {e}")))
+        if location.len() > limits::MAX_LINK_LEN {
+            return Err(RegistryError::Protocol(format!(
+                "the registry sent a Location of {} bytes (at most {})",
+                location.len(),
+                limits::MAX_LINK_LEN
+            )));
+        }
+        self.base.join(location).map_err(|e| {
+            RegistryError::Protocol(format!("bad Location {}: {e}", limits::shown(location)))
+        })
     }
 
     pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
@@ -201,7 +226,11 @@ impl Client {
                         if authed {
                             return Err(self.unauthorized(&url, &resp));
                         }
-                        let challenge = header(resp.headers(), WWW_AUTHENTICATE);
+                        let challenge = bounded_header(
+                            resp.headers(),
+                            WWW_AUTHENTICATE,
+                            limits::MAX_CHALLENGE_LEN,
+                        )?;
                         self.authenticate(&url, challenge.as_deref()).await?;
                         authed = true;
                         continue;
@@ -296,7 +325,10 @@ impl Client {
         scope: Option<String>,
     ) -> Result<String, RegistryError> {
         let mut realm_url = Url::parse(realm).map_err(|e| {
-            RegistryError::Protocol(format!("bearer realm {realm:?} is not a URL: {e}"))
+            RegistryError::Protocol(format!(
+                "bearer realm {} is not a URL: {e}",
+                limits::shown(realm)
+            ))
         })?;
         if realm_url.scheme() != "https" && !self.opts.insecure {
             return Err(RegistryError::Protocol(format!(
@@ -330,11 +362,10 @@ impl Client {
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             let err = match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.map_err(|e| RegistryError::Network {
-                        url: realm.to_string(),
-                        msg: describe(&e),
-                    })?;
+                Ok(mut resp) if resp.status().is_success() => {
+                    let body = self
+                        .read_capped(&mut resp, limits::MAX_TOKEN_RESPONSE, "token answer")
+                        .await?;
                     let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
                         RegistryError::Protocol(format!("token endpoint {realm}: {e}"))
                     })?;
@@ -369,7 +400,7 @@ impl Client {
                     return Err(RegistryError::Status {
                         url: realm.to_string(),
                         status: resp.status().as_u16(),
-                        body: resp.text().await.unwrap_or_default(),
+                        body: error_text(resp).await,
                     })
                 }
                 Ok(resp) => format!("HTTP {}", resp.status()),
@@ -386,15 +417,57 @@ impl Client {
         }
     }
 
-    /// Reads a whole body, counting its bytes.
-    pub async fn bytes(&self, resp: Response) -> Result<Vec<u8>, RegistryError> {
+    /// Reads a whole body of at most `max` bytes, counting its bytes. A larger one is a
+    /// protocol error naming `what` (not retried); a broken transfer is a network error.
+    pub async fn read_capped(
+        &self,
+        resp: &mut Response,
+        max: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
         let url = resp.url().to_string();
-        let b = resp.bytes().await.map_err(|e| RegistryError::Network {
-            url,
-            msg: describe(&e),
-        })?;
-        self.fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
-        Ok(b.to_vec())
+        let counted = |n: usize| {
+            self.fetched.fetch_add(n as u64, Ordering::Relaxed);
+        };
+        match limits::read_body_capped(resp, max, counted).await {
+            Ok(b) => Ok(b),
+            Err(BodyError::TooLarge) => Err(RegistryError::Protocol(format!(
+                "{url}: the {what} is larger than {} ({max} bytes), the most depotai reads",
+                human_bytes(max)
+            ))),
+            Err(BodyError::Network(e)) => Err(RegistryError::Network {
+                url,
+                msg: describe(&e),
+            }),
+        }
+    }
+
+    /// Sends a GET for `range` of a blob and checks that the answer is that range,
+    /// leaving the body to be streamed.
+    pub async fn get_range(&self, url: &Url, range: (u64, u64)) -> Result<Response, RegistryError> {
+        let (start, end) = range;
+        let resp = self
+            .send(|| {
+                self.http
+                    .get(url.clone())
+                    .header(reqwest::header::RANGE, format!("bytes={start}-{end}"))
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.status_error(resp).await);
+        }
+        if resp.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(RegistryError::Protocol(format!(
+                "{url}: the registry ignored the Range header (HTTP {}); lazy reads need Range support",
+                resp.status()
+            )));
+        }
+        Ok(resp)
+    }
+
+    /// Counts bytes read from a body streamed by the caller.
+    pub fn count_fetched(&self, n: u64) {
+        self.fetched.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Turns an unexpected status into an error (reading the body for the message).
@@ -403,19 +476,16 @@ impl Client {
         match resp.status() {
             StatusCode::NOT_FOUND => RegistryError::NotFound { url },
             StatusCode::FORBIDDEN => RegistryError::Denied { url },
-            s => {
-                let body = resp.text().await.unwrap_or_default();
-                let body: String = body.trim().chars().take(300).collect();
-                RegistryError::Status {
-                    url,
-                    status: s.as_u16(),
-                    body,
-                }
-            }
+            s => RegistryError::Status {
+                url,
+                status: s.as_u16(),
+                body: error_text(resp).await,
+            },
         }
     }
 
     /// A GET that must succeed (with retries on transient errors and body-read errors).
+    /// The body is at most [`limits::MAX_DOCUMENT`] bytes, or exactly the range asked for.
     pub async fn get_bytes(
         &self,
         url: &Url,
@@ -446,8 +516,20 @@ impl Client {
                 )));
             }
             let headers = resp.headers().clone();
-            match self.bytes(resp).await {
+            let (max, what) = match range {
+                Some((start, end)) => (end.saturating_sub(start).saturating_add(1), "range"),
+                None => (limits::MAX_DOCUMENT, "document"),
+            };
+            let mut resp = resp;
+            match self.read_capped(&mut resp, max, what).await {
+                Ok(b) if range.is_some() && b.len() as u64 != max => {
+                    return Err(RegistryError::Protocol(format!(
+                        "{url}: the registry sent {} bytes for a range of {max}",
+                        b.len()
+                    )))
+                }
                 Ok(b) => return Ok((b, headers)),
+                Err(e @ RegistryError::Protocol(_)) => return Err(e),
                 Err(e) if tries < self.opts.retries => {
                     let _ = e;
                     tokio::time::sleep(self.backoff(tries)).await;
@@ -457,4 +539,12 @@ impl Client {
             }
         }
     }
+}
+
+/// The start of an error answer's body, on one line, for a message.
+async fn error_text(mut resp: Response) -> String {
+    let body = limits::read_body_capped(&mut resp, limits::MAX_ERROR_BODY, |_| {})
+        .await
+        .unwrap_or_default();
+    limits::one_line(String::from_utf8_lossy(&body).trim(), 300)
 }

@@ -18,12 +18,14 @@
 //! chunk's offset)`, the last one `[offset, endOffset)`, each one zstd frame.
 
 use super::client::Client;
+use super::toc;
 use super::{Reference, RegistryError};
 use crate::digest::{Digest, Hasher};
-use crate::layer::estargz::{parse_footer, Toc, TocEntry, FOOTER_SIZE, TOC_DIGEST_ANNOTATION};
+use crate::layer::estargz::{Toc, TocEntry, FOOTER_SIZE, TOC_DIGEST_ANNOTATION};
 use crate::layer::zstd_chunked;
+use crate::limits::{self, shown};
 use serde::Serialize;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -143,9 +145,6 @@ const ZSTD_POSITION_KEYS: [&str; 2] = [
     zstd_chunked::MANIFEST_POSITION_ANNOTATION,
     zstd_chunked::LEGACY_MANIFEST_POSITION_ANNOTATION,
 ];
-/// containers/storage's own limit on an uncompressed TOC.
-const MAX_ZSTD_TOC: u64 = 150 << 20;
-
 fn bad(msg: impl Into<String>) -> RegistryError {
     RegistryError::Protocol(msg.into())
 }
@@ -155,7 +154,7 @@ fn check_digest(what: &str, bytes: &[u8], expected: &str) -> Result<(), Registry
     if actual != expected {
         return Err(RegistryError::DigestMismatch {
             what: what.to_string(),
-            expected: expected.to_string(),
+            expected: limits::one_line(expected, 100),
             actual,
         });
     }
@@ -163,6 +162,10 @@ fn check_digest(what: &str, bytes: &[u8], expected: &str) -> Result<(), Registry
 }
 
 async fn manifest(client: &Client, r: &str) -> Result<(serde_json::Value, String), RegistryError> {
+    // An index names its manifests: only a digest (or a tag) goes into the URL.
+    if Digest::parse(r).is_none() && crate::image::validate_tag(r).is_err() {
+        return Err(bad(format!("not a digest or tag: {}", shown(r))));
+    }
     let url = client.url(&format!("manifests/{r}"));
     let (bytes, headers) = client.get_bytes(&url, Some(ACCEPT), None).await?;
     let d = Digest::of(&bytes).to_string();
@@ -172,13 +175,26 @@ async fn manifest(client: &Client, r: &str) -> Result<(serde_json::Value, String
         if h != d {
             return Err(RegistryError::DigestMismatch {
                 what: format!("manifest {r}"),
-                expected: h,
+                expected: limits::one_line(&h, 100),
                 actual: d,
             });
         }
     }
-    let v = serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest {r}: {e}")))?;
-    Ok((v, d))
+    Ok((parse_manifest_document(&bytes, r)?, d))
+}
+
+/// An index or manifest from a registry: its shape checked (depth, descriptors) before
+/// it is parsed; `r` names it in messages.
+pub fn parse_manifest_document(bytes: &[u8], r: &str) -> Result<serde_json::Value, RegistryError> {
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, MAX_DESCRIPTORS)
+        .map_err(|e| bad(format!("manifest {}: {e}", shown(r))))?;
+    serde_json::from_slice(bytes).map_err(|e| {
+        bad(format!(
+            "manifest {}: {}",
+            shown(r),
+            limits::one_line(&e.to_string(), 200)
+        ))
+    })
 }
 
 /// Resolves the reference to its eStargz layer and reads the layer's TOC.
@@ -248,28 +264,53 @@ pub async fn open_layer(
     let toc_digest = layer["annotations"][TOC_DIGEST_ANNOTATION]
         .as_str()
         .map(str::to_string);
+    open_estargz(client, &url, md, digest, size, toc_digest).await
+}
+
+/// Descriptors in one index or layers in one manifest: a multi-platform index has a
+/// handful, a manifest a few dozen layers at most.
+const MAX_DESCRIPTORS: usize = 4096;
+
+/// A layer's digest as a manifest gives it, checked before it goes into a URL.
+fn blob_digest(digest: &str) -> Result<(), RegistryError> {
+    match Digest::parse(digest) {
+        Some(_) => Ok(()),
+        None => Err(bad(format!(
+            "layer digest {} is not sha256:<64 hex>",
+            shown(digest)
+        ))),
+    }
+}
+
+fn in_layer(digest: &str) -> impl Fn(toc::BadLayer) -> RegistryError + '_ {
+    move |e| bad(format!("layer {digest}: {e}"))
+}
+
+/// Reads an eStargz TOC through the footer, each step within [`crate::limits`].
+async fn open_estargz(
+    client: &Client,
+    url: &reqwest::Url,
+    manifest: String,
+    digest: String,
+    size: u64,
+    toc_digest: Option<String>,
+) -> Result<LayerToc, RegistryError> {
+    blob_digest(&digest)?;
     if size < FOOTER_SIZE as u64 {
         return Err(bad(format!("layer {digest} is too small for eStargz")));
     }
     let (footer, _) = client
-        .get_bytes(&url, None, Some((size - FOOTER_SIZE as u64, size - 1)))
+        .get_bytes(url, None, Some((size - FOOTER_SIZE as u64, size - 1)))
         .await?;
-    let toc_offset = parse_footer(&footer)
-        .ok_or_else(|| bad(format!("layer {digest} has no eStargz footer")))?;
-    let toc_end = size - FOOTER_SIZE as u64;
-    if toc_offset >= toc_end {
-        return Err(bad(format!(
-            "layer {digest}: TOC offset {toc_offset} out of range"
-        )));
-    }
+    let (toc_offset, toc_end) = toc::estargz_toc_range(&footer, size).map_err(in_layer(&digest))?;
     let (gz, _) = client
-        .get_bytes(&url, None, Some((toc_offset, toc_end - 1)))
+        .get_bytes(url, None, Some((toc_offset, toc_end - 1)))
         .await?;
-    let json = toc_json(&gz).map_err(|e| bad(format!("layer {digest}: TOC: {e}")))?;
+    let json = toc::estargz_toc_json(&gz).map_err(in_layer(&digest))?;
     if let Some(td) = &toc_digest {
         check_digest(&format!("TOC of layer {digest}"), &json, td)?;
     }
-    let toc = Toc::from_json(&json).map_err(|e| bad(format!("layer {digest}: TOC JSON: {e}")))?;
+    let toc = toc::parse_estargz_toc(&json).map_err(in_layer(&digest))?;
     let entries = toc
         .entries
         .iter()
@@ -277,10 +318,10 @@ pub async fn open_layer(
         .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
         .collect();
     Ok(LayerToc {
-        files: files(&toc, toc_offset),
+        files: files(&toc, toc_offset).map_err(in_layer(&digest))?,
         entries,
         layer: LazyLayer {
-            manifest: md,
+            manifest,
             digest,
             size,
             format: LayerFormat::Estargz,
@@ -300,33 +341,14 @@ async fn open_zstd_chunked(
     checksum: &str,
     position: &str,
 ) -> Result<LayerToc, RegistryError> {
-    let nums: Vec<u64> = position
-        .split(':')
-        .map(|p| p.parse::<u64>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| {
-            bad(format!(
-                "layer {digest}: bad manifest position {position:?}"
-            ))
-        })?;
-    let [offset, len, ulen, ..] = nums[..] else {
-        return Err(bad(format!(
-            "layer {digest}: bad manifest position {position:?}"
-        )));
-    };
-    if len == 0 || offset.checked_add(len).map_or(true, |end| end > size) || ulen > MAX_ZSTD_TOC {
-        return Err(bad(format!(
-            "layer {digest}: manifest position {position:?} out of range"
-        )));
-    }
+    blob_digest(&digest)?;
+    let (offset, len, ulen) = toc::zstd_toc_position(position, size).map_err(in_layer(&digest))?;
     let (compressed, _) = client
         .get_bytes(url, None, Some((offset, offset + len - 1)))
         .await?;
     check_digest(&format!("TOC of layer {digest}"), &compressed, checksum)?;
-    let json = zstd::bulk::decompress(&compressed, ulen as usize)
-        .map_err(|e| bad(format!("layer {digest}: TOC: zstd: {e}")))?;
-    let toc = zstd_chunked::Toc::from_json(&json)
-        .map_err(|e| bad(format!("layer {digest}: TOC JSON: {e}")))?;
+    let json = toc::zstd_section("TOC", &compressed, ulen).map_err(in_layer(&digest))?;
+    let toc = toc::parse_zstd_toc(&json).map_err(in_layer(&digest))?;
     let entries = toc
         .entries
         .iter()
@@ -334,7 +356,7 @@ async fn open_zstd_chunked(
         .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
         .collect();
     Ok(LayerToc {
-        files: zstd_files(&toc)?,
+        files: zstd_files(&toc, offset).map_err(in_layer(&digest))?,
         entries,
         layer: LazyLayer {
             manifest,
@@ -345,22 +367,6 @@ async fn open_zstd_chunked(
             toc_offset: offset,
         },
     })
-}
-
-fn toc_json(gz: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(gz));
-    let mut entries = ar.entries()?;
-    let mut first = entries
-        .next()
-        .ok_or_else(|| std::io::Error::other("empty TOC tar"))??;
-    if first.path()?.to_string_lossy() != "stargz.index.json" {
-        return Err(std::io::Error::other(
-            "first entry is not stargz.index.json",
-        ));
-    }
-    let mut out = Vec::new();
-    first.read_to_end(&mut out)?;
-    Ok(out)
 }
 
 /// A TOC name as readers see it: no leading `./` or `/`, no trailing `/`.
@@ -400,9 +406,57 @@ pub struct Chunk {
     pub digest: String,
 }
 
+/// Checks one file's chunks: each a non-empty compressed range inside `[0, data_end)`
+/// of at most [`limits::MAX_CHUNK_COMPRESSED`] bytes that cannot inflate to more than
+/// `ratio` times its size, together covering the file's size exactly, in order.
+fn check_chunks(f: &TocFile, data_end: u64, ratio: u64) -> Result<(), toc::BadLayer> {
+    let wrong = |what: String| toc::BadLayer(format!("{}: {what}", shown(&f.name)));
+    let mut covered = 0u64;
+    for c in &f.chunks {
+        if c.start >= c.end || c.end > data_end {
+            return Err(wrong(format!(
+                "the chunk at {} lies at [{}, {}), outside the layer's data (which ends at {data_end})",
+                c.offset, c.start, c.end
+            )));
+        }
+        let compressed = c.end - c.start;
+        if compressed > limits::MAX_CHUNK_COMPRESSED {
+            return Err(wrong(format!(
+                "the chunk at {} is {} compressed, more than the {} depotai fetches",
+                c.offset,
+                crate::units::human_bytes(compressed),
+                crate::units::human_bytes(limits::MAX_CHUNK_COMPRESSED)
+            )));
+        }
+        if c.len == 0 || c.len > compressed.saturating_mul(ratio) {
+            return Err(wrong(format!(
+                "the chunk at {} declares {} bytes from {compressed} compressed bytes",
+                c.offset, c.len
+            )));
+        }
+        if c.offset != covered {
+            return Err(wrong(format!(
+                "chunks in the TOC do not cover the file (a chunk at {} after {covered} bytes)",
+                c.offset
+            )));
+        }
+        covered = covered
+            .checked_add(c.len)
+            .ok_or_else(|| wrong("chunk sizes overflow".into()))?;
+    }
+    if covered != f.size {
+        return Err(wrong(format!(
+            "chunks in the TOC do not cover the file ({covered} of {} bytes)",
+            f.size
+        )));
+    }
+    Ok(())
+}
+
 /// Regular files of an eStargz TOC with their chunks, in TOC order. A chunk ends where
-/// the next member begins: the next larger offset in the TOC, or the TOC itself.
-pub fn files(toc: &Toc, toc_offset: u64) -> Vec<TocFile> {
+/// the next member begins: the next larger offset in the TOC, or the TOC itself. Every
+/// chunk is checked against the blob (see [`check_chunks`]).
+pub fn files(toc: &Toc, toc_offset: u64) -> Result<Vec<TocFile>, toc::BadLayer> {
     let mut offsets: Vec<u64> = toc
         .entries
         .iter()
@@ -420,19 +474,17 @@ pub fn files(toc: &Toc, toc_offset: u64) -> Vec<TocFile> {
         .unwrap_or(toc_offset)
     };
     let mut out: Vec<TocFile> = Vec::new();
-    let chunk_of = |e: &TocEntry, size: u64| {
-        let len = if e.chunk_size > 0 {
+    let chunk_of = |e: &TocEntry, size: u64| Chunk {
+        offset: e.chunk_offset,
+        // A last chunk may leave its size out; one past the file's end has none.
+        len: if e.chunk_size > 0 {
             e.chunk_size
         } else {
-            size - e.chunk_offset
-        };
-        Chunk {
-            offset: e.chunk_offset,
-            len,
-            start: e.offset,
-            end: next_after(e.offset),
-            digest: e.chunk_digest.clone(),
-        }
+            size.saturating_sub(e.chunk_offset)
+        },
+        start: e.offset,
+        end: next_after(e.offset),
+        digest: e.chunk_digest.clone(),
     };
     let mut in_reg = false;
     for e in &toc.entries {
@@ -459,13 +511,17 @@ pub fn files(toc: &Toc, toc_offset: u64) -> Vec<TocFile> {
             _ => in_reg = false,
         }
     }
-    out
+    for f in &out {
+        check_chunks(f, toc_offset, limits::MAX_GZIP_RATIO)?;
+    }
+    Ok(out)
 }
 
 /// Regular files of a zstd:chunked TOC. A single-chunk file is one range
 /// `[offset, endOffset)` checked against the file digest; a chunked file's chunk ends
-/// where the next one starts, the last at the file's `endOffset`.
-pub fn zstd_files(toc: &zstd_chunked::Toc) -> Result<Vec<TocFile>, RegistryError> {
+/// where the next one starts, the last at the file's `endOffset`. Every chunk must lie
+/// before `data_end` (where the TOC starts) and is checked as in [`check_chunks`].
+pub fn zstd_files(toc: &zstd_chunked::Toc, data_end: u64) -> Result<Vec<TocFile>, toc::BadLayer> {
     let mut out: Vec<TocFile> = Vec::new();
     let mut end_offset = 0u64;
     for e in &toc.entries {
@@ -497,7 +553,10 @@ pub fn zstd_files(toc: &zstd_chunked::Toc) -> Result<Vec<TocFile>, RegistryError
             }
             "chunk" => {
                 let Some(f) = out.last_mut() else {
-                    return Err(bad(format!("chunk entry {} before any file", e.name)));
+                    return Err(toc::BadLayer(format!(
+                        "chunk entry {} before any file",
+                        shown(&e.name)
+                    )));
                 };
                 if let Some(prev) = f.chunks.last_mut() {
                     prev.end = e.offset;
@@ -514,13 +573,7 @@ pub fn zstd_files(toc: &zstd_chunked::Toc) -> Result<Vec<TocFile>, RegistryError
         }
     }
     for f in &out {
-        let sum: u64 = f.chunks.iter().map(|c| c.len).sum();
-        if sum != f.size || f.chunks.iter().any(|c| c.end <= c.start) {
-            return Err(bad(format!(
-                "{}: chunks in the TOC do not cover the file",
-                f.name
-            )));
-        }
+        check_chunks(f, data_end, limits::MAX_ZSTD_RATIO)?;
     }
     Ok(out)
 }
@@ -623,6 +676,200 @@ pub async fn get(
     })
 }
 
+/// The compressed bytes of a range as they arrive from the network, for a decoder on
+/// a blocking thread. The end of the range (or a dropped sender) is the end of input.
+struct Arriving {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    cur: bytes::Bytes,
+}
+
+impl Read for Arriving {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}
+
+/// Inflates `input` into `file` (at its current position), exactly `len` bytes and not
+/// one more: the decoder is read through `take(len)`, so a member or frame that would
+/// go on (an eStargz member continues with tar padding and the next header; a bomb
+/// continues for ever) is never inflated past what the TOC says. Returns the chunk's
+/// hash and `whole` with the bytes added, and how many bytes came out.
+fn inflate(
+    format: LayerFormat,
+    input: Arriving,
+    mut file: File,
+    len: u64,
+    mut whole: Hasher,
+) -> (std::io::Result<()>, u64, Hasher, Hasher) {
+    let mut chunk = Hasher::new();
+    let mut written = 0u64;
+    let result = (|| {
+        let decoder: Box<dyn Read> = match format {
+            LayerFormat::Estargz => Box::new(flate2::read::MultiGzDecoder::new(input)),
+            LayerFormat::ZstdChunked => Box::new(zstd::stream::read::Decoder::new(input)?),
+        };
+        let mut limited = decoder.take(len);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = limited.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            file.write_all(&buf[..n])?;
+            chunk.update(&buf[..n]);
+            whole.update(&buf[..n]);
+            written += n as u64;
+        }
+    })();
+    (result, written, chunk, whole)
+}
+
+/// Why a chunk could not be had: the network (the `.partial` keeps what was verified
+/// before it, for the next run) or the data (nothing of the file is kept).
+enum ChunkError {
+    Network(RegistryError),
+    Data(RegistryError),
+}
+
+/// Fetches one chunk's compressed range and inflates it into `file` at the chunk's
+/// offset as it arrives: memory is a few network reads and one 256 KiB buffer, whatever
+/// the chunk's size, and nothing is inflated past the chunk's declared length.
+async fn fetch_chunk(
+    client: &Client,
+    url: &reqwest::Url,
+    f: &TocFile,
+    c: &Chunk,
+    format: LayerFormat,
+    file: &mut File,
+    whole: &mut Hasher,
+) -> Result<(), ChunkError> {
+    let coff = c.offset;
+    let data_err = |what: String| {
+        ChunkError::Data(bad(format!("{}: chunk at {coff}: {what}", shown(&f.name))))
+    };
+    let codec = match format {
+        LayerFormat::Estargz => "gzip",
+        LayerFormat::ZstdChunked => "zstd",
+    };
+    let local = |e: std::io::Error| ChunkError::Data(RegistryError::io(&f.name, e));
+    file.seek(SeekFrom::Start(coff)).map_err(local)?;
+    let mut resp = client
+        .get_range(url, (c.start, c.end - 1))
+        .await
+        .map_err(|e| match e {
+            RegistryError::Network { .. } => ChunkError::Network(e),
+            e => ChunkError::Data(e),
+        })?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let input = Arriving {
+        rx,
+        cur: bytes::Bytes::new(),
+    };
+    let out = file.try_clone().map_err(local)?;
+    let (len, w) = (c.len, whole.clone());
+    let worker = tokio::task::spawn_blocking(move || inflate(format, input, out, len, w));
+    let want = c.end - c.start;
+    let mut got = 0u64;
+    let mut network = None;
+    let mut too_much = false;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(piece)) => {
+                got += piece.len() as u64;
+                client.count_fetched(piece.len() as u64);
+                if got > want {
+                    too_much = true;
+                    break;
+                }
+                // The decoder hung up: it has the whole chunk (or failed).
+                if tx.send(piece).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {
+                if got != want {
+                    network = Some(format!(
+                        "the registry sent {got} of the {want} bytes asked for"
+                    ));
+                }
+                break;
+            }
+            Err(e) => {
+                network = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (result, written, chunk, with_chunk) = worker
+        .await
+        .map_err(|e| ChunkError::Data(RegistryError::io(&f.name, std::io::Error::other(e))))?;
+    if too_much {
+        return Err(data_err(format!(
+            "the registry sent more than the {want} bytes asked for"
+        )));
+    }
+    if let Some(msg) = network.filter(|_| written < c.len) {
+        return Err(ChunkError::Network(RegistryError::Network {
+            url: url.to_string(),
+            msg,
+        }));
+    }
+    result.map_err(|e| {
+        data_err(format!(
+            "{codec}: {}",
+            limits::one_line(&e.to_string(), 200)
+        ))
+    })?;
+    if written != c.len {
+        return Err(data_err(format!(
+            "the compressed data inflates to {written} bytes, not the {} the TOC says",
+            c.len
+        )));
+    }
+    let actual = chunk.finish().to_string();
+    if actual != c.digest {
+        return Err(ChunkError::Data(RegistryError::DigestMismatch {
+            what: format!("{} (chunk at offset {coff})", shown(&f.name)),
+            expected: limits::one_line(&c.digest, 100),
+            actual,
+        }));
+    }
+    *whole = with_chunk;
+    Ok(())
+}
+
+/// Hashes `len` bytes of `file` at `offset` in pieces into its own hash and into
+/// `whole`.
+fn hash_range(
+    file: &mut File,
+    offset: u64,
+    len: u64,
+    whole: &mut Hasher,
+) -> std::io::Result<Hasher> {
+    let mut h = Hasher::new();
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = buf.len().min(left as usize);
+        file.read_exact(&mut buf[..n])?;
+        h.update(&buf[..n]);
+        whole.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(h)
+}
+
 async fn fetch_file(
     client: &Client,
     url: &reqwest::Url,
@@ -646,13 +893,14 @@ async fn fetch_file(
     let mut hasher = Hasher::new();
     let mut reused = 0u64;
     for c in &f.chunks {
-        let (coff, len, cdigest) = (c.offset, c.len, &c.digest);
+        let (coff, len) = (c.offset, c.len);
         if have >= coff + len {
-            let mut buf = vec![0u8; len as usize];
-            file.seek(SeekFrom::Start(coff)).map_err(io)?;
-            file.read_exact(&mut buf).map_err(io)?;
-            if Digest::of(&buf).to_string() == *cdigest {
-                hasher.update(&buf);
+            // A chunk kept from an interrupted run, read back in pieces: kept if its
+            // own hash matches (then the file's hash has it too), else fetched again.
+            let mut with_it = hasher.clone();
+            let kept = hash_range(&mut file, coff, len, &mut with_it).map_err(io)?;
+            if kept.finish().to_string() == c.digest {
+                hasher = with_it;
                 reused += len;
                 continue;
             }
@@ -660,44 +908,19 @@ async fn fetch_file(
         if have > coff {
             file.set_len(coff).map_err(io)?;
         }
-        if c.end <= c.start {
-            return Err(bad(format!(
-                "{}: empty range for the chunk at {coff}",
-                f.name
-            )));
-        }
-        let (compressed, _) = client
-            .get_bytes(url, None, Some((c.start, c.end - 1)))
-            .await?;
-        let mut data = vec![0u8; len as usize];
-        let ok = match format {
-            LayerFormat::Estargz => flate2::read::GzDecoder::new(&compressed[..])
-                .read_exact(&mut data)
-                .map_err(|e| format!("gzip: {e}")),
-            LayerFormat::ZstdChunked => zstd::stream::read::Decoder::new(&compressed[..])
-                .and_then(|mut d| d.read_exact(&mut data))
-                .map_err(|e| format!("zstd: {e}")),
-        };
-        let check = ok
-            .map_err(|e| bad(format!("{}: chunk at {coff}: {e}", f.name)))
-            .and_then(|()| {
-                check_digest(
-                    &format!("{} (chunk at offset {coff})", f.name),
-                    &data,
-                    cdigest,
-                )
-            });
-        if let Err(e) = check {
-            drop(file);
-            if coff == 0 {
-                let _ = std::fs::remove_file(&part);
+        match fetch_chunk(client, url, f, c, format, &mut file, &mut hasher).await {
+            Ok(()) => have = coff + len,
+            Err(ChunkError::Network(e)) => {
+                // Interrupted: keep what was verified, for the next run.
+                let _ = file.set_len(coff);
+                return Err(e);
             }
-            return Err(e);
+            Err(ChunkError::Data(e)) => {
+                drop(file);
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
         }
-        file.seek(SeekFrom::Start(coff)).map_err(io)?;
-        file.write_all(&data).map_err(io)?;
-        hasher.update(&data);
-        have = coff + len;
     }
     if have > f.size {
         file.set_len(f.size).map_err(io)?;
@@ -707,8 +930,8 @@ async fn fetch_file(
         drop(file);
         let _ = std::fs::remove_file(&part);
         return Err(RegistryError::DigestMismatch {
-            what: f.name.clone(),
-            expected: f.digest.clone(),
+            what: shown(&f.name),
+            expected: limits::one_line(&f.digest, 100),
             actual,
         });
     }
@@ -758,7 +981,7 @@ mod tests {
                 e("empty", "reg", 0, 0, 0, 0),
             ],
         };
-        let f = files(&toc, 400);
+        let f = files(&toc, 400).unwrap();
         assert_eq!(f.len(), 2);
         assert_eq!(
             f[0].chunks
@@ -798,7 +1021,7 @@ mod tests {
             ],
             tar_split_digest: String::new(),
         };
-        let f = zstd_files(&toc).unwrap();
+        let f = zstd_files(&toc, 1000).unwrap();
         let spans: Vec<_> = f[0]
             .chunks
             .iter()
@@ -818,6 +1041,19 @@ mod tests {
         );
         let mut bad = toc.clone();
         bad.entries[2].chunk_size = 1;
-        assert!(zstd_files(&bad).is_err(), "chunks must add up to the size");
+        assert!(
+            zstd_files(&bad, 1000)
+                .unwrap_err()
+                .0
+                .contains("do not cover"),
+            "chunks must add up to the size"
+        );
+        assert!(
+            zstd_files(&toc, 599)
+                .unwrap_err()
+                .0
+                .contains("outside the layer's data"),
+            "the last file ends at 600"
+        );
     }
 }

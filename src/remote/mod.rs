@@ -8,7 +8,9 @@
 pub mod auth;
 pub mod client;
 pub mod lazy;
+pub mod published;
 pub mod push;
+pub mod toc;
 pub mod upload;
 
 use std::fmt;

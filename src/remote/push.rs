@@ -12,6 +12,7 @@
 use super::client::{header, Client};
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
+use crate::limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
@@ -87,6 +88,25 @@ pub struct PushReport {
     /// Bytes not sent again because an upload from an earlier run was continued.
     pub resumed_bytes: u64,
     pub requests: u64,
+    /// Referrers of the index pushed after it (e.g. the provenance).
+    pub referrers: Vec<ReferrerReport>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferrerReport {
+    pub digest: String,
+    pub artifact_type: String,
+    /// The registry has the referrers API (it answered with `OCI-Subject`); otherwise
+    /// the referrer is listed under the fallback tag.
+    pub referrers_api: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_tag: Option<String>,
+}
+
+/// The tag the OCI 1.1 distribution spec uses, on registries without the referrers
+/// API, for the index of an image's referrers: `sha256-<hex>`.
+pub fn referrers_fallback_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
 }
 
 /// A blob of the layout: digest, size, file.
@@ -101,6 +121,9 @@ pub struct LayoutImage {
     root: PathBuf,
     pub index: (Digest, Vec<u8>, String),
     pub manifests: Vec<(Digest, Vec<u8>, String)>,
+    /// Artifact manifests in the layout whose `subject` is the index (e.g. its
+    /// provenance): (digest, bytes, artifactType).
+    pub referrers: Vec<(Digest, Vec<u8>, String)>,
     blobs: Vec<LayoutBlob>,
 }
 
@@ -108,11 +131,29 @@ fn blob_path(root: &Path, d: &Digest) -> PathBuf {
     root.join("blobs/sha256").join(d.hex())
 }
 
+/// Reads a document (index or manifest) of the layout, at most
+/// [`limits::MAX_DOCUMENT`] bytes.
+fn read_document(p: &Path) -> Result<Vec<u8>, RegistryError> {
+    let f = std::fs::File::open(p).map_err(|e| RegistryError::io(p.display(), e))?;
+    let mut b = Vec::new();
+    f.take(limits::MAX_DOCUMENT + 1)
+        .read_to_end(&mut b)
+        .map_err(|e| RegistryError::io(p.display(), e))?;
+    if b.len() as u64 > limits::MAX_DOCUMENT {
+        return Err(RegistryError::Layout(format!(
+            "{} is larger than {} bytes, too large for an index or manifest",
+            p.display(),
+            limits::MAX_DOCUMENT
+        )));
+    }
+    Ok(b)
+}
+
 fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryError> {
     let d = Digest::parse(digest)
-        .ok_or_else(|| RegistryError::Layout(format!("bad digest {digest:?}")))?;
+        .ok_or_else(|| RegistryError::Layout(format!("bad digest {}", limits::shown(digest))))?;
     let p = blob_path(root, &d);
-    let b = std::fs::read(&p).map_err(|e| RegistryError::io(p.display(), e))?;
+    let b = read_document(&p)?;
     if Digest::of(&b) != d {
         return Err(RegistryError::DigestMismatch {
             what: p.display().to_string(),
@@ -123,7 +164,11 @@ fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryErr
     Ok((d, b))
 }
 
-fn json(bytes: &[u8], what: &str) -> Result<serde_json::Value, RegistryError> {
+/// An `index.json`, index or manifest of a layout being pushed: its shape checked
+/// (depth, descriptors) before it is parsed; `what` names it in messages.
+pub fn parse_layout_document(bytes: &[u8], what: &str) -> Result<serde_json::Value, RegistryError> {
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, 4096)
+        .map_err(|e| RegistryError::Layout(format!("{what}: {e}")))?;
     serde_json::from_slice(bytes).map_err(|e| RegistryError::Layout(format!("{what}: {e}")))
 }
 
@@ -141,14 +186,14 @@ impl LayoutImage {
     /// Reads the image the layout's `index.json` points at (the first entry).
     pub fn read(root: &Path) -> Result<LayoutImage, RegistryError> {
         let ip = root.join("index.json");
-        let top = std::fs::read(&ip).map_err(|e| RegistryError::io(ip.display(), e))?;
-        let top = json(&top, "index.json")?;
+        let top = read_document(&ip)?;
+        let top = parse_layout_document(&top, "index.json")?;
         let first = top["manifests"]
             .get(0)
             .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?;
         let d = first["digest"].as_str().unwrap_or_default();
         let (idx_d, idx_b) = read_blob(root, d)?;
-        let idx = json(&idx_b, "image index")?;
+        let idx = parse_layout_document(&idx_b, "image index")?;
         let idx_type = media_type(&idx, first["mediaType"].as_str().unwrap_or(INDEX_TYPE));
         let mut manifests = Vec::new();
         let mut blobs: Vec<LayoutBlob> = Vec::new();
@@ -161,7 +206,7 @@ impl LayoutImage {
         let mut add = |desc: &serde_json::Value| -> Result<(), RegistryError> {
             let d = desc["digest"].as_str().unwrap_or_default();
             let d = Digest::parse(d)
-                .ok_or_else(|| RegistryError::Layout(format!("bad digest {d:?}")))?;
+                .ok_or_else(|| RegistryError::Layout(format!("bad digest {}", limits::shown(d))))?;
             if blobs.iter().any(|b| b.digest == d) {
                 return Ok(());
             }
@@ -183,17 +228,35 @@ impl LayoutImage {
         } else {
             for m in &descs {
                 let (md, mb) = read_blob(root, m["digest"].as_str().unwrap_or_default())?;
-                let mv = json(&mb, "manifest")?;
+                let mv = parse_layout_document(&mb, "manifest")?;
                 let mt = media_type(&mv, m["mediaType"].as_str().unwrap_or(MANIFEST_TYPE));
                 manifest_docs.push((md, mb, mt));
             }
         }
         for (_, mb, _) in &manifest_docs {
-            let mv = json(mb, "manifest")?;
+            let mv = parse_layout_document(mb, "manifest")?;
             add(&mv["config"])?;
             for l in mv["layers"].as_array().into_iter().flatten() {
                 add(l)?;
             }
+        }
+        // Referrers: the other entries of index.json whose manifest names the index as
+        // its subject.
+        let mut referrers = Vec::new();
+        for entry in top["manifests"].as_array().into_iter().flatten().skip(1) {
+            let Some(artifact_type) = entry["artifactType"].as_str() else {
+                continue;
+            };
+            let (rd, rb) = read_blob(root, entry["digest"].as_str().unwrap_or_default())?;
+            let rv = parse_layout_document(&rb, "referrer manifest")?;
+            if rv["subject"]["digest"].as_str() != Some(idx_d.to_string().as_str()) {
+                continue;
+            }
+            add(&rv["config"])?;
+            for l in rv["layers"].as_array().into_iter().flatten() {
+                add(l)?;
+            }
+            referrers.push((rd, rb, artifact_type.to_string()));
         }
         if !descs.is_empty() {
             manifests = manifest_docs;
@@ -202,6 +265,7 @@ impl LayoutImage {
             root: root.to_path_buf(),
             index: (idx_d, idx_b, idx_type),
             manifests,
+            referrers,
             blobs,
         })
     }
@@ -214,7 +278,23 @@ pub(crate) fn upload_offset(range: Option<String>) -> Option<u64> {
     let (_, end) = r.split_once('-')?;
     let end: u64 = end.trim().parse().ok()?;
     // "0-0" is what the CNCF registry says for an empty upload.
-    Some(if end == 0 { 0 } else { end + 1 })
+    if end == 0 {
+        Some(0)
+    } else {
+        end.checked_add(1)
+    }
+}
+
+/// A registry that says it has more of an upload than the blob holds is wrong (or
+/// hostile): stop rather than trust it.
+fn check_had(had: Option<u64>, blob: &LayoutBlob) -> Result<(), RegistryError> {
+    match had {
+        Some(n) if n > blob.size => Err(RegistryError::Protocol(format!(
+            "the registry says it has {n} bytes of the upload of {}, a {}-byte blob",
+            blob.digest, blob.size
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn with_digest(mut url: Url, d: &Digest) -> Url {
@@ -399,6 +479,7 @@ impl Pusher<'_, '_> {
                         loc = self.client.resolve(&l)?;
                     }
                     let had = upload_offset(header(resp.headers(), RANGE));
+                    check_had(had, blob)?;
                     self.uploaded += len;
                     offset = match had {
                         Some(n) if n > offset => n,
@@ -452,13 +533,15 @@ impl Pusher<'_, '_> {
         Ok(())
     }
 
+    /// PUTs a manifest; returns the `OCI-Subject` header, which registries with the
+    /// referrers API send back for a manifest that has a `subject`.
     async fn put_manifest(
         &self,
         reference: &str,
         bytes: &[u8],
         media_type: &str,
         digest: &Digest,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<String>, RegistryError> {
         let url = self.client.url(&format!("manifests/{reference}"));
         let resp = self
             .client
@@ -481,7 +564,54 @@ impl Pusher<'_, '_> {
                 });
             }
         }
-        Ok(())
+        Ok(header(resp.headers(), "oci-subject"))
+    }
+
+    /// Lists a referrer under the fallback tag: reads the index there (if any), adds
+    /// the descriptor unless it is already listed, and puts it back.
+    async fn add_to_fallback(
+        &self,
+        subject: &Digest,
+        referrer: &Digest,
+        bytes: &[u8],
+        artifact_type: &str,
+    ) -> Result<String, RegistryError> {
+        let tag = referrers_fallback_tag(subject);
+        let url = self.client.url(&format!("manifests/{tag}"));
+        let mut entries: Vec<serde_json::Value> =
+            match self.client.get_bytes(&url, Some(INDEX_TYPE), None).await {
+                Ok((b, _)) => parse_layout_document(&b, "referrers fallback index")?["manifests"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                Err(RegistryError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+        if !entries
+            .iter()
+            .any(|e| e["digest"].as_str() == Some(referrer.to_string().as_str()))
+        {
+            let annotations =
+                parse_layout_document(bytes, "referrer manifest")?["annotations"].clone();
+            let mut d = serde_json::json!({
+                "mediaType": MANIFEST_TYPE,
+                "digest": referrer.to_string(),
+                "size": bytes.len(),
+                "artifactType": artifact_type,
+            });
+            if annotations.is_object() {
+                d["annotations"] = annotations;
+            }
+            entries.push(d);
+        }
+        let index = crate::image::canonical_json(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_TYPE,
+            "manifests": entries,
+        }));
+        let digest = Digest::of(&index);
+        self.put_manifest(&tag, &index, INDEX_TYPE, &digest).await?;
+        Ok(tag)
     }
 }
 
@@ -516,6 +646,7 @@ pub async fn push(
             p.forget(&b.digest);
             BlobAction::Exists
         } else if let Some((loc, had)) = p.earlier_upload(&b.digest).await {
+            check_had(Some(had), b)?;
             (p.on_event)(PushEvent::Resume {
                 digest: &b.digest,
                 offset: had,
@@ -549,6 +680,25 @@ pub async fn push(
     let (idx_d, idx_b, idx_t) = &image.index;
     p.put_manifest(reference.manifest_ref(), idx_b, idx_t, idx_d)
         .await?;
+    // Referrers after the image they refer to, so the subject exists when they land.
+    let mut referrers = Vec::new();
+    for (rd, rb, artifact_type) in &image.referrers {
+        let subject = p
+            .put_manifest(&rd.to_string(), rb, MANIFEST_TYPE, rd)
+            .await?;
+        let referrers_api = subject.as_deref() == Some(idx_d.to_string().as_str());
+        let fallback_tag = if referrers_api {
+            None
+        } else {
+            Some(p.add_to_fallback(idx_d, rd, rb, artifact_type).await?)
+        };
+        referrers.push(ReferrerReport {
+            digest: rd.to_string(),
+            artifact_type: artifact_type.clone(),
+            referrers_api,
+            fallback_tag,
+        });
+    }
     let _ = &image.root;
     Ok(PushReport {
         reference: reference.to_string(),
@@ -559,6 +709,7 @@ pub async fn push(
         resumed: p.resumed,
         resumed_bytes: p.resumed_bytes,
         requests: client.request_count(),
+        referrers,
     })
 }
 
@@ -572,5 +723,20 @@ mod tests {
         assert_eq!(upload_offset(Some("bytes=0-9".into())), Some(10));
         assert_eq!(upload_offset(Some("0-0".into())), Some(0));
         assert_eq!(upload_offset(None), None);
+        // A registry cannot make the offset wrap around.
+        assert_eq!(upload_offset(Some("0-18446744073709551615".into())), None);
+        let blob = LayoutBlob {
+            digest: Digest::of(b"x"),
+            size: 10,
+            path: PathBuf::new(),
+        };
+        assert!(check_had(Some(10), &blob).is_ok());
+        assert_eq!(
+            check_had(Some(11), &blob).unwrap_err().to_string(),
+            format!(
+                "registry protocol: the registry says it has 11 bytes of the upload of {}, a 10-byte blob",
+                Digest::of(b"x")
+            )
+        );
     }
 }

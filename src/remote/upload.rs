@@ -463,6 +463,20 @@ impl Uploader {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest, RegistryError> {
+        Ok(self
+            .put_manifest_subject(reference, bytes, media_type)
+            .await?
+            .0)
+    }
+
+    /// [`Uploader::put_manifest`], also returning the `OCI-Subject` header that
+    /// registries with the referrers API send back for a manifest with a `subject`.
+    async fn put_manifest_subject(
+        &self,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(Digest, Option<String>), RegistryError> {
         let c = &self.client;
         let d = Digest::of(bytes);
         let url = c.url(&format!("manifests/{reference}"));
@@ -486,7 +500,57 @@ impl Uploader {
                 });
             }
         }
-        Ok(d)
+        Ok((d, header(resp.headers(), "oci-subject")))
+    }
+
+    /// Lists a referrer of `subject` under the fallback tag (`sha256-<hex>`), for
+    /// registries without the referrers API: the index there gains its descriptor.
+    async fn add_to_fallback(
+        &self,
+        subject: &Digest,
+        referrer: &[u8],
+        artifact_type: &str,
+    ) -> Result<(), RegistryError> {
+        const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+        let tag = super::push::referrers_fallback_tag(subject);
+        let url = self.client.url(&format!("manifests/{tag}"));
+        let mut entries: Vec<serde_json::Value> =
+            match self.client.get_bytes(&url, Some(INDEX), None).await {
+                Ok((b, _)) => serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| {
+                    RegistryError::Protocol(format!("referrers fallback index: {e}"))
+                })?["manifests"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                Err(RegistryError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+        let d = Digest::of(referrer).to_string();
+        if !entries
+            .iter()
+            .any(|e| e["digest"].as_str() == Some(d.as_str()))
+        {
+            let annotations = serde_json::from_slice::<serde_json::Value>(referrer)
+                .map(|v| v["annotations"].clone())
+                .unwrap_or_default();
+            let mut desc = serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": d,
+                "size": referrer.len(),
+                "artifactType": artifact_type,
+            });
+            if annotations.is_object() {
+                desc["annotations"] = annotations;
+            }
+            entries.push(desc);
+        }
+        let index = crate::image::canonical_json(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX,
+            "manifests": entries,
+        }));
+        self.put_manifest(&tag, &index, INDEX).await?;
+        Ok(())
     }
 
     /// Publishes an image whose layers are already in the registry: the configs, each
@@ -504,7 +568,24 @@ impl Uploader {
                 .await?;
         }
         let (bytes, media_type) = image.index;
-        self.put_manifest(tag, bytes, media_type).await?;
+        let index = self.put_manifest(tag, bytes, media_type).await?;
+        // Referrers after the image they refer to, so the subject exists when they land.
+        for r in image.referrers {
+            for b in &r.blobs {
+                self.put_blob(b).await?;
+            }
+            let (_, subject) = self
+                .put_manifest_subject(
+                    &Digest::of(r.manifest).to_string(),
+                    r.manifest,
+                    "application/vnd.oci.image.manifest.v1+json",
+                )
+                .await?;
+            if subject.as_deref() != Some(index.to_string().as_str()) {
+                self.add_to_fallback(&index, r.manifest, r.artifact_type)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }
@@ -516,6 +597,16 @@ pub struct ImageDocuments<'a> {
     pub manifests: &'a [(&'a [u8], &'a str)],
     /// (bytes, media type) of the index.
     pub index: (&'a [u8], &'a str),
+    /// OCI 1.1 referrers of the index (its provenance), put after it.
+    pub referrers: &'a [ReferrerDocument<'a>],
+}
+
+/// A referrer of the image: an artifact manifest whose `subject` is the index.
+pub struct ReferrerDocument<'a> {
+    pub manifest: &'a [u8],
+    pub artifact_type: &'a str,
+    /// The blobs the manifest names (config and layers).
+    pub blobs: Vec<&'a [u8]>,
 }
 
 /// Why an upload task ended early: its message, and the key if the remembered upload

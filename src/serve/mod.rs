@@ -6,10 +6,13 @@
 //!   which digests each name may serve.
 //! - [`range`]: `Range` parsing and `multipart/byteranges` layout.
 //! - [`server`]: the HTTP server (hyper on tokio): routes, headers, errors, shutdown.
-//! - `body`: streaming blobs from disk piece by piece; `landing`: the HTML page at `/`.
+//! - `conn`: what a connection may cost (idle timeout, the connection cap).
+//! - `body`: streaming blobs from disk piece by piece; [`pages`]: the web pages (a
+//!   searchable model list at `/`, a page per model) and their JSON twins.
 
 mod body;
-mod landing;
+mod conn;
+pub mod pages;
 pub mod range;
 pub mod server;
 pub mod store;

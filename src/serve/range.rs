@@ -43,6 +43,11 @@ pub enum RangeError {
     Unsatisfiable,
     #[error("more than {MAX_RANGES} ranges in one request")]
     TooMany,
+    #[error(
+        "more than {} ranges overlap others",
+        crate::limits::MAX_OVERLAPPING_RANGES
+    )]
+    Overlapping,
 }
 
 /// Parses a `Range` header value against a representation of `len` bytes.
@@ -75,11 +80,32 @@ pub fn parse(header: &[u8], len: u64) -> Result<Option<Vec<ByteRange>>, RangeErr
     if ranges.is_empty() {
         return Err(RangeError::Unsatisfiable);
     }
+    if overlapping(&ranges) > crate::limits::MAX_OVERLAPPING_RANGES {
+        return Err(RangeError::Overlapping);
+    }
     let total: u64 = ranges.iter().map(|r| r.len()).fold(0, u64::saturating_add);
     if ranges.len() > 1 && total > len {
         return Ok(None);
     }
     Ok(Some(ranges))
+}
+
+/// How many ranges overlap one before them (in start order).
+fn overlapping(ranges: &[ByteRange]) -> usize {
+    if ranges.len() < 2 {
+        return 0;
+    }
+    let mut sorted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
+    sorted.sort_unstable();
+    let mut reach = 0u64;
+    let mut n = 0;
+    for (i, (start, end)) in sorted.into_iter().enumerate() {
+        if i > 0 && start < reach {
+            n += 1;
+        }
+        reach = reach.max(end);
+    }
+    n
 }
 
 /// Digits only: no sign, no spaces. Values too large for u64 saturate (they can only
@@ -256,6 +282,39 @@ mod tests {
         assert_eq!(
             p(&format!("bytes={many}"), 1 << 20),
             Err(RangeError::TooMany)
+        );
+    }
+
+    #[test]
+    fn thousands_of_tiny_overlapping_ranges_are_refused() {
+        let many = |n: usize| {
+            (0..n)
+                .map(|i| format!("{}-{}", i, i + 1))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        // Each of 0-1, 1-2, … overlaps the one before it by a byte.
+        let limit = crate::limits::MAX_OVERLAPPING_RANGES;
+        assert_eq!(
+            p(&format!("bytes={}", many(limit + 1)), 1 << 20).map(|r| r.map(|v| v.len())),
+            Ok(Some(limit + 1))
+        );
+        assert_eq!(
+            p(&format!("bytes={}", many(limit + 2)), 1 << 20),
+            Err(RangeError::Overlapping)
+        );
+        assert_eq!(
+            p(&format!("bytes={}", many(3000)), 1 << 20),
+            Err(RangeError::Overlapping)
+        );
+        // As many disjoint ranges are fine.
+        let disjoint = (0..3000)
+            .map(|i| format!("{}-{}", 2 * i, 2 * i))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(
+            p(&format!("bytes={disjoint}"), 1 << 20).map(|r| r.map(|v| v.len())),
+            Ok(Some(3000))
         );
     }
 

@@ -1,8 +1,8 @@
-//! The HTTP server: the read side of the OCI Distribution spec over a [`Store`], a
-//! landing page, access logs and graceful shutdown. HTTP/1.1 on hyper and tokio.
+//! The HTTP server: the read side of the OCI Distribution spec over a [`Store`],
+//! the web pages, access logs and graceful shutdown. HTTP/1.1 on hyper and tokio.
 
 use super::body::{AccessLog, ServeBody, Source};
-use super::landing;
+use super::pages;
 use super::range::{self, Part, RangeError};
 use super::store::{BlobBody, Store, StoreError};
 use bytes::Bytes;
@@ -22,6 +22,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+
+use super::conn::{connection_cap, Guarded};
+use crate::limits;
+use tokio::sync::Semaphore;
 
 /// Content-addressed blobs never change.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -57,6 +61,8 @@ struct State {
     store: Store,
     quiet: bool,
     local: SocketAddr,
+    /// Store lookups at once (they run on the blocking pool).
+    lookups: Semaphore,
 }
 
 /// A bound, not yet running, registry.
@@ -82,6 +88,7 @@ impl Server {
                 store,
                 quiet: opts.quiet,
                 local,
+                lookups: Semaphore::new(limits::MAX_CONCURRENT_LOOKUPS),
             }),
             grace: opts.shutdown_grace,
         })
@@ -103,25 +110,40 @@ impl Server {
             state,
             grace,
         } = self;
+        // Hostile clients: the request head is bounded in size, count and time; a
+        // connection where no byte moves either way for IDLE_TIMEOUT_SECS is closed; at
+        // most `cap` connections are open, the rest wait in the kernel's backlog.
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+            .header_read_timeout(Duration::from_secs(limits::HEADER_READ_TIMEOUT_SECS))
+            .max_header_size(limits::MAX_REQUEST_HEAD)
+            .max_headers(limits::MAX_REQUEST_HEADERS)
+            .max_buf_size(limits::MAX_REQUEST_HEAD + (64 << 10))
             .keep_alive(true);
+        let idle = Duration::from_secs(limits::IDLE_TIMEOUT_SECS);
+        let slots = Arc::new(Semaphore::new(connection_cap()));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            // A slot first, then a connection: at the cap, accepting waits.
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+                _ = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let st = state.clone();
                         let svc = service_fn(move |req| handle(st.clone(), req, peer));
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        let io = TokioIo::new(Guarded::new(stream, idle));
+                        let conn = builder.serve_connection(io, svc);
                         let conn = graceful.watch(conn);
                         tokio::spawn(async move {
                             // Client-side failures (a reset, a timeout) end only that connection.
                             let _ = conn.await;
+                            drop(slot);
                         });
                     }
                     Err(e) => {
@@ -184,6 +206,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     let st = state.clone();
+    let _permit = state.lookups.acquire().await;
     match tokio::task::spawn_blocking(move || f(&st.store)).await {
         Ok(r) => r,
         Err(e) => Err(StoreError::Io {
@@ -196,16 +219,12 @@ async fn blocking<T: Send + 'static>(
 async fn route(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBody> {
     let path = req.uri().path();
     let read = req.method() == Method::GET || req.method() == Method::HEAD;
-    if path == "/" {
-        if !read {
-            return method_not_allowed();
-        }
-        return landing_page(state, req).await;
-    }
     let rest = match path.strip_prefix("/v2/") {
         Some(rest) => rest,
         None if path == "/v2" => "",
-        None => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        // Everything outside /v2 is the web pages (routes in pages/mod.rs).
+        None if read => return web_page(state, req).await,
+        None => return method_not_allowed(),
     };
     if !read {
         return method_not_allowed();
@@ -237,8 +256,46 @@ async fn route(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBod
     match kind {
         "manifests" => manifest(state, req, name, reference).await,
         "blobs" => blob(state, req, name, reference).await,
+        "referrers" => referrers(state, req, name, reference).await,
         _ => unsupported_endpoint(req),
     }
+}
+
+/// `GET /v2/<name>/referrers/<digest>[?artifactType=…]` (OCI distribution 1.1).
+async fn referrers(
+    state: &Arc<State>,
+    req: &Request<Incoming>,
+    name: String,
+    subject: String,
+) -> Response<ServeBody> {
+    let filter = req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == "artifactType")
+            .and_then(|(_, v)| decode(v))
+    });
+    let applied = filter.is_some();
+    let body = match blocking(state, move |s| {
+        s.referrers(&name, &subject, filter.as_deref())
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return api_error(&e, req),
+    };
+    let mut r = with_body(
+        StatusCode::OK,
+        "application/vnd.oci.image.index.v1+json",
+        ServeBody::bytes(body),
+        req,
+    );
+    if applied {
+        r.headers_mut().insert(
+            "oci-filters-applied",
+            http::HeaderValue::from_static("artifactType"),
+        );
+    }
+    r
 }
 
 /// Percent-decodes a path piece; names and references are then checked against their
@@ -614,43 +671,40 @@ async fn tags(state: &Arc<State>, req: &Request<Incoming>, name: String) -> Resp
     r
 }
 
-/// The host clients should pull from: the request's `Host` if it looks like one,
-/// else the address we listen on.
-fn pull_host(req: &Request<Incoming>, local: SocketAddr) -> String {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        })
-        .map(str::to_string)
-        .unwrap_or_else(|| local.to_string())
-}
-
-async fn landing_page(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBody> {
-    let host = pull_host(req, state.local);
-    let summaries = blocking(state, |s| {
-        Ok(s.catalog()
-            .into_iter()
-            .filter_map(|n| s.summary(&n).ok())
-            .collect::<Vec<_>>())
+/// A web page or its JSON twin, rendered on the blocking pool (it looks at the store).
+async fn web_page(state: &Arc<State>, req: &Request<Incoming>) -> Response<ServeBody> {
+    let host = pages::pull_host(req.headers().get(header::HOST), state.local);
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let st = state.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        pages::respond(
+            &st.store,
+            &pages::PageRequest {
+                host: &host,
+                path: &path,
+                query: query.as_deref(),
+                accept: accept.as_deref(),
+            },
+        )
     })
     .await;
-    let summaries = match summaries {
-        Ok(s) => s,
-        Err(e) => return api_error(&e, req),
+    let Ok(page) = page else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
     };
-    let html = landing::render(&host, &summaries);
     let mut r = with_body(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        ServeBody::bytes(html),
+        page.status,
+        page.content_type,
+        ServeBody::bytes(page.body),
         req,
     );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    for (name, value) in page.headers {
+        r.headers_mut().insert(name, value);
+    }
     r
 }

@@ -15,9 +15,13 @@
 //! restart, and a rebuilt one (a new directory renamed into place) is re-read.
 
 use crate::digest::Digest;
-use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
-use crate::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
+use crate::image::{validate_tag, ANNOTATION_REF_NAME};
+use crate::layer::estargz::{Toc, FOOTER_SIZE};
 use crate::layer::zstd_chunked;
+use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+use crate::limits;
+use crate::remote::toc::{self as toc_reader, BadLayer};
+use crate::serve::pages::{Files, Overview, TocFile};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,11 +33,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 /// Manifests and indexes larger than this are not read (the distribution registry
 /// refuses to store manifests over 4 MiB).
-pub const MAX_DOCUMENT: u64 = 4 << 20;
-/// A TOC member larger than this (compressed) is not read for the landing page.
-const MAX_TOC_MEMBER: u64 = 64 << 20;
-/// …nor one that inflates to more than this.
-const MAX_TOC_TAR: u64 = 512 << 20;
+pub const MAX_DOCUMENT: u64 = limits::MAX_DOCUMENT;
+/// Index and manifest bytes held in memory for one image: a multi-platform image has a
+/// few documents of a few KiB; a layout that names thousands of large ones is not read
+/// past this (the image is then served as incomplete, re-read on each request).
+const MAX_IMAGE_DOCUMENTS: u64 = 64 << 20;
 /// OCI names are at most 255 characters (distribution's limit).
 const MAX_NAME: usize = 255;
 /// Index → index → manifest nesting deeper than this is not followed.
@@ -128,7 +132,7 @@ impl Reference {
 }
 
 #[derive(Deserialize, Default)]
-struct Doc {
+pub struct Doc {
     #[serde(rename = "mediaType", default)]
     media_type: Option<String>,
     #[serde(default)]
@@ -139,6 +143,10 @@ struct Doc {
     layers: Vec<Desc>,
     #[serde(default)]
     annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    subject: Option<Desc>,
+    #[serde(rename = "artifactType", default)]
+    artifact_type: Option<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -210,23 +218,28 @@ pub struct Image {
     pub platforms: Vec<String>,
     /// Layers of the first manifest, in order.
     pub layers: Vec<Digest>,
+    /// Platform → digest of its manifest, in index order.
+    pub manifests: Vec<(String, Digest)>,
     /// Annotations of the first tagged index (revision, source).
     pub annotations: BTreeMap<String, String>,
-    summary: OnceLock<Summary>,
+    /// Manifests of the layout that name a `subject` (OCI 1.1 referrers).
+    pub referrers: Vec<ReferrerDesc>,
+    /// What the web pages show, computed once per version of the image (this `Image` is
+    /// replaced when its `index.json` changes), so a page never reads a layer twice.
+    overview: OnceLock<Arc<Overview>>,
+    files: OnceLock<Arc<Files>>,
 }
 
-/// What the landing page shows about an image.
+/// A manifest that refers to another (e.g. an image's provenance), as the referrers
+/// API lists it.
 #[derive(Clone, Debug)]
-pub struct Summary {
-    pub name: String,
-    pub tags: Vec<String>,
-    pub revision: Option<String>,
-    pub source: Option<String>,
-    pub platforms: Vec<String>,
-    /// Bytes of all distinct blobs the image references.
+pub struct ReferrerDesc {
+    pub subject: Digest,
+    pub digest: Digest,
+    pub media_type: String,
     pub size: u64,
-    /// The files in the (first) layer, from its eStargz TOC: path and size.
-    pub files: Result<Vec<(String, u64)>, String>,
+    pub artifact_type: String,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A manifest or index, ready to send.
@@ -382,15 +395,18 @@ impl Store {
 
     fn scan(&self, name: &str, dir: PathBuf, key: FileKey) -> Result<Image, StoreError> {
         let index_path = dir.join("index.json");
-        let (mut f, len) = self
+        let (f, len) = self
             .open_file(&index_path)?
             .ok_or(StoreError::NameUnknown)?;
         if len > MAX_DOCUMENT {
             return Err(StoreError::NameUnknown);
         }
         let mut raw = Vec::new();
-        f.read_to_end(&mut raw).map_err(io_err(&index_path))?;
-        let layout: Doc = serde_json::from_slice(&raw).map_err(|_| StoreError::NameUnknown)?;
+        // The file may have grown since it was measured.
+        f.take(MAX_DOCUMENT + 1)
+            .read_to_end(&mut raw)
+            .map_err(io_err(&index_path))?;
+        let layout = parse_document(&raw).map_err(|_| StoreError::NameUnknown)?;
 
         let mut img = Image {
             name: name.to_string(),
@@ -402,8 +418,11 @@ impl Store {
             docs: HashMap::new(),
             platforms: Vec::new(),
             layers: Vec::new(),
+            manifests: Vec::new(),
             annotations: BTreeMap::new(),
-            summary: OnceLock::new(),
+            referrers: Vec::new(),
+            overview: OnceLock::new(),
+            files: OnceLock::new(),
         };
         let mut visited = HashSet::new();
         for d in &layout.manifests {
@@ -418,7 +437,7 @@ impl Store {
             self.visit(&mut img, d, 0, &mut visited);
             if img.annotations.is_empty() && d.annotations.contains_key(ANNOTATION_REF_NAME) {
                 if let Some(doc) = img.docs.get(&digest) {
-                    if let Ok(doc) = serde_json::from_slice::<Doc>(doc) {
+                    if let Ok(doc) = parse_document(doc) {
                         img.annotations = doc.annotations;
                     }
                 }
@@ -438,11 +457,16 @@ impl Store {
         if !is_manifest_type(&d.media_type) || !visited.insert(digest) || depth >= MAX_DEPTH {
             return;
         }
+        let held: u64 = img.docs.values().map(|b| b.len() as u64).sum();
+        if held.saturating_add(d.size) > MAX_IMAGE_DOCUMENTS {
+            img.complete = false;
+            return;
+        }
         let Some(bytes) = self.read_document(&img.dir, &digest, d.size) else {
             img.complete = false;
             return;
         };
-        let Ok(doc) = serde_json::from_slice::<Doc>(&bytes) else {
+        let Ok(doc) = parse_document(&bytes) else {
             img.complete = false;
             return;
         };
@@ -455,6 +479,22 @@ impl Store {
                 return;
             }
         }
+        if let Some(subject) = doc.subject.as_ref().and_then(|s| Digest::parse(&s.digest)) {
+            // The spec: artifactType, else the config's media type.
+            let artifact_type = doc
+                .artifact_type
+                .clone()
+                .or_else(|| doc.config.as_ref().map(|c| c.media_type.clone()))
+                .unwrap_or_default();
+            img.referrers.push(ReferrerDesc {
+                subject,
+                digest,
+                media_type: d.media_type.clone(),
+                size: d.size,
+                artifact_type,
+                annotations: doc.annotations.clone(),
+            });
+        }
         for m in &doc.manifests {
             if let Some(p) = &m.platform {
                 let mut s = format!("{}/{}", p.os, p.architecture);
@@ -462,6 +502,9 @@ impl Store {
                     s = format!("{s}/{v}");
                 }
                 if !img.platforms.contains(&s) {
+                    if let Some(d) = Digest::parse(&m.digest) {
+                        img.manifests.push((s.clone(), d));
+                    }
                     img.platforms.push(s);
                 }
             }
@@ -533,6 +576,42 @@ impl Store {
     }
 
     /// The tags of image `name`, sorted.
+    /// The referrers API's answer for `subject` in image `name`: an image index of the
+    /// manifests that name it, only those of `artifact_type` when given.
+    pub fn referrers(
+        &self,
+        name: &str,
+        subject: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Bytes, StoreError> {
+        let subject = Digest::parse(subject).ok_or(StoreError::DigestInvalid)?;
+        let img = self.image(name)?;
+        let manifests: Vec<serde_json::Value> = img
+            .referrers
+            .iter()
+            .filter(|r| r.subject == subject)
+            .filter(|r| artifact_type.map_or(true, |t| r.artifact_type == t))
+            .map(|r| {
+                let mut d = serde_json::json!({
+                    "mediaType": r.media_type,
+                    "digest": r.digest.to_string(),
+                    "size": r.size,
+                    "artifactType": r.artifact_type,
+                });
+                if !r.annotations.is_empty() {
+                    d["annotations"] = serde_json::json!(r.annotations);
+                }
+                d
+            })
+            .collect();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        Ok(Bytes::from(crate::image::canonical_json(&index)))
+    }
+
     pub fn tags(&self, name: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.image(name)?.tags.keys().cloned().collect())
     }
@@ -577,32 +656,68 @@ impl Store {
         names
     }
 
-    /// What the landing page shows for image `name` (computed once per version of it).
-    pub fn summary(&self, name: &str) -> Result<Summary, StoreError> {
-        let img = self.image(name)?;
-        Ok(img.summary.get_or_init(|| self.summarise(&img)).clone())
-    }
-
-    fn summarise(&self, img: &Image) -> Summary {
-        let files = match img.layers.first() {
-            None => Err("the image has no layer".to_string()),
-            Some(layer) => {
-                let path = img.dir.join("blobs/sha256").join(layer.hex());
-                match self.open_file(&path) {
-                    Ok(Some((f, len))) => layer_files(&f, len).map_err(|e| e.to_string()),
-                    Ok(None) => Err("the layer blob is missing".to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+    /// The overview of every image under the root (the images `catalog` names), sorted
+    /// by name, in one walk that reads (or takes from the cache) each image once. An
+    /// image that cannot be read is left out and said on stderr.
+    pub fn overviews(&self) -> Vec<Arc<Overview>> {
+        let mut out = Vec::new();
+        let mut add = |name: &str| match self.image(name) {
+            Ok(img) => {
+                out.push(Self::overview_of(&img));
+                true
+            }
+            Err(StoreError::NameUnknown | StoreError::NameInvalid) => false,
+            Err(e) => {
+                eprintln!("depotai serve: {name}: {e}");
+                true
             }
         };
-        Summary {
-            name: img.name.clone(),
-            tags: img.tags.keys().cloned().collect(),
-            revision: img.annotations.get(ANNOTATION_REVISION).cloned(),
-            source: img.annotations.get(ANNOTATION_SOURCE).cloned(),
-            platforms: img.platforms.clone(),
-            size: img.refs.values().map(|r| r.size).sum(),
-            files,
+        for top in Self::valid_children(&self.root) {
+            if add(&top) {
+                continue;
+            }
+            let p = self.root.join(&top);
+            if !matches!(self.inside(&p), Ok(Some((_, m))) if m.is_dir()) {
+                continue;
+            }
+            for sub in Self::valid_children(&p) {
+                let name = format!("{top}/{sub}");
+                if name.len() <= MAX_NAME {
+                    add(&name);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn overview_of(img: &Image) -> Arc<Overview> {
+        img.overview
+            .get_or_init(|| Arc::new(Overview::of(img)))
+            .clone()
+    }
+
+    /// The overview and the files of every layer (from their TOCs), merged. The TOCs are
+    /// read on the first call for each version of the image only.
+    pub fn files(&self, name: &str) -> Result<(Arc<Overview>, Arc<Files>), StoreError> {
+        let img = self.image(name)?;
+        let files = img
+            .files
+            .get_or_init(|| {
+                let tocs = img.layers.iter().map(|d| self.layer_toc(&img, d)).collect();
+                Arc::new(Files::merge(tocs))
+            })
+            .clone();
+        Ok((Self::overview_of(&img), files))
+    }
+
+    /// The files of one layer blob of `img`, from its TOC; a reason for the page if not.
+    fn layer_toc(&self, img: &Image, layer: &Digest) -> Result<Vec<TocFile>, String> {
+        let path = img.dir.join("blobs/sha256").join(layer.hex());
+        match self.open_file(&path) {
+            Ok(Some((f, len))) => layer_files(&f, len).map_err(|e| e.to_string()),
+            Ok(None) => Err("the layer blob is missing".to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -613,41 +728,50 @@ pub enum TocError {
     Io(#[from] io::Error),
     #[error("the layer has no eStargz or zstd:chunked footer")]
     NoFooter,
-    #[error("the TOC is too large to show ({0} bytes)")]
-    TooLarge(u64),
-    #[error("the TOC member is not valid gzip")]
-    Gzip,
-    #[error("the TOC member holds no stargz.index.json")]
-    NoToc,
-    #[error("the zstd:chunked TOC is not valid zstd")]
-    Zstd,
-    #[error("the TOC is not valid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Bad(#[from] BadLayer),
 }
 
-/// The files (and symlinks) of a layer blob, from its eStargz or zstd:chunked TOC.
-pub fn layer_files(f: &File, len: u64) -> Result<Vec<(String, u64)>, TocError> {
+/// An index, manifest or `index.json` as the store reads it: its JSON shape checked
+/// (depth, descriptors) before it is parsed.
+pub fn parse_document(bytes: &[u8]) -> Result<Doc, String> {
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, 4096).map_err(|e| e.to_string())?;
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// The files, symlinks and hard links of a layer blob, from its eStargz or zstd:chunked
+/// TOC, in TOC order (directories, chunk entries and eStargz landmarks left out).
+pub fn layer_files(f: &File, len: u64) -> Result<Vec<TocFile>, TocError> {
     let keep = |kind: &str, name: &str| {
-        (kind == "reg" || kind == "symlink") && !name.ends_with(".prefetch.landmark")
+        matches!(kind, "reg" | "symlink" | "hardlink")
+            && name != PREFETCH_LANDMARK
+            && name != NO_PREFETCH_LANDMARK
+    };
+    let file = |kind: String, name: String, size: u64, link_name: String| TocFile {
+        name,
+        size,
+        kind,
+        link_name,
     };
     match read_toc(f, len) {
         Ok(toc) => Ok(toc
             .entries
             .into_iter()
             .filter(|e| keep(&e.kind, &e.name))
-            .map(|e| (e.name, e.size))
+            .map(|e| file(e.kind, e.name, e.size, e.link_name))
             .collect()),
         Err(TocError::NoFooter) => Ok(read_zstd_chunked_toc(f, len)?
             .entries
             .into_iter()
             .filter(|e| keep(&e.kind, &e.name))
-            .map(|e| (e.name, e.size))
+            .map(|e| file(e.kind, e.name, e.size, e.link_name))
             .collect()),
         Err(e) => Err(e),
     }
 }
 
-/// Reads the TOC of a zstd:chunked layer blob through its 64-byte footer.
+/// Reads the TOC of a zstd:chunked layer blob through its 64-byte footer, within
+/// [`crate::limits`] (as `ls` reads one from a registry).
 pub fn read_zstd_chunked_toc(f: &File, len: u64) -> Result<zstd_chunked::Toc, TocError> {
     let frame_size = zstd_chunked::FOOTER_FRAME_SIZE as u64;
     if len < frame_size {
@@ -656,25 +780,20 @@ pub fn read_zstd_chunked_toc(f: &File, len: u64) -> Result<zstd_chunked::Toc, To
     let mut frame = [0u8; zstd_chunked::FOOTER_FRAME_SIZE];
     f.read_exact_at(&mut frame, len - frame_size)?;
     let footer = zstd_chunked::parse_footer(&frame).ok_or(TocError::NoFooter)?;
-    if footer.manifest_len > MAX_TOC_MEMBER || footer.manifest_uncompressed_len > MAX_TOC_TAR {
-        return Err(TocError::TooLarge(footer.manifest_uncompressed_len));
-    }
-    if footer
-        .manifest_offset
-        .checked_add(footer.manifest_len)
-        .map_or(true, |end| end > len)
-    {
-        return Err(TocError::NoFooter);
-    }
-    let mut compressed = vec![0u8; footer.manifest_len as usize];
-    f.read_exact_at(&mut compressed, footer.manifest_offset)?;
-    let json = zstd::bulk::decompress(&compressed, footer.manifest_uncompressed_len as usize)
-        .map_err(|_| TocError::Zstd)?;
-    Ok(zstd_chunked::Toc::from_json(&json)?)
+    let position = format!(
+        "{}:{}:{}",
+        footer.manifest_offset, footer.manifest_len, footer.manifest_uncompressed_len
+    );
+    let (offset, mlen, ulen) = toc_reader::zstd_toc_position(&position, len)?;
+    let mut compressed = vec![0u8; mlen as usize];
+    f.read_exact_at(&mut compressed, offset)?;
+    let json = toc_reader::zstd_section("TOC", &compressed, ulen)?;
+    Ok(toc_reader::parse_zstd_toc(&json)?)
 }
 
 /// Reads the eStargz TOC of a layer blob of `len` bytes: the 51-byte footer gives the
-/// offset of the TOC member, one gzip member holding a tar entry `stargz.index.json`.
+/// offset of the TOC member, one gzip member holding a tar entry `stargz.index.json`;
+/// within [`crate::limits`] (as `ls` reads one from a registry).
 pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     let footer_size = FOOTER_SIZE as u64;
     if len < footer_size {
@@ -682,48 +801,20 @@ pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     }
     let mut footer = [0u8; FOOTER_SIZE];
     f.read_exact_at(&mut footer, len - footer_size)?;
-    let offset = parse_footer(&footer).ok_or(TocError::NoFooter)?;
-    let end = len - footer_size;
-    if offset >= end {
+    if crate::layer::estargz::parse_footer(&footer).is_none() {
         return Err(TocError::NoFooter);
     }
-    let member_len = end - offset;
-    if member_len > MAX_TOC_MEMBER {
-        return Err(TocError::TooLarge(member_len));
-    }
-    let mut member = vec![0u8; member_len as usize];
-    f.read_exact_at(&mut member, offset)?;
-    if member.len() < 18 {
-        return Err(TocError::Gzip);
-    }
-    // ISIZE: the inflated size (mod 2^32) in the member's last four bytes.
-    let tail: [u8; 4] = member[member.len() - 4..].try_into().expect("4 bytes");
-    let isize = u32::from_le_bytes(tail) as u64;
-    if isize > MAX_TOC_TAR {
-        return Err(TocError::TooLarge(isize));
-    }
-    let mut tar_bytes = vec![0u8; isize as usize];
-    let n = libdeflater::Decompressor::new()
-        .gzip_decompress(&member, &mut tar_bytes)
-        .map_err(|_| TocError::Gzip)?;
-    tar_bytes.truncate(n);
-    let mut ar = tar::Archive::new(&tar_bytes[..]);
-    let mut entries = ar.entries().map_err(|_| TocError::NoToc)?;
-    let mut first = entries
-        .next()
-        .ok_or(TocError::NoToc)?
-        .map_err(|_| TocError::NoToc)?;
-    if first.path().ok().as_deref() != Some(Path::new("stargz.index.json")) {
-        return Err(TocError::NoToc);
-    }
-    let mut json = Vec::new();
-    first.read_to_end(&mut json)?;
-    Ok(Toc::from_json(&json)?)
+    let (start, end) = toc_reader::estargz_toc_range(&footer, len)?;
+    let mut member = vec![0u8; (end - start) as usize];
+    f.read_exact_at(&mut member, start)?;
+    let json = toc_reader::estargz_toc_json(&member)?;
+    Ok(toc_reader::parse_estargz_toc(&json)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ANNOTATION_REVISION;
 
     #[test]
     fn names_follow_the_oci_grammar() {
@@ -894,7 +985,8 @@ mod tests {
             crate::layer::build(entries, &contents, &zopts, Vec::new(), &|_| {}).unwrap();
         fs::write(&blob, &zout).unwrap();
         let files = layer_files(&File::open(&blob).unwrap(), zout.len() as u64).unwrap();
-        assert_eq!(files, vec![("config.json".to_string(), 2)]);
+        let files: Vec<_> = files.iter().map(|f| (f.name.as_str(), f.size)).collect();
+        assert_eq!(files, [("config.json", 2)]);
         // Not an eStargz blob.
         fs::write(&blob, [0u8; 100]).unwrap();
         assert!(matches!(

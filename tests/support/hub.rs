@@ -123,6 +123,17 @@ pub enum Fault {
         commit: String,
         name: String,
     },
+    /// Every tree page says there is a next one, at a new cursor each time (pages past
+    /// the end are empty): pagination that never ends. Stays until cleared.
+    EndlessTree,
+    /// Every tree page's next page is the page itself. Stays until cleared.
+    RepeatingTree,
+    /// Every tree page is padded with `bytes` spaces after the JSON (still valid JSON,
+    /// just enormous). Stays until cleared.
+    PaddedTree { bytes: usize },
+    /// Every file in the tree listing is listed with this size (LFS size too). Stays
+    /// until cleared.
+    ListedSize { size: u64 },
 }
 
 /// Content served for `Fault::TraversalName` entries.
@@ -1042,6 +1053,16 @@ impl Shared {
             },
         };
         let page_size = self.state.lock().unwrap().page_size;
+        let (mut endless, mut repeating, mut pad, mut listed_size) = (false, false, 0, None);
+        for f in &self.state.lock().unwrap().faults {
+            match f {
+                Fault::EndlessTree => endless = true,
+                Fault::RepeatingTree => repeating = true,
+                Fault::PaddedTree { bytes } => pad = *bytes,
+                Fault::ListedSize { size } => listed_size = Some(*size),
+                _ => {}
+            }
+        }
 
         let root = DirNode::build(&snap.files);
         let base = path.trim_end_matches('/');
@@ -1065,14 +1086,34 @@ impl Shared {
         dir.collect(&prefix, recursive, &mut items);
 
         let end = offset.saturating_add(page_size).min(items.len());
-        let page: Vec<Value> = items
+        let mut page: Vec<Value> = items
             .get(offset.min(items.len())..end)
             .unwrap_or(&[])
             .iter()
             .map(|it| it.to_json(expand, &snap.commit))
             .collect();
+        if let Some(size) = listed_size {
+            for v in page.iter_mut().filter(|v| v["type"] == "file") {
+                v["size"] = json!(size);
+                if v["lfs"].is_object() {
+                    v["lfs"]["size"] = json!(size);
+                }
+            }
+        }
         let mut resp = json_response(200, &Value::Array(page));
-        if end < items.len() {
+        if pad > 0 {
+            if let Body::Bytes(b) = &mut resp.body {
+                b.resize(b.len() + pad, b' ');
+            }
+        }
+        let end = if repeating {
+            offset
+        } else if endless {
+            offset.saturating_add(page_size.max(1))
+        } else {
+            end
+        };
+        if end < items.len() || endless || repeating {
             // Absolute, pointing at this server, keeping the caller's other parameters.
             let mut q: Vec<&str> = raw_query
                 .split('&')

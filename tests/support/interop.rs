@@ -1,21 +1,51 @@
-//! Helpers for tests that run tools we did not write (`../shared/tools`, skopeo,
-//! docker-registry, podman…): skip with a message when a tool is missing, fail under
-//! `CI=true`; run a command and insist it succeeds; a throwaway registry.
+//! Helpers for tests that run tools we did not write (the reference checkers built from
+//! `interop/checkers`, skopeo, docker-registry, podman…): skip with a message when a tool
+//! is missing, fail under `CI=true`; run a command and insist it succeeds; a throwaway
+//! registry.
 
+use super::{sha256, Layout};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools")
+/// The repository's own reference checkers (`estargz-check`, `zstdchunked-check`), built
+/// (or found in the cache) by `scripts/install-interop.sh --checkers`: their directory,
+/// or `None` when they cannot be built here (no Go toolchain).
+pub fn checkers_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let o = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-interop.sh"))
+            .arg("--checkers")
+            .stderr(Stdio::inherit())
+            .output()
+            .ok()?;
+        let out = String::from_utf8_lossy(&o.stdout);
+        let dir = PathBuf::from(out.lines().last()?.trim());
+        (o.status.success() && dir.join("estargz-check").is_file()).then_some(dir)
+    })
+    .clone()
 }
 
-/// True when every command is on PATH and every script is in `../shared/tools`.
-/// Otherwise prints `SKIP: …` and returns false, or panics under `CI=true`.
-pub fn have_tools(commands: &[&str], scripts: &[&str]) -> bool {
+/// A command running one of the reference checkers (see [`checkers_dir`]).
+pub fn checker(name: &str) -> Command {
+    Command::new(
+        checkers_dir()
+            .expect("the reference checkers (have_tools first)")
+            .join(name),
+    )
+}
+
+/// True when every command is on PATH and every named reference checker
+/// (`estargz-check`, `zstdchunked-check`) is built. Otherwise prints `SKIP: …` and returns
+/// false, or panics under `CI=true`.
+pub fn have_tools(commands: &[&str], checkers: &[&str]) -> bool {
     let mut missing: Vec<String> = commands
         .iter()
         .filter(|t| {
@@ -28,16 +58,16 @@ pub fn have_tools(commands: &[&str], scripts: &[&str]) -> bool {
         })
         .map(|t| t.to_string())
         .collect();
-    for s in scripts {
-        if !tools_dir().join(s).is_file() {
-            missing.push(format!("{}/{s}", tools_dir().display()));
+    for c in checkers {
+        if !checkers_dir().is_some_and(|d| d.join(c).is_file()) {
+            missing.push(format!("{c} (interop/checkers; needs Go)"));
         }
     }
     if missing.is_empty() {
         return true;
     }
     skip_or_fail(&format!(
-        "interop tools missing: {} (run ../shared/tools/install-interop.sh --probe)",
+        "interop tools missing: {} (run scripts/install-interop.sh)",
         missing.join(", ")
     ));
     false
@@ -251,4 +281,213 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+/// Every path under `root` (relative, sorted) with what it is: a file's bytes, a symlink's
+/// target, or a directory.
+pub fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("symlink -> {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else {
+                format!("file {}", sha256(&fs::read(&p).unwrap()))
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// The end-to-end check of a layout with tools we did not write; returns one line per
+/// step passed and panics, with the tool's output, at the first failure:
+/// 1 oci-image-tool validates the layout; 2 skopeo reads the tagged index byte for byte;
+/// 3 a push to a registry and 4 a pull back (skopeo, --all --preserve-digests) change no
+/// blob; 5 umoci unpacks the linux/amd64 image, 6 whose tree equals `source` (eStargz's own
+/// root entries aside); 7 estargz-check verifies every layer against the manifest, the
+/// config and the annotations.
+pub fn oci_check(layout: &Path, source: &Path, work: &Path) -> Vec<String> {
+    let mut report = Vec::new();
+    let tagged = Layout::read(layout);
+    let tag = tagged.layout_index["manifests"][0]["annotations"]
+        ["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let v = Command::new("oci-image-tool")
+        .args(["validate", "--type", "imageLayout"])
+        .arg(layout)
+        .output()
+        .unwrap();
+    if v.status.success() {
+        report.push("1 oci-image-tool validate --type imageLayout".to_string());
+    } else {
+        // Debian's oci-image-tool (1.0.0-rc) has no imageLayout type; "image" detects a layout.
+        assert!(
+            String::from_utf8_lossy(&v.stderr).contains("unimplemented"),
+            "oci-image-tool: {}",
+            String::from_utf8_lossy(&v.stderr)
+        );
+        run_checked(
+            Command::new("oci-image-tool")
+                .args(["validate", "--type", "image", "--ref"])
+                .arg(format!("name={tag}"))
+                .arg(layout),
+        );
+        report.push("1 oci-image-tool validate --type image".to_string());
+    }
+
+    let oci_ref = format!("oci:{}:{tag}", layout.display());
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", &oci_ref])
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(
+        sha256(&raw.stdout),
+        tagged.index_digest,
+        "skopeo inspect --raw"
+    );
+    report.push("2 skopeo inspect --raw == the tagged index".to_string());
+
+    let reg = Registry::start();
+    let remote = format!("docker://{}/test/model:latest", reg.addr);
+    let copy = ["copy", "-q", "--all", "--preserve-digests"];
+    run_checked(
+        Command::new("skopeo")
+            .args(copy)
+            .arg("--dest-tls-verify=false")
+            .args([&oci_ref, &remote]),
+    );
+    let raw = run_checked(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &remote,
+    ]));
+    assert_eq!(sha256(raw.as_bytes()), tagged.index_digest, "pushed index");
+    report.push("3 push: the registry serves the same index digest".to_string());
+
+    let rt = work.join("roundtrip");
+    run_checked(
+        Command::new("skopeo")
+            .args(copy)
+            .arg("--src-tls-verify=false")
+            .arg(&remote)
+            .arg(format!("oci:{}:latest", rt.display())),
+    );
+    let mut blobs = vec![tagged.index_digest.clone()];
+    for m in tagged.index["manifests"].as_array().unwrap() {
+        let md = m["digest"].as_str().unwrap();
+        let man = json(&blob_path(layout, md));
+        blobs.push(md.to_string());
+        blobs.push(man["config"]["digest"].as_str().unwrap().to_string());
+        for l in man["layers"].as_array().unwrap() {
+            blobs.push(l["digest"].as_str().unwrap().to_string());
+        }
+    }
+    for d in &blobs {
+        assert_eq!(
+            fs::read(blob_path(&rt, d)).unwrap(),
+            fs::read(blob_path(layout, d)).unwrap(),
+            "{d} after the round trip"
+        );
+    }
+    report.push(format!(
+        "4 round trip: {} blobs byte-identical",
+        blobs.len()
+    ));
+
+    // umoci wants a manifest, not an index: tag the amd64 one in the round-tripped layout.
+    let amd64 = tagged.index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .unwrap_or(&tagged.index["manifests"][0])
+        .clone();
+    let mut idx = json(&rt.join("index.json"));
+    let mut desc = amd64.clone();
+    desc.as_object_mut().unwrap().remove("platform");
+    desc["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "amd64"});
+    idx["manifests"].as_array_mut().unwrap().push(desc);
+    fs::write(rt.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    let rootfs = work.join("rootfs");
+    run_checked(
+        Command::new("umoci")
+            .args(["raw", "unpack", "--image"])
+            .arg(format!("{}:amd64", rt.display()))
+            .arg(&rootfs),
+    );
+    report.push("5 umoci raw unpack".to_string());
+
+    let mut got = tree(&rootfs);
+    for reserved in [
+        ".prefetch.landmark",
+        ".no.prefetch.landmark",
+        "stargz.index.json",
+    ] {
+        got.remove(reserved);
+    }
+    assert_eq!(got, tree(source), "unpacked tree vs source");
+    report.push(format!("6 unpacked tree == source ({} paths)", got.len()));
+
+    let man = json(&blob_path(layout, amd64["digest"].as_str().unwrap()));
+    let cfg = json(&blob_path(
+        layout,
+        man["config"]["digest"].as_str().unwrap(),
+    ));
+    for (i, l) in man["layers"].as_array().unwrap().iter().enumerate() {
+        let digest = l["digest"].as_str().unwrap();
+        let ann = &l["annotations"];
+        let out = run_checked(
+            checker("estargz-check")
+                .arg("verify")
+                .arg(blob_path(layout, digest))
+                .args(["--digest", digest])
+                .args([
+                    "--toc-digest",
+                    ann["containerd.io/snapshot/stargz/toc.digest"]
+                        .as_str()
+                        .unwrap(),
+                ])
+                .args(["--diff-id", cfg["rootfs"]["diff_ids"][i].as_str().unwrap()])
+                .args([
+                    "--uncompressed-size",
+                    ann["io.containers.estargz.uncompressed-size"]
+                        .as_str()
+                        .unwrap(),
+                ]),
+        );
+        let line: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(line["ok"], true, "{out}");
+        report.push(format!(
+            "7.{i} estargz-check: {} files, {} chunks",
+            line["files"], line["chunks"]
+        ));
+    }
+    report
 }

@@ -2,6 +2,7 @@
 
 use super::error::HubError;
 use super::http::{Attempt, Http};
+use crate::limits::{self, BodyError};
 use crate::names::{CommitSha, ModelName};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
@@ -148,30 +149,74 @@ pub fn unsafe_name(path: &str) -> Option<&'static str> {
     if path.len() >= 2 && path.as_bytes()[1] == b':' {
         return Some("drive letter");
     }
+    if path.len() > limits::MAX_PATH_LEN || path.split('/').any(|s| s.len() > limits::MAX_NAME_LEN)
+    {
+        return Some("too long");
+    }
     None
 }
 
+/// A Hub answer as JSON, with the next page's URL from its `Link` header. The body is
+/// at most [`limits::MAX_LISTING_PAGE`] bytes of JSON at most
+/// [`limits::MAX_JSON_DEPTH`] deep with arrays of at most
+/// [`limits::MAX_LISTING_FILES`] items; a `Link` header at most
+/// [`limits::MAX_LINK_LEN`] bytes.
 async fn get_json<T: serde::de::DeserializeOwned>(
     http: &Http,
     url: &str,
 ) -> Result<(T, Option<String>), HubError> {
+    let too = |msg: String| HubError::BadResponse {
+        url: url.to_string(),
+        msg,
+    };
     http.retrying(url, || async {
         match http.get(url, None).await {
-            Attempt::Done(f) => {
-                let next = f
-                    .response
-                    .headers()
-                    .get_all("link")
+            Attempt::Done(mut f) => {
+                let links = f.response.headers().get_all("link");
+                if let Some(v) = links.iter().find(|v| v.len() > limits::MAX_LINK_LEN) {
+                    let msg = format!(
+                        "a Link header of {} bytes (at most {})",
+                        v.len(),
+                        limits::MAX_LINK_LEN
+                    );
+                    return (Attempt::Fail(too(msg)), false);
+                }
+                let next = links
                     .iter()
                     .filter_map(|v| v.to_str().ok())
                     .find_map(next_link);
-                match f.response.bytes().await {
+                let body =
+                    limits::read_body_capped(&mut f.response, limits::MAX_LISTING_PAGE, |_| {})
+                        .await;
+                let body = match body {
+                    Err(BodyError::TooLarge) => {
+                        let msg = format!(
+                            "the answer is larger than {} ({} bytes), the most depotai reads",
+                            crate::units::human_bytes(limits::MAX_LISTING_PAGE),
+                            limits::MAX_LISTING_PAGE
+                        );
+                        return (Attempt::Fail(too(msg)), false);
+                    }
+                    Err(BodyError::Network(e)) => Err(e),
+                    Ok(b) => {
+                        let shape = limits::check_json_shape(
+                            &b,
+                            limits::MAX_JSON_DEPTH,
+                            limits::MAX_LISTING_FILES,
+                        );
+                        if let Err(e) = shape {
+                            return (Attempt::Fail(too(e.to_string())), false);
+                        }
+                        Ok(b)
+                    }
+                };
+                match body {
                     Ok(body) => match serde_json::from_slice::<T>(&body) {
                         Ok(v) => (Attempt::Done((v, next)), false),
                         Err(e) => (
                             Attempt::Fail(HubError::BadResponse {
                                 url: url.to_string(),
-                                msg: e.to_string(),
+                                msg: limits::one_line(&e.to_string(), 200),
                             }),
                             false,
                         ),
@@ -208,6 +253,99 @@ fn next_link(value: &str) -> Option<String> {
     })
 }
 
+/// Adds the files of one listing page to `files` (unsafe names to `unsafe_names`, the
+/// first 20 of them kept for the message), checking counts, sizes and hashes.
+fn add_page(
+    entries: Vec<TreeEntry>,
+    url: &str,
+    files: &mut Vec<RemoteFile>,
+    unsafe_names: &mut Vec<String>,
+) -> Result<(), HubError> {
+    for e in entries {
+        if e.kind != "file" {
+            continue;
+        }
+        if files.len() + unsafe_names.len() >= limits::MAX_LISTING_FILES {
+            return Err(HubError::BadResponse {
+                url: url.to_string(),
+                msg: format!(
+                    "the tree listing has more than {} files",
+                    limits::MAX_LISTING_FILES
+                ),
+            });
+        }
+        if e.size > limits::MAX_HUB_FILE_SIZE {
+            return Err(HubError::BadResponse {
+                url: url.to_string(),
+                msg: format!(
+                    "{} is listed with {} bytes, more than the {} depotai accepts for a file",
+                    limits::shown(&e.path),
+                    e.size,
+                    crate::units::human_bytes(limits::MAX_HUB_FILE_SIZE)
+                ),
+            });
+        }
+        if let Some(why) = unsafe_name(&e.path) {
+            if unsafe_names.len() < 20 {
+                unsafe_names.push(format!("{} ({why})", limits::shown(&e.path)));
+            }
+            continue;
+        }
+        let check = match &e.lfs {
+            Some(l) => {
+                if l.size != e.size {
+                    return Err(HubError::BadResponse {
+                        url: url.to_string(),
+                        msg: format!(
+                            "{}: LFS size {} differs from size {}",
+                            e.path, l.size, e.size
+                        ),
+                    });
+                }
+                Check::Sha256(l.oid.to_ascii_lowercase())
+            }
+            None => Check::GitSha1(e.oid.to_ascii_lowercase()),
+        };
+        let hex_len = match check {
+            Check::Sha256(_) => 64,
+            Check::GitSha1(_) => 40,
+        };
+        let h = check.etag();
+        if h.len() != hex_len || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(HubError::BadResponse {
+                url: url.to_string(),
+                msg: format!("{}: malformed hash {}", e.path, limits::shown(h)),
+            });
+        }
+        files.push(RemoteFile {
+            path: e.path,
+            size: e.size,
+            check,
+        });
+    }
+    Ok(())
+}
+
+/// One page of a tree listing as [`list_files`] reads it: the JSON's shape, then each
+/// entry. Returns the files and the unsafe names found (for tests and fuzzing).
+pub fn parse_tree_page(body: &[u8]) -> Result<(Vec<RemoteFile>, Vec<String>), HubError> {
+    let url = "tree page";
+    limits::check_json_shape(body, limits::MAX_JSON_DEPTH, limits::MAX_LISTING_FILES).map_err(
+        |e| HubError::BadResponse {
+            url: url.into(),
+            msg: e.to_string(),
+        },
+    )?;
+    let entries: Vec<TreeEntry> =
+        serde_json::from_slice(body).map_err(|e| HubError::BadResponse {
+            url: url.into(),
+            msg: limits::one_line(&e.to_string(), 200),
+        })?;
+    let (mut files, mut unsafe_names) = (Vec::new(), Vec::new());
+    add_page(entries, url, &mut files, &mut unsafe_names)?;
+    Ok((files, unsafe_names))
+}
+
 /// Lists every file at `sha`, checking that the Hub knows the commit as pinned.
 pub async fn list_files(
     http: &Http,
@@ -240,57 +378,28 @@ pub async fn list_files(
     let mut unsafe_names = Vec::new();
     let mut next = Some(format!("{ep}/api/models/{model}/tree/{sha}?recursive=true"));
     let mut pages = 0;
+    let mut seen_pages = std::collections::HashSet::new();
     while let Some(url) = next.take() {
         pages += 1;
-        if pages > 100_000 {
+        if pages > limits::MAX_LISTING_PAGES {
             return Err(HubError::BadResponse {
                 url,
-                msg: "endless tree pagination".into(),
+                msg: format!(
+                    "the tree listing goes on for more than {} pages",
+                    limits::MAX_LISTING_PAGES
+                ),
+            });
+        }
+        if !seen_pages.insert(url.clone()) {
+            return Err(HubError::BadResponse {
+                url,
+                msg: "the tree listing's next page is one it sent before".into(),
             });
         }
         let (entries, link) = get_json::<Vec<TreeEntry>>(http, &url)
             .await
             .map_err(|e| explain(e, http, model, sha, None))?;
-        for e in entries {
-            if e.kind != "file" {
-                continue;
-            }
-            if let Some(why) = unsafe_name(&e.path) {
-                unsafe_names.push(format!("{:?} ({why})", e.path));
-                continue;
-            }
-            let check = match &e.lfs {
-                Some(l) => {
-                    if l.size != e.size {
-                        return Err(HubError::BadResponse {
-                            url,
-                            msg: format!(
-                                "{}: LFS size {} differs from size {}",
-                                e.path, l.size, e.size
-                            ),
-                        });
-                    }
-                    Check::Sha256(l.oid.to_ascii_lowercase())
-                }
-                None => Check::GitSha1(e.oid.to_ascii_lowercase()),
-            };
-            let hex_len = match check {
-                Check::Sha256(_) => 64,
-                Check::GitSha1(_) => 40,
-            };
-            let h = check.etag();
-            if h.len() != hex_len || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(HubError::BadResponse {
-                    url,
-                    msg: format!("{}: malformed hash {h:?}", e.path),
-                });
-            }
-            files.push(RemoteFile {
-                path: e.path,
-                size: e.size,
-                check,
-            });
-        }
+        add_page(entries, &url, &mut files, &mut unsafe_names)?;
         next = link;
     }
     if !unsafe_names.is_empty() {

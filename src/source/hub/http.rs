@@ -142,7 +142,7 @@ impl Http {
                     Err(e) => {
                         return Attempt::Fail(HubError::BadResponse {
                             url: url.to_string(),
-                            msg: format!("bad Location {loc:?}: {e}"),
+                            msg: format!("bad Location {}: {e}", crate::limits::shown(&loc)),
                         })
                     }
                 };
@@ -223,18 +223,22 @@ pub fn describe(e: &reqwest::Error) -> String {
 
 /// A non-success status: transient ones are retried, the Hub's error codes become
 /// their own errors (filled in by the caller, who knows the repo and path).
-async fn classify_failure<T>(resp: Response) -> Attempt<T> {
+async fn classify_failure<T>(mut resp: Response) -> Attempt<T> {
     let status = resp.status();
     let url = resp.url().to_string();
     let h = resp.headers().clone();
     let code = header(&h, "x-error-code").unwrap_or_default();
     let mut msg = header(&h, "x-error-message").unwrap_or_default();
     if msg.is_empty() {
-        if let Ok(body) = resp.text().await {
+        // An error page is read for its message only: a bounded start of it, on one line.
+        let max = crate::limits::MAX_ERROR_BODY;
+        if let Ok(body) = crate::limits::read_body_capped(&mut resp, max, |_| {}).await {
+            let body = String::from_utf8_lossy(&body);
             msg = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_else(|| body.chars().take(200).collect());
+                .unwrap_or_else(|| body.into_owned());
+            msg = crate::limits::one_line(msg.trim(), 200);
         }
     }
     let transient = status == StatusCode::TOO_MANY_REQUESTS

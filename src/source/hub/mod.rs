@@ -15,7 +15,7 @@ mod error;
 mod http;
 mod stream;
 
-pub use api::{unsafe_name, Check, RemoteFile};
+pub use api::{parse_tree_page, unsafe_name, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
 pub use download::{FetchProgress, Silent};
@@ -188,6 +188,38 @@ impl Contents for HubContents {
     }
 }
 
+/// Lists `model` at `sha` and keeps the files `filter` wants, downloading nothing: the
+/// file list a [`HubStream`] reads, and what a build checks its layer plan against
+/// before the first byte moves.
+pub fn list(
+    model: &ModelName,
+    sha: &CommitSha,
+    cfg: &HubConfig,
+    filter: &FileFilter,
+) -> Result<Vec<RemoteFile>, HubError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(error::io(&cfg.cache_dir))?;
+    let http = http::Http::new(cfg)?;
+    let listed = rt.block_on(async {
+        tokio::select! {
+            listed = api::list_files(&http, model, sha) => listed,
+            () = cancelled(cfg) => Err(HubError::Interrupted),
+        }
+    })?;
+    let wanted: Vec<RemoteFile> = listed
+        .into_iter()
+        .filter(|f| filter.wants(&f.path))
+        .collect();
+    if wanted.is_empty() {
+        return Err(HubError::NoFiles {
+            repo: model.to_string(),
+        });
+    }
+    Ok(wanted)
+}
+
 /// Lists, filters and downloads `model` at `sha` into the cache.
 pub fn fetch(
     model: &ModelName,
@@ -216,38 +248,6 @@ pub fn fetch(
             source: e,
         })?;
     rt.block_on(fetch_online(model, sha, cfg, filter, &cache, progress))
-}
-
-/// Lists `model` at `sha` and keeps the files `filter` wants, downloading nothing: what
-/// a build would fetch, so a layer plan can be checked against a registry's limits
-/// before the first byte moves.
-pub fn list(
-    model: &ModelName,
-    sha: &CommitSha,
-    cfg: &HubConfig,
-    filter: &FileFilter,
-) -> Result<Vec<RemoteFile>, HubError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| HubError::Io {
-            path: cfg.cache_dir.clone(),
-            source: e,
-        })?;
-    rt.block_on(async {
-        let http = http::Http::new(cfg)?;
-        let listed = api::list_files(&http, model, sha).await?;
-        let wanted: Vec<RemoteFile> = listed
-            .into_iter()
-            .filter(|f| filter.wants(&f.path))
-            .collect();
-        if wanted.is_empty() {
-            return Err(HubError::NoFiles {
-                repo: model.to_string(),
-            });
-        }
-        Ok(wanted)
-    })
 }
 
 async fn fetch_online(

@@ -1,0 +1,13 @@
+//! One page of the Hub's tree listing: files with safe names, bounded sizes and
+//! well-formed hashes, or an error.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok((files, _unsafe)) = depotai::source::hub::parse_tree_page(data) {
+        for f in &files {
+            assert!(depotai::source::hub::unsafe_name(&f.path).is_none());
+            assert!(f.size <= depotai::limits::MAX_HUB_FILE_SIZE);
+        }
+    }
+});

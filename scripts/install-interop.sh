@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The interop toolkit the tests run against depotai's images: Debian packages, plus this
+# repository's own reference checkers (interop/checkers, Go, module mode):
+#   estargz-check       github.com/containerd/stargz-snapshotter/estargz
+#   zstdchunked-check   containers/storage pkg/chunked (go.podman.io/storage)
+#
+#   scripts/install-interop.sh              install the packages, build the checkers
+#   scripts/install-interop.sh --checkers   only build (or reuse) the checkers
+#
+# The last line of output is the directory holding the checkers; they are cached under
+# ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/checkers/<hash of the sources,
+# go.mod, go.sum and the Go version>/, so a rerun takes a moment. Only Debian's apt and
+# the Go module proxy are used; GOTOOLCHAIN=local. Go is ${DEPOTAI_GO:-/usr/local/go/bin/go}.
+# Services the packages ship (docker-registry) are not left running.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+src="$root/interop/checkers"
+go="${DEPOTAI_GO:-/usr/local/go/bin/go}"
+export GOTOOLCHAIN=local
+
+PKGS=(
+  skopeo          # copy / inspect images
+  umoci           # unpack OCI images
+  oci-image-tool  # OCI image-layout validation
+  docker-registry # the CNCF distribution registry
+  buildah podman  # containers/image + containers/storage consumers (podman 4.3: partial pulls)
+  fuse-overlayfs  # overlay storage where the kernel's overlayfs cannot mount
+  uidmap          # newuidmap for podman
+  jq zstd curl
+  apache2-utils   # htpasswd, for the basic-auth registry test
+)
+
+if [[ "${1:-}" != "--checkers" ]]; then
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  missing=()
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    t0=$(date +%s)
+    echo "install-interop: apt-get install ${missing[*]}" >&2
+    # A package's postinst must not start its service (docker-registry) behind our back.
+    created_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+      $SUDO chmod 755 /usr/sbin/policy-rc.d
+      created_policy=1
+    fi
+    apt=($SUDO apt-get -o DPkg::Lock::Timeout=600 -y -qq)
+    rc=0
+    { "${apt[@]}" install --no-install-recommends "${missing[@]}" \
+        || { "${apt[@]}" update && "${apt[@]}" install --no-install-recommends "${missing[@]}"; }; } \
+        >/tmp/install-interop.apt.log 2>&1 || rc=$?
+    [[ $created_policy -eq 0 ]] || $SUDO rm -f /usr/sbin/policy-rc.d
+    if [[ $rc -ne 0 ]]; then
+      echo "install-interop: apt-get failed; tail of /tmp/install-interop.apt.log:" >&2
+      tail -20 /tmp/install-interop.apt.log >&2
+      exit 1
+    fi
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+      $SUDO systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+    fi
+    echo "install-interop: packages installed in $(( $(date +%s) - t0 )) s" >&2
+  fi
+fi
+
+if [[ ! -x "$go" ]]; then
+  echo "install-interop: no Go toolchain at $go (set DEPOTAI_GO); the checkers are not built" >&2
+  exit 3
+fi
+key="$( { cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum; "$go" version; } | sha256sum | cut -c1-16)"
+bin="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}/checkers/$key"
+if [[ -x "$bin/estargz-check" && -x "$bin/zstdchunked-check" ]]; then
+  echo "$bin"
+  exit 0
+fi
+t0=$(date +%s)
+mkdir -p "$(dirname "$bin")"
+tmp="$(mktemp -d "$(dirname "$bin")/.build.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+# -mod=readonly: go.sum is the pin; nothing is upgraded behind the repository's back.
+( cd "$src" && CGO_ENABLED=0 "$go" build -mod=readonly -buildvcs=false -trimpath -o "$tmp/" ./estargz-check ./zstdchunked-check ) >&2
+rm -rf "$bin"
+mv "$tmp" "$bin"
+trap - EXIT
+echo "install-interop: checkers built in $(( $(date +%s) - t0 )) s" >&2
+echo "$bin"

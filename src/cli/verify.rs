@@ -1,0 +1,274 @@
+//! `depotai verify REF|LAYOUT`: rebuild an image from the Hub and compare digests, and
+//! `depotai inspect REF|LAYOUT`: what its provenance says. The work is done by
+//! `depotai::verify` and `depotai::remote::published`.
+
+use super::push::{runtime, RegistryFlags};
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use depotai::catalogue::record::BuildSettings;
+use depotai::image::{default_platforms, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use depotai::layer;
+use depotai::names::{CommitSha, ModelName};
+use depotai::plan::PlanOptions;
+use depotai::provenance::Provenance;
+use depotai::remote::published::{self, PublishedImage};
+use depotai::remote::Reference;
+use depotai::source::hub::HubConfig;
+use depotai::verify::{self, Claim};
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// An image in a registry (REGISTRY/REPO[:TAG|@DIGEST]) or an OCI layout directory.
+    #[arg(value_name = "REF|LAYOUT")]
+    target: String,
+    /// Without a provenance: the model (default: from the image's source annotation).
+    #[arg(long, value_name = "ORG/MODEL")]
+    model: Option<String>,
+    /// Without a provenance: the commit (default: from the revision annotation).
+    #[arg(long, value_name = "COMMIT")]
+    sha: Option<String>,
+    /// Without a provenance: a build setting other than the default, as KEY=VALUE
+    /// (format, chunk_size, compression_level, layers, own_layer_above, max_layers,
+    /// platforms, prefetch, include, exclude; lists comma-separated). Repeatable.
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// Print a machine-readable result on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// An image in a registry (REGISTRY/REPO[:TAG|@DIGEST]) or an OCI layout directory.
+    #[arg(value_name = "REF|LAYOUT")]
+    target: String,
+    #[command(flatten)]
+    registry: RegistryFlags,
+    /// Print a machine-readable result on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read(target: &str, registry: &RegistryFlags) -> anyhow::Result<PublishedImage> {
+    let dir = Path::new(target);
+    if dir.join("index.json").is_file() {
+        return published::from_layout(dir).with_context(|| format!("reading {target}"));
+    }
+    let r = Reference::parse(target)?;
+    let client = registry.client(&r, false)?;
+    runtime()?
+        .block_on(published::from_registry(&client, &r))
+        .with_context(|| format!("reading {r}"))
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn settings_from_flags(flags: &[String]) -> anyhow::Result<BuildSettings> {
+    let mut s = BuildSettings::new(
+        &layer::Options::default(),
+        &PlanOptions::default(),
+        &default_platforms(),
+        &[],
+        &[],
+    );
+    for f in flags {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--setting {f:?}: expected KEY=VALUE"))?;
+        let num = || super::parse_size(v).map_err(|e| anyhow!("--setting {k}: {e}"));
+        match k {
+            "format" => s.format = v.to_string(),
+            "chunk_size" => s.chunk_size = num()?,
+            "compression_level" => {
+                s.compression_level = v
+                    .parse()
+                    .map_err(|_| anyhow!("--setting compression_level: {v:?} is not a number"))?
+            }
+            "layers" => s.layers = v.to_string(),
+            "own_layer_above" => s.own_layer_above = num()?,
+            "max_layers" => s.max_layers = num()? as usize,
+            "platforms" => s.platforms = list(v),
+            "prefetch" => s.prefetch = list(v),
+            "include" => s.include = list(v),
+            "exclude" => s.exclude = list(v),
+            _ => bail!("--setting {k}: unknown setting"),
+        }
+    }
+    // The level default depends on the format.
+    if !flags.iter().any(|f| f.starts_with("compression_level=")) {
+        let format: layer::Format = s.format.parse().map_err(anyhow::Error::msg)?;
+        s.compression_level = format.default_level();
+    }
+    Ok(s)
+}
+
+fn claim(img: &PublishedImage, args: &VerifyArgs) -> anyhow::Result<(Claim, String)> {
+    if let Some(bytes) = &img.provenance {
+        let p = Provenance::parse(bytes)?;
+        if p.index_digest != img.index_digest {
+            bail!(
+                "the provenance is for {}, not for this image ({})",
+                p.index_digest,
+                img.index_digest
+            );
+        }
+        if p.source != "huggingface" {
+            bail!("the image was built from a local directory, not from the Hub: there is nothing to rebuild it from");
+        }
+        let from = format!(
+            "provenance ({})",
+            img.provenance_from.as_deref().unwrap_or("referrer")
+        );
+        return Ok((
+            Claim {
+                model: p.model.parse()?,
+                sha: p.revision.parse()?,
+                tag: p.tag.clone(),
+                settings: p.settings.clone(),
+                provenance: Some(p),
+            },
+            from,
+        ));
+    }
+    let model: ModelName = match &args.model {
+        Some(m) => m.parse()?,
+        None => img
+            .annotation(ANNOTATION_SOURCE)
+            .and_then(|s| s.strip_prefix("https://huggingface.co/"))
+            .ok_or_else(|| {
+                anyhow!("the image has no provenance and no Hub source annotation; give --model")
+            })?
+            .parse()?,
+    };
+    let sha: CommitSha = match &args.sha {
+        Some(s) => s.parse()?,
+        None => img
+            .annotation(ANNOTATION_REVISION)
+            .ok_or_else(|| {
+                anyhow!("the image has no provenance and no revision annotation; give --sha")
+            })?
+            .parse()?,
+    };
+    Ok((
+        Claim {
+            model,
+            sha,
+            tag: "latest".into(),
+            settings: settings_from_flags(&args.settings)?,
+            provenance: None,
+        },
+        "annotations and settings".into(),
+    ))
+}
+
+pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let img = read(&args.target, &args.registry)?;
+    let (claim, from) = claim(&img, &args)?;
+    let cfg = HubConfig::from_env();
+    let outcome = verify::verify(&img, &claim, &cfg, &from)
+        .with_context(|| format!("rebuilding {} at {}", claim.model, claim.sha))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    }
+    match &outcome.difference {
+        None => {
+            if !args.json {
+                println!(
+                    "verified {} ({} at {}, from its {})",
+                    outcome.index_digest, outcome.model, outcome.revision, outcome.claim_from
+                );
+                for (n, l) in outcome.layers.iter().enumerate() {
+                    println!("  layer {n}  {}  {}", l.digest, l.role);
+                }
+            }
+            Ok(())
+        }
+        Some(d) => Err(anyhow!(
+            "{} does not match its rebuild from {} at {}: {d}",
+            args.target,
+            outcome.source,
+            outcome.revision
+        )),
+    }
+}
+
+pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let img = read(&args.target, &args.registry)?;
+    let Some(bytes) = &img.provenance else {
+        bail!(
+            "{} has no provenance (no in-toto referrer of {})",
+            args.target,
+            img.index_digest
+        );
+    };
+    let p = Provenance::parse(bytes)?;
+    if args.json {
+        let v = serde_json::json!({
+            "index_digest": img.index_digest,
+            "provenance_from": img.provenance_from,
+            "model": p.model,
+            "revision": p.revision,
+            "source": p.source,
+            "hub_url": (p.source == "huggingface")
+                .then(|| format!("https://huggingface.co/{}/tree/{}", p.model, p.revision)),
+            "tag": p.tag,
+            "tool": p.tool,
+            "settings": p.settings,
+            "files": p.files,
+            "layers": p.layers,
+            "statement": serde_json::from_slice::<serde_json::Value>(bytes)?,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("image     {}", img.index_digest);
+    println!("model     {}", p.model);
+    println!("revision  {}", p.revision);
+    if p.source == "huggingface" {
+        println!(
+            "hub       https://huggingface.co/{}/tree/{}",
+            p.model, p.revision
+        );
+    } else {
+        println!("source    a local directory");
+    }
+    println!("built by  {}", p.tool);
+    println!(
+        "settings  format={} chunk_size={} compression_level={} layers={} own_layer_above={} max_layers={} platforms={}",
+        p.settings.format,
+        p.settings.chunk_size,
+        p.settings.compression_level,
+        p.settings.layers,
+        p.settings.own_layer_above,
+        p.settings.max_layers,
+        p.settings.platforms.join(",")
+    );
+    println!("layers");
+    for (n, l) in p.layers.iter().enumerate() {
+        println!(
+            "  {n}  {}  {:>10}  {} ({} files)",
+            l.digest,
+            depotai::units::human_bytes(l.size),
+            l.role,
+            l.files.len()
+        );
+    }
+    println!("files");
+    for f in &p.files {
+        println!(
+            "  sha256:{}  {:>10}  {}",
+            f.sha256,
+            depotai::units::human_bytes(f.size),
+            f.path
+        );
+    }
+    Ok(())
+}
