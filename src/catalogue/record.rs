@@ -31,6 +31,10 @@ pub struct BuildSettings {
     pub format: String,
     pub chunk_size: u64,
     pub compression_level: i32,
+    /// `libdeflate` or `isal` (eStargz), `zstd` (zstd:chunked). Records written before
+    /// there was a choice were made with libdeflate.
+    #[serde(default = "libdeflate")]
+    pub encoder: String,
     pub platforms: Vec<String>,
     pub prefetch: Vec<String>,
     pub include: Vec<String>,
@@ -48,6 +52,10 @@ impl BuildSettings {
             format: layer.format.to_string(),
             chunk_size: layer.chunk_size,
             compression_level: layer.effective_level(),
+            encoder: match layer.format {
+                layer::Format::Estargz => layer.encoder.name().to_string(),
+                layer::Format::ZstdChunked => "zstd".to_string(),
+            },
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
             prefetch: layer.prefetch.clone(),
             include: include.to_vec(),
@@ -80,6 +88,10 @@ pub struct BuildRecord {
     pub tag: String,
     pub settings: BuildSettings,
     pub files: Vec<RecordedFile>,
+}
+
+fn libdeflate() -> String {
+    layer::Encoder::Libdeflate.name().to_string()
 }
 
 pub fn tool_version() -> String {
@@ -313,6 +325,22 @@ mod tests {
         let mut other = want.clone();
         other.settings.exclude.push("*.onnx".into());
         assert!(other.differs_from(&want).is_some());
+        let mut other = want.clone();
+        other.settings.encoder = "isal".into();
+        assert_eq!(
+            other.differs_from(&want).as_deref(),
+            Some("built with other settings")
+        );
+    }
+
+    #[test]
+    fn a_record_from_before_the_encoder_setting_reads_as_libdeflate() {
+        let want = record();
+        let mut v: serde_json::Value = serde_json::from_slice(&want.to_bytes()).unwrap();
+        assert_eq!(v["settings"]["encoder"], "libdeflate");
+        v["settings"].as_object_mut().unwrap().remove("encoder");
+        let old: BuildRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(old.differs_from(&want), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::Args;
 use depotai::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
 use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
-use depotai::layer::{self, content_size, Contents, Entry, Format};
+use depotai::layer::{self, content_size, Contents, Encoder, Entry, Format};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::source::hub::{self, FileFilter, HubConfig};
@@ -58,10 +58,16 @@ pub struct BuildArgs {
     /// or zstd-chunked (partial pulls with podman, buildah, CRI-O).
     #[arg(long, value_name = "FORMAT", default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
     format: String,
-    /// Compression level. eStargz: libdeflate 1 (fastest) to 12 (smallest), default 1;
+    /// Compression level. eStargz: libdeflate 0 (stored, no compression) or 1 (fastest)
+    /// to 12 (smallest), default 1; with --encoder isal 1 or 2, default 2;
     /// zstd-chunked: zstd 1 to 19, default 3. Part of what the digests depend on.
-    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=19))]
     compression_level: Option<i32>,
+    /// Deflate encoder of eStargz layers: libdeflate (identical bytes on every CPU) or
+    /// isal (ISA-L, several times faster; x86-64 with SSE4.2 only, where its bytes are
+    /// the same on every such CPU). Part of what the digests depend on.
+    #[arg(long, value_name = "ENCODER", default_value = "libdeflate", value_parser = ["libdeflate", "isal"])]
+    encoder: String,
     /// Files (or directories) to put first, before a `.prefetch.landmark` (eStargz only).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     prefetch: Vec<String>,
@@ -124,12 +130,25 @@ fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
             .unwrap_or_else(|| layer::Options::default().threads),
         prefetch: args.prefetch.clone(),
         level: args.compression_level,
+        encoder: args.encoder.parse().map_err(anyhow::Error::msg)?,
     };
-    let levels = format.levels();
+    if format == Format::ZstdChunked && layer.encoder != Encoder::Libdeflate {
+        bail!(
+            "--encoder {} applies to --format estargz only: zstd:chunked is compressed with zstd",
+            layer.encoder
+        );
+    }
+    // Up front, before anything is downloaded: ISA-L only where its bytes are proven.
+    layer.encoder.check_cpu()?;
+    let levels = layer.levels();
     let level = layer.effective_level();
     if !levels.contains(&level) {
+        let with = match format {
+            Format::Estargz => format!(" with --encoder {}", layer.encoder),
+            Format::ZstdChunked => String::new(),
+        };
         bail!(
-            "--compression-level {level} is out of range for --format {format} ({} to {})",
+            "--compression-level {level} is out of range for --format {format}{with} ({} to {})",
             levels.start(),
             levels.end()
         );
@@ -305,6 +324,10 @@ fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_
         "content_bytes": r.layer.content_bytes,
         "chunk_size": req.layer.chunk_size,
         "compression_level": req.layer.effective_level(),
+        "encoder": match req.layer.format {
+            Format::Estargz => req.layer.encoder.name(),
+            Format::ZstdChunked => "zstd",
+        },
         "seconds": (r.seconds * 1000.0).round() / 1000.0,
     })
 }
