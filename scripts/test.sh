@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# nasm and autotools, to build ISA-L (--encoder isal) on x86-64.
+bash scripts/setup-build-deps.sh
+
 tools=../shared/tools
 if [[ -x "$tools/install-interop.sh" || -f "$tools/install-interop.sh" ]]; then
   if [[ $(id -u) -eq 0 ]] || command -v sudo >/dev/null; then
