@@ -250,6 +250,18 @@ for n in names:
           f"{content / MB / r['wall1']:>11.1f}{r['size']:>15,}{(r['size'] / base['size'] - 1) * 100:>+9.3f}%"
           f"{base['wall'] / r['wall']:>13.2f}x{ref_secs / r['wall']:>6.1f}x{r['rss'] / MIB:>9.1f}")
 print()
+# What is left when the encoder does nothing (level 0 stores): reading, the four SHA-256
+# passes (file and chunk digests, diff ID, blob digest) and writing. The rest is the
+# encoder's own cost.
+if "libdeflate-0" in res:
+    floor = res["libdeflate-0"]["cpu"]
+    row("CPU s without compression (libdeflate-0)", f"{floor:.2f} s ({content / MB / floor:.1f} MB/CPU-s)")
+    for n in [n for n in names if n != "libdeflate-0"]:
+        enc = res[n]["cpu"] - floor
+        enc_base = base["cpu"] - floor
+        if enc > 0:
+            row(f"{n}: encoder's own CPU s, x lib-1", f"{enc:.2f} s -> {content / MB / enc:.0f} MB/CPU-s, {enc_base / enc:.2f}x")
+print()
 for n in names:
     row(f"{n} layer digest (all runs, 1 and {ncpu} threads)", res[n]["j"]["layer"]["digest"])
 print("-" * 100)

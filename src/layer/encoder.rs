@@ -191,14 +191,16 @@ mod isal_gzip {
             // room (5 bytes per 65535-byte stored block, plus slack). The bytes do not
             // depend on the room beyond that: ISA-L caps its output at the stored size.
             let bound = data.len() + 5 * (data.len() / 65535 + 1) + 64;
-            let mut out = vec![0u8; GZIP_HEADER.len() + bound + 8];
-            out[..GZIP_HEADER.len()].copy_from_slice(&GZIP_HEADER);
-            let body = &mut out[GZIP_HEADER.len()..GZIP_HEADER.len() + bound];
-            let avail_out = u32::try_from(body.len()).map_err(|_| too_big())?;
+            let avail_out = u32::try_from(bound).map_err(|_| too_big())?;
+            // Not zeroed: ISA-L writes the body and only what it wrote is kept.
+            let mut out = Vec::with_capacity(GZIP_HEADER.len() + bound + 8);
+            out.extend_from_slice(&GZIP_HEADER);
+            let body = out.spare_capacity_mut().as_mut_ptr() as *mut u8;
             // SAFETY: the stream is initialised by ISA-L before use; every pointer it gets
-            // (input, output, level buffer) outlives the call, and the lengths given are
-            // those of the slices. ISA-L keeps no pointer after returning.
-            let (ret, written) = unsafe {
+            // (input, output, level buffer) outlives the call, with the lengths given:
+            // `body` has room for `bound` bytes. ISA-L keeps no pointer after returning,
+            // and it wrote the `total_out` bytes that `set_len` keeps.
+            unsafe {
                 let mut stream: Box<isal::isal_zstream> = Box::new(std::mem::zeroed());
                 isal::isal_deflate_stateless_init(&mut *stream);
                 stream.level = self.level;
@@ -209,21 +211,19 @@ mod isal_gzip {
                 stream.end_of_stream = 1;
                 stream.next_in = data.as_ptr() as *mut u8;
                 stream.avail_in = avail_in;
-                stream.next_out = body.as_mut_ptr();
+                stream.next_out = body;
                 stream.avail_out = avail_out;
                 let ret = isal::isal_deflate_stateless(&mut *stream);
-                (ret, stream.total_out as usize)
-            };
-            if ret != isal::COMP_OK as i32 {
-                return Err(LayerError::Compress(format!(
-                    "ISA-L deflate failed with code {ret}"
-                )));
+                if ret != isal::COMP_OK as i32 {
+                    return Err(LayerError::Compress(format!(
+                        "ISA-L deflate failed with code {ret}"
+                    )));
+                }
+                let written = (stream.total_out as usize).min(bound);
+                out.set_len(GZIP_HEADER.len() + written);
             }
-            let mut n = GZIP_HEADER.len() + written;
-            out[n..n + 4].copy_from_slice(&libdeflater::crc32(data).to_le_bytes());
-            out[n + 4..n + 8].copy_from_slice(&(data.len() as u32).to_le_bytes());
-            n += 8;
-            out.truncate(n);
+            out.extend_from_slice(&libdeflater::crc32(data).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
             Ok(out)
         }
     }
