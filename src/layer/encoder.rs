@@ -148,6 +148,7 @@ fn has_sse42() -> bool {
 /// The 10-byte gzip header libdeflate writes at levels 0 and 1: no name, mtime 0,
 /// XFL 4 ("fastest"), OS 255 ("unknown"). ISA-L members carry the same header, so
 /// only their deflate bodies differ from libdeflate's.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x04, 0xff];
 
 #[cfg(target_arch = "x86_64")]
