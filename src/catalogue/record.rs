@@ -52,10 +52,7 @@ impl BuildSettings {
             format: layer.format.to_string(),
             chunk_size: layer.chunk_size,
             compression_level: layer.effective_level(),
-            encoder: match layer.format {
-                layer::Format::Estargz => layer.encoder.name().to_string(),
-                layer::Format::ZstdChunked => "zstd".to_string(),
-            },
+            encoder: layer.encoder_name().to_string(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
             prefetch: layer.prefetch.clone(),
             include: include.to_vec(),

@@ -8,7 +8,7 @@ use clap::Args;
 use depotai::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
 use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
-use depotai::layer::{self, content_size, Contents, Encoder, Entry, Format};
+use depotai::layer::{self, content_size, Contents, Entry, Format};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::source::hub::{self, FileFilter, HubConfig};
@@ -132,14 +132,8 @@ fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
         level: args.compression_level,
         encoder: args.encoder.parse().map_err(anyhow::Error::msg)?,
     };
-    if format == Format::ZstdChunked && layer.encoder != Encoder::Libdeflate {
-        bail!(
-            "--encoder {} applies to --format estargz only: zstd:chunked is compressed with zstd",
-            layer.encoder
-        );
-    }
     // Up front, before anything is downloaded: ISA-L only where its bytes are proven.
-    layer.encoder.check_cpu()?;
+    layer.check_encoder()?;
     let levels = layer.levels();
     let level = layer.effective_level();
     if !levels.contains(&level) {
@@ -324,10 +318,7 @@ fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_
         "content_bytes": r.layer.content_bytes,
         "chunk_size": req.layer.chunk_size,
         "compression_level": req.layer.effective_level(),
-        "encoder": match req.layer.format {
-            Format::Estargz => req.layer.encoder.name(),
-            Format::ZstdChunked => "zstd",
-        },
+        "encoder": req.layer.encoder_name(),
         "seconds": (r.seconds * 1000.0).round() / 1000.0,
     })
 }

@@ -106,25 +106,36 @@ impl Options {
         }
     }
 
-    /// The effective level, if the format and encoder accept it (and the encoder this
-    /// CPU).
-    pub(crate) fn checked_level(&self) -> Result<i32, LayerError> {
+    /// The name of what compresses the members: the eStargz encoder, or `zstd`.
+    pub fn encoder_name(&self) -> &'static str {
+        match self.format {
+            Format::Estargz => self.encoder.name(),
+            Format::ZstdChunked => "zstd",
+        }
+    }
+
+    /// Whether the encoder applies to the format and may run on this CPU (see
+    /// [`Encoder::check_cpu`]). Cheap: the CLI calls it before any download.
+    pub fn check_encoder(&self) -> Result<(), LayerError> {
         if self.format == Format::ZstdChunked && self.encoder != Encoder::Libdeflate {
             return Err(LayerError::Encoder(format!(
                 "--encoder {} applies to --format estargz only: zstd:chunked is compressed with zstd",
                 self.encoder
             )));
         }
-        self.encoder.check_cpu()?;
+        self.encoder.check_cpu()
+    }
+
+    /// The effective level, if the format and encoder accept it (and the encoder this
+    /// CPU).
+    pub(crate) fn checked_level(&self) -> Result<i32, LayerError> {
+        self.check_encoder()?;
         let level = self.effective_level();
         let range = self.levels();
         if !range.contains(&level) {
             return Err(LayerError::Level {
                 format: self.format,
-                encoder: match self.format {
-                    Format::Estargz => self.encoder.name(),
-                    Format::ZstdChunked => "zstd",
-                },
+                encoder: self.encoder_name(),
                 level,
                 min: *range.start(),
                 max: *range.end(),
