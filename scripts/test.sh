@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# nasm and autotools, to build ISA-L (--encoder isal) on x86-64.
+bash scripts/setup-build-deps.sh
+
 if [[ $(id -u) -eq 0 ]] || command -v sudo >/dev/null; then
   bash scripts/install-interop.sh || echo "scripts/test.sh: install-interop.sh failed; interop tests will skip (or fail with CI=true)" >&2
   bash scripts/install-buildkit.sh || echo "scripts/test.sh: install-buildkit.sh failed; the BuildKit test will skip (or fail with CI=true)" >&2

@@ -32,6 +32,10 @@ pub struct BuildSettings {
     pub format: String,
     pub chunk_size: u64,
     pub compression_level: i32,
+    /// `libdeflate` or `isal` (eStargz), `zstd` (zstd:chunked). Records written before
+    /// there was a choice were made with libdeflate.
+    #[serde(default = "libdeflate")]
+    pub encoder: String,
     pub platforms: Vec<String>,
     pub prefetch: Vec<String>,
     pub include: Vec<String>,
@@ -46,8 +50,15 @@ impl BuildSettings {
     /// The layer options these settings describe (`threads` is the machine's: it never
     /// changes the bytes).
     pub fn layer_options(&self) -> Result<layer::Options, String> {
+        let format: layer::Format = self.format.parse()?;
+        let encoder = match format {
+            layer::Format::Estargz => self.encoder.parse()?,
+            // zstd:chunked has one encoder (recorded as `zstd`).
+            layer::Format::ZstdChunked => Default::default(),
+        };
         Ok(layer::Options {
-            format: self.format.parse()?,
+            format,
+            encoder,
             chunk_size: self.chunk_size,
             prefetch: self.prefetch.clone(),
             level: Some(self.compression_level),
@@ -90,6 +101,7 @@ impl BuildSettings {
             max_layers: plan.max_layers,
             chunk_size: layer.chunk_size,
             compression_level: layer.effective_level(),
+            encoder: layer.encoder_name().to_string(),
             platforms: platforms.iter().map(|p| p.to_string()).collect(),
             prefetch: layer.prefetch.clone(),
             include: include.to_vec(),
@@ -122,6 +134,10 @@ pub struct BuildRecord {
     pub tag: String,
     pub settings: BuildSettings,
     pub files: Vec<RecordedFile>,
+}
+
+fn libdeflate() -> String {
+    layer::Encoder::Libdeflate.name().to_string()
 }
 
 pub fn tool_version() -> String {
@@ -385,6 +401,22 @@ mod tests {
         let mut other = want.clone();
         other.settings.exclude.push("*.onnx".into());
         assert!(other.differs_from(&want).is_some());
+        let mut other = want.clone();
+        other.settings.encoder = "isal".into();
+        assert_eq!(
+            other.differs_from(&want).as_deref(),
+            Some("built with other settings")
+        );
+    }
+
+    #[test]
+    fn a_record_from_before_the_encoder_setting_reads_as_libdeflate() {
+        let want = record();
+        let mut v: serde_json::Value = serde_json::from_slice(&want.to_bytes()).unwrap();
+        assert_eq!(v["settings"]["encoder"], "libdeflate");
+        v["settings"].as_object_mut().unwrap().remove("encoder");
+        let old: BuildRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(old.differs_from(&want), None);
     }
 
     #[test]

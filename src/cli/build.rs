@@ -59,9 +59,10 @@ pub struct BuildArgs {
     /// or zstd-chunked (partial pulls with podman, buildah, CRI-O).
     #[arg(long, value_name = "FORMAT", default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
     pub(super) format: String,
-    /// Compression level. eStargz: libdeflate 1 (fastest) to 12 (smallest), default 1;
+    /// Compression level. eStargz: libdeflate 0 (stored, no compression) or 1 (fastest)
+    /// to 12 (smallest), default 1; with --encoder isal 1 or 2, default 2;
     /// zstd-chunked: zstd 1 to 19, default 3. Part of what the digests depend on.
-    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, value_name = "LEVEL", value_parser = clap::value_parser!(i32).range(0..=19))]
     pub(super) compression_level: Option<i32>,
     /// How files are split into layers: per-file (each file of at least
     /// --own-layer-above in a layer of its own, the rest in one layer on top) or single
@@ -80,6 +81,11 @@ pub struct BuildArgs {
     /// limit, e.g. 10GB for GHCR (GB = 10^9 bytes, GiB = 2^30).
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     pub(super) max_layer_size: Option<u64>,
+    /// Deflate encoder of eStargz layers: libdeflate (identical bytes on every CPU) or
+    /// isal (ISA-L, several times faster; x86-64 with SSE4.2 only, where its bytes are
+    /// the same on every such CPU). Part of what the digests depend on.
+    #[arg(long, value_name = "ENCODER", default_value = "libdeflate", value_parser = ["libdeflate", "isal"])]
+    pub(super) encoder: String,
     /// Files (or directories) to put first, before a `.prefetch.landmark` (eStargz only).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub(super) prefetch: Vec<String>,
@@ -166,12 +172,19 @@ fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
             .unwrap_or_else(|| layer::Options::default().threads),
         prefetch: args.prefetch.clone(),
         level: args.compression_level,
+        encoder: args.encoder.parse().map_err(anyhow::Error::msg)?,
     };
-    let levels = format.levels();
+    // Up front, before anything is downloaded: ISA-L only where its bytes are proven.
+    layer.check_encoder()?;
+    let levels = layer.levels();
     let level = layer.effective_level();
     if !levels.contains(&level) {
+        let with = match format {
+            Format::Estargz => format!(" with --encoder {}", layer.encoder),
+            Format::ZstdChunked => String::new(),
+        };
         bail!(
-            "--compression-level {level} is out of range for --format {format} ({} to {})",
+            "--compression-level {level} is out of range for --format {format}{with} ({} to {})",
             levels.start(),
             levels.end()
         );
@@ -397,6 +410,7 @@ pub(super) fn summary_json(
         "content_bytes": r.content_bytes(),
         "chunk_size": req.layer.chunk_size,
         "compression_level": req.layer.effective_level(),
+        "encoder": req.layer.encoder_name(),
         "seconds": (r.seconds * 1000.0).round() / 1000.0,
     })
 }

@@ -29,7 +29,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "COMMIT")]
     sha: Option<String>,
     /// Without a provenance: a build setting other than the default, as KEY=VALUE
-    /// (format, chunk_size, compression_level, layers, own_layer_above, max_layers,
+    /// (format, encoder, chunk_size, compression_level, layers, own_layer_above, max_layers,
     /// platforms, prefetch, include, exclude; lists comma-separated). Repeatable.
     #[arg(long = "setting", value_name = "KEY=VALUE")]
     settings: Vec<String>,
@@ -86,6 +86,7 @@ fn settings_from_flags(flags: &[String]) -> anyhow::Result<BuildSettings> {
         let num = || super::parse_size(v).map_err(|e| anyhow!("--setting {k}: {e}"));
         match k {
             "format" => s.format = v.to_string(),
+            "encoder" => s.encoder = v.to_string(),
             "chunk_size" => s.chunk_size = num()?,
             "compression_level" => {
                 s.compression_level = v
@@ -102,10 +103,11 @@ fn settings_from_flags(flags: &[String]) -> anyhow::Result<BuildSettings> {
             _ => bail!("--setting {k}: unknown setting"),
         }
     }
-    // The level default depends on the format.
+    // The level's default depends on the format and the encoder.
     if !flags.iter().any(|f| f.starts_with("compression_level=")) {
-        let format: layer::Format = s.format.parse().map_err(anyhow::Error::msg)?;
-        s.compression_level = format.default_level();
+        let mut o = s.layer_options().map_err(anyhow::Error::msg)?;
+        o.level = None;
+        s.compression_level = o.effective_level();
     }
     Ok(s)
 }

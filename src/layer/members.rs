@@ -34,8 +34,11 @@ pub(crate) const CRC64: crc::Crc<u64, crc::Table<16>> =
 /// How one member is compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Codec {
-    /// A gzip member from libdeflate at this level.
+    /// A gzip member from libdeflate at this level (0: stored blocks).
     Gzip(i32),
+    /// A gzip member whose deflate body is ISA-L's at this level (x86-64 only; the
+    /// header and trailer are libdeflate's, see `encoder`).
+    IsalGzip(i32),
     /// A standard zstd frame at this level, with its content size and checksum.
     Zstd(i32),
 }
@@ -49,6 +52,14 @@ impl Codec {
                 })?;
                 Ok(Compressor::Gzip(libdeflater::Compressor::new(lvl)))
             }
+            #[cfg(target_arch = "x86_64")]
+            Codec::IsalGzip(level) => Ok(Compressor::IsalGzip(Box::new(
+                crate::layer::encoder::IsalGzip::new(level)?,
+            ))),
+            #[cfg(not(target_arch = "x86_64"))]
+            Codec::IsalGzip(_) => Err(LayerError::Compress(
+                "ISA-L is not built on this architecture".into(),
+            )),
             Codec::Zstd(level) => {
                 let zerr = |e: std::io::Error| LayerError::Compress(format!("zstd: {e}"));
                 let mut c = zstd::bulk::Compressor::new(level).map_err(zerr)?;
@@ -65,6 +76,8 @@ impl Codec {
 /// A ready encoder for one codec; each `compress` call gives one independent member.
 pub(crate) enum Compressor {
     Gzip(libdeflater::Compressor),
+    #[cfg(target_arch = "x86_64")]
+    IsalGzip(Box<crate::layer::encoder::IsalGzip>),
     Zstd(Box<zstd::bulk::Compressor<'static>>),
 }
 
@@ -79,6 +92,8 @@ impl Compressor {
                 out.truncate(n);
                 Ok(out)
             }
+            #[cfg(target_arch = "x86_64")]
+            Compressor::IsalGzip(c) => c.compress(data),
             Compressor::Zstd(c) => c
                 .compress(data)
                 .map_err(|e| LayerError::Compress(format!("zstd: {e}"))),

@@ -5,12 +5,14 @@
 //! are compressed in parallel and written back in order. What differs is how a member
 //! is compressed, where the cuts go, and what follows the last member.
 
+pub mod encoder;
 pub mod estargz;
 pub(crate) mod members;
 pub mod tar;
 pub mod zstd_chunked;
 
 use crate::digest::Digest;
+pub use encoder::Encoder;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -43,10 +45,10 @@ impl Format {
         }
     }
 
-    /// Levels the format's encoder accepts.
+    /// Levels the format's default encoder accepts (see [`Options::levels`]).
     pub fn levels(self) -> std::ops::RangeInclusive<i32> {
         match self {
-            Format::Estargz => 1..=12,
+            Format::Estargz => Encoder::Libdeflate.levels(),
             Format::ZstdChunked => 1..=19,
         }
     }
@@ -80,24 +82,60 @@ pub struct Options {
     pub threads: usize,
     /// Paths to put first, before `.prefetch.landmark` (eStargz only).
     pub prefetch: Vec<String>,
-    /// Compression level: libdeflate 1–12 for eStargz, zstd 1–19 for zstd:chunked.
-    /// `None` is the format's default.
+    /// Compression level: for eStargz the encoder's (libdeflate 0–12, ISA-L 1–2), for
+    /// zstd:chunked zstd 1–19. `None` is the default of the format and encoder.
     pub level: Option<i32>,
+    /// The deflate encoder of eStargz members (zstd:chunked has only zstd).
+    pub encoder: Encoder,
 }
 
 impl Options {
     /// The level the encoder runs at.
     pub fn effective_level(&self) -> i32 {
-        self.level.unwrap_or_else(|| self.format.default_level())
+        self.level.unwrap_or_else(|| match self.format {
+            Format::Estargz => self.encoder.default_level(),
+            Format::ZstdChunked => self.format.default_level(),
+        })
     }
 
-    /// The effective level, if the format accepts it.
+    /// Levels the format and encoder accept.
+    pub fn levels(&self) -> std::ops::RangeInclusive<i32> {
+        match self.format {
+            Format::Estargz => self.encoder.levels(),
+            Format::ZstdChunked => self.format.levels(),
+        }
+    }
+
+    /// The name of what compresses the members: the eStargz encoder, or `zstd`.
+    pub fn encoder_name(&self) -> &'static str {
+        match self.format {
+            Format::Estargz => self.encoder.name(),
+            Format::ZstdChunked => "zstd",
+        }
+    }
+
+    /// Whether the encoder applies to the format and may run on this CPU (see
+    /// [`Encoder::check_cpu`]). Cheap: the CLI calls it before any download.
+    pub fn check_encoder(&self) -> Result<(), LayerError> {
+        if self.format == Format::ZstdChunked && self.encoder != Encoder::Libdeflate {
+            return Err(LayerError::Encoder(format!(
+                "--encoder {} applies to --format estargz only: zstd:chunked is compressed with zstd",
+                self.encoder
+            )));
+        }
+        self.encoder.check_cpu()
+    }
+
+    /// The effective level, if the format and encoder accept it (and the encoder this
+    /// CPU).
     pub(crate) fn checked_level(&self) -> Result<i32, LayerError> {
+        self.check_encoder()?;
         let level = self.effective_level();
-        let range = self.format.levels();
+        let range = self.levels();
         if !range.contains(&level) {
             return Err(LayerError::Level {
                 format: self.format,
+                encoder: self.encoder_name(),
                 level,
                 min: *range.start(),
                 max: *range.end(),
@@ -115,6 +153,7 @@ impl Default for Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             prefetch: Vec::new(),
             level: None,
+            encoder: Encoder::default(),
         }
     }
 }
@@ -231,9 +270,15 @@ pub enum LayerError {
     Write(io::Error),
     #[error("compressing the layer failed: {0}")]
     Compress(String),
-    #[error("compression level {level} is out of range for {format} (use {min} to {max})")]
+    /// The encoder cannot be used here (wrong format, or a CPU where its bytes differ).
+    #[error("{0}")]
+    Encoder(String),
+    #[error(
+        "compression level {level} is out of range for {format} ({encoder}: use {min} to {max})"
+    )]
     Level {
         format: Format,
+        encoder: &'static str,
         level: i32,
         min: i32,
         max: i32,

@@ -6,13 +6,16 @@ use super::{
     footer, Toc, TocEntry, MEDIA_TYPE, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
 };
 use crate::digest::Digest;
+use crate::layer::encoder::ENCODER_ANNOTATION;
 use crate::layer::members::{self, Codec, ReadResult, Rules, Written};
 use crate::layer::tar::{self as tarfmt, Header, Kind};
-use crate::layer::{plan, Contents, Entry, Format, LayerError, LayerInfo, Options, TOC_NAME};
+use crate::layer::{
+    plan, Contents, Encoder, Entry, Format, LayerError, LayerInfo, Options, TOC_NAME,
+};
 use std::io::Write;
 
-/// Builds an eStargz blob from `entries` into `out` at libdeflate `level` (options
-/// already checked by [`crate::layer::build`]). File contents are read once, through
+/// Builds an eStargz blob from `entries` into `out` with `opts.encoder` at `level`
+/// (options already checked by [`crate::layer::build`]). File contents are read once, through
 /// `contents`; `progress` is told how many content bytes were read as they are read.
 pub fn build<W: Write + Send>(
     entries: Vec<Entry>,
@@ -24,7 +27,10 @@ pub fn build<W: Write + Send>(
 ) -> Result<(LayerInfo, W), LayerError> {
     let planned = plan(entries, &opts.prefetch, true)?;
     let rules = Rules {
-        codec: Codec::Gzip(level),
+        codec: match opts.encoder {
+            Encoder::Libdeflate => Codec::Gzip(level),
+            Encoder::Isal => Codec::IsalGzip(level),
+        },
         chunk_size: opts.chunk_size,
         threads: opts.threads,
         payload_alone: false,
@@ -32,7 +38,12 @@ pub fn build<W: Write + Send>(
         crc64: false,
     };
     let (written, read) = members::write_members(&planned, contents, rules, None, out, progress)?;
-    finish(written, read, rules)
+    let (mut info, out) = finish(written, read, rules)?;
+    if let Some(name) = opts.encoder.annotation(level) {
+        info.annotations
+            .insert(ENCODER_ANNOTATION.to_string(), name);
+    }
+    Ok((info, out))
 }
 
 /// Fills in offsets and chunk digests, then appends the TOC member and the footer.
