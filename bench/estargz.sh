@@ -180,12 +180,12 @@ for v in "${variants[@]}"; do
   for ((r = 1; r <= repeat; r++)); do
     log "depotai $name: default threads ($(nproc) cores), run $r/$repeat"
     timed "$tmp/dep-$name-$r" "$depotai" build --from-dir "$tmp/model/" --name bench/model --sha "$sha" \
-      --output "$tmp/out-$name" "${flags[@]}" --json --quiet
+      --layers single --output "$tmp/out-$name" "${flags[@]}" --json --quiet
     rm -rf "$tmp/out-$name"
   done
   log "depotai $name: --threads 1"
   timed "$tmp/dep1-$name" "$depotai" build --from-dir "$tmp/model/" --name bench/model --sha "$sha" \
-    --output "$tmp/out-$name-t1" "${flags[@]}" --threads 1 --json --quiet
+    --layers single --output "$tmp/out-$name-t1" "${flags[@]}" --threads 1 --json --quiet
   rm -rf "$tmp/out-$name-t1"
 done
 printf '%s\n' "${variants[@]%%:*}" >"$tmp/variants"
@@ -219,13 +219,13 @@ for n in names:
     runs = [run(f"dep-{n}-{r}") for r in range(1, repeat + 1)]
     best = min(runs, key=lambda x: x[1])
     one = run(f"dep1-{n}")
-    digests = {r[0]["layer"]["digest"] for r in runs} | {one[0]["layer"]["digest"]}
+    digests = {r[0]["layers"][0]["digest"] for r in runs} | {one[0]["layers"][0]["digest"]}
     if len(digests) != 1:
         errors.append(f"{n}: layer digest differs between runs or thread counts: {sorted(digests)}")
     if best[0]["content_bytes"] != content:
         errors.append(f"{n}: content_bytes {best[0]['content_bytes']} != input {content}")
     res[n] = dict(j=best[0], wall=best[1], rss=best[2], cpu=min(r[3] for r in runs),
-                  wall1=one[1], cpu1=one[3], size=int(best[0]["layer"]["size"]))
+                  wall1=one[1], cpu1=one[3], size=int(best[0]["layers"][0]["size"]))
 
 ref_secs = float(ref["seconds"])
 ref_blob = int(ref["blob_size"])
@@ -267,7 +267,7 @@ if "libdeflate-0" in res:
             row(f"{n}: encoder's own CPU s, x lib-1", f"{enc:.2f} s -> {content / MB / enc:.0f} MB/CPU-s, {enc_base / enc:.2f}x")
 print()
 for n in names:
-    row(f"{n} layer digest (all runs, 1 and {ncpu} threads)", res[n]["j"]["layer"]["digest"])
+    row(f"{n} layer digest (all runs, 1 and {ncpu} threads)", res[n]["j"]["layers"][0]["digest"])
 print("-" * 100)
 # Judged on wall time at the default threads (all cores), best of --repeat; the CPU-second
 # columns show the same comparison without the other processes' load.

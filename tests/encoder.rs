@@ -34,7 +34,10 @@ fn build_json(src: &Path, out: &Path, extra: &[&str]) -> Value {
 fn assert_golden(summary: &Value, golden: &Value) {
     assert_eq!(summary["index_digest"], golden["index_digest"]);
     for key in ["digest", "diff_id", "toc_digest", "size"] {
-        assert_eq!(summary["layer"][key], golden["layer"][key], "layer.{key}");
+        assert_eq!(
+            summary["layers"][0][key], golden["layer"][key],
+            "layer.{key}"
+        );
     }
 }
 
@@ -147,10 +150,10 @@ fn level_0_golden_digests_are_unchanged_and_every_member_is_stored() {
         assert_eq!(gunzip_member(&l.blob, at).len(), len as usize);
     }
     // Stored: the blob is the tar plus 23 bytes of framing per member, and the footer.
-    assert!(l.blob.len() as u64 > s["layer"]["uncompressed_size"].as_u64().unwrap());
+    assert!(l.blob.len() as u64 > s["layers"][0]["uncompressed_size"].as_u64().unwrap());
     assert_eq!(
         layer.decompressed.len() as u64,
-        s["layer"]["uncompressed_size"]
+        s["layers"][0]["uncompressed_size"]
     );
 }
 
@@ -189,8 +192,8 @@ fn isal_output_is_identical_with_one_and_several_threads_and_pinned() {
                 assert!(read_layer(&l.blob).toc.entries.len() >= 16);
                 digests.push((
                     level,
-                    s["layer"]["digest"].clone(),
-                    s["layer"]["size"].clone(),
+                    s["layers"][0]["digest"].clone(),
+                    s["layers"][0]["size"].clone(),
                 ));
             }
         }
@@ -382,7 +385,7 @@ fn the_encoder_is_recorded_so_changing_it_rebuilds_and_keeping_it_skips() {
     assert_eq!(record()["settings"]["compression_level"], 2);
     let l = Layout::read(&out.join("acme/alpha"));
     assert_eq!(l.layer_annotation(ENCODER_ANNOTATION), "isal-2");
-    assert_eq!(m["layer"]["digest"], l.layer_digest.as_str());
+    assert_eq!(m["layers"][0]["digest"], l.layer_digest.as_str());
     let m = all(&["--encoder", "isal"]);
     assert_eq!(
         (&m["status"], &m["reason"]),
