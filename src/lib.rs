@@ -1,15 +1,17 @@
 //! depotai: reproducible, lazily pullable OCI images of machine-learning models.
 //!
 //! The crate mirrors the pipeline:
-//! [`source`] (where files come from) → [`layer`] (deterministic tar + eStargz or
-//! zstd:chunked) →
-//! [`image`] (OCI image layout). The format modules (`layer`, `image`) know nothing of
-//! Hugging Face or the command line; the CLI lives in the binary. [`catalogue`] is the
-//! list of models `build --all` builds: validated with line numbers, split into shards,
-//! and compared with the build record kept beside each image.
+//! [`source`] (where files come from) → [`plan`] (which file goes in which layer) →
+//! [`layer`] (deterministic tar + eStargz or zstd:chunked) → [`image`] (OCI documents,
+//! the layout) → a destination ([`pipeline`]: a layout, a registry upload, or only
+//! digests). The format modules (`plan`, `layer`, `image`) know nothing of Hugging Face
+//! or the command line; the CLI lives in the binary. [`job`] is the streamed Hub →
+//! registry job, [`provenance`] the in-toto statement each image carries, [`verify`] the
+//! rebuild that checks one. [`catalogue`] is the list of models `build --all` builds.
 //! [`serve`] serves built images over the OCI Distribution API (the registry server);
-//! [`remote`] is the client side of that protocol (push, lazy `ls` / `get`), named as
-//! go-containerregistry names its client.
+//! [`remote`] is the client side of that protocol (push, upload, lazy `ls` / `get`),
+//! named as go-containerregistry names its client. [`limits`] bounds what untrusted
+//! parties may make us allocate.
 
 pub mod catalogue;
 pub mod digest;
