@@ -30,7 +30,7 @@ use crate::remote::upload::{
 };
 use crate::remote::{Client, Reference, RegistryError};
 use crate::source::hub::{
-    self, CachedFile, Check, FetchProgress, FileFilter, HubConfig, HubError, HubStream, RemoteFile,
+    self, CachedFile, FetchProgress, FileFilter, HubConfig, HubError, HubStream, RemoteFile,
     RepoCache, StreamOptions, StreamStats,
 };
 use std::collections::BTreeMap;
@@ -328,13 +328,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     )?;
 
     let mut req = job.req.clone();
-    req.expected_digests = files
-        .iter()
-        .filter_map(|f| match &f.check {
-            Check::Sha256(h) => Some((f.path.clone(), format!("sha256:{h}"))),
-            Check::GitSha1(_) => None,
-        })
-        .collect();
+    req.expected_digests = hub::expected_sha256(files.iter().map(|f| (f.path.as_str(), &f.check)));
     let record_files: Vec<CachedFile> = files
         .iter()
         .map(|f| CachedFile {

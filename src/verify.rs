@@ -245,13 +245,7 @@ pub fn verify(
         platforms,
         layer,
         plan,
-        expected_digests: listed
-            .iter()
-            .filter_map(|f| match &f.check {
-                Check::Sha256(h) => Some((f.path.clone(), format!("sha256:{h}"))),
-                Check::GitSha1(_) => None,
-            })
-            .collect(),
+        expected_digests: hub::expected_sha256(listed.iter().map(|f| (f.path.as_str(), &f.check))),
         // The published index records its settings; the rebuild must too.
         index_annotations: crate::job::settings_annotations(&claim.settings),
         record: None,

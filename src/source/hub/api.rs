@@ -30,6 +30,25 @@ impl Check {
             Check::Sha256(h) | Check::GitSha1(h) => h,
         }
     }
+
+    /// `sha256:<hex>` for an LFS file, whose content digest the Hub publishes (the
+    /// layer computes every file's sha256 as it reads, so it can check it for free).
+    pub fn sha256_digest(&self) -> Option<String> {
+        match self {
+            Check::Sha256(h) => Some(format!("sha256:{h}")),
+            Check::GitSha1(_) => None,
+        }
+    }
+}
+
+/// The sha256 digests the Hub publishes for `files`, by path (LFS files only).
+pub fn expected_sha256<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a Check)>,
+) -> std::collections::BTreeMap<String, String> {
+    files
+        .into_iter()
+        .filter_map(|(path, check)| Some((path.to_string(), check.sha256_digest()?)))
+        .collect()
 }
 
 /// One file of the repository at the pinned commit.

@@ -15,7 +15,7 @@ mod error;
 mod http;
 mod stream;
 
-pub use api::{parse_tree_page, unsafe_name, Check, RemoteFile};
+pub use api::{expected_sha256, parse_tree_page, unsafe_name, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
 pub use download::{FetchProgress, Silent};
@@ -128,13 +128,7 @@ impl Fetched {
     /// sha256 the Hub publishes for each LFS file: the layer digests every byte it
     /// reads, so cached LFS blobs are verified for free.
     pub fn expected_sha256(&self) -> BTreeMap<String, String> {
-        self.files
-            .iter()
-            .filter_map(|f| match &f.check {
-                Check::Sha256(h) => Some((f.path.clone(), format!("sha256:{h}"))),
-                Check::GitSha1(_) => None,
-            })
-            .collect()
+        api::expected_sha256(self.files.iter().map(|f| (f.path.as_str(), &f.check)))
     }
 
     /// Deletes the cached blob of `path` (after it proved corrupt).
