@@ -333,16 +333,7 @@ fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
             these.push(ld);
         }
         layers.get_or_insert(these);
-        let p = &m["platform"];
-        let mut platform = format!(
-            "{}/{}",
-            p["os"].as_str().unwrap_or("?"),
-            p["architecture"].as_str().unwrap_or("?")
-        );
-        if let Some(v) = p["variant"].as_str() {
-            platform = format!("{platform}/{v}");
-        }
-        manifests.push((platform, d.0));
+        manifests.push((crate::image::descriptor_platform(m), d.0));
     }
     let layers = layers
         .filter(|l| !l.is_empty())

@@ -86,6 +86,21 @@ impl fmt::Display for Platform {
     }
 }
 
+/// `os/arch[/variant]` of an index entry's `platform`, `?` for a missing field: how
+/// summaries name a manifest of an image read back from JSON.
+pub fn descriptor_platform(d: &serde_json::Value) -> String {
+    let p = &d["platform"];
+    let mut s = format!(
+        "{}/{}",
+        p["os"].as_str().unwrap_or("?"),
+        p["architecture"].as_str().unwrap_or("?")
+    );
+    if let Some(v) = p["variant"].as_str() {
+        s = format!("{s}/{v}");
+    }
+    s
+}
+
 /// The default platform set: a data image must `COPY --from` on either kind of builder.
 pub fn default_platforms() -> Vec<Platform> {
     vec![

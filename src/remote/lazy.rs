@@ -161,7 +161,12 @@ fn check_digest(what: &str, bytes: &[u8], expected: &str) -> Result<(), Registry
     Ok(())
 }
 
-async fn manifest(client: &Client, r: &str) -> Result<(serde_json::Value, String), RegistryError> {
+/// An index or manifest by tag or digest, checked against the digest it was asked by
+/// (or the registry's `Docker-Content-Digest`) and its shape bounded before parsing.
+pub(crate) async fn manifest(
+    client: &Client,
+    r: &str,
+) -> Result<(serde_json::Value, String), RegistryError> {
     // An index names its manifests: only a digest (or a tag) goes into the URL.
     if Digest::parse(r).is_none() && crate::image::validate_tag(r).is_err() {
         return Err(bad(format!("not a digest or tag: {}", shown(r))));

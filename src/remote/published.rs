@@ -4,15 +4,16 @@
 //! only: no layer blob is downloaded.
 
 use super::client::Client;
-use super::push::referrers_fallback_tag;
+use super::lazy::manifest;
+use super::push::{parse_layout_document, read_blob, read_document, referrers_fallback_tag};
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
+use crate::image::descriptor_platform;
 use crate::provenance::ARTIFACT_TYPE;
 use serde_json::Value;
 use std::path::Path;
 
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// One layer descriptor of a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,37 +62,6 @@ fn bad(msg: impl Into<String>) -> RegistryError {
     RegistryError::Protocol(msg.into())
 }
 
-fn parse(bytes: &[u8], what: &str) -> Result<Value, RegistryError> {
-    serde_json::from_slice(bytes).map_err(|e| bad(format!("{what}: {e}")))
-}
-
-fn platform_of(d: &Value) -> String {
-    let p = &d["platform"];
-    let mut s = format!(
-        "{}/{}",
-        p["os"].as_str().unwrap_or("?"),
-        p["architecture"].as_str().unwrap_or("?")
-    );
-    if let Some(v) = p["variant"].as_str() {
-        s = format!("{s}/{v}");
-    }
-    s
-}
-
-async fn get_doc(client: &Client, reference: &str) -> Result<(Vec<u8>, String), RegistryError> {
-    let url = client.url(&format!("manifests/{reference}"));
-    let (bytes, _) = client.get_bytes(&url, Some(ACCEPT), None).await?;
-    let d = Digest::of(&bytes).to_string();
-    if reference.starts_with("sha256:") && d != reference {
-        return Err(RegistryError::DigestMismatch {
-            what: format!("manifest {reference}"),
-            expected: reference.to_string(),
-            actual: d,
-        });
-    }
-    Ok((bytes, d))
-}
-
 async fn get_blob(client: &Client, digest: &str) -> Result<Vec<u8>, RegistryError> {
     let url = client.url(&format!("blobs/{digest}"));
     let (bytes, _) = client.get_bytes(&url, None, None).await?;
@@ -121,8 +91,7 @@ pub async fn from_registry(
     client: &Client,
     reference: &Reference,
 ) -> Result<PublishedImage, RegistryError> {
-    let (bytes, index_digest) = get_doc(client, reference.manifest_ref()).await?;
-    let index = parse(&bytes, "image index")?;
+    let (index, index_digest) = manifest(client, reference.manifest_ref()).await?;
     let mut manifests = Vec::new();
     for d in index["manifests"]
         .as_array()
@@ -131,8 +100,8 @@ pub async fn from_registry(
         let digest = d["digest"]
             .as_str()
             .ok_or_else(|| bad("index entry without a digest"))?;
-        let (mb, _) = get_doc(client, digest).await?;
-        manifests.push((platform_of(d), digest.to_string(), parse(&mb, "manifest")?));
+        let (m, _) = manifest(client, digest).await?;
+        manifests.push((descriptor_platform(d), digest.to_string(), m));
     }
     // The referrers API first; a registry without it answers 404 (or an error page),
     // and the spec's fallback tag holds the same list.
@@ -151,9 +120,9 @@ pub async fn from_registry(
     if found.is_none() {
         let digest = Digest::parse(&index_digest).expect("computed digest");
         let tag = referrers_fallback_tag(&digest);
-        match get_doc(client, &tag).await {
-            Ok((b, _)) => {
-                if let Some(d) = pick_referrer(&parse(&b, "referrers fallback index")?) {
+        match manifest(client, &tag).await {
+            Ok((fallback, _)) => {
+                if let Some(d) = pick_referrer(&fallback) {
                     found = Some((d, format!("fallback tag {tag}")));
                 }
             }
@@ -163,8 +132,7 @@ pub async fn from_registry(
     }
     let (provenance, provenance_from) = match found {
         Some((d, from)) => {
-            let (mb, _) = get_doc(client, &d).await?;
-            let m = parse(&mb, "provenance manifest")?;
+            let (m, _) = manifest(client, &d).await?;
             let statement = m["layers"][0]["digest"]
                 .as_str()
                 .ok_or_else(|| bad("provenance manifest without a statement layer"))?;
@@ -183,35 +151,23 @@ pub async fn from_registry(
 
 /// Reads the tagged image of an OCI layout directory, with its provenance.
 pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
-    let read = |digest: &str| -> Result<Vec<u8>, RegistryError> {
-        let d = Digest::parse(digest).ok_or_else(|| bad(format!("bad digest {digest:?}")))?;
-        let p = dir.join("blobs/sha256").join(d.hex());
-        let b = std::fs::read(&p).map_err(|e| RegistryError::io(p.display(), e))?;
-        if Digest::of(&b) != d {
-            return Err(RegistryError::DigestMismatch {
-                what: format!("blob {digest} in {}", dir.display()),
-                expected: digest.to_string(),
-                actual: Digest::of(&b).to_string(),
-            });
-        }
-        Ok(b)
-    };
-    let ip = dir.join("index.json");
-    let top = std::fs::read(&ip).map_err(|e| RegistryError::io(ip.display(), e))?;
-    let top = parse(&top, "index.json")?;
+    // Bounded and digest-checked as `push` reads a layout.
+    let read = |digest: &str| read_blob(dir, digest).map(|(_, b)| b);
+    let doc = |digest: &str, what: &str| parse_layout_document(&read(digest)?, what);
+    let top = parse_layout_document(&read_document(&dir.join("index.json"))?, "index.json")?;
     let entries = top["manifests"].as_array().cloned().unwrap_or_default();
     let first = entries
         .first()
         .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?;
     let index_digest = first["digest"].as_str().unwrap_or_default().to_string();
-    let index = parse(&read(&index_digest)?, "image index")?;
+    let index = doc(&index_digest, "image index")?;
     let mut manifests = Vec::new();
     for d in index["manifests"].as_array().into_iter().flatten() {
         let digest = d["digest"].as_str().unwrap_or_default();
         manifests.push((
-            platform_of(d),
+            descriptor_platform(d),
             digest.to_string(),
-            parse(&read(digest)?, "manifest")?,
+            doc(digest, "manifest")?,
         ));
     }
     let mut provenance = None;
@@ -219,7 +175,7 @@ pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
         if e["artifactType"] != ARTIFACT_TYPE {
             continue;
         }
-        let m = parse(&read(e["digest"].as_str().unwrap_or_default())?, "referrer")?;
+        let m = doc(e["digest"].as_str().unwrap_or_default(), "referrer")?;
         if m["subject"]["digest"].as_str() == Some(index_digest.as_str()) {
             let statement = m["layers"][0]["digest"].as_str().unwrap_or_default();
             provenance = Some(read(statement)?);

@@ -133,7 +133,7 @@ fn blob_path(root: &Path, d: &Digest) -> PathBuf {
 
 /// Reads a document (index or manifest) of the layout, at most
 /// [`limits::MAX_DOCUMENT`] bytes.
-fn read_document(p: &Path) -> Result<Vec<u8>, RegistryError> {
+pub(crate) fn read_document(p: &Path) -> Result<Vec<u8>, RegistryError> {
     let f = std::fs::File::open(p).map_err(|e| RegistryError::io(p.display(), e))?;
     let mut b = Vec::new();
     f.take(limits::MAX_DOCUMENT + 1)
@@ -149,7 +149,9 @@ fn read_document(p: &Path) -> Result<Vec<u8>, RegistryError> {
     Ok(b)
 }
 
-fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryError> {
+/// A document blob of the layout at `root`, bounded like [`read_document`] and checked
+/// against its digest.
+pub(crate) fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryError> {
     let d = Digest::parse(digest)
         .ok_or_else(|| RegistryError::Layout(format!("bad digest {}", limits::shown(digest))))?;
     let p = blob_path(root, &d);
