@@ -180,6 +180,19 @@ fn provenance_statement(layout: &Path) -> String {
     m["layers"][0]["digest"].as_str().unwrap().to_string()
 }
 
+/// `depotai push LAYOUT REF --insecure --quiet`, which must succeed.
+fn push_quiet(layout: &Path, reference: &str) {
+    assert_ok(
+        &depotai()
+            .arg("push")
+            .arg(layout)
+            .arg(reference)
+            .args(["--insecure", "--quiet"])
+            .output()
+            .unwrap(),
+    );
+}
+
 fn uploaded(push: &Value) -> Vec<String> {
     push["blobs"]
         .as_array()
@@ -543,14 +556,7 @@ fn buildah_copies_files_from_a_large_file_layer_and_from_the_small_files_layer()
     assert_ok(&build(fixture, "acme/tiny-model", &out, &flags));
     let reg = Registry::start();
     let reference = format!("{}/acme/tiny-model:v1", reg.addr);
-    let o = depotai()
-        .arg("push")
-        .arg(&out)
-        .arg(&reference)
-        .args(["--insecure", "--quiet"])
-        .output()
-        .unwrap();
-    assert_ok(&o);
+    push_quiet(&out, &reference);
     // model.safetensors comes from the bottom layer, the others from the top one.
     support::interop::buildah_copies_tiny_model_files(&reference, fixture, &tmp.path().join("b"));
 }
@@ -577,14 +583,7 @@ fn ls_merges_every_layer_and_get_reads_only_the_layer_holding_the_file() {
     let reg = Registry::start();
     let proxy = Proxy::start(&reg.addr);
     let reference = format!("{}/acme/m:v1", proxy.addr);
-    let o = depotai()
-        .arg("push")
-        .arg(&out)
-        .arg(&reference)
-        .args(["--insecure", "--quiet"])
-        .output()
-        .unwrap();
-    assert_ok(&o);
+    push_quiet(&out, &reference);
 
     let ls = json_of(
         &depotai()
