@@ -22,4 +22,4 @@ bash scripts/install-pytools.sh >/dev/null
 # tests/web.rs drives Debian's chromium with playwright-core (tests/web/package-lock.json).
 bash scripts/install-browser.sh || echo "scripts/test.sh: browser set-up failed; tests/web.rs will skip (or fail with CI=true)" >&2
 
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets

@@ -15,7 +15,7 @@
 //! and every entry as the reader produces them (zstd:chunked's tar-split). What comes
 //! after the last member (TOC, footer) is the format's own `finish`.
 
-use crate::digest::{Digest, Hasher, HashingWriter};
+use crate::digest::{update_all, Digest, Hasher, HashingWriter};
 use crate::layer::tar::{self as tarfmt, Header, Kind};
 use crate::layer::{
     Contents, Entry, EntryKind, LayerError, Planned, DIR_MODE, EXEC_MODE, FILE_MODE, SYMLINK_MODE,
@@ -125,8 +125,7 @@ pub(crate) trait TarObserver {
     fn entry(&mut self, name: &str, size: u64, crc64: Option<u64>) -> Result<(), LayerError>;
 }
 
-/// One payload chunk: its member and its digest if the reader already knows it
-/// (single-chunk files reuse the file digest).
+/// One payload chunk: its member and its digest (a single-chunk file's is the file's).
 #[derive(Clone, Debug)]
 pub(crate) struct ChunkRef {
     pub member: usize,
@@ -160,33 +159,28 @@ pub(crate) struct ReadResult {
     pub content_bytes: u64,
 }
 
-/// What the writer thread leaves: the output, and each member's offset and chunk digest.
+impl ChunkRef {
+    /// The chunk's digest, which the reader sets for every chunk it reads.
+    pub(crate) fn digest(&self, name: &str) -> Result<Digest, LayerError> {
+        self.digest
+            .ok_or_else(|| LayerError::Compress(format!("no digest for a chunk of {name}")))
+    }
+}
+
+/// What the writer thread leaves: the output, and each member's offset.
 pub(crate) struct Written<W> {
     pub out: HashingWriter<W>,
     pub offsets: Vec<u64>,
-    pub chunk_digests: Vec<Option<Digest>>,
-}
-
-impl<W> Written<W> {
-    /// The digest of a chunk: the reader's, or the one a worker computed.
-    pub(crate) fn chunk_digest(&self, c: &ChunkRef, name: &str) -> Result<Digest, LayerError> {
-        c.digest
-            .or(self.chunk_digests[c.member])
-            .ok_or_else(|| LayerError::Compress(format!("no digest for a chunk of {name}")))
-    }
 }
 
 struct Job {
     index: usize,
     data: Vec<u8>,
-    /// Leading bytes that are one chunk of a multi-chunk file, to hash for `chunkDigest`.
-    chunk_len: usize,
 }
 
 struct Done {
     index: usize,
     compressed: Vec<u8>,
-    chunk_digest: Option<Digest>,
 }
 
 /// Writes the members of `planned` to `out`: reads, cuts, compresses in parallel and
@@ -248,7 +242,6 @@ fn compress_worker(jobs: Receiver<Job>, done: Sender<Result<Done, LayerError>>, 
         let result = compressor.compress(&job.data).map(|compressed| Done {
             index: job.index,
             compressed,
-            chunk_digest: (job.chunk_len > 0).then(|| Digest::of(&job.data[..job.chunk_len])),
         });
         if done.send(result).is_err() {
             return;
@@ -263,14 +256,12 @@ fn write_in_order<W: Write>(
 ) -> Result<Written<W>, LayerError> {
     let mut hw = HashingWriter::new(out);
     let mut offsets = Vec::new();
-    let mut digests = Vec::new();
     let mut waiting: BTreeMap<usize, Done> = BTreeMap::new();
     for result in done {
         let d = result?;
         waiting.insert(d.index, d);
         while let Some(d) = waiting.remove(&offsets.len()) {
             offsets.push(hw.position());
-            digests.push(d.chunk_digest);
             hw.write_all(&d.compressed).map_err(LayerError::Write)?;
             // The reader may have stopped already; a closed permit pool is fine.
             let _ = permits.send(());
@@ -282,45 +273,35 @@ fn write_in_order<W: Write>(
             "a compressed member went missing".into(),
         ));
     }
-    Ok(Written {
-        out: hw,
-        offsets,
-        chunk_digests: digests,
-    })
+    Ok(Written { out: hw, offsets })
 }
 
-/// Emits the open member as the next job, hashing it into the diff ID in order.
+/// Emits the open member as the next job.
 struct Cutter<'a> {
     jobs: Sender<Job>,
     permits: &'a Receiver<()>,
     next_index: usize,
-    diff: Hasher,
 }
 
 impl Cutter<'_> {
-    fn emit(&mut self, data: Vec<u8>, chunk_len: usize) -> Result<(), LayerError> {
+    fn emit(&mut self, data: Vec<u8>) -> Result<(), LayerError> {
         let stopped = || LayerError::Compress("the layer writer stopped".into());
         self.permits.recv().map_err(|_| stopped())?;
-        self.diff.update(&data);
         let index = self.next_index;
         self.next_index += 1;
-        self.jobs
-            .send(Job {
-                index,
-                data,
-                chunk_len,
-            })
-            .map_err(|_| stopped())
+        self.jobs.send(Job { index, data }).map_err(|_| stopped())
     }
 }
 
-/// Appends non-payload bytes to the open member, telling the observer.
+/// Appends non-payload bytes to the open member and the diff ID, telling the observer.
 fn put_raw(
     open: &mut Vec<u8>,
+    diff: &mut Hasher,
     bytes: &[u8],
     observer: &mut Option<&mut dyn TarObserver>,
 ) -> Result<(), LayerError> {
     open.extend_from_slice(bytes);
+    diff.update(bytes);
     match observer {
         Some(o) => o.raw(bytes),
         None => Ok(()),
@@ -341,11 +322,11 @@ fn read_and_cut(
         jobs,
         permits: &permits,
         next_index: 0,
-        diff: Hasher::new(),
     };
+    // The member being filled, and the diff ID: every uncompressed byte, hashed as it
+    // is appended, so in stream order.
     let mut open: Vec<u8> = Vec::new();
-    // The chunk at the head of `open`, if any (hashed by a worker for multi-chunk files).
-    let mut open_chunk_len = 0usize;
+    let mut diff = Hasher::new();
     let mut records = Vec::with_capacity(planned.len());
     let (mut files, mut content_bytes) = (0u64, 0u64);
     let mut header = Vec::with_capacity(3 * tarfmt::BLOCK);
@@ -379,7 +360,7 @@ fn read_and_cut(
                 link_name: link,
             },
         );
-        put_raw(&mut open, &header, &mut observer)?;
+        put_raw(&mut open, &mut diff, &header, &mut observer)?;
         let mut record = Record {
             name,
             kind,
@@ -415,7 +396,7 @@ fn read_and_cut(
             let len = (size - chunk_offset).min(chunk_size);
             // A new member before every payload chunk.
             if !open.is_empty() {
-                cut.emit(std::mem::take(&mut open), open_chunk_len)?;
+                cut.emit(std::mem::take(&mut open))?;
             }
             let mut chunk = Vec::with_capacity(len as usize + tarfmt::BLOCK * 4);
             match &mut reader {
@@ -425,23 +406,29 @@ fn read_and_cut(
                 }
                 None => chunk.push(LANDMARK_CONTENT),
             }
-            file_hash.update(&chunk);
+            // One pass feeds the file's digest, the diff ID and (for a multi-chunk file)
+            // the chunk's digest; a single chunk's digest is the file's.
+            let digest = if n_chunks > 1 {
+                let mut chunk_hash = Hasher::new();
+                update_all(&mut [&mut file_hash, &mut diff, &mut chunk_hash], &chunk);
+                Some(chunk_hash.finish())
+            } else {
+                update_all(&mut [&mut file_hash, &mut diff], &chunk);
+                None
+            };
             if let Some(c) = &mut crc {
                 c.update(&chunk);
             }
-            let head_len = if n_chunks > 1 { len as usize } else { 0 };
             record.chunks.push(ChunkRef {
                 member: cut.next_index,
                 chunk_offset,
                 chunk_len: len,
-                digest: None,
+                digest,
             });
             if rules.payload_alone {
-                cut.emit(chunk, head_len)?;
-                open_chunk_len = 0;
+                cut.emit(chunk)?;
             } else {
                 open = chunk;
-                open_chunk_len = head_len;
             }
             chunk_offset += len;
         }
@@ -469,7 +456,12 @@ fn read_and_cut(
             o.entry(&record.name, size, crc)?;
         }
         let pad = [0u8; tarfmt::BLOCK];
-        put_raw(&mut open, &pad[..tarfmt::padding_len(size)], &mut observer)?;
+        put_raw(
+            &mut open,
+            &mut diff,
+            &pad[..tarfmt::padding_len(size)],
+            &mut observer,
+        )?;
         let digest = file_hash.finish();
         record.digest = Some(digest);
         if n_chunks == 1 {
@@ -482,12 +474,17 @@ fn read_and_cut(
         records.push(record);
     }
     if rules.end_of_archive {
-        put_raw(&mut open, &[0u8; 2 * tarfmt::BLOCK], &mut observer)?;
+        put_raw(
+            &mut open,
+            &mut diff,
+            &[0u8; 2 * tarfmt::BLOCK],
+            &mut observer,
+        )?;
     }
-    cut.emit(open, open_chunk_len)?;
+    cut.emit(open)?;
     Ok(ReadResult {
         records,
-        diff: cut.diff,
+        diff,
         files,
         content_bytes,
     })

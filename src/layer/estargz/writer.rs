@@ -78,7 +78,7 @@ fn finish<W: Write>(
             continue;
         }
         for (i, c) in r.chunks.iter().enumerate() {
-            let digest = written.chunk_digest(c, &r.name)?;
+            let digest = c.digest(&r.name)?;
             // Go's quirk, kept for byte-compatible TOCs: chunkSize is set whenever the
             // chunk is a full chunk, the last one included.
             let mut e = if i == 0 {

@@ -107,7 +107,7 @@ fn toc_entries<W>(
                 }
             };
             ce.chunk_size = c.chunk_len;
-            ce.chunk_digest = written.chunk_digest(c, &r.name)?.to_string();
+            ce.chunk_digest = c.digest(&r.name)?.to_string();
             entries.push(ce);
         }
     }
