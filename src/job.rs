@@ -9,10 +9,11 @@
 //! PATCHes while it is produced, so the upload of a layer runs while it is being made
 //! and the next one starts as soon as its last chunk is in.
 //!
-//! Nothing unverified is published: every file is checked (size and sha256 or git blob
-//! id) before its last byte reaches the layer, a layer's upload is closed only once
-//! the layer is complete, and the configs, manifests and the tag go out only after
-//! every layer. A file whose hash does not match fails its layer; the layer is built
+//! Nothing unverified is published: every file is checked (its size and git blob id by
+//! the stream before its last byte reaches the layer; an LFS file's sha256 by the
+//! layer, which hashes every byte anyway, once it is built), a layer's upload is closed
+//! only once the layer is complete and checked, and the configs, manifests and the tag
+//! go out only after every layer. A file whose hash does not match fails its layer; the layer is built
 //! once more with the file fetched afresh (the bytes are deterministic, so the same
 //! layer comes out), and a second mismatch fails the job with nothing tagged.
 //!
@@ -323,7 +324,12 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         &job.req.sha,
         &job.hub,
         order,
-        job.stream.clone(),
+        StreamOptions {
+            // Checked once, by the layer (below); a mismatch fails the layer, which is
+            // built again with the file fetched afresh.
+            reader_checks_sha256: true,
+            ..job.stream.clone()
+        },
         retries.clone(),
     )?;
 
@@ -397,7 +403,15 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         tell.drain(&retries);
         on_event(Event::Layer(e));
     };
-    let retry = |_n: usize, e: &BuildError| worth_retrying(e);
+    // Files the layers caught with the wrong sha256 (the stream leaves that check to
+    // them): fetched afresh by the retry, and reported with the stream's own re-fetches.
+    let mismatched = Mutex::new(Vec::new());
+    let retry = |_n: usize, e: &BuildError| {
+        if let BuildError::ContentMismatch { path, .. } = e {
+            mismatched.lock().unwrap_or_else(|p| p.into_inner()).push(path.clone());
+        }
+        worth_retrying(e)
+    };
     let hooks = Hooks {
         retry: &retry,
         on_layer: &on_layer,
@@ -420,8 +434,11 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             index: &build.index_digest,
         });
     }
-    let stats = stream.stats();
+    let mut stats = stream.stats();
     drop(stream);
+    stats
+        .failures
+        .extend(mismatched.into_inner().unwrap_or_else(|p| p.into_inner()));
     let mut freed = 0;
     if job.delete_downloads && job.stream.cache {
         for (f, before) in files.iter().zip(&cached_before) {

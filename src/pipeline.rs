@@ -22,7 +22,7 @@ pub enum BuildError {
     Layer(#[from] LayerError),
     #[error(transparent)]
     Image(#[from] ImageError),
-    #[error("{path}: content has {got}, but the source promised {expected}")]
+    #[error("{path}: sha256 mismatch (expected {expected}, got {got}): the source gave other bytes than it lists")]
     ContentMismatch {
         path: String,
         expected: String,

@@ -267,6 +267,8 @@ pub fn verify(
         files,
         hub::StreamOptions {
             cache: false,
+            // `req.expected_digests` holds every LFS file's sha256.
+            reader_checks_sha256: true,
             ..hub::StreamOptions::default()
         },
         Arc::new(hub::Silent),

@@ -646,7 +646,7 @@ fn corrupt_cached_lfs_blob_is_caught_by_the_layer_digest_and_evicted() {
     fs::write(&blob, &bad).unwrap();
     fails_with(
         &env.build(MODEL, SHA, "second", &[]),
-        "weights/big.bin: content has",
+        "weights/big.bin: sha256 mismatch",
     );
     no_image(&env, "second");
     assert!(!blob.exists(), "the corrupt blob was evicted");

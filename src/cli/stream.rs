@@ -43,6 +43,7 @@ pub(super) fn run(args: &BuildArgs, name: &ModelName, req: BuildRequest) -> anyh
             cache: !args.no_cache,
             window: env_size("DEPOTAI_STREAM_WINDOW").unwrap_or(DEFAULT_WINDOW),
             buffer: env_size("DEPOTAI_STREAM_BUFFER").unwrap_or(DEFAULT_BUFFER),
+            ..StreamOptions::default()
         },
         // Without --push the layout is the only destination; with it, only on request.
         layout: args.output.is_some() || args.push.is_none(),

@@ -13,7 +13,9 @@
 //! size and sha256 (LFS) or git blob id matched the listing; otherwise the read fails
 //! with an `InvalidData` error wrapping [`HubError::Integrity`], the path is recorded
 //! ([`StreamStats::failures`]) and opening it again fetches it afresh. So a layer that
-//! completes holds only verified files.
+//! completes holds only verified files. The one exception is asked for: with
+//! `reader_checks_sha256` (and no cache) an LFS file's sha256 is left to the reader,
+//! which digests every byte for its own index anyway; the stream checks the size.
 //!
 //! With `cache`, the bytes are also appended, in order, to `blobs/{etag}.incomplete`,
 //! which is renamed to `blobs/{etag}` and linked from the snapshot once verified (one
@@ -51,6 +53,12 @@ pub struct StreamOptions {
     /// Tee into the Hub cache (and read what is complete there); otherwise nothing is
     /// written to disk.
     pub cache: bool,
+    /// The reader checks every LFS file's sha256 against the listing itself (the
+    /// layer's digest of each file, `BuildRequest::expected_digests`), so the stream
+    /// need not hash those bytes a second time; it still checks their size, and hashes
+    /// git-blob-checked files. Ignored with `cache`: a file is verified before it is put
+    /// in the cache.
+    pub reader_checks_sha256: bool,
 }
 
 pub const DEFAULT_WINDOW: u64 = 8 << 20;
@@ -63,6 +71,7 @@ impl Default for StreamOptions {
             window: DEFAULT_WINDOW,
             buffer: DEFAULT_BUFFER,
             cache: true,
+            reader_checks_sha256: false,
         }
     }
 }
@@ -277,10 +286,13 @@ impl Contents for HubStream {
         let (file, prefix, tee) = (job.file.clone(), job.prefix.clone(), job.tee);
         drop(st);
         sh.work.notify_waiters();
+        let left_to_reader = sh.opts.reader_checks_sha256
+            && !sh.opts.cache
+            && matches!(file.check, Check::Sha256(_));
         let mut reader = StreamReader {
             shared: sh.clone(),
             id,
-            hasher: Some(Hasher::new(&file.check, file.size)),
+            hasher: (!left_to_reader).then(|| Hasher::new(&file.check, file.size)),
             file,
             pos: 0,
             prefix: None,
@@ -723,6 +735,7 @@ struct StreamReader {
     /// `.incomplete` file the bytes from `tee_from` on are appended to.
     tee: Option<(std::fs::File, PathBuf)>,
     tee_from: u64,
+    /// `None`: the reader checks the sha256 (`StreamOptions::reader_checks_sha256`).
     hasher: Option<Hasher>,
     cur: Vec<u8>,
     cur_at: usize,
@@ -755,9 +768,9 @@ impl StreamReader {
         self.finished = true;
         let sh = self.shared.clone();
         let f = &self.file;
-        let got = self.hasher.take().expect("finished once").finish();
         let want = f.check.etag();
-        if got != want {
+        let got = self.hasher.take().map(Hasher::finish);
+        if let Some(got) = got.filter(|got| got != want) {
             if let Some((file, partial)) = self.tee.take() {
                 drop(file);
                 let _ = std::fs::remove_file(partial);
