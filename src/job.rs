@@ -408,7 +408,10 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     let mismatched = Mutex::new(Vec::new());
     let retry = |_n: usize, e: &BuildError| {
         if let BuildError::ContentMismatch { path, .. } = e {
-            mismatched.lock().unwrap_or_else(|p| p.into_inner()).push(path.clone());
+            mismatched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(path.clone());
         }
         worth_retrying(e)
     };

@@ -476,3 +476,44 @@ fn a_layer_built_from_the_stream_equals_the_layer_built_from_a_directory() {
     assert_eq!(streamed.diff_id, from_dir.diff_id);
     assert_eq!(sha256(&bytes), streamed.digest.to_string());
 }
+
+/// `reader_checks_sha256`: an LFS file's sha256 is the reader's to check (the layer
+/// digests every byte anyway), so the stream hands out a corrupted LFS file whole and
+/// records nothing; a git-blob-checked file is still checked by the stream.
+#[test]
+fn with_reader_checks_sha256_the_stream_leaves_lfs_hashes_to_the_reader_but_checks_git_blobs() {
+    let env = Env::new();
+    env.server.inject(Fault::WrongBytes {
+        path: SHARD1.into(),
+        times: 1,
+    });
+    env.server.inject(Fault::WrongBytes {
+        path: "tokenizer.json".into(),
+        times: 1,
+    });
+    let opts = StreamOptions {
+        reader_checks_sha256: true,
+        ..small(false)
+    };
+    let s = env.stream(opts, 4);
+    let got = read(&s, SHARD1).unwrap();
+    assert_eq!(got.len(), expected()[SHARD1].len());
+    assert_ne!(
+        got,
+        expected()[SHARD1],
+        "the corrupted bytes were handed out"
+    );
+    let err = read(&s, "tokenizer.json").unwrap_err();
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<HubError>());
+    assert!(
+        matches!(
+            inner,
+            Some(HubError::Integrity {
+                what: "git blob id",
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(s.stats().failures, vec!["tokenizer.json".to_string()]);
+}
