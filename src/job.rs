@@ -385,6 +385,8 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
                 uploads: uploads.clone(),
                 closing: None,
                 present: BTreeMap::new(),
+                // Two layers at once read two files at once: not with `--jobs 1`.
+                parallel: job.hub.jobs.clamp(1, 2),
             }))
         }
         None => None,
@@ -479,6 +481,8 @@ struct RegistryDestination {
     /// Layers an earlier run uploaded (same key) and the registry still has: built
     /// into nothing, checked against this digest and size, not sent again.
     present: BTreeMap<usize, (Digest, u64)>,
+    /// Layers made and uploaded at once.
+    parallel: usize,
 }
 
 type Closing = (
@@ -528,6 +532,13 @@ impl Destination for RegistryDestination {
         let slot = Arc::new(Mutex::new(Some(sink)));
         self.sinks.insert(n, slot.clone());
         Ok(Box::new(SinkWriter(slot)))
+    }
+
+    /// Two (unless `--jobs 1`): the registry takes each upload in on one core (hashing
+    /// and writing it), so a second layer made and sent meanwhile keeps the other core
+    /// busy.
+    fn parallel_layers(&self) -> usize {
+        self.parallel
     }
 
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
@@ -688,6 +699,12 @@ impl Destination for Both {
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
         self.first.layer_done(n, info)?;
         self.second.layer_done(n, info)
+    }
+
+    fn parallel_layers(&self) -> usize {
+        self.first
+            .parallel_layers()
+            .max(self.second.parallel_layers())
     }
 
     fn commit(

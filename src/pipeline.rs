@@ -6,12 +6,14 @@ use crate::digest::Digest;
 use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
 use crate::layer::{self, Contents, Entry, LayerError, LayerInfo};
 use crate::names::{CommitSha, ModelName};
-use crate::plan::{self, LayerPlan, LayerRole, PlanError, PlanOptions};
+use crate::plan::{self, LayerPlan, LayerRole, PlanError, PlanOptions, PlannedLayer};
 use crate::provenance::{self, Provenance};
 use crate::units::human_bytes;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,11 +95,18 @@ impl BuildReport {
 /// Where a built image goes: a layout directory, a registry, or both. The pipeline
 /// writes layer `n`'s blob through `layer_writer(n)`, says when it is complete with its
 /// digest, and only once every layer is built and verified hands over the documents.
-pub trait Destination {
+pub trait Destination: Send {
     /// A writer for the blob of layer `n` (0-based, bottom first).
     fn layer_writer(&mut self, n: usize) -> Result<Box<dyn Write + Send>, BuildError>;
     /// Layer `n`'s writer has been flushed and dropped; the blob is `info`.
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError>;
+    /// How many layers are worth making at once for this destination. One for a
+    /// directory (a layer's compression already has every core); more for a registry,
+    /// which takes each upload in on one core of its own, so one upload at a time is
+    /// slower than the layers are made. The bytes never depend on it.
+    fn parallel_layers(&self) -> usize {
+        1
+    }
     /// Every layer is built and verified: store the documents (the tag last). Returns
     /// where the image went, for the report.
     fn commit(
@@ -273,14 +282,13 @@ pub fn build_planned_with(
     plan: LayerPlan,
     contents: &dyn Contents,
     req: &BuildRequest,
-    mut dest: Box<dyn Destination>,
+    dest: Box<dyn Destination>,
     extra: &[(&str, Vec<u8>)],
     progress: &(dyn Fn(u64) + Sync),
     hooks: &Hooks<'_>,
 ) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     image::validate_tag(&req.tag)?;
-    let mut built = Vec::with_capacity(plan.layers.len());
     let sizes: BTreeMap<String, u64> = plan
         .layers
         .iter()
@@ -290,45 +298,21 @@ pub fn build_planned_with(
             _ => None,
         })
         .collect();
-    for (n, planned) in plan.layers.into_iter().enumerate() {
-        let opts = layer::Options {
-            prefetch: planned.prefetch,
-            ..req.layer.clone()
-        };
-        let content_bytes = layer::content_size(&planned.entries);
-        let mut retried = false;
-        let info = loop {
-            (hooks.on_layer)(LayerEvent::Started {
-                n,
-                role: &planned.role,
-                content_bytes,
-            });
-            let entries = planned.entries.clone();
-            match build_layer(
-                n,
-                &planned.role,
-                entries,
-                contents,
-                &opts,
-                req,
-                &mut *dest,
-                progress,
-            ) {
-                Ok(info) => break info,
-                Err(e) if !retried && (hooks.retry)(n, &e) => {
-                    retried = true;
-                    (hooks.on_layer)(LayerEvent::Retrying { n, error: &e });
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        dest.layer_done(n, &info)?;
-        (hooks.on_layer)(LayerEvent::Done { n, info: &info });
-        built.push(BuiltLayer {
-            role: planned.role,
-            info,
-        });
-    }
+    let layers: Vec<PlannedLayer> = plan.layers;
+    let parallel = dest.parallel_layers().clamp(1, layers.len().max(1));
+    let dest = Mutex::new(dest);
+    let built = if parallel == 1 {
+        let mut built = Vec::with_capacity(layers.len());
+        for (n, planned) in layers.iter().enumerate() {
+            built.push(make_layer(
+                n, planned, contents, req, &dest, progress, hooks,
+            )?);
+        }
+        built
+    } else {
+        make_layers_in_parallel(&layers, parallel, contents, req, &dest, progress, hooks)?
+    };
+    let dest = dest.into_inner().unwrap_or_else(|p| p.into_inner());
     let meta = ImageMeta {
         tag: req.tag.clone(),
         source: source_url(&req.name),
@@ -366,6 +350,143 @@ pub fn build_planned_with(
     })
 }
 
+/// Layer `n`: built (once more if the retry hook asks), checked, handed to `dest`.
+fn make_layer(
+    n: usize,
+    planned: &PlannedLayer,
+    contents: &dyn Contents,
+    req: &BuildRequest,
+    dest: &Mutex<Box<dyn Destination>>,
+    progress: &(dyn Fn(u64) + Sync),
+    hooks: &Hooks<'_>,
+) -> Result<BuiltLayer, BuildError> {
+    let opts = layer::Options {
+        prefetch: planned.prefetch.clone(),
+        ..req.layer.clone()
+    };
+    let content_bytes = layer::content_size(&planned.entries);
+    let mut retried = false;
+    let info = loop {
+        (hooks.on_layer)(LayerEvent::Started {
+            n,
+            role: &planned.role,
+            content_bytes,
+        });
+        let entries = planned.entries.clone();
+        match build_layer(
+            n,
+            &planned.role,
+            entries,
+            contents,
+            &opts,
+            req,
+            dest,
+            progress,
+        ) {
+            Ok(info) => break info,
+            Err(e) if !retried && (hooks.retry)(n, &e) => {
+                retried = true;
+                (hooks.on_layer)(LayerEvent::Retrying { n, error: &e });
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    lock(dest).layer_done(n, &info)?;
+    (hooks.on_layer)(LayerEvent::Done { n, info: &info });
+    Ok(BuiltLayer {
+        role: planned.role.clone(),
+        info,
+    })
+}
+
+fn lock<'a>(
+    dest: &'a Mutex<Box<dyn Destination>>,
+) -> std::sync::MutexGuard<'a, Box<dyn Destination>> {
+    dest.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`make_layer`] for every layer, `parallel` at a time, taken bottom first. The first
+/// failure stops the others (their reads fail) and is the one reported.
+fn make_layers_in_parallel(
+    layers: &[PlannedLayer],
+    parallel: usize,
+    contents: &dyn Contents,
+    req: &BuildRequest,
+    dest: &Mutex<Box<dyn Destination>>,
+    progress: &(dyn Fn(u64) + Sync),
+    hooks: &Hooks<'_>,
+) -> Result<Vec<BuiltLayer>, BuildError> {
+    let stop = AtomicBool::new(false);
+    let contents = Stoppable {
+        inner: contents,
+        stop: &stop,
+    };
+    let next = AtomicUsize::new(0);
+    let done: Vec<Mutex<Option<BuiltLayer>>> = layers.iter().map(|_| Mutex::new(None)).collect();
+    let failed: Mutex<Option<BuildError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..parallel {
+            s.spawn(|| loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= layers.len() || stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                match make_layer(n, &layers[n], &contents, req, dest, progress, hooks) {
+                    Ok(b) => *done[n].lock().unwrap_or_else(|p| p.into_inner()) = Some(b),
+                    Err(e) => {
+                        let mut first = failed.lock().unwrap_or_else(|p| p.into_inner());
+                        if !stop.swap(true, Ordering::SeqCst) {
+                            *first = Some(e);
+                        }
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    done.into_iter()
+        .map(|d| {
+            d.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .ok_or_else(|| BuildError::Destination("a layer was never built".into()))
+        })
+        .collect()
+}
+
+/// A source whose reads fail once `stop` is set: a layer built beside one that failed
+/// gives up at its next read instead of running to its end.
+struct Stoppable<'a> {
+    inner: &'a dyn Contents,
+    stop: &'a AtomicBool,
+}
+
+impl Contents for Stoppable<'_> {
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>> {
+        let inner = self.inner.open(path)?;
+        Ok(Box::new(StoppableRead {
+            inner,
+            stop: self.stop,
+        }))
+    }
+}
+
+struct StoppableRead<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    stop: &'a AtomicBool,
+}
+
+impl Read for StoppableRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(io::Error::other("stopped: another layer failed"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// One layer into `dest`'s writer for it, checked against the source's digests and the
 /// layer limit.
 #[allow(clippy::too_many_arguments)]
@@ -376,10 +497,10 @@ fn build_layer(
     contents: &dyn Contents,
     opts: &layer::Options,
     req: &BuildRequest,
-    dest: &mut dyn Destination,
+    dest: &Mutex<Box<dyn Destination>>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<LayerInfo, BuildError> {
-    let out = dest.layer_writer(n)?;
+    let out = lock(dest).layer_writer(n)?;
     let (info, mut out) = layer::build(entries, contents, opts, out, progress)?;
     out.flush().map_err(LayerError::Write)?;
     drop(out);
@@ -413,4 +534,162 @@ fn check_digests(layer: &LayerInfo, expected: &BTreeMap<String, String>) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::EntryKind;
+    use std::sync::Arc;
+
+    /// Files in memory; a path listed in `broken` fails to open.
+    struct Mem {
+        files: BTreeMap<String, Vec<u8>>,
+        broken: Option<String>,
+    }
+
+    impl Contents for Mem {
+        fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>> {
+            if self.broken.as_deref() == Some(path) {
+                return Err(io::Error::other(format!("{path} is broken")));
+            }
+            let bytes = self.files.get(path).ok_or(io::ErrorKind::NotFound)?;
+            Ok(Box::new(&bytes[..]))
+        }
+    }
+
+    /// Keeps nothing; counts the layer writers open at once. Each write dawdles, so
+    /// layers made at once overlap.
+    struct Counting {
+        parallel: usize,
+        open: Arc<AtomicUsize>,
+        peak: Arc<AtomicUsize>,
+    }
+
+    struct CountingWriter(Arc<AtomicUsize>);
+
+    impl Write for CountingWriter {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Drop for CountingWriter {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Destination for Counting {
+        fn layer_writer(&mut self, _n: usize) -> Result<Box<dyn Write + Send>, BuildError> {
+            let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            Ok(Box::new(CountingWriter(self.open.clone())))
+        }
+
+        fn layer_done(&mut self, _n: usize, _info: &LayerInfo) -> Result<(), BuildError> {
+            Ok(())
+        }
+
+        fn parallel_layers(&self) -> usize {
+            self.parallel
+        }
+
+        fn commit(
+            self: Box<Self>,
+            _layers: &[LayerInfo],
+            _docs: &ImageDocs,
+            _extra: &[(&str, Vec<u8>)],
+        ) -> Result<PathBuf, BuildError> {
+            Ok(PathBuf::new())
+        }
+    }
+
+    /// Four 96 KiB shards (a layer each, 16 KiB chunks) and a small file on top.
+    fn model() -> (Vec<Entry>, BTreeMap<String, Vec<u8>>) {
+        let mut files = BTreeMap::new();
+        for i in 0..4u32 {
+            let bytes: Vec<u8> = (0..96 * 1024u32)
+                .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 11) as u8)
+                .collect();
+            files.insert(format!("shard-{i}.bin"), bytes);
+        }
+        files.insert("config.json".to_string(), b"{}".to_vec());
+        let entries = files
+            .iter()
+            .map(|(p, b)| Entry {
+                path: p.clone(),
+                kind: EntryKind::File {
+                    size: b.len() as u64,
+                    executable: false,
+                },
+            })
+            .collect();
+        (entries, files)
+    }
+
+    fn request() -> BuildRequest {
+        BuildRequest {
+            name: "acme/parallel".parse().unwrap(),
+            sha: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
+            tag: "latest".into(),
+            output: PathBuf::new(),
+            platforms: image::default_platforms(),
+            layer: layer::Options {
+                chunk_size: 16 << 10,
+                ..layer::Options::default()
+            },
+            plan: PlanOptions {
+                own_layer_above: 64 << 10,
+                ..PlanOptions::default()
+            },
+            expected_digests: BTreeMap::new(),
+            index_annotations: BTreeMap::new(),
+            record: None,
+        }
+    }
+
+    fn build(parallel: usize, broken: Option<&str>) -> (Result<BuildReport, BuildError>, usize) {
+        let (entries, files) = model();
+        let req = request();
+        let plan = plan_layers(entries, &req).unwrap();
+        assert_eq!(plan.layers.len(), 5);
+        let peak = Arc::new(AtomicUsize::new(0));
+        let dest = Counting {
+            parallel,
+            open: Arc::new(AtomicUsize::new(0)),
+            peak: peak.clone(),
+        };
+        let contents = Mem {
+            files,
+            broken: broken.map(str::to_string),
+        };
+        let r = build_planned(plan, &contents, &req, Box::new(dest), &[], &|_| {});
+        (r, peak.load(Ordering::SeqCst))
+    }
+
+    #[test]
+    fn layers_made_two_at_a_time_give_the_image_made_one_at_a_time() {
+        let (one, peak_one) = build(1, None);
+        let (two, peak_two) = build(2, None);
+        let (one, two) = (one.unwrap(), two.unwrap());
+        assert_eq!(peak_one, 1);
+        assert_eq!(peak_two, 2, "two layers were made at once");
+        assert_eq!(one.index_digest, two.index_digest);
+        let digests =
+            |r: &BuildReport| -> Vec<Digest> { r.layers.iter().map(|l| l.info.digest).collect() };
+        assert_eq!(digests(&one), digests(&two));
+    }
+
+    #[test]
+    fn a_failing_layer_stops_the_one_beside_it_and_its_own_error_is_reported() {
+        let (r, _) = build(2, Some("shard-0.bin"));
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("shard-0.bin is broken"), "{err}");
+    }
 }

@@ -93,7 +93,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
     pub(super) platform: Vec<String>,
     /// Files downloaded at once (with --all: one model downloads while the previous one
-    /// is compressed, so this bounds the downloads of the whole run).
+    /// is compressed, so this bounds the downloads of the whole run). With --push from
+    /// the Hub, two layers are made and uploaded at once unless this is 1.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(super) jobs: u16,
     /// Only files matching one of these globs (`*` matches `/` too). Repeatable.

@@ -33,8 +33,9 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 /// Default PATCH size of a streamed blob: small enough that the queue (one chunk being
-/// filled, one waiting, one being sent) stays under 50 MiB.
-pub const DEFAULT_STREAM_CHUNK: u64 = 16 << 20;
+/// filled, one waiting, one being sent) stays at 24 MiB per layer, with two layers made
+/// at once; 16 MiB chunks cost 50 MiB more peak memory and were no faster.
+pub const DEFAULT_STREAM_CHUNK: u64 = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
