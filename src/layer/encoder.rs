@@ -78,6 +78,33 @@ impl Encoder {
     }
 }
 
+/// One eStargz member at a time from an encoder at a level: the gzip member a layer holds
+/// for the same bytes. For measuring an encoder alone (`examples/bench_encoder.rs`);
+/// layers are made by [`super::build`].
+pub struct GzipMembers(super::members::Compressor);
+
+impl GzipMembers {
+    /// Checks the level and the CPU as a build would.
+    pub fn new(encoder: Encoder, level: i32) -> Result<GzipMembers, LayerError> {
+        if !encoder.levels().contains(&level) {
+            return Err(LayerError::Compress(format!(
+                "{encoder} does not take level {level}"
+            )));
+        }
+        encoder.check_cpu()?;
+        let codec = match encoder {
+            Encoder::Libdeflate => super::members::Codec::Gzip(level),
+            Encoder::Isal => super::members::Codec::IsalGzip(level),
+        };
+        Ok(GzipMembers(codec.compressor()?))
+    }
+
+    /// `data` as one gzip member.
+    pub fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>, LayerError> {
+        self.0.compress(data)
+    }
+}
+
 impl fmt::Display for Encoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
