@@ -528,7 +528,8 @@ impl Destination for RegistryDestination {
         self.present.remove(&n);
         // A second writer for the same layer (a rebuild) drops the first upload
         // unfinished: nothing of it is committed.
-        let sink = self.uploader.sink(key);
+        // The layer digests its blob as it writes it: the upload need not again.
+        let sink = self.uploader.sink_digested_by_writer(key);
         let slot = Arc::new(Mutex::new(Some(sink)));
         self.sinks.insert(n, slot.clone());
         Ok(Box::new(SinkWriter(slot)))
@@ -573,9 +574,10 @@ impl Destination for RegistryDestination {
             .remove(&n)
             .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take())
             .ok_or_else(|| BuildError::Destination(format!("layer {n} has no upload")))?;
+        let digest = info.digest;
         let closing = std::thread::Builder::new()
             .name(format!("close-layer-{n}"))
-            .spawn(move || sink.finish())
+            .spawn(move || sink.finish_as(digest))
             .map_err(|e| {
                 BuildError::Destination(format!("closing the upload of layer {n}: {e}"))
             })?;

@@ -310,3 +310,36 @@ fn an_image_is_published_tag_last_and_a_missing_layer_leaves_no_tag() {
     assert_eq!(tags("v1"), 200);
     assert_eq!(tags(&Digest::of(&i).to_string()), 200);
 }
+
+/// A sink whose writer digests the bytes itself is closed with that digest: the right
+/// one stores the blob, a wrong one is refused by the registry and nothing is stored.
+#[test]
+fn a_writer_digested_blob_is_closed_with_the_writers_digest_and_the_registry_checks_it() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let up = uploader(&rt, &reg.addr, 2 * MIB, tmp.path());
+    let data = pseudo_random(5 * MIB + 3, 9);
+    let right = Digest::of(&data);
+
+    let mut sink = up.sink_digested_by_writer(None);
+    write_all(&mut sink, &data);
+    let done = sink.finish_as(right).unwrap();
+    assert_eq!(done.digest, right);
+    assert_eq!(done.size, data.len() as u64);
+    assert_eq!(
+        std::fs::read(reg.blob_data(&right.to_string())).unwrap(),
+        data
+    );
+
+    let other = pseudo_random(3 * MIB, 10);
+    let wrong = Digest::of(b"not these bytes");
+    let mut sink = up.sink_digested_by_writer(None);
+    write_all(&mut sink, &other);
+    assert!(sink.finish_as(wrong).is_err());
+    assert!(!reg.blob_data(&wrong.to_string()).exists());
+    assert!(!reg.blob_data(&Digest::of(&other).to_string()).exists());
+}

@@ -1,7 +1,6 @@
 //! Content digests (`sha256:<hex>`), the one way blobs are named everywhere.
 
 use sha2::{Digest as _, Sha256};
-
 use sha256_lanes as lanes;
 use std::fmt;
 use std::io::{self, Write};

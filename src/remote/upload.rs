@@ -3,16 +3,17 @@
 //! A [`BlobSink`] is a `Write` for the layer writer: bytes are cut into chunks of
 //! `chunk_size` and handed (through a queue of one chunk) to an upload task that sends
 //! each as a `PATCH` of the upload session while the next chunk is being produced; the
-//! closing `PUT ?digest=` carries the digest, known only once the last byte is written.
-//! Memory is about three chunks whatever the blob's size.
+//! closing `PUT ?digest=` carries the digest, known only once the last byte is written
+//! (computed by the task, or given by a writer that digests its bytes anyway, as a layer
+//! does). Memory is about three chunks whatever the blob's size.
 //!
 //! A `PATCH` that fails is not blindly resent: the registry is asked how much it holds
 //! (`GET` on the upload URL, `Range: 0-N`) and the upload goes on from there, as
 //! `push` does. With a state directory and a key (what the blob is made of: the bytes
 //! are reproducible, so the same key gives the same bytes), the upload URL, the offset
-//! acknowledged and the digest of the bytes up to it are remembered after every chunk. A
+//! acknowledged and a CRC-32 of the bytes up to it are remembered after every chunk. A
 //! rerun of a killed push regenerates the blob, sends nothing the registry already holds
-//! for that upload, and checks the regenerated prefix against the remembered digest; the
+//! for that upload, and checks the regenerated prefix against the remembered CRC; the
 //! registry checks the whole by the final digest. If either check fails the blob is
 //! started over ([`UploadError::Stale`]: the caller produces it again). A finished blob's
 //! digest is remembered too, so a later run can skip producing it ([`Uploader::known`]).
@@ -75,8 +76,9 @@ pub struct Uploader {
 struct Pending {
     location: String,
     offset: u64,
-    /// sha256 of the blob's first `offset` bytes.
-    prefix: String,
+    /// CRC-32 of the blob's first `offset` bytes: an early check that a rerun makes the
+    /// same bytes (the registry checks the whole blob's sha256 at the end anyway).
+    prefix_crc32: u32,
 }
 
 /// What is remembered of a finished blob.
@@ -177,15 +179,27 @@ impl Uploader {
     }
 
     /// A writer that uploads what is written to it; `key` names what the blob is made
-    /// of, to resume it across runs (`None`: no memory).
+    /// of, to resume it across runs (`None`: no memory). It digests the bytes itself;
+    /// close it with [`BlobSink::finish`].
     pub fn sink(&self, key: Option<&str>) -> BlobSink {
+        self.new_sink(key, true)
+    }
+
+    /// [`Uploader::sink`] for a producer that digests every byte it writes anyway (a
+    /// layer): the bytes are not hashed a second time, and [`BlobSink::finish_as`] gives
+    /// the digest, which the registry checks.
+    pub fn sink_digested_by_writer(&self, key: Option<&str>) -> BlobSink {
+        self.new_sink(key, false)
+    }
+
+    fn new_sink(&self, key: Option<&str>, hashing: bool) -> BlobSink {
         let (tx, rx) = mpsc::channel::<Msg>(1);
         let failed = Arc::new(Mutex::new(None));
         let up = self.clone();
         let key = key.map(str::to_string);
         let slot = failed.clone();
         let task = self.handle.spawn(async move {
-            let r = up.stream(key.as_deref(), rx).await;
+            let r = up.stream(key.as_deref(), hashing, rx).await;
             if let Err(e) = &r {
                 let stale = match e {
                     UploadError::Stale { key } => Some(key.clone()),
@@ -244,10 +258,11 @@ impl Uploader {
     async fn stream(
         &self,
         key: Option<&str>,
+        hashing: bool,
         mut rx: mpsc::Receiver<Msg>,
     ) -> Result<Uploaded, UploadError> {
         // An earlier run's upload the registry still has: skip what it holds.
-        let mut resumed: Option<(u64, String)> = None;
+        let mut resumed: Option<(u64, Option<u32>)> = None;
         let mut loc = None;
         if let Some(p) = key.and_then(|k| self.load::<Pending>(k, "pending")) {
             if let Ok(url) = Url::parse(&p.location) {
@@ -255,9 +270,9 @@ impl Uploader {
                 // no longer matches its state token) is started over.
                 if let Ok((url, held)) = self.status(&url).await {
                     if held > 0 {
-                        // Only a prefix we know the digest of can be checked early.
-                        let check = (held == p.offset).then_some(p.prefix);
-                        resumed = Some((held, check.unwrap_or_default()));
+                        // Only a prefix we know the CRC of can be checked early.
+                        let check = (held == p.offset).then_some(p.prefix_crc32);
+                        resumed = Some((held, check));
                         loc = Some(url);
                     }
                 }
@@ -273,25 +288,26 @@ impl Uploader {
             }
         };
         let skip = resumed.as_ref().map_or(0, |r| r.0);
-        let mut hasher = Hasher::new();
+        let mut hasher = hashing.then(Hasher::new);
+        let mut crc = libdeflater::Crc::new();
         let mut offset = 0u64; // bytes of the blob seen
         let mut sent = 0u64;
-        let mut finished = false;
+        let mut finished = None;
         while let Some(msg) = rx.recv().await {
             let chunk = match msg {
                 Msg::Data(d) => d,
-                Msg::Finish => {
-                    finished = true;
+                Msg::Finish(given) => {
+                    finished = Some(given);
                     break;
                 }
             };
             let start = offset;
             let end = start + chunk.len() as u64;
-            if let Some((held, prefix)) = &resumed {
-                if !prefix.is_empty() && start < *held && end >= *held {
-                    let mut h = hasher.clone();
-                    h.update(&chunk[..(*held - start) as usize]);
-                    if h.finish().to_string() != *prefix {
+            if let Some((held, Some(prefix))) = &resumed {
+                if start < *held && end >= *held {
+                    let mut c = libdeflater::Crc::with_initial(crc.sum());
+                    c.update(&chunk[..(*held - start) as usize]);
+                    if c.sum() != *prefix {
                         if let Some(k) = key {
                             self.forget(k);
                         }
@@ -301,7 +317,10 @@ impl Uploader {
                     }
                 }
             }
-            hasher.update(&chunk);
+            if let Some(h) = &mut hasher {
+                h.update(&chunk);
+            }
+            crc.update(&chunk);
             offset = end;
             if end <= skip {
                 continue;
@@ -313,24 +332,37 @@ impl Uploader {
             loc = self.patch(loc, body, start + from as u64).await?;
             sent += n;
             if let Some(k) = key {
-                let prefix = hasher.clone().finish().to_string();
                 self.save(
                     k,
                     "pending",
                     &Pending {
                         location: loc.to_string(),
                         offset,
-                        prefix,
+                        prefix_crc32: crc.sum(),
                     },
                 );
             }
         }
-        if !finished {
+        let size = offset;
+        let digest = match (finished, hasher) {
             // The producer gave up: no PUT, nothing committed.
-            return Err(UploadError::Unfinished);
-        }
-        let size = hasher.len();
-        let digest = hasher.finish();
+            (None, _) => return Err(UploadError::Unfinished),
+            (Some(Some(given)), Some(h)) if h.clone().finish() != given => {
+                return Err(RegistryError::Protocol(format!(
+                    "the blob was written as {given} but its bytes are {}",
+                    h.finish()
+                ))
+                .into())
+            }
+            (Some(Some(given)), _) => given,
+            (Some(None), Some(h)) => h.finish(),
+            (Some(None), None) => {
+                return Err(RegistryError::Protocol(
+                    "a blob the writer digests was finished without its digest".into(),
+                )
+                .into())
+            }
+        };
         if size < skip {
             return Err(UploadError::Stale {
                 key: key.unwrap_or_default().to_string(),
@@ -617,8 +649,9 @@ type Failure = (String, Option<String>);
 /// What the writer hands the upload task.
 enum Msg {
     Data(Vec<u8>),
-    /// The blob is complete: close the upload with its digest.
-    Finish,
+    /// The blob is complete: close the upload with its digest (the writer's, or the
+    /// one the task computed).
+    Finish(Option<Digest>),
 }
 
 /// A blob being uploaded as it is written; see the module documentation.
@@ -657,11 +690,21 @@ impl BlobSink {
 
     /// Sends the rest and closes the upload with the blob's digest. Call it from a
     /// thread that is not running the uploader's runtime.
-    pub fn finish(mut self) -> Result<Uploaded, UploadError> {
+    pub fn finish(self) -> Result<Uploaded, UploadError> {
+        self.close(None)
+    }
+
+    /// [`BlobSink::finish`] with the digest the writer computed (for a sink from
+    /// [`Uploader::sink_digested_by_writer`]).
+    pub fn finish_as(self, digest: Digest) -> Result<Uploaded, UploadError> {
+        self.close(Some(digest))
+    }
+
+    fn close(mut self, digest: Option<Digest>) -> Result<Uploaded, UploadError> {
         // A failed send means the task has ended: its result says why.
         let sent = self.buf.is_empty() || self.send_buf().is_ok();
         if let (true, Some(tx)) = (sent, self.tx.take()) {
-            let _ = tx.blocking_send(Msg::Finish);
+            let _ = tx.blocking_send(Msg::Finish(digest));
         }
         let task = self.task.take().expect("finished once");
         match self.handle.block_on(task) {
