@@ -6,16 +6,17 @@
 //! order the layers will read them and downloads ahead (`--jobs` files, `--connections`
 //! Range requests per file, a bounded buffer), so a layer is compressed while later
 //! files are still arriving; a registry destination uploads each layer's blob in
-//! PATCHes while it is produced, so the upload of a layer runs while it is being made
-//! and the next one starts as soon as its last chunk is in.
+//! PATCHes while it is produced, and takes two layers at once (the registry ingests
+//! each upload on one core), so uploads run while the layers are being made.
 //!
-//! Nothing unverified is published: every file is checked (its size and git blob id by
-//! the stream before its last byte reaches the layer; an LFS file's sha256 by the
-//! layer, which hashes every byte anyway, once it is built), a layer's upload is closed
-//! only once the layer is complete and checked, and the configs, manifests and the tag
-//! go out only after every layer. A file whose hash does not match fails its layer; the layer is built
-//! once more with the file fetched afresh (the bytes are deterministic, so the same
-//! layer comes out), and a second mismatch fails the job with nothing tagged.
+//! Nothing unverified is published. Every file is checked: its size and git blob id by
+//! the stream before its last byte reaches the layer; an LFS file's sha256 by the layer,
+//! which digests every byte anyway, once the layer is made (and by the stream too when
+//! it fills the cache). A layer's upload is closed only once the layer is complete and
+//! checked, and the configs, manifests and the tag go out only after every layer. A file
+//! whose hash does not match fails its layer; the layer is built once more with the file
+//! fetched afresh (the bytes are deterministic, so the same layer comes out), and a
+//! second mismatch fails the job with nothing tagged.
 //!
 //! What the job does is told through [`Event`]s; the command line renders them.
 
