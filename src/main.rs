@@ -22,15 +22,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc gives each thread that allocates its own arena, up to eight per core, and keeps
-/// what is freed in them: the multi-megabyte chunk, window and upload buffers that the
-/// compression, download and upload threads pass between them then pile up in a dozen
-/// arenas. Two arenas held a streamed build's peak memory at about two thirds (and it ran
-/// no slower), which is what keeps it under its 512 MiB bound.
+/// glibc gives each thread that allocates an arena of its own, up to eight per core,
+/// and keeps what is freed in them: the multi-megabyte chunk, window and upload buffers
+/// that the compression, download and upload threads pass between them then pile up in a
+/// dozen arenas. One arena per core (at least two) held a streamed build's peak memory at
+/// about two thirds on two cores (and it ran no slower): no more threads run at once than
+/// there are cores, so they seldom wait for an arena.
 fn few_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread
+        // starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
     }
 }
