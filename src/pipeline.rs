@@ -4,13 +4,13 @@
 use crate::catalogue::record::BuildRecord;
 use crate::digest::Digest;
 use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
-use crate::layer::{self, Contents, Entry, LayerError, LayerInfo};
+use crate::layer::{self, Contents, Entry, LayerError, LayerInfo, Stoppable};
 use crate::names::{CommitSha, ModelName};
 use crate::plan::{self, LayerPlan, LayerRole, PlanError, PlanOptions, PlannedLayer};
 use crate::provenance::{self, Provenance};
 use crate::units::human_bytes;
 use std::collections::BTreeMap;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -420,6 +420,7 @@ fn make_layers_in_parallel(
     let contents = Stoppable {
         inner: contents,
         stop: &stop,
+        why: "stopped: another layer failed",
     };
     let next = AtomicUsize::new(0);
     let done: Vec<Mutex<Option<BuiltLayer>>> = layers.iter().map(|_| Mutex::new(None)).collect();
@@ -454,37 +455,6 @@ fn make_layers_in_parallel(
                 .ok_or_else(|| BuildError::Destination("a layer was never built".into()))
         })
         .collect()
-}
-
-/// A source whose reads fail once `stop` is set: a layer built beside one that failed
-/// gives up at its next read instead of running to its end.
-struct Stoppable<'a> {
-    inner: &'a dyn Contents,
-    stop: &'a AtomicBool,
-}
-
-impl Contents for Stoppable<'_> {
-    fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>> {
-        let inner = self.inner.open(path)?;
-        Ok(Box::new(StoppableRead {
-            inner,
-            stop: self.stop,
-        }))
-    }
-}
-
-struct StoppableRead<'a> {
-    inner: Box<dyn Read + Send + 'a>,
-    stop: &'a AtomicBool,
-}
-
-impl Read for StoppableRead<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(io::Error::other("stopped: another layer failed"));
-        }
-        self.inner.read(buf)
-    }
 }
 
 /// One layer into `dest`'s writer for it, checked against the source's digests and the
@@ -540,6 +510,7 @@ fn check_digests(layer: &LayerInfo, expected: &BTreeMap<String, String>) -> Resu
 mod tests {
     use super::*;
     use crate::layer::EntryKind;
+    use std::io::{self, Read};
     use std::sync::Arc;
 
     /// Files in memory; a path listed in `broken` fails to open.

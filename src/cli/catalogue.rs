@@ -22,7 +22,7 @@ use depotai::catalogue::{Catalogue, CatalogueEntry, Shard};
 use depotai::digest::Digest;
 use depotai::image::{remove_stale_siblings, Platform, ANNOTATION_REVISION};
 use depotai::job::SETTINGS_ANNOTATION;
-use depotai::layer::{self, Contents};
+use depotai::layer::{self, Stoppable};
 use depotai::pipeline::{self, BuildError, BuildRequest};
 use depotai::plan::PlanOptions;
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
@@ -32,7 +32,6 @@ use depotai::source::hub::{
 };
 use depotai::units::human_bytes;
 use serde_json::json;
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -121,37 +120,6 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
         flag::register(sig, stop.clone()).context("installing a signal handler")?;
     }
     Ok(stop)
-}
-
-/// Readers that fail once `stop` is set, so a build under way ends (and its staging
-/// directory is removed) soon after a signal.
-struct Interruptible<'a> {
-    inner: &'a dyn Contents,
-    stop: &'a AtomicBool,
-}
-
-struct InterruptibleReader<'a> {
-    inner: Box<dyn Read + Send + 'a>,
-    stop: &'a AtomicBool,
-}
-
-impl Contents for Interruptible<'_> {
-    fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>> {
-        Ok(Box::new(InterruptibleReader {
-            inner: self.inner.open(path)?,
-            stop: self.stop,
-        }))
-    }
-}
-
-impl Read for InterruptibleReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
-            // Not ErrorKind::Interrupted: readers retry that one.
-            return Err(io::Error::other("interrupted by a signal"));
-        }
-        self.inner.read(buf)
-    }
 }
 
 /// Download progress as log lines naming the model (no bars: two models are under
@@ -433,9 +401,11 @@ fn build_fetched(
     stop: &AtomicBool,
 ) -> anyhow::Result<pipeline::BuildReport> {
     let (entries, contents) = fetched.entries();
-    let contents = Interruptible {
+    // A build under way ends (and its staging directory is removed) soon after a signal.
+    let contents = Stoppable {
         inner: &contents,
         stop,
+        why: "interrupted by a signal",
     };
     let req = BuildRequest {
         name: e.name.clone(),
@@ -773,6 +743,7 @@ fn push_one(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     #[test]
     fn causes_are_not_repeated() {
@@ -783,26 +754,5 @@ mod tests {
         })
         .context("building m");
         assert_eq!(one_line(&e), "building m: reading a: disk on fire");
-    }
-
-    #[test]
-    fn interruptible_readers_fail_once_stopped() {
-        struct Bytes;
-        impl Contents for Bytes {
-            fn open(&self, _: &str) -> io::Result<Box<dyn Read + Send + '_>> {
-                Ok(Box::new(&b"hello world"[..]))
-            }
-        }
-        let stop = AtomicBool::new(false);
-        let c = Interruptible {
-            inner: &Bytes,
-            stop: &stop,
-        };
-        let mut r = c.open("x").unwrap();
-        let mut buf = [0u8; 5];
-        r.read_exact(&mut buf).unwrap();
-        stop.store(true, Ordering::Relaxed);
-        let err = r.read(&mut buf).unwrap_err();
-        assert_ne!(err.kind(), io::ErrorKind::Interrupted);
     }
 }

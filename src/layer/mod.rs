@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The layer formats depotai writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -246,6 +247,40 @@ pub trait Contents: Sync {
     fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>>;
 }
 
+/// Contents whose reads fail with `why` once `stop` is set, so a layer under way gives up
+/// at its next read (after a signal, or when a layer built beside it failed).
+pub struct Stoppable<'a> {
+    pub inner: &'a dyn Contents,
+    pub stop: &'a AtomicBool,
+    pub why: &'static str,
+}
+
+impl Contents for Stoppable<'_> {
+    fn open(&self, path: &str) -> io::Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(StoppableRead {
+            inner: self.inner.open(path)?,
+            stop: self.stop,
+            why: self.why,
+        }))
+    }
+}
+
+struct StoppableRead<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    stop: &'a AtomicBool,
+    why: &'static str,
+}
+
+impl Read for StoppableRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            // Not ErrorKind::Interrupted: readers retry that one.
+            return Err(io::Error::other(self.why));
+        }
+        self.inner.read(buf)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
     #[error("invalid path {path:?} in the image: {why}")]
@@ -448,6 +483,29 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stoppable_readers_fail_with_their_reason_once_stopped() {
+        struct Bytes;
+        impl Contents for Bytes {
+            fn open(&self, _: &str) -> io::Result<Box<dyn Read + Send + '_>> {
+                Ok(Box::new(&b"hello world"[..]))
+            }
+        }
+        let stop = AtomicBool::new(false);
+        let c = Stoppable {
+            inner: &Bytes,
+            stop: &stop,
+            why: "interrupted by a signal",
+        };
+        let mut r = c.open("x").unwrap();
+        let mut buf = [0u8; 5];
+        r.read_exact(&mut buf).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        let err = r.read(&mut buf).unwrap_err();
+        assert_ne!(err.kind(), io::ErrorKind::Interrupted);
+        assert_eq!(err.to_string(), "interrupted by a signal");
+    }
 
     fn file(p: &str) -> Entry {
         Entry {
