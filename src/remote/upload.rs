@@ -344,18 +344,17 @@ impl Uploader {
             }
         }
         let size = offset;
-        let digest = match (finished, hasher) {
+        let digest = match (finished, hasher.map(Hasher::finish)) {
             // The producer gave up: no PUT, nothing committed.
             (None, _) => return Err(UploadError::Unfinished),
-            (Some(Some(given)), Some(h)) if h.clone().finish() != given => {
+            (Some(Some(given)), Some(computed)) if computed != given => {
                 return Err(RegistryError::Protocol(format!(
-                    "the blob was written as {given} but its bytes are {}",
-                    h.finish()
+                    "the blob was written as {given} but its bytes are {computed}"
                 ))
                 .into())
             }
             (Some(Some(given)), _) => given,
-            (Some(None), Some(h)) => h.finish(),
+            (Some(None), Some(computed)) => computed,
             (Some(None), None) => {
                 return Err(RegistryError::Protocol(
                     "a blob the writer digests was finished without its digest".into(),
