@@ -1,6 +1,5 @@
 //! Content digests (`sha256:<hex>`), the one way blobs are named everywhere.
 
-use sha2::{Digest as _, Sha256};
 use sha256_lanes as lanes;
 use std::fmt;
 use std::io::{self, Write};
@@ -11,7 +10,9 @@ pub struct Digest([u8; 32]);
 
 impl Digest {
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest(Sha256::digest(bytes).into())
+        let mut h = Hasher::new();
+        h.update(bytes);
+        h.finish()
     }
 
     pub fn from_bytes(bytes: [u8; 32]) -> Digest {
@@ -204,6 +205,7 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest as _, Sha256};
 
     fn sample(len: usize, seed: u32) -> Vec<u8> {
         (0..len as u32)
