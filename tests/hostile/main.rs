@@ -3,7 +3,10 @@
 //! limit (`prlimit --as`, so any allocation from a lying size fails loudly), and nothing
 //! written anywhere but the output path (and there, no file).
 
+#[path = "../support/mod.rs"]
 mod support;
+
+// The second round's cases (issue 22), one file per seam.
 
 use depotai::layer::estargz::{Toc, TocEntry};
 use serde_json::{json, Value};
