@@ -87,7 +87,7 @@ if [[ ! -x "$work/venv/bin/oci-modelcar" ]]; then
 fi
 
 log "building depotai and the bench helpers (release)"
-(cd "$root" && cargo build -q --release --locked --bin depotai --example bench_hub --example bench_fetch)
+(cd "$root" && cargo build -q --release --locked --features isal --bin depotai --example bench_hub --example bench_fetch)
 bin="$root/target/release"
 
 model="$work/model"

@@ -94,8 +94,8 @@ if [[ -z "$model_dir" && $real -eq 0 ]] && ! python3 -c 'import numpy' 2>/dev/nu
 fi
 
 # ---------------------------------------------------------------- build
-log "cargo build --release --locked"
-(cd "$root" && cargo build --release --locked --bins --example bench_encoder) || die "release build failed"
+log "cargo build --release --locked --features isal"
+(cd "$root" && cargo build --release --locked --features isal --bins --example bench_encoder) || die "release build failed"
 depotai="${CARGO_TARGET_DIR:-$root/target}/release/depotai"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/depotai-bench.XXXXXX")"

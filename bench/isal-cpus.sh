@@ -14,7 +14,7 @@ command -v qemu-x86_64 >/dev/null || {
   [[ $(id -u) -eq 0 ]] || { echo "isal-cpus.sh: install qemu-user" >&2; exit 1; }
   apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
 }
-(cd "$root" && cargo build --release --locked -q)
+(cd "$root" && cargo build --release --locked --features isal -q)
 depotai="${CARGO_TARGET_DIR:-$root/target}/release/depotai"
 srcs=("$root/fixtures/tiny-model")
 [[ $# -gt 0 ]] && srcs+=("$1")

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# nasm and autotools, to build ISA-L (--encoder isal) on x86-64.
+# nasm and autotools, to build ISA-L (the feature `isal`, for --encoder isal) on x86-64.
 bash scripts/setup-build-deps.sh
 
 if [[ $(id -u) -eq 0 ]] || command -v sudo >/dev/null; then
@@ -22,4 +22,4 @@ bash scripts/install-pytools.sh >/dev/null
 # tests/web.rs drives Debian's chromium with playwright-core (tests/web/package-lock.json).
 bash scripts/install-browser.sh || echo "scripts/test.sh: browser set-up failed; tests/web.rs will skip (or fail with CI=true)" >&2
 
-cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --all-targets --features isal

@@ -83,7 +83,7 @@ fn files_of(blob: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 // ISA-L is offered (and built) on x86-64 only.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "isal"))]
 #[test]
 fn isal_golden_digests_of_the_bundled_example_are_unchanged() {
     // If this fails after a dependency update, ISA-L's output changed: every image built
@@ -158,7 +158,7 @@ fn level_0_golden_digests_are_unchanged_and_every_member_is_stored() {
 }
 
 // ISA-L is offered (and built) on x86-64 only.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "isal"))]
 #[test]
 fn isal_output_is_identical_with_one_and_several_threads_and_pinned() {
     let tmp = tempfile::tempdir().unwrap();
@@ -244,6 +244,20 @@ fn refused(extra: &[&str], cpu: &str) -> (Option<i32>, String, PathBuf, tempfile
         out,
         tmp,
     )
+}
+
+// Without the cargo feature, ISA-L is not compiled in (a plain `cargo install` needs no
+// nasm): the encoder is refused up front with how to get it, and nothing is written.
+#[cfg(all(target_arch = "x86_64", not(feature = "isal")))]
+#[test]
+fn without_the_isal_feature_the_encoder_is_refused_with_how_to_get_it() {
+    let (code, err, out, _t) = refused(&["--encoder", "isal"], "native");
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "depotai: error: --encoder isal is not in this build of depotai: build it with the cargo feature `isal` (`cargo install --path . --features isal`; ISA-L needs nasm and autotools, see scripts/setup-build-deps.sh)\n"
+    );
+    assert!(!out.exists(), "nothing is written");
 }
 
 #[test]
@@ -333,7 +347,7 @@ fn encoder_flags_and_levels_are_checked() {
 }
 
 // ISA-L is offered (and built) on x86-64 only.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "isal"))]
 #[test]
 fn the_encoder_is_recorded_so_changing_it_rebuilds_and_keeping_it_skips() {
     let tmp = tempfile::tempdir().unwrap();
@@ -402,7 +416,7 @@ fn the_encoder_is_recorded_so_changing_it_rebuilds_and_keeping_it_skips() {
 // ---------------------------------------------------------------- interop
 
 // ISA-L is offered (and built) on x86-64 only.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "isal"))]
 #[test]
 fn reference_verifier_accepts_isal_and_level_0_layers() {
     if !have_tools(&[], &["estargz-check"]) {
@@ -453,7 +467,7 @@ fn reference_verifier_accepts_isal_and_level_0_layers() {
 }
 
 // ISA-L is offered (and built) on x86-64 only.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", feature = "isal"))]
 #[test]
 fn buildah_copies_files_from_isal_and_level_0_layers_byte_for_byte() {
     if !have(&["buildah", "skopeo", "umoci", "docker-registry"]) {

@@ -52,14 +52,12 @@ impl Codec {
                 })?;
                 Ok(Compressor::Gzip(libdeflater::Compressor::new(lvl)))
             }
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", feature = "isal"))]
             Codec::IsalGzip(level) => Ok(Compressor::IsalGzip(Box::new(
-                crate::layer::encoder::IsalGzip::new(level)?,
+                crate::layer::isal::IsalGzip::new(level)?,
             ))),
-            #[cfg(not(target_arch = "x86_64"))]
-            Codec::IsalGzip(_) => Err(LayerError::Compress(
-                "ISA-L is not built on this architecture".into(),
-            )),
+            #[cfg(not(all(target_arch = "x86_64", feature = "isal")))]
+            Codec::IsalGzip(_) => Err(LayerError::Compress("ISA-L is not in this build".into())),
             Codec::Zstd(level) => {
                 let zerr = |e: std::io::Error| LayerError::Compress(format!("zstd: {e}"));
                 let mut c = zstd::bulk::Compressor::new(level).map_err(zerr)?;
@@ -76,8 +74,8 @@ impl Codec {
 /// A ready encoder for one codec; each `compress` call gives one independent member.
 pub(crate) enum Compressor {
     Gzip(libdeflater::Compressor),
-    #[cfg(target_arch = "x86_64")]
-    IsalGzip(Box<crate::layer::encoder::IsalGzip>),
+    #[cfg(all(target_arch = "x86_64", feature = "isal"))]
+    IsalGzip(Box<crate::layer::isal::IsalGzip>),
     Zstd(Box<zstd::bulk::Compressor<'static>>),
 }
 
@@ -92,7 +90,7 @@ impl Compressor {
                 out.truncate(n);
                 Ok(out)
             }
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(all(target_arch = "x86_64", feature = "isal"))]
             Compressor::IsalGzip(c) => c.compress(data),
             Compressor::Zstd(c) => c
                 .compress(data)

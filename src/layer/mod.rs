@@ -7,6 +7,8 @@
 
 pub mod encoder;
 pub mod estargz;
+#[cfg(all(target_arch = "x86_64", feature = "isal"))]
+mod isal;
 pub(crate) mod members;
 pub mod tar;
 pub mod zstd_chunked;
