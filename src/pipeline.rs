@@ -6,6 +6,7 @@ use crate::digest::Digest;
 use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
 use crate::layer::{self, Contents, Entry, LayerError, LayerInfo, Stoppable};
 use crate::names::{CommitSha, ModelName};
+pub use crate::plan::BuiltLayer;
 use crate::plan::{self, LayerPlan, LayerRole, PlanError, PlanOptions, PlannedLayer};
 use crate::provenance::{self, Provenance};
 use crate::units::human_bytes;
@@ -54,13 +55,6 @@ pub struct BuildRequest {
     /// What the image is built from; with it, the image gets its provenance (an in-toto
     /// statement attached as a referrer of the index).
     pub record: Option<BuildRecord>,
-}
-
-/// One layer of a built image: what it holds and what it is.
-#[derive(Clone, Debug)]
-pub struct BuiltLayer {
-    pub role: LayerRole,
-    pub info: LayerInfo,
 }
 
 #[derive(Clone, Debug)]
@@ -176,11 +170,6 @@ impl Destination for DigestOnly {
     ) -> Result<PathBuf, BuildError> {
         Ok(PathBuf::new())
     }
-}
-
-/// Where a model's files live on the Hub, for the image's source annotation.
-pub fn source_url(name: &ModelName) -> String {
-    format!("https://huggingface.co/{name}")
 }
 
 /// The default output directory: `out/<name, lowercased>`.
@@ -315,7 +304,7 @@ pub fn build_planned_with(
     let dest = dest.into_inner().unwrap_or_else(|p| p.into_inner());
     let meta = ImageMeta {
         tag: req.tag.clone(),
-        source: source_url(&req.name),
+        source: provenance::source_url(&req.name),
         revision: req.sha.to_string(),
         platforms: req.platforms.clone(),
         index_annotations: req.index_annotations.clone(),

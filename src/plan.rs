@@ -23,7 +23,7 @@
 //! layer and leaves the others as they were. Groups are ordered by group number.
 
 use crate::digest::Digest;
-use crate::layer::{self, Entry, EntryKind, LayerError};
+use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo};
 use crate::units::human_bytes;
 use std::fmt;
 use std::str::FromStr;
@@ -307,6 +307,13 @@ fn check_limit(plan: &LayerPlan, opts: &PlanOptions) -> Result<(), PlanError> {
         }
     }
     Ok(())
+}
+
+/// One layer of a built image: what it holds and what it is.
+#[derive(Clone, Debug)]
+pub struct BuiltLayer {
+    pub role: LayerRole,
+    pub info: LayerInfo,
 }
 
 #[cfg(test)]

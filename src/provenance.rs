@@ -12,7 +12,8 @@
 use crate::catalogue::record::{BuildRecord, BuildSettings};
 use crate::digest::Digest;
 use crate::image::{canonical_json, Blob, Referrer};
-use crate::pipeline::{source_url, BuiltLayer};
+use crate::names::ModelName;
+use crate::plan::BuiltLayer;
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -325,6 +326,11 @@ impl Provenance {
             .enumerate()
             .find(|(_, l)| l.files.iter().any(|f| f == path))
     }
+}
+
+/// Where a model's files live on the Hub, for the image's source annotation.
+pub fn source_url(name: &ModelName) -> String {
+    format!("https://huggingface.co/{name}")
 }
 
 fn source_url_str(model: &str) -> String {

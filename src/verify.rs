@@ -11,7 +11,7 @@ use crate::image::Platform;
 use crate::layer::{Entry, EntryKind};
 use crate::names::{CommitSha, ModelName};
 use crate::pipeline::{self, BuildError, BuildReport, BuildRequest, DigestOnly};
-use crate::provenance::{Provenance, ProvenanceFile};
+use crate::provenance::{self, Provenance, ProvenanceFile};
 use crate::remote::published::PublishedImage;
 use crate::source::hub::{self, Check, FileFilter, HubConfig, HubError, RemoteFile};
 use serde::Serialize;
@@ -176,7 +176,7 @@ pub fn verify(
         verified: false,
         model: claim.model.to_string(),
         revision: claim.sha.to_string(),
-        source: pipeline::source_url(&claim.model),
+        source: provenance::source_url(&claim.model),
         index_digest: published.index_digest.clone(),
         rebuilt_index_digest: None,
         layers: Vec::new(),

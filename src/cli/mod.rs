@@ -6,7 +6,6 @@ mod lazy;
 mod progress;
 mod push;
 mod serve;
-mod stream;
 mod verify;
 
 use clap::{Parser, Subcommand};

@@ -2,6 +2,8 @@
 //! `depotai build --from-dir DIR --name ORG/MODEL --sha COMMIT` (from a directory) and
 //! `depotai build --all CATALOGUE` (every model of a catalogue, see `catalogue.rs`).
 
+mod stream;
+
 use super::progress::{self, Progress};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -268,7 +270,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             (report, None)
         }
         None if args.push.is_some() || args.no_cache || args.max_scratch.is_some() => {
-            return super::stream::run(&args, &name, req);
+            return stream::run(&args, &name, req);
         }
         None => {
             let mut cfg = HubConfig::from_env();
@@ -376,11 +378,7 @@ fn build_with_bar(
     report
 }
 
-pub(super) fn summary_json(
-    name: &ModelName,
-    req: &BuildRequest,
-    r: &BuildReport,
-) -> serde_json::Value {
+fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_json::Value {
     serde_json::json!({
         "name": name.as_str(),
         "image": name.registry_path(),

@@ -2,8 +2,8 @@
 //! `--max-scratch`: the streamed build ([`depotai::job`]). This file only turns flags
 //! into a job and the job's events into a bar, lines and a JSON summary.
 
-use super::build::{summary_json, BuildArgs};
-use super::progress::Progress;
+use super::{summary_json, BuildArgs};
+use crate::cli::progress::Progress;
 use anyhow::Context;
 use depotai::job::{self, Event, HubJob, RegistryTarget};
 use depotai::names::ModelName;
@@ -121,5 +121,5 @@ pub(super) fn run(args: &BuildArgs, name: &ModelName, req: BuildRequest) -> anyh
 /// A size from the environment (tuning for tests and benchmarks: the Range window and
 /// the read-ahead buffer of the Hub stream).
 fn env_size(key: &str) -> Option<u64> {
-    super::parse_size(&std::env::var(key).ok()?).ok()
+    crate::cli::parse_size(&std::env::var(key).ok()?).ok()
 }
