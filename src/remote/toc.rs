@@ -9,9 +9,8 @@
 //! [`estargz_from_blob`] and [`zstd_chunked_from_blob`] run them all on a blob in
 //! memory (tests and fuzzing).
 
-use super::lazy::{files, zstd_files, TocFile};
 use crate::digest::Digest;
-use crate::layer::estargz::{parse_footer, Toc, FOOTER_SIZE};
+use crate::layer::estargz::{parse_footer, Toc, TocEntry, FOOTER_SIZE};
 use crate::layer::zstd_chunked::{self, TarSplitEntry};
 use crate::limits::{self, shown, MAX_TOC_BYTES, MAX_TOC_ENTRIES, MAX_TOC_TAR};
 use crate::units::human_bytes;
@@ -428,4 +427,213 @@ pub fn zstd_chunked_from_blob(
     let ts = &blob[f.tar_split_offset as usize..(f.tar_split_offset + f.tar_split_len) as usize];
     let n = check_tar_split(ts, f.tar_split_uncompressed_len, &toc)?;
     Ok((toc, files, n))
+}
+
+/// A TOC name as readers see it: no leading `./` or `/`, no trailing `/`.
+pub fn clean_name(n: &str) -> &str {
+    let mut n = n;
+    loop {
+        if let Some(r) = n.strip_prefix("./") {
+            n = r;
+        } else if let Some(r) = n.strip_prefix('/') {
+            n = r;
+        } else {
+            break;
+        }
+    }
+    n.trim_end_matches('/')
+}
+
+/// One regular file of the TOC with its chunks.
+#[derive(Clone, Debug)]
+pub struct TocFile {
+    pub name: String,
+    pub size: u64,
+    pub digest: String,
+    pub mode: u32,
+    pub chunks: Vec<Chunk>,
+}
+
+/// One chunk of a file and where its compressed bytes are.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// Offset in the file, and length.
+    pub offset: u64,
+    pub len: u64,
+    /// `[start, end)` in the blob: one gzip member or zstd frame (or more).
+    pub start: u64,
+    pub end: u64,
+    pub digest: String,
+}
+
+/// Checks one file's chunks: each a non-empty compressed range inside `[0, data_end)`
+/// of at most [`limits::MAX_CHUNK_COMPRESSED`] bytes that cannot inflate to more than
+/// `ratio` times its size, together covering the file's size exactly, in order.
+fn check_chunks(f: &TocFile, data_end: u64, ratio: u64) -> Result<(), BadLayer> {
+    let wrong = |what: String| BadLayer(format!("{}: {what}", shown(&f.name)));
+    let mut covered = 0u64;
+    for c in &f.chunks {
+        if c.start >= c.end || c.end > data_end {
+            return Err(wrong(format!(
+                "the chunk at {} lies at [{}, {}), outside the layer's data (which ends at {data_end})",
+                c.offset, c.start, c.end
+            )));
+        }
+        let compressed = c.end - c.start;
+        if compressed > limits::MAX_CHUNK_COMPRESSED {
+            return Err(wrong(format!(
+                "the chunk at {} is {} compressed, more than the {} depotai fetches",
+                c.offset,
+                crate::units::human_bytes(compressed),
+                crate::units::human_bytes(limits::MAX_CHUNK_COMPRESSED)
+            )));
+        }
+        if c.len == 0 || c.len > compressed.saturating_mul(ratio) {
+            return Err(wrong(format!(
+                "the chunk at {} declares {} bytes from {compressed} compressed bytes",
+                c.offset, c.len
+            )));
+        }
+        if c.offset != covered {
+            return Err(wrong(format!(
+                "chunks in the TOC do not cover the file (a chunk at {} after {covered} bytes)",
+                c.offset
+            )));
+        }
+        covered = covered
+            .checked_add(c.len)
+            .ok_or_else(|| wrong("chunk sizes overflow".into()))?;
+    }
+    if covered != f.size {
+        return Err(wrong(format!(
+            "chunks in the TOC do not cover the file ({covered} of {} bytes)",
+            f.size
+        )));
+    }
+    Ok(())
+}
+
+/// Regular files of an eStargz TOC with their chunks, in TOC order. A chunk ends where
+/// the next member begins: the next larger offset in the TOC, or the TOC itself. Every
+/// chunk is checked against the blob (see [`check_chunks`]).
+pub fn files(toc: &Toc, toc_offset: u64) -> Result<Vec<TocFile>, BadLayer> {
+    let mut offsets: Vec<u64> = toc
+        .entries
+        .iter()
+        .map(|e| e.offset)
+        .filter(|&o| o > 0)
+        .collect();
+    offsets.push(toc_offset);
+    offsets.sort_unstable();
+    offsets.dedup();
+    let next_after = |o: u64| {
+        match offsets.binary_search(&o) {
+            Ok(i) => offsets.get(i + 1).copied(),
+            Err(i) => offsets.get(i).copied(),
+        }
+        .unwrap_or(toc_offset)
+    };
+    let mut out: Vec<TocFile> = Vec::new();
+    let chunk_of = |e: &TocEntry, size: u64| Chunk {
+        offset: e.chunk_offset,
+        // A last chunk may leave its size out; one past the file's end has none.
+        len: if e.chunk_size > 0 {
+            e.chunk_size
+        } else {
+            size.saturating_sub(e.chunk_offset)
+        },
+        start: e.offset,
+        end: next_after(e.offset),
+        digest: e.chunk_digest.clone(),
+    };
+    let mut in_reg = false;
+    for e in &toc.entries {
+        match e.kind.as_str() {
+            "reg" => {
+                let mut f = TocFile {
+                    name: clean_name(&e.name).to_string(),
+                    size: e.size,
+                    digest: e.digest.clone(),
+                    mode: e.mode,
+                    chunks: Vec::new(),
+                };
+                if e.size > 0 {
+                    f.chunks.push(chunk_of(e, e.size));
+                }
+                out.push(f);
+                in_reg = true;
+            }
+            "chunk" if in_reg => {
+                let f = out.last_mut().expect("in_reg implies a file");
+                let c = chunk_of(e, f.size);
+                f.chunks.push(c);
+            }
+            _ => in_reg = false,
+        }
+    }
+    for f in &out {
+        check_chunks(f, toc_offset, limits::MAX_GZIP_RATIO)?;
+    }
+    Ok(out)
+}
+
+/// Regular files of a zstd:chunked TOC. A single-chunk file is one range
+/// `[offset, endOffset)` checked against the file digest; a chunked file's chunk ends
+/// where the next one starts, the last at the file's `endOffset`. Every chunk must lie
+/// before `data_end` (where the TOC starts) and is checked as in [`check_chunks`].
+pub fn zstd_files(toc: &zstd_chunked::Toc, data_end: u64) -> Result<Vec<TocFile>, BadLayer> {
+    let mut out: Vec<TocFile> = Vec::new();
+    let mut end_offset = 0u64;
+    for e in &toc.entries {
+        match e.kind.as_str() {
+            "reg" => {
+                end_offset = e.end_offset;
+                let mut f = TocFile {
+                    name: clean_name(&e.name).to_string(),
+                    size: e.size,
+                    digest: e.digest.clone(),
+                    mode: e.mode,
+                    chunks: Vec::new(),
+                };
+                if e.size > 0 {
+                    let chunked = !e.chunk_digest.is_empty();
+                    f.chunks.push(Chunk {
+                        offset: 0,
+                        len: if chunked { e.chunk_size } else { e.size },
+                        start: e.offset,
+                        end: e.end_offset,
+                        digest: if chunked {
+                            e.chunk_digest.clone()
+                        } else {
+                            e.digest.clone()
+                        },
+                    });
+                }
+                out.push(f);
+            }
+            "chunk" => {
+                let Some(f) = out.last_mut() else {
+                    return Err(BadLayer(format!(
+                        "chunk entry {} before any file",
+                        shown(&e.name)
+                    )));
+                };
+                if let Some(prev) = f.chunks.last_mut() {
+                    prev.end = e.offset;
+                }
+                f.chunks.push(Chunk {
+                    offset: e.chunk_offset,
+                    len: e.chunk_size,
+                    start: e.offset,
+                    end: end_offset,
+                    digest: e.chunk_digest.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    for f in &out {
+        check_chunks(f, data_end, limits::MAX_ZSTD_RATIO)?;
+    }
+    Ok(out)
 }
