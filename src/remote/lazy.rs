@@ -748,6 +748,7 @@ async fn fetch_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::estargz::{Toc, TocEntry};
 
     #[test]
     fn names_are_cleaned() {
