@@ -623,6 +623,59 @@ fn build_push_builds_and_pushes_in_one_go() {
         .any(|e| e["name"] == "config.json"));
 }
 
+#[test]
+fn tag_goes_to_a_push_reference_without_one_and_a_disagreeing_tag_is_refused() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let reg = Registry::start();
+    let bare = format!("{}/acme/tiny-model", reg.addr);
+    let o = build(
+        Path::new("fixtures/tiny-model"),
+        "acme/tiny-model",
+        &out,
+        &["--json", "--tag", "v1", "--push", &bare, "--insecure"],
+    );
+    let s = json_of(&o);
+    assert_eq!(s["tag"], "v1", "the layout's tag follows --tag");
+    assert_eq!(s["push"]["reference"], format!("{bare}:v1"));
+    let tags = run(&["ls", &format!("{bare}:v1"), "--insecure", "--json"]);
+    assert_eq!(json_of(&tags)["reference"], format!("{bare}:v1"));
+    let latest = run(&["ls", &format!("{bare}:latest"), "--insecure"]);
+    assert_eq!(
+        latest.status.code(),
+        Some(1),
+        "nothing was pushed as :latest"
+    );
+    // The reference's own tag, without --tag, names the layout's tag too.
+    let out2 = tmp.path().join("out2");
+    let o = build(
+        Path::new("fixtures/tiny-model"),
+        "acme/tiny-model",
+        &out2,
+        &["--json", "--push", &format!("{bare}:v2"), "--insecure"],
+    );
+    assert_eq!(json_of(&o)["tag"], "v2");
+    // Two tags that disagree: refused before anything is built or sent.
+    let out3 = tmp.path().join("out3");
+    let o = build(
+        Path::new("fixtures/tiny-model"),
+        "acme/tiny-model",
+        &out3,
+        &["--tag", "v1", "--push", &format!("{bare}:v3"), "--insecure"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "depotai: error: --push {bare}:v3 names the tag v3, --tag says v1: give the tag once\n"
+        )
+    );
+    assert!(!out3.exists(), "nothing is written");
+}
+
 /// A gate in front of the registry that speaks the bearer-token flow: requests without
 /// `Authorization: Bearer good-token` get a 401 challenge pointing at the gate's own
 /// `/token`, which hands out the token for Basic `alice:s3cret` only. Only the first

@@ -14,6 +14,7 @@ use depotai::layer::{self, content_size, Contents, Entry, EntryKind, Format};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::plan::PlanOptions;
+use depotai::remote::Reference;
 use depotai::source::hub::{self, FileFilter, HubConfig};
 use depotai::source::DirSource;
 use std::path::PathBuf;
@@ -44,9 +45,11 @@ pub struct BuildArgs {
     /// The commit the files come from: 40 hex digits.
     #[arg(long, value_name = "COMMIT", required_unless_present = "all")]
     pub(super) sha: Option<String>,
-    /// Tag recorded in the layout's index.json.
-    #[arg(long, default_value = "latest")]
-    pub(super) tag: String,
+    /// The image's tag: in the layout's index.json and, with --push, in the registry
+    /// when the --push reference names none (a reference tag that differs is an error)
+    /// [default: the --push reference's tag, else latest].
+    #[arg(long, value_name = "TAG")]
+    pub(super) tag: Option<String>,
     /// Output directory (default: out/<name, lowercased>); with --all, the directory
     /// the images go under (default: out).
     #[arg(long, short = 'o', value_name = "DIR")]
@@ -135,6 +138,27 @@ pub struct BuildArgs {
     pub(super) max_scratch: Option<u64>,
     #[command(flatten)]
     pub(super) push_flags: super::push::PushFlags,
+}
+
+/// Where `--push` goes: the reference's own tag, else `--tag`, else `latest`. A
+/// reference tag that differs from `--tag` is refused rather than one silently winning.
+fn push_reference(push: &str, tag: Option<&str>) -> anyhow::Result<Reference> {
+    let mut r = Reference::parse(push)?;
+    // `Reference::parse` fills in `latest`: whether a tag was written is in the text
+    // (a `:` in the last path component; a registry's port comes before a `/`).
+    let written = r.digest.is_none() && push.rsplit('/').next().is_some_and(|c| c.contains(':'));
+    match tag {
+        Some(t) if written && r.tag.as_deref() != Some(t) => bail!(
+            "--push {push} names the tag {}, --tag says {t}: give the tag once",
+            r.tag.as_deref().unwrap_or_default()
+        ),
+        Some(t) if r.digest.is_none() => {
+            depotai::image::validate_tag(t).with_context(|| format!("--tag {t}"))?;
+            r.tag = Some(t.to_string());
+        }
+        _ => {}
+    }
+    Ok(r)
 }
 
 fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<Platform>> {
@@ -232,10 +256,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| pipeline::default_output(&name));
     let layer = layer_options(&args)?;
+    let push = args
+        .push
+        .as_deref()
+        .map(|r| push_reference(r, args.tag.as_deref()))
+        .transpose()?;
+    let tag = match &push {
+        Some(r) => r.tag.clone(),
+        None => args.tag.clone(),
+    };
     let mut req = BuildRequest {
         name: name.clone(),
         sha: sha.clone(),
-        tag: args.tag.clone(),
+        tag: tag.unwrap_or_else(|| "latest".into()),
         output,
         platforms,
         layer,
@@ -270,7 +303,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             (report, None)
         }
         None if args.push.is_some() || args.no_cache || args.max_scratch.is_some() => {
-            return stream::run(&args, &name, req);
+            return stream::run(&args, &name, req, push);
         }
         None => {
             let mut cfg = HubConfig::from_env();
@@ -330,10 +363,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         }
     };
 
-    let pushed = match &args.push {
+    let pushed = match &push {
         Some(r) => Some(super::push::push_layout(
             &report.output,
-            r,
+            &r.to_string(),
             &args.push_flags,
             args.quiet || args.json,
         )?),

@@ -13,13 +13,19 @@ use depotai::remote::Reference;
 use depotai::source::hub::{FileFilter, HubConfig, StreamOptions, DEFAULT_BUFFER, DEFAULT_WINDOW};
 use std::sync::Mutex;
 
-pub(super) fn run(args: &BuildArgs, name: &ModelName, req: BuildRequest) -> anyhow::Result<()> {
+/// `push` is the `--push` reference with its tag settled (see `push_reference`).
+pub(super) fn run(
+    args: &BuildArgs,
+    name: &ModelName,
+    req: BuildRequest,
+    push: Option<Reference>,
+) -> anyhow::Result<()> {
     let mut hub = HubConfig::from_env();
     hub.jobs = args.jobs.into();
     let filter = FileFilter::new(&args.include, &args.exclude)?;
-    let registry = match &args.push {
-        Some(r) => {
-            let reference = Reference::parse(r)?;
+    let pushed_to = push.as_ref().map(Reference::to_string);
+    let registry = match push {
+        Some(reference) => {
             let client = args.push_flags.registry.client(&reference, true)?;
             Some(RegistryTarget {
                 client,
@@ -86,7 +92,7 @@ pub(super) fn run(args: &BuildArgs, name: &ModelName, req: BuildRequest) -> anyh
         if args.delete_downloads {
             s["freed_bytes"] = report.freed_bytes.into();
         }
-        if let Some(r) = &args.push {
+        if let Some(r) = &pushed_to {
             s["push"] = serde_json::json!({
                 "reference": r,
                 "index_digest": build.index_digest.to_string(),
@@ -105,7 +111,7 @@ pub(super) fn run(args: &BuildArgs, name: &ModelName, req: BuildRequest) -> anyh
     } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
             "built {name} -> {} ({} files, {} layers, {} bytes, {:.1}s)\n  index {}",
-            args.push
+            pushed_to
                 .as_deref()
                 .map_or_else(|| build.output.display().to_string(), str::to_string),
             build.files(),
