@@ -98,6 +98,7 @@ impl Env {
             &sha(),
             &self.cfg(4),
             &FileFilter::new(&[], &[]).unwrap(),
+            false,
         )
         .unwrap()
     }
