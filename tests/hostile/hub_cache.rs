@@ -127,7 +127,10 @@ fn an_offline_build_after_a_partial_include_is_refused_naming_a_missing_file() {
     let o = build(&env, env.cmd(), catalogue_out, &["--include", "*.json"]);
     assert_ok(&o);
     let partial = env.out(catalogue_out);
-    assert_eq!(record(&partial)["settings"]["include"], serde_json::json!(["*.json"]));
+    assert_eq!(
+        record(&partial)["settings"]["include"],
+        serde_json::json!(["*.json"])
+    );
     assert_eq!(record(&partial)["files"].as_array().unwrap().len(), 4);
 
     // Offline without --include: three selected files were never downloaded. The first
@@ -143,12 +146,21 @@ fn an_offline_build_after_a_partial_include_is_refused_naming_a_missing_file() {
         ),
         &env.out("offline"),
     );
-    assert!(env.server.requests().is_empty(), "{:?}", env.server.requests());
+    assert!(
+        env.server.requests().is_empty(),
+        "{:?}",
+        env.server.requests()
+    );
     // The streamed build (here through --max-scratch) refuses the same way.
     let o = build(&env, env.offline(), "offline", &["--max-scratch", "1GiB"]);
     assert_refused_here(&o, "\"README.md\" of acme/model at", &env.out("offline"));
     // What the include did select is whole offline.
-    let o = build(&env, env.offline(), "offline-json", &["--include", "*.json"]);
+    let o = build(
+        &env,
+        env.offline(),
+        "offline-json",
+        &["--include", "*.json"],
+    );
     assert_ok(&o);
     assert_eq!(
         Layout::read(&env.out("offline-json")).index_digest,
@@ -157,7 +169,11 @@ fn an_offline_build_after_a_partial_include_is_refused_naming_a_missing_file() {
 
     // The catalogue entry has no include: the JSON-only image is not up to date with it.
     let cat = env.tmp.path().join("models.yaml");
-    std::fs::write(&cat, format!("models:\n  - name: {MODEL}\n    sha: {SHA}\n")).unwrap();
+    std::fs::write(
+        &cat,
+        format!("models:\n  - name: {MODEL}\n    sha: {SHA}\n"),
+    )
+    .unwrap();
     let mut c = env.cmd();
     c.args(["build", "--all"])
         .arg(&cat)
@@ -352,8 +368,68 @@ fn builds_sharing_one_cache_at_once_all_succeed_and_leave_it_clean() {
         assert!(env.snapshot(path).is_file(), "{path} resolves");
     }
     // The locks are where huggingface_hub takes them, one per blob.
-    let locks = env.tmp.path().join("hf-home/hub/.locks/models--acme--model");
+    let locks = env
+        .tmp
+        .path()
+        .join("hf-home/hub/.locks/models--acme--model");
     for name in &names {
         assert!(locks.join(format!("{name}.lock")).is_file(), "{name}.lock");
     }
+}
+
+#[test]
+fn a_download_waits_for_the_lock_huggingface_hub_holds_and_takes_the_blob_it_left() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new(repo());
+    let weights = Content::Generated {
+        size: 3 << 20,
+        seed: 1,
+    };
+    let etag = weights.sha256_hex();
+    // What Python's filelock does for hf_hub_download: flock(2) on this file.
+    let locks = env
+        .tmp
+        .path()
+        .join("hf-home/hub/.locks/models--acme--model");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = std::fs::File::create(locks.join(format!("{etag}.lock"))).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let mut c = env.cmd();
+    c.args(["build", MODEL, "--sha", SHA, "--json", "--output"])
+        .arg(env.out("img"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let blobs = env.repo_cache().join("blobs");
+    let others_done = || std::fs::read_dir(&blobs).map_or(0, |d| d.count()) >= 6;
+    let t = std::time::Instant::now();
+    while !others_done() {
+        assert!(t.elapsed().as_secs() < 30, "the other files never arrived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "it waits for the lock");
+    assert!(!blobs.join(format!("{etag}.incomplete")).exists());
+    assert!(!blobs.join(&etag).exists());
+
+    // The lock holder puts the blob in place and lets go: nothing left to download.
+    std::fs::write(blobs.join(&etag), weights.read(0, 3 << 20)).unwrap();
+    drop(lock);
+    let o = child.wait_with_output().unwrap();
+    assert_ok(&o);
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["files"], 7);
+    let fetched: Vec<String> = env
+        .server
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p.contains("model.safetensors"))
+        .collect();
+    assert_eq!(fetched, Vec::<String>::new());
+    assert_eq!(
+        std::fs::read(env.snapshot("model.safetensors")).unwrap(),
+        weights.read(0, 3 << 20)
+    );
 }

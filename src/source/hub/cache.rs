@@ -251,7 +251,7 @@ mod tests {
         );
         assert_eq!(std::fs::read(&l).unwrap(), b"data");
         c.link(&sha, "1_Pooling/config.json", "abc").unwrap(); // idempotent
-        // A regular file there (huggingface_hub without symlinks) is replaced.
+                                                               // A regular file there (huggingface_hub without symlinks) is replaced.
         std::fs::remove_file(&l).unwrap();
         std::fs::write(&l, b"copy").unwrap();
         c.link(&sha, "1_Pooling/config.json", "def").unwrap();
@@ -298,6 +298,9 @@ mod tests {
         assert_eq!(c.kept_listing(&m, &sha).unwrap(), Some(files));
         std::fs::write(c.listing_file(&sha), b"[{\"type\":\"file\"").unwrap();
         let e = c.kept_listing(&m, &sha).unwrap_err().to_string();
-        assert!(e.contains("listings/0123456789abcdef0123456789abcdef01234567.json: unreadable"), "{e}");
+        assert!(
+            e.contains("listings/0123456789abcdef0123456789abcdef01234567.json: unreadable"),
+            "{e}"
+        );
     }
 }

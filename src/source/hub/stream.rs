@@ -223,7 +223,8 @@ impl HubStream {
             for f in files.into_iter().filter(|f| f.size > 0) {
                 let deferred = shared.opts.cache && teed.contains(f.check.etag());
                 let job = shared.job(f, deferred);
-                if job.tee {
+                // A job to be claimed will tee if it gets the lock.
+                if job.claim {
                     teed.insert(job.file.check.etag().to_string());
                 }
                 st.add(job, false);
@@ -852,7 +853,9 @@ impl StreamReader {
             drop(file);
             std::fs::rename(&partial, sh.cache.blob(want))?;
         }
-        if sh.opts.cache {
+        // Not while another build is still writing the blob (this one fetched it
+        // without): that build links it once it is there, and a link never dangles.
+        if sh.complete_blob(f).is_some() {
             sh.cache.link(&sh.sha, &f.path, want)?;
         }
         let mut st = sh.lock();
