@@ -433,3 +433,35 @@ fn a_download_waits_for_the_lock_huggingface_hub_holds_and_takes_the_blob_it_lef
         weights.read(0, 3 << 20)
     );
 }
+
+#[test]
+fn an_offline_build_without_a_kept_listing_is_refused_with_the_reason() {
+    let env = Env::new(repo());
+    let o = build(&env, env.offline(), "img", &[]);
+    assert_refused_here(
+        &o,
+        &format!(
+            "acme/model at {SHA} is not in the cache {} and HF_HUB_OFFLINE is set; run once online",
+            env.repo_cache().display()
+        ),
+        &env.out("img"),
+    );
+    assert_ok(&build(&env, env.cmd(), "online", &[]));
+    // A cache as Python tools leave it: blobs and snapshots, no listing of depotai's.
+    let listing = env
+        .repo_cache()
+        .join(format!(".depotai/listings/{SHA}.json"));
+    assert!(listing.is_file(), "an online build keeps the listing");
+    std::fs::remove_file(&listing).unwrap();
+    env.server.clear_requests();
+    let o = build(&env, env.offline(), "img", &[]);
+    assert_refused_here(
+        &o,
+        &format!(
+            "acme/model at {SHA} has no file listing in the cache ({}), so HF_HUB_OFFLINE cannot tell that every file is there; run once online (depotai keeps the listing)",
+            listing.display()
+        ),
+        &env.out("img"),
+    );
+    assert!(env.server.requests().is_empty(), "offline asks nothing");
+}
