@@ -563,7 +563,12 @@ fn delete_downloads_empties_the_cache_after_each_model() {
     let mut listings = 0;
     for e in walkdir::WalkDir::new(env.cache()) {
         let e = e.unwrap();
-        let rel = e.path().strip_prefix(env.cache()).unwrap().to_str().unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(env.cache())
+            .unwrap()
+            .to_str()
+            .unwrap();
         if rel.starts_with(".locks/") && rel.ends_with(".lock") {
             assert_eq!(e.metadata().unwrap().len(), 0, "{rel}");
             continue;

@@ -143,14 +143,20 @@ impl RepoCache {
     }
 
     /// Keeps `files` (the whole listing of `commit`, not just the files a build
-    /// selects) for offline builds, replacing the copy there atomically. A listing
-    /// larger than [`limits::MAX_KEPT_LISTING`] is not kept (offline builds then refuse).
+    /// selects) for offline builds, replacing the copy there atomically unless it is
+    /// already that. A listing larger than [`limits::MAX_KEPT_LISTING`] is not kept
+    /// (offline builds then refuse).
     pub fn keep_listing(&self, commit: &CommitSha, files: &[RemoteFile]) -> Result<(), HubError> {
         let bytes = api::tree_json(files);
         if bytes.len() as u64 > limits::MAX_KEPT_LISTING {
             return Ok(());
         }
         let path = self.listing_file(commit);
+        let same = std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64)
+            && std::fs::read(&path).is_ok_and(|b| b == bytes);
+        if same {
+            return Ok(());
+        }
         write_atomically(&path, &bytes).map_err(io(path))
     }
 

@@ -220,7 +220,9 @@ async fn list_keeping(
 ) -> Result<Vec<RemoteFile>, HubError> {
     let listed = api::list_files(http, model, sha).await?;
     if let Some(cache) = cache {
-        cache.keep_listing(sha, &listed)?;
+        // Not fatal: a cache that cannot take it (read-only, full) costs only offline
+        // builds, which then refuse and say the listing is missing.
+        let _ = cache.keep_listing(sha, &listed);
     }
     Ok(listed)
 }
