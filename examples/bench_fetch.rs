@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let files = hub::list(&name, &sha, &cfg, &FileFilter::new(&[], &[])?)?;
+    let files = hub::list(&name, &sha, &cfg, &FileFilter::new(&[], &[])?, opts.cache)?;
     let stream = HubStream::start(&name, &sha, &cfg, files.clone(), opts, Arc::new(Silent))?;
     let mut total = 0;
     for f in files.iter().filter(|f| f.size > 0) {

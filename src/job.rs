@@ -169,22 +169,41 @@ impl RetryEvents<'_> {
     }
 }
 
-fn remote_files(job: &HubJob) -> Result<Vec<RemoteFile>, HubError> {
+/// Where the layers read the files from: the Hub (through the cache unless
+/// `--no-cache`), or, offline, the cache alone.
+enum Source {
+    Stream(HubStream),
+    Cache(hub::HubContents),
+}
+
+impl Source {
+    fn contents(&self) -> &dyn layer::Contents {
+        match self {
+            Source::Stream(s) => s,
+            Source::Cache(c) => c,
+        }
+    }
+}
+
+/// The files to build and, offline, the cache's copies of them (every selected file of
+/// the kept listing, or an error naming what is missing).
+fn remote_files(job: &HubJob) -> Result<(Vec<RemoteFile>, Option<hub::Fetched>), HubError> {
     let (name, sha) = (&job.req.name, &job.req.sha);
     if job.hub.offline {
-        // The snapshot directory is the listing; every file is read from the cache.
         let fetched = hub::fetch(name, sha, &job.hub, &job.filter, Arc::new(hub::Silent))?;
-        return Ok(fetched
+        let files = fetched
             .files
-            .into_iter()
+            .iter()
             .map(|f| RemoteFile {
-                path: f.path,
+                path: f.path.clone(),
                 size: f.size,
-                check: f.check,
+                check: f.check.clone(),
             })
-            .collect());
+            .collect();
+        return Ok((files, Some(fetched)));
     }
-    hub::list(name, sha, &job.hub, &job.filter)
+    let files = hub::list(name, sha, &job.hub, &job.filter, job.stream.cache)?;
+    Ok((files, None))
 }
 
 fn entries_of(files: &[RemoteFile]) -> Vec<Entry> {
@@ -278,7 +297,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     if job.hub.offline && !job.stream.cache {
         return Err(JobError::OfflineWithoutCache);
     }
-    let files = remote_files(&job)?;
+    let (files, offline) = remote_files(&job)?;
     let entries = entries_of(&files);
     let plan = pipeline::plan_layers(entries, &job.req)?;
     let (need, what) = scratch_need(&job, &files);
@@ -320,19 +339,22 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         .map(|f| std::fs::metadata(cache.blob(f.check.etag())).is_ok_and(|m| m.len() == f.size))
         .collect();
     let retries = Arc::new(Retries::default());
-    let stream = HubStream::start(
-        &job.req.name,
-        &job.req.sha,
-        &job.hub,
-        order,
-        StreamOptions {
-            // Checked once, by the layer (below); a mismatch fails the layer, which is
-            // built again with the file fetched afresh.
-            reader_checks_sha256: true,
-            ..job.stream.clone()
-        },
-        retries.clone(),
-    )?;
+    let source = match &offline {
+        Some(fetched) => Source::Cache(fetched.entries().1),
+        None => Source::Stream(HubStream::start(
+            &job.req.name,
+            &job.req.sha,
+            &job.hub,
+            order,
+            StreamOptions {
+                // Checked once, by the layer (below); a mismatch fails the layer, which
+                // is built again with the file fetched afresh.
+                reader_checks_sha256: true,
+                ..job.stream.clone()
+            },
+            retries.clone(),
+        )?),
+    };
 
     let mut req = job.req.clone();
     req.expected_digests = hub::expected_sha256(files.iter().map(|f| (f.path.as_str(), &f.check)));
@@ -425,7 +447,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     let extra = [(RECORD_FILE, record)];
     let built = pipeline::build_planned_with(
         plan,
-        &stream,
+        source.contents(),
         &req,
         dest,
         &extra,
@@ -440,13 +462,21 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             index: &build.index_digest,
         });
     }
-    let mut stats = stream.stats();
-    drop(stream);
+    let mut stats = match &source {
+        Source::Stream(s) => s.stats(),
+        Source::Cache(_) => StreamStats {
+            cached_bytes: files.iter().map(|f| f.size).sum(),
+            verified_files: files.len() as u64,
+            ..StreamStats::default()
+        },
+    };
+    drop(source);
     stats
         .failures
         .extend(mismatched.into_inner().unwrap_or_else(|p| p.into_inner()));
     let mut freed = 0;
-    if job.delete_downloads && job.stream.cache {
+    // Offline nothing was downloaded (and a file may be a snapshot entry, not a blob).
+    if job.delete_downloads && job.stream.cache && offline.is_none() {
         for (f, before) in files.iter().zip(&cached_before) {
             if *before {
                 continue;

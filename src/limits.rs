@@ -80,6 +80,10 @@ pub const MAX_LISTING_PAGE: u64 = 16 << 20;
 pub const MAX_LISTING_PAGES: usize = 1000;
 pub const MAX_LISTING_FILES: usize = 200_000;
 
+/// The listing depotai keeps in the Hub cache for offline builds (the Hub's tree entries,
+/// about 200 bytes a file plus its path): 200,000 files with 100-byte paths fit.
+pub const MAX_KEPT_LISTING: u64 = 64 << 20;
+
 /// The size the Hub may declare for one file: its LFS limit is 50 GB a file, and a size
 /// this large is a lie that would otherwise fill the disk before the hash says so.
 pub const MAX_HUB_FILE_SIZE: u64 = 1 << 40;

@@ -192,7 +192,7 @@ pub fn verify(
             .map(|(n, l)| (n, l.role.clone()))
     };
 
-    let listed = hub::list(&claim.model, &claim.sha, cfg, &filter)?;
+    let listed = hub::list(&claim.model, &claim.sha, cfg, &filter, false)?;
     if let Some(p) = &claim.provenance {
         let by_path: BTreeMap<&str, &RemoteFile> =
             listed.iter().map(|f| (f.path.as_str(), f)).collect();

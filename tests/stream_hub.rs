@@ -98,6 +98,7 @@ impl Env {
             &sha(),
             &self.cfg(4),
             &FileFilter::new(&[], &[]).unwrap(),
+            false,
         )
         .unwrap()
     }
@@ -275,6 +276,54 @@ fn without_the_cache_nothing_is_written_to_disk() {
         (6 * MIB + 123) + 2 * 3 * MIB + 23 + (300 << 10)
     );
     assert_eq!(files_under(&env.cache_dir()), Vec::<String>::new());
+}
+
+#[test]
+fn a_file_whose_lock_another_build_holds_is_streamed_without_touching_its_cache_entry() {
+    let env = Env::new();
+    let files = env.list();
+    let cache = hub::RepoCache::new(&env.cache_dir(), &model());
+    // Another build holds shard 1's lock and has written its first MiB.
+    let etag = shard1().sha256_hex();
+    let held = cache.try_lock(&etag).unwrap().expect("the lock is free");
+    let partial = cache.incomplete(&etag);
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::write(&partial, shard1().read(0, MIB as usize)).unwrap();
+
+    let s = env.stream(small(true), 4);
+    assert_eq!(read_all(&s, &files), expected());
+    // Shard 1 came whole from the Hub and was verified, but is not this build's to write.
+    let unique = (6 * MIB + 123) + 3 * MIB + 23 + (300 << 10);
+    assert_eq!(s.stats().downloaded_bytes, unique);
+    assert_eq!(s.stats().verified_files, 5);
+    drop(s);
+    assert_eq!(
+        std::fs::read(&partial).unwrap(),
+        shard1().read(0, MIB as usize)
+    );
+    assert!(!env.blob(&shard1()).exists());
+    let snap = env
+        .cache_dir()
+        .join("models--acme--streamed/snapshots")
+        .join(SHA);
+    assert!(
+        std::fs::symlink_metadata(snap.join(SHARD1)).is_err(),
+        "no link to a blob that is not there"
+    );
+    assert!(env.blob(&shard2()).is_file(), "the other files are cached");
+    assert!(snap.join(SHARD2).is_file());
+
+    // Once the other build lets go, the next stream resumes after its MiB.
+    drop(held);
+    let s = env.stream(small(true), 4);
+    assert_eq!(read_all(&s, &files), expected());
+    assert_eq!(s.stats().downloaded_bytes, 5 * MIB + 123);
+    drop(s);
+    assert_eq!(
+        std::fs::read(env.blob(&shard1())).unwrap(),
+        expected()[SHARD1]
+    );
+    assert!(!partial.exists());
 }
 
 #[test]

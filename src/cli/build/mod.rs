@@ -311,7 +311,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             let filter = FileFilter::new(&args.include, &args.exclude)?;
             if req.plan.max_layer_size.is_some() && !cfg.offline {
                 // Refuse a plan the registry would reject before the first byte moves.
-                let listed = hub::list(&name, &sha, &cfg, &filter)
+                let listed = hub::list(&name, &sha, &cfg, &filter, true)
                     .with_context(|| format!("listing {name} at {sha}"))?;
                 let entries = listed.iter().map(|f| Entry {
                     path: f.path.clone(),

@@ -5,7 +5,7 @@ use super::http::{Attempt, Http};
 use crate::limits::{self, BodyError};
 use crate::names::{CommitSha, ModelName};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything but RFC 3986 unreserved characters is escaped in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -64,19 +64,21 @@ struct RevisionInfo {
     sha: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// One entry of the Hub's tree listing (also the form of the listing kept in the cache).
+#[derive(Deserialize, Serialize)]
 struct TreeEntry {
     #[serde(rename = "type")]
     kind: String,
     path: String,
     #[serde(default)]
     size: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     oid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     lfs: Option<LfsInfo>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct LfsInfo {
     oid: String,
     size: u64,
@@ -348,7 +350,10 @@ fn add_page(
 /// One page of a tree listing as [`list_files`] reads it: the JSON's shape, then each
 /// entry. Returns the files and the unsafe names found (for tests and fuzzing).
 pub fn parse_tree_page(body: &[u8]) -> Result<(Vec<RemoteFile>, Vec<String>), HubError> {
-    let url = "tree page";
+    parse_entries(body, "tree page")
+}
+
+fn parse_entries(body: &[u8], url: &str) -> Result<(Vec<RemoteFile>, Vec<String>), HubError> {
     limits::check_json_shape(body, limits::MAX_JSON_DEPTH, limits::MAX_LISTING_FILES).map_err(
         |e| HubError::BadResponse {
             url: url.into(),
@@ -363,6 +368,82 @@ pub fn parse_tree_page(body: &[u8]) -> Result<(Vec<RemoteFile>, Vec<String>), Hu
     let (mut files, mut unsafe_names) = (Vec::new(), Vec::new());
     add_page(entries, url, &mut files, &mut unsafe_names)?;
     Ok((files, unsafe_names))
+}
+
+/// `files` as the Hub lists them (one page of tree entries, in path order): the copy of
+/// a commit's listing kept in the cache, read back by [`parse_listing`].
+pub(super) fn tree_json(files: &[RemoteFile]) -> Vec<u8> {
+    let mut entries: Vec<TreeEntry> = files
+        .iter()
+        .map(|f| {
+            let (oid, lfs) = match &f.check {
+                Check::GitSha1(h) => (h.clone(), None),
+                Check::Sha256(h) => (
+                    String::new(),
+                    Some(LfsInfo {
+                        oid: h.clone(),
+                        size: f.size,
+                    }),
+                ),
+            };
+            TreeEntry {
+                kind: "file".into(),
+                path: f.path.clone(),
+                size: f.size,
+                oid,
+                lfs,
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    serde_json::to_vec(&entries).expect("tree entries serialise")
+}
+
+/// A whole listing kept by [`tree_json`], checked as the Hub's pages are (`source`
+/// names it in errors).
+pub(super) fn parse_listing(
+    body: &[u8],
+    model: &ModelName,
+    source: &str,
+) -> Result<Vec<RemoteFile>, HubError> {
+    let (files, unsafe_names) = parse_entries(body, source)?;
+    whole_listing(files, unsafe_names, model, source)
+}
+
+/// The checks on a whole listing, however it was read: no unsafe name, no path twice,
+/// and no file where another file needs a directory (`a` and `a/b`), which could never
+/// be laid out on disk. Returns the files in path order.
+fn whole_listing(
+    mut files: Vec<RemoteFile>,
+    unsafe_names: Vec<String>,
+    model: &ModelName,
+    source: &str,
+) -> Result<Vec<RemoteFile>, HubError> {
+    if !unsafe_names.is_empty() {
+        return Err(HubError::UnsafeNames {
+            repo: model.to_string(),
+            names: unsafe_names.join(", "),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
+        return Err(HubError::BadResponse {
+            url: source.to_string(),
+            msg: format!("{} is listed twice", w[0].path),
+        });
+    }
+    let paths: std::collections::BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    for f in &files {
+        let mut parents = f.path.match_indices('/').map(|(i, _)| &f.path[..i]);
+        if let Some(dir) = parents.find(|d| paths.contains(d)) {
+            return Err(HubError::FileAndDirectory {
+                repo: model.to_string(),
+                file: limits::shown(dir),
+                inside: limits::shown(&f.path),
+            });
+        }
+    }
+    Ok(files)
 }
 
 /// Lists every file at `sha`, checking that the Hub knows the commit as pinned.
@@ -421,20 +502,12 @@ pub async fn list_files(
         add_page(entries, &url, &mut files, &mut unsafe_names)?;
         next = link;
     }
-    if !unsafe_names.is_empty() {
-        return Err(HubError::UnsafeNames {
-            repo: model.to_string(),
-            names: unsafe_names.join(", "),
-        });
-    }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    if let Some(w) = files.windows(2).find(|w| w[0].path == w[1].path) {
-        return Err(HubError::BadResponse {
-            url: format!("{ep}/api/models/{model}/tree/{sha}"),
-            msg: format!("{} is listed twice", w[0].path),
-        });
-    }
-    Ok(files)
+    whole_listing(
+        files,
+        unsafe_names,
+        model,
+        &format!("{ep}/api/models/{model}/tree/{sha}"),
+    )
 }
 
 #[cfg(test)]
@@ -469,6 +542,26 @@ mod tests {
         ] {
             assert_eq!(unsafe_name(ok), None, "{ok:?}");
         }
+    }
+
+    #[test]
+    fn a_file_where_another_file_needs_a_directory_is_refused() {
+        let m: ModelName = "acme/m".parse().unwrap();
+        let file = |p: &str| RemoteFile {
+            path: p.into(),
+            size: 1,
+            check: Check::GitSha1("0".repeat(40)),
+        };
+        // "a-x" sorts between "a" and "a/b": the check must not rely on neighbours.
+        let files = vec![file("a/b/c"), file("a-x"), file("a/b"), file("z")];
+        let e = whole_listing(files, vec![], &m, "listing").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "acme/m lists \"a/b\" both as a file and as the directory of \"a/b/c\"; refusing to download anything"
+        );
+        let ok = whole_listing(vec![file("ab/c"), file("a"), file("a.b")], vec![], &m, "l");
+        let paths: Vec<String> = ok.unwrap().into_iter().map(|f| f.path).collect();
+        assert_eq!(paths, ["a", "a.b", "ab/c"]);
     }
 
     #[test]

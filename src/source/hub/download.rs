@@ -1,5 +1,10 @@
 //! Downloading one file into the cache: resumable, verified, retried.
 //!
+//! The blob's lock (`.locks/…/{etag}.lock`, see `cache.rs`) is held from before the
+//! cache is checked a second time until the blob is in place, so two builds (or
+//! `huggingface_hub`) sharing a cache never write one `.incomplete` file at once: the
+//! second waits, then finds the blob there.
+//!
 //! Bytes go to `blobs/{etag}.incomplete` and are hashed as they arrive. An interrupted
 //! transfer continues with `Range: bytes=N-` (the bytes already on disk are hashed
 //! first); a 200 answer to a Range request restarts from zero. Only a file whose size
@@ -123,6 +128,11 @@ pub async fn fetch_file(
     }
     let dir = blob.parent().expect("blob has a parent");
     tokio::fs::create_dir_all(dir).await.map_err(io(dir))?;
+    let _lock = cache.lock(etag).await?;
+    // Another build may have put it there while this one waited for the lock.
+    if verify_cached(&blob, f).await? {
+        return Ok(false);
+    }
     let partial = cache.incomplete(etag);
     let url = resolve_url(http.endpoint(), model, sha, &f.path);
 

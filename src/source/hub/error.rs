@@ -36,6 +36,13 @@ pub enum HubError {
     },
     #[error("{repo} lists unsafe file names, refusing to download anything: {names}")]
     UnsafeNames { repo: String, names: String },
+    /// `a` and `a/b` in one listing: no file system holds both.
+    #[error("{repo} lists {file} both as a file and as the directory of {inside}; refusing to download anything")]
+    FileAndDirectory {
+        repo: String,
+        file: String,
+        inside: String,
+    },
     #[error("{path}: {what} mismatch (expected {expected}, got {got}); the bad data was deleted")]
     Integrity {
         path: String,
@@ -65,6 +72,26 @@ pub enum HubError {
         rev: String,
         dir: PathBuf,
     },
+    #[error("{repo} at {rev} has no file listing in the cache ({}), so HF_HUB_OFFLINE cannot tell that every file is there; run once online (depotai keeps the listing)", file.display())]
+    NoListing {
+        repo: String,
+        rev: String,
+        file: PathBuf,
+    },
+    #[error("{path} of {repo} at {rev} is not in the cache {}{} and HF_HUB_OFFLINE is set; run once online to download {}", dir.display(), if *more == 0 { String::new() } else { format!(" (nor {more} more file{})", if *more == 1 { "" } else { "s" }) }, if *more == 0 { "it" } else { "them" })]
+    NotCachedFile {
+        repo: String,
+        rev: String,
+        /// The first missing file, in path order.
+        path: String,
+        more: usize,
+        dir: PathBuf,
+    },
+    /// A cache entry that is there but is not the listed file.
+    #[error("{}: {why}; HF_HUB_OFFLINE is set, so run once online to fetch the file again", path.display())]
+    CacheEntry { path: PathBuf, why: String },
+    #[error("{}: unreadable kept listing ({msg}); delete it and run once online", path.display())]
+    KeptListing { path: PathBuf, msg: String },
     #[error("no files of {repo} match the --include/--exclude patterns")]
     NoFiles { repo: String },
     #[error("invalid glob {pattern:?}: {msg}")]

@@ -23,6 +23,7 @@ pub use error::HubError;
 pub use stream::{HubStream, StreamOptions, StreamStats, DEFAULT_BUFFER, DEFAULT_WINDOW};
 
 use crate::layer::{Contents, Entry, EntryKind};
+use crate::limits;
 use crate::names::{CommitSha, ModelName};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::BTreeMap;
@@ -184,24 +185,54 @@ impl Contents for HubContents {
 
 /// Lists `model` at `sha` and keeps the files `filter` wants, downloading nothing: the
 /// file list a [`HubStream`] reads, and what a build checks its layer plan against
-/// before the first byte moves.
+/// before the first byte moves. With `keep_listing` the whole listing is also kept in
+/// the cache, for offline builds (builds that use the cache keep it; `--no-cache` and
+/// `verify` write nothing there).
 pub fn list(
     model: &ModelName,
     sha: &CommitSha,
     cfg: &HubConfig,
     filter: &FileFilter,
+    keep_listing: bool,
 ) -> Result<Vec<RemoteFile>, HubError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(error::io(&cfg.cache_dir))?;
     let http = http::Http::new(cfg)?;
+    let cache = keep_listing.then(|| RepoCache::new(&cfg.cache_dir, model));
     let listed = rt.block_on(async {
         tokio::select! {
-            listed = api::list_files(&http, model, sha) => listed,
+            listed = list_keeping(&http, model, sha, cache.as_ref()) => listed,
             () = cancelled(cfg) => Err(HubError::Interrupted),
         }
     })?;
+    select(listed, filter, model)
+}
+
+/// The listing at `sha`, kept in `cache` (if given) before anything is downloaded, so
+/// an offline build after an interrupted or partial one knows what is missing.
+async fn list_keeping(
+    http: &http::Http,
+    model: &ModelName,
+    sha: &CommitSha,
+    cache: Option<&RepoCache>,
+) -> Result<Vec<RemoteFile>, HubError> {
+    let listed = api::list_files(http, model, sha).await?;
+    if let Some(cache) = cache {
+        // Not fatal: a cache that cannot take it (read-only, full) costs only offline
+        // builds, which then refuse and say the listing is missing.
+        let _ = cache.keep_listing(sha, &listed);
+    }
+    Ok(listed)
+}
+
+/// The files of `listed` that `filter` wants; none is an error.
+fn select(
+    listed: Vec<RemoteFile>,
+    filter: &FileFilter,
+    model: &ModelName,
+) -> Result<Vec<RemoteFile>, HubError> {
     let wanted: Vec<RemoteFile> = listed
         .into_iter()
         .filter(|f| filter.wants(&f.path))
@@ -254,18 +285,10 @@ async fn fetch_online(
 ) -> Result<Fetched, HubError> {
     let http = Arc::new(http::Http::new(cfg)?);
     let listed = tokio::select! {
-        listed = api::list_files(&http, model, sha) => listed?,
+        listed = list_keeping(&http, model, sha, Some(cache)) => listed?,
         () = cancelled(cfg) => return Err(HubError::Interrupted),
     };
-    let wanted: Vec<RemoteFile> = listed
-        .into_iter()
-        .filter(|f| filter.wants(&f.path))
-        .collect();
-    if wanted.is_empty() {
-        return Err(HubError::NoFiles {
-            repo: model.to_string(),
-        });
-    }
+    let wanted = select(listed, filter, model)?;
     // One download per blob: paths sharing content share it in the cache.
     let mut by_etag: BTreeMap<String, RemoteFile> = BTreeMap::new();
     for f in &wanted {
@@ -350,88 +373,110 @@ async fn cancelled(cfg: &HubConfig) {
     }
 }
 
-/// `HF_HUB_OFFLINE=1`: the snapshot directory is the listing; blob names are the hashes.
+/// `HF_HUB_OFFLINE=1`: the listing kept by an online build says which files the
+/// settings select, and every one of them must be in the cache, or nothing is built.
 fn from_cache(
     model: &ModelName,
     sha: &CommitSha,
     cache: &RepoCache,
     filter: &FileFilter,
 ) -> Result<Fetched, HubError> {
-    let snap = cache.snapshot_dir(sha);
-    if !snap.is_dir() {
-        return Err(HubError::NotCached {
-            repo: model.to_string(),
-            rev: sha.to_string(),
-            dir: cache.root().to_path_buf(),
-        });
-    }
-    let mut files = Vec::new();
-    for e in walkdir::WalkDir::new(&snap)
-        .min_depth(1)
-        .sort_by_file_name()
-    {
-        let e = e.map_err(|e| HubError::Io {
-            path: snap.clone(),
-            source: e.into(),
-        })?;
-        if e.file_type().is_dir() {
-            continue;
-        }
-        let rel = e.path().strip_prefix(&snap).expect("under the snapshot");
-        let Some(rel) = rel.to_str().map(str::to_string) else {
-            continue;
-        };
-        if !filter.wants(&rel) || unsafe_name(&rel).is_some() {
-            continue;
-        }
-        // Resolve the link to its blob; anything pointing outside blobs/ is not ours.
-        let blob = std::fs::canonicalize(e.path()).map_err(error::io(e.path()))?;
-        let blobs_dir =
-            std::fs::canonicalize(cache.root().join("blobs")).map_err(error::io(cache.root()))?;
-        if blob.parent() != Some(blobs_dir.as_path()) {
-            continue;
-        }
-        let etag = blob
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let check = match etag.len() {
-            64 => Check::Sha256(etag),
-            40 => Check::GitSha1(etag),
-            _ => continue,
-        };
-        let size = std::fs::metadata(&blob).map_err(error::io(&blob))?.len();
-        let f = RemoteFile {
-            path: rel.clone(),
-            size,
-            check: check.clone(),
-        };
-        if !verify_blocking(&blob, &f)? {
-            return Err(HubError::Integrity {
-                path: rel,
-                what: "git blob id",
-                expected: f.check.etag().to_string(),
-                got: "different content in the cache".into(),
+    let Some(listed) = cache.kept_listing(model, sha)? else {
+        if !cache.snapshot_dir(sha).is_dir() {
+            return Err(HubError::NotCached {
+                repo: model.to_string(),
+                rev: sha.to_string(),
+                dir: cache.root().to_path_buf(),
             });
         }
-        files.push(CachedFile {
-            path: rel,
-            size,
-            blob,
-            check,
-            downloaded: false,
-        });
-    }
-    if files.is_empty() {
-        return Err(HubError::NoFiles {
+        return Err(HubError::NoListing {
             repo: model.to_string(),
+            rev: sha.to_string(),
+            file: cache.listing_file(sha),
+        });
+    };
+    let wanted = select(listed, filter, model)?;
+    let mut files = Vec::with_capacity(wanted.len());
+    let mut missing = Vec::new();
+    for f in wanted {
+        match cached_copy(cache, sha, &f)? {
+            Some(blob) => files.push(CachedFile {
+                path: f.path,
+                size: f.size,
+                blob,
+                check: f.check,
+                downloaded: false,
+            }),
+            None => missing.push(f.path),
+        }
+    }
+    if let Some(first) = missing.first() {
+        return Err(HubError::NotCachedFile {
+            repo: model.to_string(),
+            rev: sha.to_string(),
+            path: limits::shown(first),
+            more: missing.len() - 1,
+            dir: cache.root().to_path_buf(),
         });
     }
     Ok(Fetched {
         files,
         cache: cache.clone(),
     })
+}
+
+/// Where the cache holds `f`, checked against the listing (size, and git blob id; an
+/// LFS file's sha256 is checked by the layer as it reads): its blob, else its snapshot
+/// entry if that is a regular file (as `huggingface_hub` writes where symlinks are not
+/// available). `None` if it is not there; an entry that is there but wrong is an error
+/// naming it, never skipped.
+fn cached_copy(
+    cache: &RepoCache,
+    sha: &CommitSha,
+    f: &RemoteFile,
+) -> Result<Option<PathBuf>, HubError> {
+    let blob = cache.blob(f.check.etag());
+    let mismatch = |path: PathBuf| HubError::CacheEntry {
+        path,
+        why: format!(
+            "does not match the listing of {} ({} bytes, {} {})",
+            limits::shown(&f.path),
+            f.size,
+            download::what(&f.check),
+            f.check.etag()
+        ),
+    };
+    if blob.exists() {
+        return if verify_blocking(&blob, f)? {
+            Ok(Some(blob))
+        } else {
+            Err(mismatch(blob))
+        };
+    }
+    let entry = cache.snapshot_file(sha, &f.path);
+    let meta = match std::fs::symlink_metadata(&entry) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(error::io(entry)(e)),
+    };
+    if meta.file_type().is_symlink() {
+        // A link to another blob, or to nothing: not this file.
+        return match std::fs::canonicalize(&entry) {
+            Err(_) => Ok(None),
+            Ok(target) => Err(HubError::CacheEntry {
+                path: entry,
+                why: format!(
+                    "links to {}, not to the listed blob {}",
+                    target.display(),
+                    f.check.etag()
+                ),
+            }),
+        };
+    }
+    if meta.is_file() && verify_blocking(&entry, f)? {
+        return Ok(Some(entry));
+    }
+    Err(mismatch(entry))
 }
 
 /// Offline builds have no runtime running; checking a blob needs a small one.

@@ -21,12 +21,17 @@
 //! which is renamed to `blobs/{etag}` and linked from the snapshot once verified (one
 //! copy of the model, shared with Python tools). What is on disk is always a valid
 //! prefix, so a later run reads it back and fetches only the rest; files complete in the
-//! cache are read from it. Without `cache`, nothing touches the disk. Retries, backoff,
+//! cache are read from it. The `.incomplete` file is read and written only while the
+//! job holds the blob's lock, taken (without waiting) when the file's first window is
+//! assigned or it is opened, and released once the blob is in place or the job ends; a
+//! file whose lock another build holds is fetched without writing anything (waiting
+//! could deadlock two builds each reading two files). Without `cache`, nothing touches
+//! the disk. Retries, backoff,
 //! `Retry-After` and the commit check are those of the whole-file download; a dropped
 //! connection resumes its own window from the last byte received.
 
 use super::api::{explain, resolve_url, Check, RemoteFile};
-use super::cache::RepoCache;
+use super::cache::{BlobLock, RepoCache};
 use super::config::HubConfig;
 use super::download::{what, FetchProgress, Hasher};
 use super::error::HubError;
@@ -101,6 +106,10 @@ struct Job {
     prefix: Option<(PathBuf, u64)>,
     /// Append what is fetched to `blobs/{etag}.incomplete`.
     tee: bool,
+    /// `prefix` and `tee` are still to be decided under the blob's lock ([`Shared::claim`]).
+    claim: bool,
+    /// The blob's lock while this job may write its `.incomplete` file.
+    lock: Option<BlobLock>,
     /// Next byte without a window.
     next: u64,
     in_flight: usize,
@@ -214,7 +223,8 @@ impl HubStream {
             for f in files.into_iter().filter(|f| f.size > 0) {
                 let deferred = shared.opts.cache && teed.contains(f.check.etag());
                 let job = shared.job(f, deferred);
-                if job.tee {
+                // A job to be claimed will tee if it gets the lock.
+                if job.claim {
                     teed.insert(job.file.check.etag().to_string());
                 }
                 st.add(job, false);
@@ -278,6 +288,7 @@ impl Contents for HubStream {
             }
         };
         let job = st.jobs.get_mut(&id).expect("added above");
+        sh.claim(job);
         job.opened = true;
         if job.next < job.file.size && !st.order.contains(&id) {
             st.order.push_front(id);
@@ -296,6 +307,7 @@ impl Contents for HubStream {
             file,
             pos: 0,
             prefix: None,
+            read_blob: None,
             tee: None,
             tee_from: 0,
             cur: Vec::new(),
@@ -305,6 +317,9 @@ impl Contents for HubStream {
         if let Some((p, len)) = prefix {
             reader.prefix = Some((std::fs::File::open(&p)?, len));
             reader.tee_from = len;
+            if len == reader.file.size {
+                reader.read_blob = Some(p);
+            }
         }
         if tee {
             let partial = sh.cache.incomplete(reader.file.check.etag());
@@ -334,6 +349,44 @@ impl Shared {
             .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
+    /// Decides, once, where a file to be cached starts: read from its blob if another
+    /// build completed it, else from its `.incomplete` prefix and teed into it if this
+    /// job gets the blob's lock, else fetched whole without writing.
+    fn claim(&self, job: &mut Job) {
+        if !std::mem::take(&mut job.claim) {
+            return;
+        }
+        let complete = |job: &mut Job| match self.complete_blob(&job.file) {
+            Some(blob) => {
+                job.prefix = Some((blob, job.file.size));
+                job.next = job.file.size;
+                true
+            }
+            None => false,
+        };
+        if complete(job) {
+            return;
+        }
+        let etag = job.file.check.etag().to_string();
+        let Ok(Some(lock)) = self.cache.try_lock(&etag) else {
+            return;
+        };
+        // Another build may have finished it before letting go of the lock.
+        if complete(job) {
+            return;
+        }
+        job.lock = Some(lock);
+        job.tee = true;
+        let partial = self.cache.incomplete(&etag);
+        match std::fs::metadata(&partial) {
+            Ok(m) if m.is_file() && m.len() > 0 && m.len() < job.file.size => {
+                job.next = m.len();
+                job.prefix = Some((partial, m.len()));
+            }
+            _ => {}
+        }
+    }
+
     /// The cache's blob of `f` if it is there with the listed size (its hash is checked
     /// as it is read).
     fn complete_blob(&self, f: &RemoteFile) -> Option<PathBuf> {
@@ -352,6 +405,8 @@ impl Shared {
             direct: None,
             prefix: None,
             tee: false,
+            claim: false,
+            lock: None,
             next: 0,
             in_flight: 0,
             ready: BTreeMap::new(),
@@ -369,15 +424,7 @@ impl Shared {
             job.next = job.file.size;
             job.prefix = Some((blob, job.file.size));
         } else if self.opts.cache {
-            job.tee = true;
-            let partial = self.cache.incomplete(job.file.check.etag());
-            match std::fs::metadata(&partial) {
-                Ok(m) if m.is_file() && m.len() > 0 && m.len() < job.file.size => {
-                    job.next = m.len();
-                    job.prefix = Some((partial, m.len()));
-                }
-                _ => {}
-            }
+            job.claim = true;
         }
         job
     }
@@ -477,7 +524,10 @@ impl State {
         });
         let pick = |st: &State, id: u64| -> Option<u64> {
             let job = &st.jobs[&id];
-            if job.error.is_some() || job.in_flight >= sh.opts.connections {
+            if job.error.is_some()
+                || job.in_flight >= sh.opts.connections
+                || job.next >= job.file.size
+            {
                 return None;
             }
             let len = sh.opts.window.min(job.file.size - job.next);
@@ -488,6 +538,7 @@ impl State {
         let ahead = self.order.iter().copied().take(sh.jobs);
         let candidates: Vec<u64> = opened.chain(ahead).collect();
         for id in candidates {
+            sh.claim(self.jobs.get_mut(&id).expect("in order"));
             let Some(len) = pick(self, id) else { continue };
             let job = self.jobs.get_mut(&id).expect("in order");
             let t = Task {
@@ -732,6 +783,8 @@ struct StreamReader {
     pos: u64,
     /// Bytes `0..len` come from this file on disk.
     prefix: Option<(std::fs::File, u64)>,
+    /// The complete cached blob `prefix` is (removed if it proves corrupt).
+    read_blob: Option<PathBuf>,
     /// `.incomplete` file the bytes from `tee_from` on are appended to.
     tee: Option<(std::fs::File, PathBuf)>,
     tee_from: u64,
@@ -774,8 +827,9 @@ impl StreamReader {
             if let Some((file, partial)) = self.tee.take() {
                 drop(file);
                 let _ = std::fs::remove_file(partial);
-            } else if let Some(blob) = sh.complete_blob(f) {
-                // A corrupt cached copy: the next open downloads it.
+            } else if let Some(blob) = self.read_blob.take() {
+                // A corrupt cached copy: the next open downloads it. (Only the one read:
+                // a blob another build completed meanwhile is not this reader's to judge.)
                 let _ = std::fs::remove_file(blob);
             }
             let mut st = sh.lock();
@@ -799,7 +853,9 @@ impl StreamReader {
             drop(file);
             std::fs::rename(&partial, sh.cache.blob(want))?;
         }
-        if sh.opts.cache {
+        // Not while another build is still writing the blob (this one fetched it
+        // without): that build links it once it is there, and a link never dangles.
+        if sh.complete_blob(f).is_some() {
             sh.cache.link(&sh.sha, &f.path, want)?;
         }
         let mut st = sh.lock();
