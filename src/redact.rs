@@ -138,9 +138,7 @@ fn redact_reference(word: &str, out: &mut String) {
     match (word.find('@'), slash) {
         (Some(at), Some(slash)) if at < slash && word[..at].contains(':') => {
             // Keep what wraps the word (an opening bracket) outside the credentials.
-            let start = word[..at]
-                .rfind(|c: char| matches!(c, '(' | '[' | '{' | '='))
-                .map_or(0, |i| i + 1);
+            let start = word[..at].rfind(['(', '[', '{', '=']).map_or(0, |i| i + 1);
             out.push_str(&word[..start]);
             out.push_str(HIDDEN);
             out.push_str(&word[at..]);

@@ -42,9 +42,9 @@ pub enum RegistryError {
     )]
     ForeignChallenge { url: String },
     /// The registry's 401 named a token realm on plain HTTP that `--insecure` does not
-    /// cover.
+    /// cover (or on another scheme still).
     #[error(
-        "bearer realm {} of {} is plain HTTP: credentials go over plain HTTP only to the registry's own host, and only with --insecure",
+        "bearer realm {} of {} is not HTTPS: credentials go over plain HTTP only to the registry's own host, and only with --insecure",
         redact(realm),
         redact(registry)
     )]

@@ -280,7 +280,7 @@ fn a_token_realm_on_plain_http_at_another_host_is_refused_before_it_is_asked() {
         &o,
         cwd.path(),
         &format!(
-            "bearer realm {realm}?account=*** of http://{}/ is plain HTTP: credentials go over plain HTTP only to the registry's own host, and only with --insecure",
+            "bearer realm {realm}?account=*** of http://{}/ is not HTTPS: credentials go over plain HTTP only to the registry's own host, and only with --insecure",
             reg.addr
         ),
     );
