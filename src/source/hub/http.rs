@@ -6,8 +6,7 @@
 //!
 //! A user and password in `HF_ENDPOINT` (`https://bob:pw@mirror.example`) are taken out
 //! of the endpoint before anything uses it, so no URL or message ever holds them, and sent
-//! as Basic auth to the endpoint's origin when there is no token (as `huggingface_hub`'s
-//! HTTP library does with them).
+//! as Basic auth to the endpoint's origin (only) when there is no token.
 
 use super::config::HubConfig;
 use super::error::HubError;
@@ -16,7 +15,7 @@ use reqwest::header::{HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
 use reqwest::{Response, StatusCode, Url};
 use std::time::Duration;
 
-pub use crate::http::MAX_REDIRECTS;
+use crate::http::MAX_REDIRECTS;
 
 /// The outcome of one try.
 pub enum Attempt<T> {
