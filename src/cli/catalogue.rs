@@ -606,11 +606,14 @@ fn run_push(o: Options) -> anyhow::Result<()> {
         }
     };
     say(format!(
-        "{}: {total} models{}, pushing to {prefix}",
+        "{}: {total} models{}, pushing to {}",
         o.file.display(),
         o.shard
             .map(|s| format!(" in shard {s}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        // As typed: a user and password in it must not show (each model's reference
+        // refuses them).
+        depotai::redact::text(&prefix)
     ));
     // Multi-threaded so that it keeps serving the connections the tag checks open: the
     // job reuses the same client (and its connection pool) on its own runtime.
