@@ -529,12 +529,15 @@ pub async fn get(
             return Err(bad(format!("unsafe path in the TOC: {:?}", f.name)));
         }
     }
+    // Every directory first: a refused one stops the get before any file is written.
+    for (_, _, dest) in &selected {
+        make_parents(&base, dest)?;
+    }
     let mut got = Vec::new();
     let mut used = std::collections::BTreeSet::new();
     for (layer, f, dest) in &selected {
         let l = &image.layers[*layer];
         let url = client.url(&format!("blobs/{}", l.digest));
-        make_parents(&base, dest)?;
         let reused = fetch_file(client, &url, f, l.format, dest).await?;
         used.insert(*layer);
         got.push(GotFile {
