@@ -5,6 +5,7 @@ use super::body::{AccessLog, Budget, ServeBody, Source};
 use super::pages;
 use super::range::{self, Part, RangeError};
 use super::store::{BlobBody, Store, StoreError};
+use super::IMMUTABLE;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -28,7 +29,6 @@ use crate::limits;
 use tokio::sync::Semaphore;
 
 /// Content-addressed blobs never change.
-pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const OCTET_STREAM: &str = "application/octet-stream";
 const JSON: &str = "application/json";
 

@@ -14,14 +14,14 @@
 //! request: an image built (or copied) under the root later is picked up without a
 //! restart, and a rebuilt one (a new directory renamed into place) is re-read.
 
+use super::data::{Files, LayerDesc, Overview, TocFile};
 use crate::digest::Digest;
-use crate::image::{validate_tag, ANNOTATION_REF_NAME};
+use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
 use crate::layer::estargz::{Toc, FOOTER_SIZE};
 use crate::layer::zstd_chunked;
 use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 use crate::limits;
 use crate::remote::toc::{self as toc_reader, BadLayer};
-use crate::serve::pages::{Files, Overview, TocFile};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -699,9 +699,7 @@ impl Store {
     }
 
     fn overview_of(img: &Image) -> Arc<Overview> {
-        img.overview
-            .get_or_init(|| Arc::new(Overview::of(img)))
-            .clone()
+        img.overview.get_or_init(|| Arc::new(overview(img))).clone()
     }
 
     /// The overview and the files of every layer (from their TOCs), merged. The TOCs are
@@ -816,6 +814,35 @@ pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     f.read_exact_at(&mut member, start)?;
     let json = toc_reader::estargz_toc_json(&member)?;
     Ok(toc_reader::parse_estargz_toc(&json)?)
+}
+
+/// What the web pages show of an image, from its documents.
+fn overview(img: &Image) -> Overview {
+    Overview {
+        name: img.name.clone(),
+        tags: img.tags.iter().map(|(t, d)| (t.clone(), *d)).collect(),
+        revision: img.annotations.get(ANNOTATION_REVISION).cloned(),
+        source: img.annotations.get(ANNOTATION_SOURCE).cloned(),
+        platforms: img.manifests.clone(),
+        layers: img
+            .layers
+            .iter()
+            .map(|d| {
+                let r = img.refs.get(d);
+                LayerDesc {
+                    digest: *d,
+                    size: r.map_or(0, |r| r.size),
+                    media_type: r.map(|r| r.media_type.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+        referrers: img
+            .referrers
+            .iter()
+            .filter(|r| img.tags.values().any(|d| *d == r.subject))
+            .map(|r| (r.artifact_type.clone(), r.digest))
+            .collect(),
+    }
 }
 
 #[cfg(test)]
