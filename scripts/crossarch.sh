@@ -10,8 +10,10 @@
 #
 # The last line of output is the directory holding `members-native` and `members-aarch64`,
 # cached under ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/crossarch/<hash of the
-# driver, the vendored sources, the flags and the compilers' versions>/, so a rerun takes a
-# moment. Only Debian's apt is used. qemu-aarch64 (Debian qemu-user) runs the aarch64 one.
+# driver and the libraries' key>/; the libraries' objects under objects-<hash of the
+# vendored sources, the files and flags compiled and the compilers' versions>/. So a rerun
+# takes a moment, and a changed driver only relinks. Only Debian's apt is used.
+# qemu-aarch64 (Debian qemu-user) runs the aarch64 driver.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,6 +52,9 @@ fi
 for t in cc "$cross" qemu-aarch64 python3 cargo rustc; do
   command -v "$t" >/dev/null || { echo "crossarch: $t is missing (run scripts/crossarch.sh without --build)" >&2; exit 3; }
 done
+# -static needs the cross libc (libc6-dev-arm64-cross), which the compiler only recommends.
+[[ "$("$cross" -print-file-name=libc.a)" == /* ]] \
+  || { echo "crossarch: no aarch64 libc.a (libc6-dev-arm64-cross; run scripts/crossarch.sh without --build)" >&2; exit 3; }
 
 # The crates' directories as cargo resolves them from Cargo.lock: the very sources linked
 # into depotai, wherever the registry keeps them (this host's dependencies only, so
@@ -72,37 +77,60 @@ deflate_src=(arm/cpu_features.c x86/cpu_features.c adler32.c crc32.c deflate_com
   deflate_decompress.c gzip_compress.c gzip_decompress.c utils.c zlib_compress.c zlib_decompress.c)
 deflate_src=("${deflate_src[@]/#/$deflate_dir/libdeflate/lib/}")
 # zstd-sys's build.rs without features (depotai: default-features = false): every .c of
-# common, compress and decompress but xxhash*.c, the amd64 assembly (empty elsewhere),
-# and its defines.
+# common, compress and decompress but xxhash*.c, the amd64 assembly (empty elsewhere).
 mapfile -t zstd_src < <(cd "$zstd_dir/zstd/lib" && ls common/*.c compress/*.c decompress/*.c | grep -v xxhash | LC_ALL=C sort)
 zstd_src=("${zstd_src[@]/#/$zstd_dir/zstd/lib/}" "$zstd_dir/zstd/lib/decompress/huf_decompress_amd64.S")
-# What the cc crate passes for an optimized dependency (depotai's dev and release
-# profiles build dependencies at opt-level 3), and zstd-sys's own flags and defines.
-flags=(-O3 -ffunction-sections -fdata-sections -fPIC -fmerge-all-constants -fvisibility=hidden
-  -DZSTD_LIB_DEPRECATED=0 -DXXH_PRIVATE_API= -DZSTDLIB_VISIBILITY= -DZSTDERRORLIB_VISIBILITY=
-  -I"$deflate_dir/libdeflate" -I"$zstd_dir/zstd/lib" -I"$zstd_dir/zstd/lib/common")
+# What the cc crate passes to gcc for an optimized dependency (depotai's dev and release
+# profiles build dependencies at opt-level 3; debug-info flags left out), then each build
+# script's own flags and defines.
+cc_flags=(-O3 -ffunction-sections -fdata-sections -fPIC)
+deflate_flags=("${cc_flags[@]}" -I"$deflate_dir/libdeflate")
+zstd_flags=("${cc_flags[@]}" -I"$zstd_dir/zstd/lib" -I"$zstd_dir/zstd/lib/common"
+  -DZSTD_LIB_DEPRECATED=0 -fmerge-all-constants
+  -fvisibility=hidden -DXXH_PRIVATE_API= -DZSTDLIB_VISIBILITY= -DZSTDERRORLIB_VISIBILITY=)
+driver_flags=(-O2 -I"$deflate_dir/libdeflate" -I"$zstd_dir/zstd/lib")
 
-key="$( {
-  sha256sum "$driver" "${BASH_SOURCE[0]}"
+cache="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}/crossarch"
+# The libraries' objects are keyed by what they are built from, the driver by that and
+# itself, so changing the driver does not recompile zstd.
+lib_key="$( {
+  echo "${deflate_flags[*]} ${deflate_src[*]} ${zstd_flags[*]} ${zstd_src[*]}"
   (cd "$deflate_dir" && find libdeflate -type f | LC_ALL=C sort | xargs sha256sum)
   (cd "$zstd_dir" && find zstd/lib -type f | LC_ALL=C sort | xargs sha256sum)
-  echo "${flags[@]}"
   cc --version | head -1
   "$cross" --version | head -1
 } | sha256sum | cut -c1-16)"
-bin="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}/crossarch/$key"
+key="$( { echo "$lib_key"; sha256sum <"$driver"; } | sha256sum | cut -c1-16)"
+bin="$cache/$key"
 if [[ -x "$bin/members-native" && -x "$bin/members-aarch64" ]]; then
   echo "$bin"
   exit 0
 fi
 t0=$(date +%s)
-mkdir -p "$(dirname "$bin")"
-tmp="$(mktemp -d "$(dirname "$bin")/.build.XXXXXX")"
+mkdir -p "$cache"
+tmp="$(mktemp -d "$cache/.build.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-cc "${flags[@]}" -o "$tmp/members-native" "$driver" "${deflate_src[@]}" "${zstd_src[@]}" >&2
-"$cross" "${flags[@]}" -static -o "$tmp/members-aarch64" "$driver" "${deflate_src[@]}" "${zstd_src[@]}" >&2
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
+for arch in native aarch64; do
+  compiler=cc
+  [[ $arch == aarch64 ]] && compiler="$cross"
+  objs="$cache/objects-$lib_key/$arch"
+  if [[ ! -d "$objs" ]]; then
+    mkdir -p "$tmp/$arch" "$(dirname "$objs")"
+    n=0
+    for f in "${deflate_src[@]}"; do
+      "$compiler" "${deflate_flags[@]}" -c "$f" -o "$tmp/$arch/deflate-$((n++))-$(basename "$f").o" >&2
+    done
+    for f in "${zstd_src[@]}"; do
+      "$compiler" "${zstd_flags[@]}" -c "$f" -o "$tmp/$arch/zstd-$((n++))-$(basename "$f").o" >&2
+    done
+    # Complete or absent: a concurrent build that got there first wins.
+    mv -T "$tmp/$arch" "$objs" 2>/dev/null || [[ -d "$objs" ]]
+  fi
+  static=()
+  [[ $arch == aarch64 ]] && static=(-static)
+  "$compiler" "${driver_flags[@]}" "${static[@]}" -o "$tmp/members-$arch" "$driver" "$objs"/*.o >&2
+done
+rm -rf "$tmp/native" "$tmp/aarch64"
+mv -T "$tmp" "$bin" 2>/dev/null || [[ -x "$bin/members-aarch64" ]]
 echo "crossarch: drivers built in $(( $(date +%s) - t0 )) s" >&2
 echo "$bin"

@@ -1,22 +1,28 @@
 /*
- * Compresses files into members exactly as depotai's layers do (src/layer/members.rs,
- * Codec::compressor) and prints each member's sha256, so the same program built for
- * x86-64 and for aarch64 (scripts/crossarch.sh, tests/crossarch.rs) shows whether the
- * pinned encoders give the same bytes on both.
+ * Compresses each input file into one member exactly as depotai's layers make their
+ * members (src/layer/members.rs, Codec::compressor) and prints each member's sha256, so
+ * the same program built for x86-64 and for aarch64 (scripts/crossarch.sh) shows whether
+ * the pinned encoders give the same bytes on both. tests/crossarch.rs feeds it the
+ * uncompressed members of depotai's own layers (payload chunks of 4 MiB with their tar
+ * headers, the TOC, the tar-split), so it is cut exactly as the layers are.
  *
- *   members [--chunk-size N] [--gzip FROM-TO] [--zstd FROM-TO] FILE...
+ *   members [--gzip FROM-TO] [--zstd FROM-TO] [--zstd-stream FROM-TO] FILE...
  *
- * Each file is cut into chunks of N bytes (default 4 MiB, the layers' default; the last
- * one shorter; an empty file has none) and each chunk is one member:
  *   gzip: libdeflate_gzip_compress at the level, one compressor per level reused for
- *         every chunk (libdeflater's Compressor);
+ *         every file (libdeflater's Compressor, one per worker thread in depotai);
  *   zstd: ZSTD_compress2 with the level, an empty dictionary, the checksum and content
- *         size flags, one context per level reused for every chunk (zstd's
- *         bulk::Compressor, as members.rs sets it up).
- * One line per member, level by level, then file by file, chunk by chunk:
- *   CODEC LEVEL FILE_INDEX CHUNK_INDEX IN_BYTES OUT_BYTES SHA256_HEX
+ *         size flags, one context per level reused for every file (zstd's
+ *         bulk::Compressor, as members.rs sets it up);
+ *   zstd-stream: one frame from zstd's streaming API, fed line by line
+ *         (ZSTD_compressStream, then ZSTD_endStream), with the level and the checksum
+ *         flag: how zstd:chunked's tar-split is made (zstd::stream::write::Encoder, one
+ *         write per JSON line, src/layer/zstd_chunked/tarsplit.rs).
+ *
+ * One line per member, codec by codec, level by level, file by file:
+ *   CODEC LEVEL FILE_INDEX IN_BYTES OUT_BYTES SHA256_HEX
  * Errors: a line on stderr, exit status 2.
  */
+#define _POSIX_C_SOURCE 200809L /* getline */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -105,7 +111,8 @@ static void parse_range(const char *s, int *from, int *to)
     *to = (int)b;
 }
 
-enum codec { GZIP, ZSTD };
+enum codec { GZIP, ZSTD, ZSTD_STREAM };
+static const char *const codec_names[] = {"gzip", "zstd", "zstd-stream"};
 
 struct encoder {
     enum codec codec;
@@ -130,11 +137,15 @@ static struct encoder encoder_new(enum codec codec, int level)
         e.zstd = ZSTD_createCCtx();
         if (!e.zstd)
             die("ZSTD_createCCtx", "out of memory");
-        /* The order and calls of zstd::bulk::Compressor::new and members.rs. */
+        /* The order and calls of the zstd crate's constructors and members.rs /
+         * tarsplit.rs: level, empty dictionary, checksum (and for members the content
+         * size, which the streaming frame cannot know). */
         zcheck(ZSTD_CCtx_setParameter(e.zstd, ZSTD_c_compressionLevel, level), "level");
         zcheck(ZSTD_CCtx_loadDictionary(e.zstd, NULL, 0), "dictionary");
         zcheck(ZSTD_CCtx_setParameter(e.zstd, ZSTD_c_checksumFlag, 1), "checksum flag");
-        zcheck(ZSTD_CCtx_setParameter(e.zstd, ZSTD_c_contentSizeFlag, 1), "content size flag");
+        if (codec == ZSTD)
+            zcheck(ZSTD_CCtx_setParameter(e.zstd, ZSTD_c_contentSizeFlag, 1),
+                   "content size flag");
     }
     return e;
 }
@@ -172,27 +183,88 @@ static size_t compress(struct encoder *e, const uint8_t *in, size_t n, uint8_t *
     return got;
 }
 
+/* Appends `n` bytes at `*len` in `*buf`, growing it. */
+static void append(uint8_t **buf, size_t *len, size_t *cap, const void *data, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t want = (*len + n) * 2;
+        uint8_t *grown = realloc(*buf, want);
+        if (!grown)
+            die("realloc", "out of memory");
+        *buf = grown;
+        *cap = want;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+}
+
+/* One streaming frame of the whole file, fed a line at a time as the tar-split is;
+ * returns the frame's length in `*out` and sets `*in_len` to the file's. */
+static size_t compress_stream(struct encoder *e, FILE *f, const char *name, uint8_t **out,
+                              size_t *cap, size_t *in_len)
+{
+    static uint8_t piece[1 << 15];
+    char *line = NULL;
+    size_t line_cap = 0, len = 0, left;
+    ssize_t n;
+    ZSTD_inBuffer in;
+    ZSTD_outBuffer o = {piece, sizeof piece, 0};
+    *in_len = 0;
+    while ((n = getline(&line, &line_cap, f)) > 0) {
+        in = (ZSTD_inBuffer){line, (size_t)n, 0};
+        while (in.pos < in.size) {
+            o.pos = 0;
+            zcheck(ZSTD_compressStream(e->zstd, &o, &in), "ZSTD_compressStream");
+            append(out, &len, cap, piece, o.pos);
+        }
+        *in_len += (size_t)n;
+    }
+    if (ferror(f))
+        die(name, "read error");
+    free(line);
+    do {
+        o.pos = 0;
+        left = ZSTD_endStream(e->zstd, &o);
+        zcheck(left, "ZSTD_endStream");
+        append(out, &len, cap, piece, o.pos);
+    } while (left != 0);
+    return len;
+}
+
+/* The whole of a file (a member is at most a chunk and its tar headers, or a TOC). */
+static size_t read_file(const char *name, uint8_t **buf, size_t *cap)
+{
+    FILE *f = fopen(name, "rb");
+    size_t len = 0, n;
+    uint8_t piece[1 << 16];
+    if (!f)
+        die(name, strerror(errno));
+    while ((n = fread(piece, 1, sizeof piece, f)) > 0)
+        append(buf, &len, cap, piece, n);
+    if (ferror(f))
+        die(name, "read error");
+    fclose(f);
+    return len;
+}
+
 int main(int argc, char **argv)
 {
-    unsigned long long chunk_size = 4ull << 20;
-    int ranges[2][2], have[2] = {0, 0};
+    int ranges[3][2], have[3] = {0, 0, 0};
     int first_file = argc, i, c, level;
     uint8_t *in = NULL, *out = NULL;
-    size_t in_cap = 0, out_cap = 0;
+    size_t in_cap = 0, out_cap = 0, n, got;
     char hex[65];
 
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--chunk-size") && i + 1 < argc) {
-            char *end;
-            chunk_size = strtoull(argv[++i], &end, 10);
-            if (*end != '\0' || chunk_size == 0 || chunk_size > (1ull << 30))
-                die("bad --chunk-size (1 to 1 GiB)", argv[i]);
-        } else if (!strcmp(argv[i], "--gzip") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--gzip") && i + 1 < argc) {
             parse_range(argv[++i], &ranges[GZIP][0], &ranges[GZIP][1]);
             have[GZIP] = 1;
         } else if (!strcmp(argv[i], "--zstd") && i + 1 < argc) {
             parse_range(argv[++i], &ranges[ZSTD][0], &ranges[ZSTD][1]);
             have[ZSTD] = 1;
+        } else if (!strcmp(argv[i], "--zstd-stream") && i + 1 < argc) {
+            parse_range(argv[++i], &ranges[ZSTD_STREAM][0], &ranges[ZSTD_STREAM][1]);
+            have[ZSTD_STREAM] = 1;
         } else if (argv[i][0] == '-') {
             die("unknown option", argv[i]);
         } else {
@@ -200,46 +272,30 @@ int main(int argc, char **argv)
             break;
         }
     }
-    if (first_file == argc || !(have[GZIP] || have[ZSTD]))
-        die("usage", "members [--chunk-size N] [--gzip FROM-TO] [--zstd FROM-TO] FILE...");
+    if (first_file == argc || !(have[GZIP] || have[ZSTD] || have[ZSTD_STREAM]))
+        die("usage", "members [--gzip FROM-TO] [--zstd FROM-TO] [--zstd-stream FROM-TO] FILE...");
 
-    for (c = GZIP; c <= ZSTD; c++) {
+    for (c = GZIP; c <= ZSTD_STREAM; c++) {
         if (!have[c])
             continue;
         for (level = ranges[c][0]; level <= ranges[c][1]; level++) {
             struct encoder e = encoder_new((enum codec)c, level);
             for (i = first_file; i < argc; i++) {
-                FILE *f = fopen(argv[i], "rb");
-                unsigned long chunk = 0;
-                if (!f)
-                    die(argv[i], strerror(errno));
-                for (;;) {
-                    size_t n, got;
-                    if (in_cap < chunk_size) {
-                        /* Grown once to the chunk size, so at most one chunk is held. */
-                        free(in);
-                        in = malloc(chunk_size);
-                        if (!in)
-                            die("malloc", "out of memory");
-                        in_cap = chunk_size;
-                    }
-                    n = fread(in, 1, chunk_size, f);
-                    if (ferror(f))
-                        die(argv[i], "read error");
-                    if (n == 0)
-                        break;
+                if (c == ZSTD_STREAM) {
+                    FILE *f = fopen(argv[i], "rb");
+                    if (!f)
+                        die(argv[i], strerror(errno));
+                    got = compress_stream(&e, f, argv[i], &out, &out_cap, &n);
+                    fclose(f);
+                } else {
+                    n = read_file(argv[i], &in, &in_cap);
                     got = compress(&e, in, n, &out, &out_cap);
-                    sha256_hex(out, got, hex);
-                    printf("%s %d %d %lu %zu %zu %s\n", c == GZIP ? "gzip" : "zstd", level,
-                           i - first_file, chunk, n, got, hex);
-                    chunk++;
-                    if (n < chunk_size)
-                        break;
                 }
-                fclose(f);
+                sha256_hex(out, got, hex);
+                printf("%s %d %d %zu %zu %s\n", codec_names[c], level, i - first_file, n, got,
+                       hex);
             }
             encoder_free(&e);
-            fflush(stdout);
         }
     }
     if (fflush(stdout) != 0 || ferror(stdout))
