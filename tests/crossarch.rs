@@ -418,7 +418,7 @@ fn pinned_encoders_give_the_same_members_on_aarch64_as_natively_at_every_level()
     }
     let busy = busy.into_inner().unwrap();
     eprintln!(
-        "crossarch: {compared} members compared ({} gzip x {} levels, {} zstd and {} tar-split x {} levels) in {:.1} s on {workers} workers; x86-64 {:.1} s, aarch64 under qemu {:.1} s",
+        "crossarch: {compared} members compared ({} gzip x {} levels, {} zstd and {} tar-split x {} levels) in {:.1} s on {workers} workers (wall time of the jobs: x86-64 {:.1} s, aarch64 under qemu {:.1} s)",
         inputs["--gzip"].len(),
         Format::Estargz.levels().count(),
         inputs["--zstd"].len(),
