@@ -41,21 +41,6 @@ fn assert_golden(summary: &Value, golden: &Value) {
     }
 }
 
-/// Weight-like bytes that compress a little, as real ones do: bf16 values whose
-/// exponent byte takes few values and whose mantissa byte is noise, then some
-/// tokenizer-like text. Deterministic, so its digests can be pinned.
-fn weights_like(len: usize, seed: u64) -> Vec<u8> {
-    let noise = pseudo_random(len, seed);
-    let mut out = Vec::with_capacity(len);
-    for pair in noise.chunks(2) {
-        out.push(pair[0]);
-        if pair.len() == 2 {
-            out.push(0x3c + (pair[1] % 5));
-        }
-    }
-    out
-}
-
 fn weights_tree(root: &Path) {
     write(
         root,
