@@ -2,30 +2,31 @@
 //! library functions the `fuzz/` targets call: `fuzz/regressions/TARGET/*`. A crash the
 //! fuzzer finds is copied there, fixed, and stays fixed.
 
+use depotai::layer::estargz::reader as estargz;
+use depotai::layer::zstd_chunked::reader as zstd_chunked;
 use depotai::limits;
-use depotai::remote::toc;
 use std::path::Path;
 
 /// What each target checks, as in `fuzz/fuzz_targets/TARGET.rs`.
 fn replay(target: &str, data: &[u8]) {
     match target {
         "estargz_toc" => {
-            if let Ok((_, files)) = toc::estargz_from_blob(data) {
+            if let Ok((_, files)) = estargz::estargz_from_blob(data) {
                 for f in &files {
                     assert_eq!(f.chunks.iter().map(|c| c.len).sum::<u64>(), f.size);
                 }
             }
-            if let Ok(json) = toc::estargz_toc_json(data) {
+            if let Ok(json) = estargz::estargz_toc_json(data) {
                 assert!(json.len() as u64 <= limits::MAX_TOC_BYTES);
-                let _ = toc::parse_estargz_toc(&json);
+                let _ = estargz::parse_estargz_toc(&json);
             }
         }
         "zstd_chunked_toc" => {
-            let _ = toc::zstd_chunked_from_blob(data);
+            let _ = zstd_chunked::zstd_chunked_from_blob(data);
             if let Ok(s) = std::str::from_utf8(data) {
-                let _ = toc::zstd_toc_position(s, 1 << 40);
+                let _ = zstd_chunked::zstd_toc_position(s, 1 << 40);
             }
-            let _ = toc::parse_zstd_toc(data);
+            let _ = zstd_chunked::parse_zstd_toc(data);
         }
         "range_header" => {
             if data.len() >= 8 {
@@ -112,14 +113,16 @@ fn hand_made_hostile_inputs_are_answered_without_panicking() {
         replay(target, &data);
     }
     assert_eq!(
-        toc::zstd_chunked_from_blob(&zfooter).unwrap_err().0,
+        zstd_chunked::zstd_chunked_from_blob(&zfooter)
+            .unwrap_err()
+            .0,
         format!(
             "the TOC at {} (10 bytes) is outside the 172-byte blob",
             u64::MAX - 1
         )
     );
     assert_eq!(
-        toc::estargz_from_blob(&footer).unwrap_err().0,
+        estargz::estargz_from_blob(&footer).unwrap_err().0,
         "the footer puts the TOC at 18446744073709551615, outside the 51-byte blob"
     );
 }

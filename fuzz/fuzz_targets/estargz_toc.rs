@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|blob: &[u8]| {
-    match depotai::remote::toc::estargz_from_blob(blob) {
+    match depotai::layer::estargz::reader::estargz_from_blob(blob) {
         Ok((toc, files)) => {
             for f in &files {
                 // What check_chunks promises: chunks cover the file, inside the data.
@@ -18,8 +18,8 @@ fuzz_target!(|blob: &[u8]| {
         Err(e) => assert!(!e.0.contains('\n'), "{e}"),
     }
     // The TOC-member step alone, on the raw bytes as a member.
-    if let Ok(json) = depotai::remote::toc::estargz_toc_json(blob) {
+    if let Ok(json) = depotai::layer::estargz::reader::estargz_toc_json(blob) {
         assert!(json.len() as u64 <= depotai::limits::MAX_TOC_BYTES);
-        let _ = depotai::remote::toc::parse_estargz_toc(&json);
+        let _ = depotai::layer::estargz::reader::parse_estargz_toc(&json);
     }
 });

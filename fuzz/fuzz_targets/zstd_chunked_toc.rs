@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|blob: &[u8]| {
-    match depotai::remote::toc::zstd_chunked_from_blob(blob) {
+    match depotai::layer::zstd_chunked::reader::zstd_chunked_from_blob(blob) {
         Ok((_, files, _)) => {
             for f in &files {
                 let sum: u64 = f.chunks.iter().map(|c| c.len).sum();
@@ -14,10 +14,10 @@ fuzz_target!(|blob: &[u8]| {
         Err(e) => assert!(!e.0.contains('\n'), "{e}"),
     }
     if let Ok(s) = std::str::from_utf8(blob) {
-        if let Ok((o, l, u)) = depotai::remote::toc::zstd_toc_position(s, 1 << 40) {
+        if let Ok((o, l, u)) = depotai::layer::zstd_chunked::reader::zstd_toc_position(s, 1 << 40) {
             assert!(o + l <= 1 << 40 && u <= depotai::limits::MAX_TOC_BYTES);
         }
     }
     // The TOC JSON step alone.
-    let _ = depotai::remote::toc::parse_zstd_toc(blob);
+    let _ = depotai::layer::zstd_chunked::reader::parse_zstd_toc(blob);
 });

@@ -1,16 +1,19 @@
-//! `depotai ls REF` and `depotai get REF PATH [-o OUT]`: lazy reads of an image in a
-//! registry through its eStargz TOC.
+//! `depotai ls REF|LAYOUT` and `depotai get REF|LAYOUT PATH [-o OUT]`: lazy reads of an
+//! image in a registry or an OCI layout directory through its layers' TOCs.
 
 use super::push::{runtime, RegistryFlags};
 use anyhow::Context;
 use clap::Args;
-use depotai::remote::{lazy, Reference};
-use std::path::PathBuf;
+use depotai::remote::client::Client;
+use depotai::remote::lazy::{self, Source as _};
+use depotai::remote::Reference;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// REGISTRY/REPOSITORY[:TAG|@DIGEST]
-    #[arg(value_name = "REF")]
+    /// An image in a registry (REGISTRY/REPOSITORY[:TAG|@DIGEST]) or an OCI layout
+    /// directory.
+    #[arg(value_name = "REF|LAYOUT")]
     reference: String,
     #[command(flatten)]
     registry: RegistryFlags,
@@ -21,8 +24,9 @@ pub struct LsArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
-    /// REGISTRY/REPOSITORY[:TAG|@DIGEST]
-    #[arg(value_name = "REF")]
+    /// An image in a registry (REGISTRY/REPOSITORY[:TAG|@DIGEST]) or an OCI layout
+    /// directory.
+    #[arg(value_name = "REF|LAYOUT")]
     reference: String,
     /// A file or directory in the image, e.g. /config.json.
     #[arg(value_name = "PATH")]
@@ -40,16 +44,44 @@ pub struct GetArgs {
     quiet: bool,
 }
 
+/// Where `ls`/`get` read from, decided as `inspect` and `verify` decide: a directory
+/// holding `index.json` is a layout (read without any network), else a reference.
+enum Target {
+    Layout(lazy::Layout, String),
+    Registry(Reference, Client),
+}
+
+impl Target {
+    fn new(target: &str, registry: &RegistryFlags) -> anyhow::Result<Target> {
+        let dir = Path::new(target);
+        if dir.join("index.json").is_file() {
+            let (layout, start) =
+                lazy::Layout::open(dir).with_context(|| format!("reading {target}"))?;
+            return Ok(Target::Layout(layout, start));
+        }
+        let r = Reference::parse(target)?;
+        let client = registry.client(&r, false)?;
+        Ok(Target::Registry(r, client))
+    }
+}
+
 pub fn ls(args: LsArgs) -> anyhow::Result<()> {
-    let r = Reference::parse(&args.reference)?;
-    let client = args.registry.client(&r, false)?;
-    let image = runtime()?
-        .block_on(lazy::open(&client, &r))
-        .with_context(|| format!("reading the TOC of {r}"))?;
-    let fetched = client.fetched_bytes();
+    let target = Target::new(&args.reference, &args.registry)?;
+    let rt = runtime()?;
+    let (name, image, fetched) = match &target {
+        Target::Layout(layout, start) => {
+            let image = rt.block_on(lazy::open(layout, start));
+            (args.reference.clone(), image, layout.fetched_bytes())
+        }
+        Target::Registry(r, client) => {
+            let image = rt.block_on(lazy::open(&lazy::Registry(client), r.manifest_ref()));
+            (r.to_string(), image, client.fetched_bytes())
+        }
+    };
+    let image = image.with_context(|| format!("reading the TOC of {name}"))?;
     if args.json {
         let v = serde_json::json!({
-            "reference": r.to_string(),
+            "reference": name,
             "layers": image.layers,
             "image_size": image.size(),
             "entries": image.entries,
@@ -81,8 +113,7 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
-    let r = Reference::parse(&args.reference)?;
-    let client = args.registry.client(&r, false)?;
+    let target = Target::new(&args.reference, &args.registry)?;
     let output = match &args.output {
         Some(o) => o.clone(),
         None => {
@@ -95,9 +126,23 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
             PathBuf::from(base)
         }
     };
-    let report = runtime()?
-        .block_on(lazy::get(&client, &r, &args.path, &output))
-        .with_context(|| format!("getting {} from {r}", args.path))?;
+    let rt = runtime()?;
+    let (name, report) = match &target {
+        Target::Layout(layout, start) => (
+            args.reference.clone(),
+            rt.block_on(lazy::get(layout, start, &args.path, &output)),
+        ),
+        Target::Registry(r, client) => (
+            r.to_string(),
+            rt.block_on(lazy::get(
+                &lazy::Registry(client),
+                r.manifest_ref(),
+                &args.path,
+                &output,
+            )),
+        ),
+    };
+    let report = report.with_context(|| format!("getting {} from {name}", args.path))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !args.quiet {

@@ -10,6 +10,7 @@ pub mod estargz;
 #[cfg(all(target_arch = "x86_64", feature = "isal"))]
 mod isal;
 pub(crate) mod members;
+pub mod reader;
 pub mod tar;
 pub mod zstd_chunked;
 

@@ -18,13 +18,16 @@
 //! chunk's offset)`, the last one `[offset, endOffset)`, each one zstd frame.
 
 use super::client::Client;
-/// A TOC name as readers see it (where the TOC reader defines it).
-pub use super::toc::clean_name;
-use super::toc::{self, files, zstd_files, Chunk, TocFile};
-use super::{Reference, RegistryError};
+use super::push::{parse_layout_document, read_blob, read_document};
+use super::RegistryError;
 use crate::digest::{Digest, Hasher};
+use crate::layer::estargz::reader as estargz_reader;
 use crate::layer::estargz::{FOOTER_SIZE, TOC_DIGEST_ANNOTATION};
+/// A TOC name as readers see it (where the TOC reader defines it).
+pub use crate::layer::reader::clean_name;
+use crate::layer::reader::{BadLayer, Chunk, LocalBlob, ReadAt, ReadError, SendError, TocFile};
 use crate::layer::zstd_chunked;
+use crate::layer::zstd_chunked::reader as zstd_reader;
 use crate::limits::{self, shown};
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -204,9 +207,204 @@ pub fn parse_manifest_document(bytes: &[u8], r: &str) -> Result<serde_json::Valu
     })
 }
 
-/// Resolves the reference to its eStargz layer and reads the layer's TOC.
-pub async fn open(client: &Client, reference: &Reference) -> Result<Image, RegistryError> {
-    let (mut m, mut md) = manifest(client, reference.manifest_ref()).await?;
+/// Where an image is read from: a registry ([`Registry`]) or an OCI layout directory
+/// ([`Layout`]). Its documents are bounded and digest-checked either way; its layer
+/// blobs are read through [`ReadAt`].
+// Used only through generics on one thread (see `ReadAt`).
+#[allow(async_fn_in_trait)]
+pub trait Source {
+    type Blob: ReadAt<Error = RegistryError>;
+    /// An index or manifest by tag or digest, parsed, and its digest.
+    async fn manifest(&self, r: &str) -> Result<(serde_json::Value, String), RegistryError>;
+    /// A layer blob of `size` bytes (as its descriptor says), checked to be a digest.
+    fn blob(&self, digest: &str, size: u64) -> Result<Self::Blob, RegistryError>;
+    /// Bytes read so far.
+    fn fetched_bytes(&self) -> u64;
+}
+
+/// An image in a registry, read with the client's (Range) requests.
+pub struct Registry<'a>(pub &'a Client);
+
+/// A layer blob in a registry: every read is one Range request.
+pub struct RegistryBlob<'a> {
+    client: &'a Client,
+    url: reqwest::Url,
+    size: u64,
+}
+
+impl<'a> Source for Registry<'a> {
+    type Blob = RegistryBlob<'a>;
+
+    async fn manifest(&self, r: &str) -> Result<(serde_json::Value, String), RegistryError> {
+        manifest(self.0, r).await
+    }
+
+    fn blob(&self, digest: &str, size: u64) -> Result<RegistryBlob<'a>, RegistryError> {
+        blob_digest(digest)?;
+        Ok(RegistryBlob {
+            client: self.0,
+            url: self.0.url(&format!("blobs/{digest}")),
+            size,
+        })
+    }
+
+    fn fetched_bytes(&self) -> u64 {
+        self.0.fetched_bytes()
+    }
+}
+
+impl ReadAt for RegistryBlob<'_> {
+    type Error = RegistryError;
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>, RegistryError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (bytes, _) = self
+            .client
+            .get_bytes(&self.url, None, Some((offset, offset + len - 1)))
+            .await?;
+        Ok(bytes.to_vec())
+    }
+
+    /// One Range request, its body passed on as it arrives: a short body or a broken
+    /// connection is a [`RegistryError::Network`] (worth a retry), a long one is not.
+    async fn send_range(
+        &self,
+        start: u64,
+        end: u64,
+        tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<(), SendError<RegistryError>> {
+        let network = |msg: String| {
+            SendError::Read(RegistryError::Network {
+                url: self.url.to_string(),
+                msg,
+            })
+        };
+        let mut resp = self
+            .client
+            .get_range(&self.url, (start, end - 1))
+            .await
+            .map_err(SendError::Read)?;
+        let want = end - start;
+        let mut got = 0u64;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(piece)) => {
+                    got += piece.len() as u64;
+                    self.client.count_fetched(piece.len() as u64);
+                    if got > want {
+                        return Err(SendError::TooMuch { asked: want });
+                    }
+                    // The decoder hung up: it has the whole chunk (or failed).
+                    if tx.send(piece).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Ok(None) if got != want => {
+                    return Err(network(format!(
+                        "the registry sent {got} of the {want} bytes asked for"
+                    )))
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(network(e.to_string())),
+            }
+        }
+    }
+}
+
+/// An image in an OCI layout directory (`index.json`, `blobs/sha256/…`): its documents
+/// read as `push` and `inspect` read them (bounded, digest-checked), its layers as
+/// local files.
+pub struct Layout {
+    root: PathBuf,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// A layer blob of a layout directory.
+pub struct LayoutBlob {
+    blob: LocalBlob,
+    path: PathBuf,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Layout {
+    /// The layout at `root` and the digest of the image its `index.json` names first
+    /// (the image index `open` starts from).
+    pub fn open(root: &Path) -> Result<(Layout, String), RegistryError> {
+        let top = read_document(&root.join("index.json"))?;
+        let top = parse_layout_document(&top, "index.json")?;
+        let first = top["manifests"][0]["digest"]
+            .as_str()
+            .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?
+            .to_string();
+        let layout = Layout {
+            root: root.to_path_buf(),
+            read: Default::default(),
+        };
+        Ok((layout, first))
+    }
+}
+
+impl Source for Layout {
+    type Blob = LayoutBlob;
+
+    async fn manifest(&self, r: &str) -> Result<(serde_json::Value, String), RegistryError> {
+        let (d, bytes) = read_blob(&self.root, r)?;
+        Ok((parse_manifest_document(&bytes, r)?, d.to_string()))
+    }
+
+    fn blob(&self, digest: &str, size: u64) -> Result<LayoutBlob, RegistryError> {
+        blob_digest(digest)?;
+        let d = Digest::parse(digest).expect("checked above");
+        let path = self.root.join("blobs/sha256").join(d.hex());
+        let blob = LocalBlob::open(&path).map_err(|e| RegistryError::io(path.display(), e))?;
+        if blob.size() != size {
+            return Err(RegistryError::Layout(format!(
+                "{} is {} bytes, not the {size} its manifest says",
+                path.display(),
+                blob.size()
+            )));
+        }
+        Ok(LayoutBlob {
+            blob,
+            path,
+            read: self.read.clone(),
+        })
+    }
+
+    fn fetched_bytes(&self) -> u64 {
+        self.read.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl ReadAt for LayoutBlob {
+    type Error = RegistryError;
+
+    fn size(&self) -> u64 {
+        self.blob.size()
+    }
+
+    async fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>, RegistryError> {
+        let bytes = self
+            .blob
+            .read_at(offset, len)
+            .await
+            .map_err(|e| RegistryError::io(self.path.display(), e))?;
+        self.read
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes)
+    }
+}
+
+/// Resolves an image (by the tag or digest `start` of its index or manifest) to its
+/// layers and reads their TOCs.
+pub async fn open<S: Source>(source: &S, start: &str) -> Result<Image, RegistryError> {
+    let (mut m, mut md) = source.manifest(start).await?;
     if let Some(list) = m.get("manifests").and_then(|v| v.as_array()) {
         let pick = list
             .iter()
@@ -217,7 +415,7 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
             .as_str()
             .ok_or_else(|| bad("index entry without a digest"))?
             .to_string();
-        (m, md) = manifest(client, &d).await?;
+        (m, md) = source.manifest(&d).await?;
     }
     let layers = m["layers"]
         .as_array()
@@ -239,15 +437,15 @@ pub async fn open(client: &Client, reference: &Reference) -> Result<Image, Regis
     }
     let mut tocs = Vec::with_capacity(with_toc.len());
     for layer in with_toc {
-        tocs.push(open_layer(client, &md, layer).await?);
+        tocs.push(open_layer(source, &md, layer).await?);
     }
     Ok(Image::merge(tocs))
 }
 
 /// Reads one layer's TOC: its footer and TOC member (eStargz) or the manifest frame its
 /// annotations point at (zstd:chunked).
-pub async fn open_layer(
-    client: &Client,
+pub async fn open_layer<S: Source>(
+    source: &S,
     manifest_digest: &str,
     layer: &serde_json::Value,
 ) -> Result<LayerToc, RegistryError> {
@@ -259,19 +457,24 @@ pub async fn open_layer(
     let size = layer["size"]
         .as_u64()
         .ok_or_else(|| bad("layer without a size"))?;
-    let url = client.url(&format!("blobs/{digest}"));
     if let Some(checksum) = annotation(layer, &ZSTD_CHECKSUM_KEYS) {
         let position = annotation(layer, &ZSTD_POSITION_KEYS).ok_or_else(|| {
             bad(format!(
                 "layer {digest}: zstd:chunked checksum without a position"
             ))
         })?;
-        return open_zstd_chunked(client, &url, md, digest, size, checksum, position).await;
+        let blob = source.blob(&digest, size)?;
+        return open_zstd_chunked(&blob, md, digest, checksum, position).await;
     }
     let toc_digest = layer["annotations"][TOC_DIGEST_ANNOTATION]
         .as_str()
         .map(str::to_string);
-    open_estargz(client, &url, md, digest, size, toc_digest).await
+    blob_digest(&digest)?;
+    if size < FOOTER_SIZE as u64 {
+        return Err(bad(format!("layer {digest} is too small for eStargz")));
+    }
+    let blob = source.blob(&digest, size)?;
+    open_estargz(&blob, md, digest, toc_digest).await
 }
 
 /// Descriptors in one index or layers in one manifest: a multi-platform index has a
@@ -289,35 +492,32 @@ fn blob_digest(digest: &str) -> Result<(), RegistryError> {
     }
 }
 
-fn in_layer(digest: &str) -> impl Fn(toc::BadLayer) -> RegistryError + '_ {
+fn in_layer(digest: &str) -> impl Fn(BadLayer) -> RegistryError + '_ {
     move |e| bad(format!("layer {digest}: {e}"))
 }
 
+fn read_in_layer(digest: &str) -> impl Fn(ReadError<RegistryError>) -> RegistryError + '_ {
+    move |e| match e {
+        ReadError::Read(e) => e,
+        ReadError::Bad(e) => in_layer(digest)(e),
+    }
+}
+
 /// Reads an eStargz TOC through the footer, each step within [`crate::limits`].
-async fn open_estargz(
-    client: &Client,
-    url: &reqwest::Url,
+async fn open_estargz<B: ReadAt<Error = RegistryError>>(
+    blob: &B,
     manifest: String,
     digest: String,
-    size: u64,
     toc_digest: Option<String>,
 ) -> Result<LayerToc, RegistryError> {
-    blob_digest(&digest)?;
-    if size < FOOTER_SIZE as u64 {
-        return Err(bad(format!("layer {digest} is too small for eStargz")));
-    }
-    let (footer, _) = client
-        .get_bytes(url, None, Some((size - FOOTER_SIZE as u64, size - 1)))
-        .await?;
-    let (toc_offset, toc_end) = toc::estargz_toc_range(&footer, size).map_err(in_layer(&digest))?;
-    let (gz, _) = client
-        .get_bytes(url, None, Some((toc_offset, toc_end - 1)))
-        .await?;
-    let json = toc::estargz_toc_json(&gz).map_err(in_layer(&digest))?;
+    let size = blob.size();
+    let (toc_offset, json) = estargz_reader::read_toc_json(blob)
+        .await
+        .map_err(read_in_layer(&digest))?;
     if let Some(td) = &toc_digest {
         check_digest(&format!("TOC of layer {digest}"), &json, td)?;
     }
-    let toc = toc::parse_estargz_toc(&json).map_err(in_layer(&digest))?;
+    let toc = estargz_reader::parse_estargz_toc(&json).map_err(in_layer(&digest))?;
     let entries = toc
         .entries
         .iter()
@@ -325,7 +525,7 @@ async fn open_estargz(
         .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
         .collect();
     Ok(LayerToc {
-        files: files(&toc, toc_offset).map_err(in_layer(&digest))?,
+        files: estargz_reader::files(&toc, toc_offset).map_err(in_layer(&digest))?,
         entries,
         layer: LazyLayer {
             manifest,
@@ -339,23 +539,20 @@ async fn open_estargz(
 }
 
 /// Reads a zstd:chunked TOC from the range its position annotation names.
-async fn open_zstd_chunked(
-    client: &Client,
-    url: &reqwest::Url,
+async fn open_zstd_chunked<B: ReadAt<Error = RegistryError>>(
+    blob: &B,
     manifest: String,
     digest: String,
-    size: u64,
     checksum: &str,
     position: &str,
 ) -> Result<LayerToc, RegistryError> {
-    blob_digest(&digest)?;
-    let (offset, len, ulen) = toc::zstd_toc_position(position, size).map_err(in_layer(&digest))?;
-    let (compressed, _) = client
-        .get_bytes(url, None, Some((offset, offset + len - 1)))
-        .await?;
+    let size = blob.size();
+    let (offset, compressed, ulen) = zstd_reader::read_toc_at(blob, position)
+        .await
+        .map_err(read_in_layer(&digest))?;
     check_digest(&format!("TOC of layer {digest}"), &compressed, checksum)?;
-    let json = toc::zstd_section("TOC", &compressed, ulen).map_err(in_layer(&digest))?;
-    let toc = toc::parse_zstd_toc(&json).map_err(in_layer(&digest))?;
+    let json = zstd_reader::zstd_section("TOC", &compressed, ulen).map_err(in_layer(&digest))?;
+    let toc = zstd_reader::parse_zstd_toc(&json).map_err(in_layer(&digest))?;
     let entries = toc
         .entries
         .iter()
@@ -363,7 +560,7 @@ async fn open_zstd_chunked(
         .map(|e| listed(&e.name, &e.kind, e.size, &e.digest, &e.link_name))
         .collect();
     Ok(LayerToc {
-        files: zstd_files(&toc, offset).map_err(in_layer(&digest))?,
+        files: zstd_reader::zstd_files(&toc, offset).map_err(in_layer(&digest))?,
         entries,
         layer: LazyLayer {
             manifest,
@@ -478,13 +675,13 @@ fn open_partial(part: &Path) -> std::io::Result<File> {
 /// its `digest`, then renamed into place. The rename replaces whatever entry is at the
 /// destination, a symlink included, and never writes through it. A `.partial` left by
 /// an interrupted run keeps its verified chunks.
-pub async fn get(
-    client: &Client,
-    reference: &Reference,
+pub async fn get<S: Source>(
+    source: &S,
+    start: &str,
     path: &str,
     output: &Path,
 ) -> Result<GetReport, RegistryError> {
-    let image = open(client, reference).await?;
+    let image = open(source, start).await?;
     let want = clean_name(path);
     let all = &image.files;
     // A single file's directory is the user's to name; a directory's files go under
@@ -537,8 +734,8 @@ pub async fn get(
     let mut used = std::collections::BTreeSet::new();
     for (layer, f, dest) in &selected {
         let l = &image.layers[*layer];
-        let url = client.url(&format!("blobs/{}", l.digest));
-        let reused = fetch_file(client, &url, f, l.format, dest).await?;
+        let blob = source.blob(&l.digest, l.size)?;
+        let reused = fetch_file(&blob, f, l.format, dest).await?;
         used.insert(*layer);
         got.push(GotFile {
             path: f.name.clone(),
@@ -551,7 +748,7 @@ pub async fn get(
         image_size: image.size(),
         layers: used.into_iter().map(|i| image.layers[i].clone()).collect(),
         files: got,
-        fetched_bytes: client.fetched_bytes(),
+        fetched_bytes: source.fetched_bytes(),
     })
 }
 
@@ -622,9 +819,8 @@ enum ChunkError {
 /// Fetches one chunk's compressed range and inflates it into `file` at the chunk's
 /// offset as it arrives: memory is a few network reads and one 256 KiB buffer, whatever
 /// the chunk's size, and nothing is inflated past the chunk's declared length.
-async fn fetch_chunk(
-    client: &Client,
-    url: &reqwest::Url,
+async fn fetch_chunk<B: ReadAt<Error = RegistryError>>(
+    blob: &B,
     f: &TocFile,
     c: &Chunk,
     format: LayerFormat,
@@ -641,13 +837,6 @@ async fn fetch_chunk(
     };
     let local = |e: std::io::Error| ChunkError::Data(RegistryError::io(&f.name, e));
     file.seek(SeekFrom::Start(coff)).map_err(local)?;
-    let mut resp = client
-        .get_range(url, (c.start, c.end - 1))
-        .await
-        .map_err(|e| match e {
-            RegistryError::Network { .. } => ChunkError::Network(e),
-            e => ChunkError::Data(e),
-        })?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let input = Arriving {
         rx,
@@ -656,52 +845,24 @@ async fn fetch_chunk(
     let out = file.try_clone().map_err(local)?;
     let (len, w) = (c.len, whole.clone());
     let worker = tokio::task::spawn_blocking(move || inflate(format, input, out, len, w));
-    let want = c.end - c.start;
-    let mut got = 0u64;
-    let mut network = None;
-    let mut too_much = false;
-    loop {
-        match resp.chunk().await {
-            Ok(Some(piece)) => {
-                got += piece.len() as u64;
-                client.count_fetched(piece.len() as u64);
-                if got > want {
-                    too_much = true;
-                    break;
-                }
-                // The decoder hung up: it has the whole chunk (or failed).
-                if tx.send(piece).await.is_err() {
-                    break;
-                }
-            }
-            Ok(None) => {
-                if got != want {
-                    network = Some(format!(
-                        "the registry sent {got} of the {want} bytes asked for"
-                    ));
-                }
-                break;
-            }
-            Err(e) => {
-                network = Some(e.to_string());
-                break;
-            }
-        }
-    }
+    let sent = blob.send_range(c.start, c.end, &tx).await;
     drop(tx);
     let (result, written, chunk, with_chunk) = worker
         .await
         .map_err(|e| ChunkError::Data(RegistryError::io(&f.name, std::io::Error::other(e))))?;
-    if too_much {
-        return Err(data_err(format!(
-            "the registry sent more than the {want} bytes asked for"
-        )));
-    }
-    if let Some(msg) = network.filter(|_| written < c.len) {
-        return Err(ChunkError::Network(RegistryError::Network {
-            url: url.to_string(),
-            msg,
-        }));
+    match sent {
+        Ok(()) => {}
+        Err(SendError::TooMuch { asked }) => {
+            return Err(data_err(format!(
+                "the registry sent more than the {asked} bytes asked for"
+            )))
+        }
+        // Cut short, but the decoder already had all it needed.
+        Err(SendError::Read(RegistryError::Network { .. })) if written >= c.len => {}
+        Err(SendError::Read(e @ RegistryError::Network { .. })) => {
+            return Err(ChunkError::Network(e))
+        }
+        Err(SendError::Read(e)) => return Err(ChunkError::Data(e)),
     }
     result.map_err(|e| {
         data_err(format!(
@@ -749,9 +910,8 @@ fn hash_range(
     Ok(h)
 }
 
-async fn fetch_file(
-    client: &Client,
-    url: &reqwest::Url,
+async fn fetch_file<B: ReadAt<Error = RegistryError>>(
+    blob: &B,
     f: &TocFile,
     format: LayerFormat,
     dest: &Path,
@@ -778,7 +938,7 @@ async fn fetch_file(
         if have > coff {
             file.set_len(coff).map_err(io)?;
         }
-        match fetch_chunk(client, url, f, c, format, &mut file, &mut hasher).await {
+        match fetch_chunk(blob, f, c, format, &mut file, &mut hasher).await {
             Ok(()) => have = coff + len,
             Err(ChunkError::Network(e)) => {
                 // Interrupted: keep what was verified, for the next run.
@@ -834,7 +994,9 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::estargz::reader::files;
     use crate::layer::estargz::{Toc, TocEntry};
+    use crate::layer::zstd_chunked::reader::zstd_files;
 
     #[test]
     fn names_are_cleaned() {

@@ -10,7 +10,6 @@ pub mod client;
 pub mod lazy;
 pub mod published;
 pub mod push;
-pub mod toc;
 pub mod upload;
 
 use std::fmt;

@@ -17,11 +17,13 @@
 use super::data::{Files, LayerDesc, Overview, TocFile};
 use crate::digest::Digest;
 use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::layer::estargz::reader as estargz_reader;
 use crate::layer::estargz::{Toc, FOOTER_SIZE};
+use crate::layer::reader::BadLayer;
 use crate::layer::zstd_chunked;
+use crate::layer::zstd_chunked::reader as zstd_reader;
 use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 use crate::limits;
-use crate::remote::toc::{self as toc_reader, BadLayer};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -789,11 +791,11 @@ pub fn read_zstd_chunked_toc(f: &File, len: u64) -> Result<zstd_chunked::Toc, To
         "{}:{}:{}",
         footer.manifest_offset, footer.manifest_len, footer.manifest_uncompressed_len
     );
-    let (offset, mlen, ulen) = toc_reader::zstd_toc_position(&position, len)?;
+    let (offset, mlen, ulen) = zstd_reader::zstd_toc_position(&position, len)?;
     let mut compressed = vec![0u8; mlen as usize];
     f.read_exact_at(&mut compressed, offset)?;
-    let json = toc_reader::zstd_section("TOC", &compressed, ulen)?;
-    Ok(toc_reader::parse_zstd_toc(&json)?)
+    let json = zstd_reader::zstd_section("TOC", &compressed, ulen)?;
+    Ok(zstd_reader::parse_zstd_toc(&json)?)
 }
 
 /// Reads the eStargz TOC of a layer blob of `len` bytes: the 51-byte footer gives the
@@ -809,11 +811,11 @@ pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     if crate::layer::estargz::parse_footer(&footer).is_none() {
         return Err(TocError::NoFooter);
     }
-    let (start, end) = toc_reader::estargz_toc_range(&footer, len)?;
+    let (start, end) = estargz_reader::estargz_toc_range(&footer, len)?;
     let mut member = vec![0u8; (end - start) as usize];
     f.read_exact_at(&mut member, start)?;
-    let json = toc_reader::estargz_toc_json(&member)?;
-    Ok(toc_reader::parse_estargz_toc(&json)?)
+    let json = estargz_reader::estargz_toc_json(&member)?;
+    Ok(estargz_reader::parse_estargz_toc(&json)?)
 }
 
 /// What the web pages show of an image, from its documents.

@@ -3,6 +3,7 @@
 //! can fetch one file with a Range request. See `shared/docs/layer-formats.md` §1–§4.
 
 mod footer;
+pub mod reader;
 mod toc;
 mod writer;
 

@@ -8,6 +8,7 @@
 //! landmarks, no TOC entry), so the diff ID is its sha256.
 
 mod footer;
+pub mod reader;
 mod tarsplit;
 mod toc;
 mod writer;

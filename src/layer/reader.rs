@@ -1,0 +1,314 @@
+//! Reading a layer from bytes nobody vouches for (a registry's answers, or a layout on
+//! disk), within [`crate::limits`]: what both formats share (the errors, the checks of a
+//! TOC's names and of a file's chunks, the chunk map's types) and [`ReadAt`], through
+//! which the readers of [`super::estargz::reader`] and [`super::zstd_chunked::reader`]
+//! are fed, from a local file or (in `remote/`) a registry's Range requests.
+//!
+//! Each step checks what it was given before using it: the footer's offsets against the
+//! blob, the compressed size before it is fetched, the inflated size while it inflates
+//! (a small member cannot grow past the limit, whatever it says), the JSON's depth and
+//! entry count before it is parsed, and every entry's name.
+
+use crate::limits::{self, shown, MAX_TOC_ENTRIES};
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+/// What is wrong with a layer's footer, TOC or tar-split: one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadLayer(pub String);
+
+pub(crate) fn bad(msg: impl Into<String>) -> BadLayer {
+    BadLayer(msg.into())
+}
+
+/// A reader that stops with an error (not an end of file) after `limit` bytes, and
+/// remembers that it did, so the caller can say "inflates to more than …" even when a
+/// parser above it reports the error its own way.
+pub(crate) struct Capped<R> {
+    inner: R,
+    left: u64,
+    hit: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One more byte means the limit is passed; end of input means it was not.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.hit.set(true);
+                    Err(io::Error::other("inflates past the limit"))
+                }
+            };
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+pub(crate) fn capped<R: Read>(inner: R, limit: u64) -> (Capped<R>, Rc<Cell<bool>>) {
+    let hit = Rc::new(Cell::new(false));
+    (
+        Capped {
+            inner,
+            left: limit,
+            hit: hit.clone(),
+        },
+        hit,
+    )
+}
+
+/// A TOC name as it will be used: one leading `./` dropped, and a trailing `/` (of a
+/// directory).
+pub(crate) fn toc_name(n: &str) -> &str {
+    n.strip_prefix("./").unwrap_or(n).trim_end_matches('/')
+}
+
+/// Checks every entry's name (and link target) and that no two entries share a name or
+/// a file sits where another entry needs a directory. `entries` yields (name, type,
+/// link name).
+pub fn check_entries<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Result<(), BadLayer> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut dirs: HashSet<&str> = HashSet::new();
+    let mut regular: Vec<&str> = Vec::new();
+    let mut count = 0usize;
+    for (name, kind, link) in entries {
+        count += 1;
+        if count > MAX_TOC_ENTRIES {
+            return Err(bad(format!(
+                "the TOC has more than {MAX_TOC_ENTRIES} entries"
+            )));
+        }
+        let n = toc_name(name);
+        if n.is_empty() && kind == "dir" {
+            continue;
+        }
+        if let Some(why) = limits::unsafe_path(n) {
+            return Err(bad(format!(
+                "unsafe name in the TOC: {} ({why})",
+                shown(name)
+            )));
+        }
+        if link.len() > limits::MAX_PATH_LEN || link.chars().any(char::is_control) {
+            return Err(bad(format!(
+                "unusable link target for {} in the TOC",
+                shown(name)
+            )));
+        }
+        if kind == "chunk" {
+            continue;
+        }
+        if !seen.insert(n) {
+            return Err(bad(format!("{} is in the TOC twice", shown(n))));
+        }
+        match kind {
+            "reg" => regular.push(n),
+            "dir" => {
+                dirs.insert(n);
+            }
+            _ => {}
+        }
+    }
+    for n in regular {
+        let mut at = n.len();
+        while let Some(i) = n[..at].rfind('/') {
+            if seen.contains(&n[..i]) && !dirs.contains(&n[..i]) {
+                return Err(bad(format!(
+                    "{} is in the TOC both as a file and as a directory",
+                    shown(&n[..i])
+                )));
+            }
+            at = i;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn shape(json: &[u8]) -> Result<(), BadLayer> {
+    limits::check_json_shape(json, limits::MAX_JSON_DEPTH, MAX_TOC_ENTRIES)
+        .map_err(|e| bad(format!("TOC: {e}")))
+}
+
+/// A TOC name as readers see it: no leading `./` or `/`, no trailing `/`.
+pub fn clean_name(n: &str) -> &str {
+    let mut n = n;
+    loop {
+        if let Some(r) = n.strip_prefix("./") {
+            n = r;
+        } else if let Some(r) = n.strip_prefix('/') {
+            n = r;
+        } else {
+            break;
+        }
+    }
+    n.trim_end_matches('/')
+}
+
+/// One regular file of the TOC with its chunks.
+#[derive(Clone, Debug)]
+pub struct TocFile {
+    pub name: String,
+    pub size: u64,
+    pub digest: String,
+    pub mode: u32,
+    pub chunks: Vec<Chunk>,
+}
+
+/// One chunk of a file and where its compressed bytes are.
+#[derive(Clone, Debug)]
+pub struct Chunk {
+    /// Offset in the file, and length.
+    pub offset: u64,
+    pub len: u64,
+    /// `[start, end)` in the blob: one gzip member or zstd frame (or more).
+    pub start: u64,
+    pub end: u64,
+    pub digest: String,
+}
+
+/// Checks one file's chunks: each a non-empty compressed range inside `[0, data_end)`
+/// of at most [`limits::MAX_CHUNK_COMPRESSED`] bytes that cannot inflate to more than
+/// `ratio` times its size, together covering the file's size exactly, in order.
+pub(crate) fn check_chunks(f: &TocFile, data_end: u64, ratio: u64) -> Result<(), BadLayer> {
+    let wrong = |what: String| BadLayer(format!("{}: {what}", shown(&f.name)));
+    let mut covered = 0u64;
+    for c in &f.chunks {
+        if c.start >= c.end || c.end > data_end {
+            return Err(wrong(format!(
+                "the chunk at {} lies at [{}, {}), outside the layer's data (which ends at {data_end})",
+                c.offset, c.start, c.end
+            )));
+        }
+        let compressed = c.end - c.start;
+        if compressed > limits::MAX_CHUNK_COMPRESSED {
+            return Err(wrong(format!(
+                "the chunk at {} is {} compressed, more than the {} depotai fetches",
+                c.offset,
+                crate::units::human_bytes(compressed),
+                crate::units::human_bytes(limits::MAX_CHUNK_COMPRESSED)
+            )));
+        }
+        if c.len == 0 || c.len > compressed.saturating_mul(ratio) {
+            return Err(wrong(format!(
+                "the chunk at {} declares {} bytes from {compressed} compressed bytes",
+                c.offset, c.len
+            )));
+        }
+        if c.offset != covered {
+            return Err(wrong(format!(
+                "chunks in the TOC do not cover the file (a chunk at {} after {covered} bytes)",
+                c.offset
+            )));
+        }
+        covered = covered
+            .checked_add(c.len)
+            .ok_or_else(|| wrong("chunk sizes overflow".into()))?;
+    }
+    if covered != f.size {
+        return Err(wrong(format!(
+            "chunks in the TOC do not cover the file ({covered} of {} bytes)",
+            f.size
+        )));
+    }
+    Ok(())
+}
+
+/// A blob that can be read at any offset: a local file ([`LocalBlob`]) or a blob in a
+/// registry read with Range requests (in `remote/`). The readers of both formats and
+/// `ls`/`get` read a layer through it, so a layout on disk and a registry are read the
+/// same way.
+// Async because the registry's reads are; used only through generics (never boxed or
+// sent between threads), so the lint about `Send` bounds of public async traits does
+// not apply.
+#[allow(async_fn_in_trait)]
+pub trait ReadAt {
+    type Error;
+    /// The blob's size in bytes.
+    fn size(&self) -> u64;
+    /// Exactly `len` bytes at `offset` (callers check `len` against the limits first).
+    async fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>, Self::Error>;
+    /// `[start, end)` of the blob, sent in pieces as it is read, so that a large chunk
+    /// is never held whole; stops early (without an error) when `tx` hangs up.
+    async fn send_range(
+        &self,
+        start: u64,
+        end: u64,
+        tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<(), SendError<Self::Error>> {
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(PIECE);
+            let piece = self.read_at(at, n).await.map_err(SendError::Read)?;
+            if tx.send(piece.into()).await.is_err() {
+                break;
+            }
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// How much of a chunk [`ReadAt::send_range`] reads at a time by default.
+const PIECE: u64 = 256 << 10;
+
+/// Why [`ReadAt::send_range`] stopped.
+#[derive(Debug)]
+pub enum SendError<E> {
+    /// The read failed (or ended early).
+    Read(E),
+    /// The source sent more bytes than were asked for.
+    TooMuch { asked: u64 },
+}
+
+/// A blob in a local file (a layout's `blobs/sha256/…`).
+pub struct LocalBlob {
+    file: std::fs::File,
+    size: u64,
+}
+
+impl LocalBlob {
+    pub fn open(path: &std::path::Path) -> io::Result<LocalBlob> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        Ok(LocalBlob { file, size })
+    }
+
+    /// A file already open, of `size` bytes.
+    pub fn new(file: std::fs::File, size: u64) -> LocalBlob {
+        LocalBlob { file, size }
+    }
+}
+
+impl ReadAt for LocalBlob {
+    type Error = io::Error;
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn read_at(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+}
+
+/// Why a layer could not be read through [`ReadAt`]: the read itself, or what was read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError<E> {
+    #[error("{0}")]
+    Read(E),
+    #[error("{0}")]
+    Bad(#[from] BadLayer),
+}
