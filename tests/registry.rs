@@ -910,6 +910,28 @@ fn ls_and_get_read_zstd_chunked_images_by_their_toc_and_frames() {
     assert!(!bad.exists());
 }
 
+/// `depotai serve --root ROOT` on a free port, and the address it prints.
+fn serve(root: &Path) -> (std::process::Child, Option<String>) {
+    let mut child = depotai()
+        .args(["serve", "--quiet", "--addr", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr = first
+        .trim()
+        .rsplit_once("http://")
+        .map(|(_, a)| a.trim_end_matches('/').to_string());
+    (child, addr)
+}
+
 #[test]
 fn ls_and_get_work_against_depotai_serve_too() {
     let tmp = tempfile::tempdir().unwrap();
@@ -928,23 +950,7 @@ fn ls_and_get_work_against_depotai_serve_too() {
         &root.join("acme/served-zc"),
         &["--quiet", "--format", "zstd-chunked"],
     ));
-    let mut child = depotai()
-        .args(["serve", "--quiet", "--addr", "127.0.0.1:0", "--root"])
-        .arg(&root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let addr = first
-        .trim()
-        .rsplit_once("http://")
-        .map(|(_, a)| a.trim_end_matches('/').to_string());
+    let (mut child, addr) = serve(&root);
     let result = std::panic::catch_unwind(|| {
         let addr = addr.expect("serve prints its address");
         for name in ["acme/served", "acme/served-zc"] {
@@ -984,4 +990,143 @@ fn ls_and_get_work_against_depotai_serve_too() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+#[test]
+fn ls_and_get_of_a_layout_directory_match_the_same_image_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = Path::new("fixtures/tiny-model");
+    let root = tmp.path().join("root");
+    let formats = [("acme/tiny", "estargz"), ("acme/tiny-zc", "zstd-chunked")];
+    for (name, format) in formats {
+        assert_ok(&build(
+            src,
+            name,
+            &root.join(name),
+            &["--quiet", "--format", format],
+        ));
+    }
+    let (mut child, addr) = serve(&root);
+    let result = std::panic::catch_unwind(|| {
+        let addr = addr.expect("serve prints its address");
+        for (name, format) in formats {
+            let layout = root.join(name);
+            let layout = layout.to_str().unwrap();
+            let reference = format!("{addr}/{name}:latest");
+            let local = json_of(&run(&["ls", layout, "--json"]));
+            let served = json_of(&run(&["ls", &reference, "--insecure", "--json"]));
+            assert_eq!(local["entries"], served["entries"], "{name}");
+            assert_eq!(local["layers"], served["layers"], "{name}");
+            assert_eq!(local["layers"][0]["format"], format, "{name}");
+            assert!(
+                local["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["name"] == "modèle-überblick.txt"),
+                "{name}: {local}"
+            );
+            assert_eq!(local["reference"], layout);
+            // Only the footer and TOC are read, not the layers.
+            let read = local["fetched_bytes"].as_u64().unwrap();
+            assert!(
+                read > 0 && read < local["image_size"].as_u64().unwrap() / 2,
+                "{name}: {local}"
+            );
+            // The plain listing is the same text, byte for byte.
+            let plain = run(&["ls", layout]);
+            assert_ok(&plain);
+            let plain_served = run(&["ls", &reference, "--insecure"]);
+            assert_eq!(
+                String::from_utf8_lossy(&plain.stdout),
+                String::from_utf8_lossy(&plain_served.stdout),
+                "{name}"
+            );
+            for (what, from) in [("layout", layout), ("served", reference.as_str())] {
+                let dest = tmp
+                    .path()
+                    .join(format!("{}-{what}", name.replace('/', "-")));
+                let r = json_of(&run(&[
+                    "get",
+                    from,
+                    "/modèle-überblick.txt",
+                    "--insecure",
+                    "--json",
+                    "-o",
+                    dest.join("one").to_str().unwrap(),
+                ]));
+                assert_eq!(r["files"][0]["path"], "modèle-überblick.txt", "{r}");
+                assert_eq!(
+                    fs::read(dest.join("one")).unwrap(),
+                    fs::read(src.join("modèle-überblick.txt")).unwrap(),
+                    "{name} {what}"
+                );
+                let r = json_of(&run(&[
+                    "get",
+                    from,
+                    "/1_Pooling",
+                    "--insecure",
+                    "--json",
+                    "-o",
+                    dest.join("dir").to_str().unwrap(),
+                ]));
+                assert_eq!(r["files"].as_array().unwrap().len(), 1, "{r}");
+                assert_eq!(
+                    fs::read(dest.join("dir/config.json")).unwrap(),
+                    fs::read(src.join("1_Pooling/config.json")).unwrap(),
+                    "{name} {what}"
+                );
+            }
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn ls_and_get_of_a_path_that_is_no_layout_fail_at_once_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Beside an `out/` (where a build writes), `out/...` is a path, not a Docker Hub
+    // repository.
+    fs::create_dir(tmp.path().join("out")).unwrap();
+    let cases: [&[&str]; 5] = [
+        &["ls", "out/does-not-exist"],
+        &["ls", "out/does-not-exist", "--json"],
+        &["get", "out/does-not-exist", "/config.json"],
+        &["ls", "./nothing"],
+        &["ls", "out"],
+    ];
+    for args in cases {
+        let started = std::time::Instant::now();
+        let o = depotai()
+            .current_dir(tmp.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "depotai: error: {}: not an OCI layout directory (no index.json there)",
+                args[1]
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}");
+        // No DNS lookups or retries against a registry.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{args:?}"
+        );
+    }
+    let mut left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["out"], "get wrote nothing");
 }

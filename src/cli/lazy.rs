@@ -51,10 +51,37 @@ enum Target {
     Registry(Reference, Client),
 }
 
+/// Whether a REF|LAYOUT argument (of `ls`, `get`, `inspect`, `verify`) names an OCI
+/// layout directory: one holding `index.json`. An argument that names a local path but
+/// no layout is refused here, in one line, rather than sent to Docker Hub (where a
+/// reference without a registry host goes, after DNS retries): one that exists, one
+/// written as a path (`/`, `./`, `../`, `~`), or one whose first component is a local
+/// directory (`out/acme/model` beside an `out/`).
+pub(super) fn layout_dir(target: &str) -> anyhow::Result<Option<&Path>> {
+    let dir = Path::new(target);
+    if dir.join("index.json").is_file() {
+        return Ok(Some(dir));
+    }
+    let written_as_path = ["/", "./", "../", "~"]
+        .iter()
+        .any(|p| target.starts_with(p));
+    let first = target.split('/').next().unwrap_or_default();
+    // As `Reference::parse` tells a registry host from a repository's first component.
+    let has_host = target.contains('/')
+        && (first.contains('.') || first.contains(':') || first == "localhost");
+    let as_path = written_as_path
+        || (!has_host && (dir.exists() || (target.contains('/') && Path::new(first).is_dir())));
+    if as_path {
+        anyhow::bail!(
+            "{target}: not an OCI layout directory (no index.json there); name a layout directory, or an image in a registry as REGISTRY/REPOSITORY[:TAG]"
+        );
+    }
+    Ok(None)
+}
+
 impl Target {
     fn new(target: &str, registry: &RegistryFlags) -> anyhow::Result<Target> {
-        let dir = Path::new(target);
-        if dir.join("index.json").is_file() {
+        if let Some(dir) = layout_dir(target)? {
             let (layout, start) =
                 lazy::Layout::open(dir).with_context(|| format!("reading {target}"))?;
             return Ok(Target::Layout(layout, start));

@@ -15,7 +15,6 @@ use depotai::remote::published::{self, PublishedImage};
 use depotai::remote::Reference;
 use depotai::source::hub::HubConfig;
 use depotai::verify::{self, Claim};
-use std::path::Path;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -53,8 +52,7 @@ pub struct InspectArgs {
 }
 
 fn read(target: &str, registry: &RegistryFlags) -> anyhow::Result<PublishedImage> {
-    let dir = Path::new(target);
-    if dir.join("index.json").is_file() {
+    if let Some(dir) = super::lazy::layout_dir(target)? {
         return published::from_layout(dir).with_context(|| format!("reading {target}"));
     }
     let r = Reference::parse(target)?;
