@@ -48,7 +48,7 @@ pub struct GetArgs {
 /// holding `index.json` is a layout (read without any network), else a reference.
 enum Target {
     Layout(lazy::Layout, String),
-    Registry(Reference, Client),
+    Registry(Reference, Box<Client>),
 }
 
 /// Whether a REF|LAYOUT argument (of `ls`, `get`, `inspect`, `verify`) names an OCI
@@ -88,7 +88,7 @@ impl Target {
         }
         let r = Reference::parse(target)?;
         let client = registry.client(&r, false)?;
-        Ok(Target::Registry(r, client))
+        Ok(Target::Registry(r, Box::new(client)))
     }
 }
 

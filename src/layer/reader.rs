@@ -288,6 +288,26 @@ impl LocalBlob {
     }
 }
 
+/// Runs a read of a [`LocalBlob`] (as the readers of both formats do it) to its end
+/// without an async runtime, for callers that are not async (`serve`'s pages): a local
+/// read never waits on anything, so polling it until it is ready ends at once.
+pub fn read_now<T>(read: impl std::future::Future<Output = T>) -> T {
+    // Nothing wakes it: it is polled again at once (`Waker::noop` is newer than the MSRV).
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+    let mut read = std::pin::pin!(read);
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(v) = read.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
 impl ReadAt for LocalBlob {
     type Error = io::Error;
 

@@ -19,7 +19,7 @@ use crate::digest::Digest;
 use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
 use crate::layer::estargz::reader as estargz_reader;
 use crate::layer::estargz::{Toc, FOOTER_SIZE};
-use crate::layer::reader::BadLayer;
+use crate::layer::reader::{read_now, BadLayer, LocalBlob, ReadError};
 use crate::layer::zstd_chunked;
 use crate::layer::zstd_chunked::reader as zstd_reader;
 use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
@@ -739,6 +739,15 @@ pub enum TocError {
     Bad(#[from] BadLayer),
 }
 
+impl From<ReadError<io::Error>> for TocError {
+    fn from(e: ReadError<io::Error>) -> TocError {
+        match e {
+            ReadError::Read(e) => TocError::Io(e),
+            ReadError::Bad(e) => TocError::Bad(e),
+        }
+    }
+}
+
 /// An index, manifest or `index.json` as the store reads it: its JSON shape checked
 /// (depth, descriptors) before it is parsed.
 pub fn parse_document(bytes: &[u8]) -> Result<Doc, String> {
@@ -791,9 +800,8 @@ pub fn read_zstd_chunked_toc(f: &File, len: u64) -> Result<zstd_chunked::Toc, To
         "{}:{}:{}",
         footer.manifest_offset, footer.manifest_len, footer.manifest_uncompressed_len
     );
-    let (offset, mlen, ulen) = zstd_reader::zstd_toc_position(&position, len)?;
-    let mut compressed = vec![0u8; mlen as usize];
-    f.read_exact_at(&mut compressed, offset)?;
+    let blob = LocalBlob::new(f.try_clone()?, len);
+    let (_, compressed, ulen) = read_now(zstd_reader::read_toc_at(&blob, &position))?;
     let json = zstd_reader::zstd_section("TOC", &compressed, ulen)?;
     Ok(zstd_reader::parse_zstd_toc(&json)?)
 }
@@ -811,10 +819,8 @@ pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     if crate::layer::estargz::parse_footer(&footer).is_none() {
         return Err(TocError::NoFooter);
     }
-    let (start, end) = estargz_reader::estargz_toc_range(&footer, len)?;
-    let mut member = vec![0u8; (end - start) as usize];
-    f.read_exact_at(&mut member, start)?;
-    let json = estargz_reader::estargz_toc_json(&member)?;
+    let blob = LocalBlob::new(f.try_clone()?, len);
+    let (_, json) = read_now(estargz_reader::read_toc_json(&blob))?;
     Ok(estargz_reader::parse_estargz_toc(&json)?)
 }
 
