@@ -332,3 +332,81 @@ pub enum ReadError<E> {
     #[error("{0}")]
     Bad(#[from] BadLayer),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::estargz::reader as estargz;
+    use crate::layer::zstd_chunked::reader as zstd;
+    use crate::layer::{build, Contents, Entry, EntryKind, Format, Options};
+
+    #[test]
+    fn names_are_cleaned() {
+        assert_eq!(clean_name("./a/b/"), "a/b");
+        assert_eq!(clean_name("/config.json"), "config.json");
+        assert_eq!(clean_name("/"), "");
+    }
+
+    struct Same;
+    impl Contents for Same {
+        fn open(&self, _: &str) -> io::Result<Box<dyn Read + Send + '_>> {
+            Ok(Box::new(&b"twelve bytes"[..]))
+        }
+    }
+
+    /// A two-file layer of `format` in a temporary file, and what the builder said of it.
+    fn layer(format: Format) -> (tempfile::NamedTempFile, crate::layer::LayerInfo) {
+        let file = |path: &str| Entry {
+            path: path.into(),
+            kind: EntryKind::File {
+                size: 12,
+                executable: false,
+            },
+        };
+        let opts = Options {
+            format,
+            ..Options::default()
+        };
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let entries = vec![file("a.txt"), file("d/b.txt")];
+        let (info, _) = build(entries, &Same, &opts, out.reopen().unwrap(), &|_| {}).unwrap();
+        (out, info)
+    }
+
+    #[test]
+    fn a_local_blob_read_at_its_footer_gives_the_toc_the_whole_blob_gives() {
+        let (tmp, info) = layer(Format::Estargz);
+        let bytes = std::fs::read(tmp.path()).unwrap();
+        let blob = LocalBlob::open(tmp.path()).unwrap();
+        assert_eq!(blob.size(), bytes.len() as u64);
+        let (offset, json) = read_now(estargz::read_toc_json(&blob)).unwrap();
+        assert_eq!(offset, info.toc_offset);
+        let (whole, files) = estargz::estargz_from_blob(&bytes).unwrap();
+        assert_eq!(estargz::parse_estargz_toc(&json).unwrap(), whole);
+        let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, [".no.prefetch.landmark", "a.txt", "d/b.txt"]);
+        // A blob too short for a footer is refused before anything is read.
+        let short = LocalBlob::new(std::fs::File::open(tmp.path()).unwrap(), 10);
+        let e = read_now(estargz::read_toc_json(&short)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a blob of 10 bytes is too small for an eStargz footer"
+        );
+    }
+
+    #[test]
+    fn a_local_blob_read_at_its_manifest_position_gives_the_zstd_toc() {
+        let (tmp, info) = layer(Format::ZstdChunked);
+        let bytes = std::fs::read(tmp.path()).unwrap();
+        let blob = LocalBlob::open(tmp.path()).unwrap();
+        let position = &info.annotations[crate::layer::zstd_chunked::MANIFEST_POSITION_ANNOTATION];
+        let (offset, compressed, ulen) = read_now(zstd::read_toc_at(&blob, position)).unwrap();
+        let json = zstd::zstd_section("TOC", &compressed, ulen).unwrap();
+        let (whole, files, _) = zstd::zstd_chunked_from_blob(&bytes).unwrap();
+        assert_eq!(zstd::parse_zstd_toc(&json).unwrap(), whole);
+        assert_eq!(zstd::zstd_files(&whole, offset).unwrap().len(), files.len());
+        // A position past the blob's end is refused before it is read.
+        let e = read_now(zstd::read_toc_at(&blob, &format!("{}:10:10", bytes.len()))).unwrap_err();
+        assert!(matches!(e, ReadError::Bad(_)), "{e}");
+    }
+}

@@ -194,3 +194,43 @@ pub async fn read_toc_json<R: ReadAt>(blob: &R) -> Result<(u64, Vec<u8>), ReadEr
         .map_err(ReadError::Read)?;
     Ok((start, estargz_toc_json(&member)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_follow_their_file() {
+        let e = |name: &str, kind: &str, size, offset, coff, csize| TocEntry {
+            name: name.into(),
+            kind: kind.into(),
+            size,
+            offset,
+            chunk_offset: coff,
+            chunk_size: csize,
+            digest: "d".into(),
+            chunk_digest: "c".into(),
+            ..Default::default()
+        };
+        let toc = Toc {
+            version: 1,
+            entries: vec![
+                e("d/", "dir", 0, 0, 0, 0),
+                e("d/big", "reg", 10, 100, 0, 4),
+                e("d/big", "chunk", 0, 200, 4, 4),
+                e("d/big", "chunk", 0, 300, 8, 0),
+                e("empty", "reg", 0, 0, 0, 0),
+            ],
+        };
+        let f = files(&toc, 400).unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(
+            f[0].chunks
+                .iter()
+                .map(|c| (c.offset, c.len, c.start, c.end))
+                .collect::<Vec<_>>(),
+            vec![(0, 4, 100, 200), (4, 4, 200, 300), (8, 2, 300, 400)]
+        );
+        assert!(f[1].chunks.is_empty());
+    }
+}

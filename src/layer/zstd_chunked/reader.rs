@@ -262,3 +262,72 @@ pub async fn read_toc_at<R: ReadAt>(
     let compressed = blob.read_at(offset, len).await.map_err(ReadError::Read)?;
     Ok((offset, compressed, ulen))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_chunks_end_where_the_next_starts_and_the_last_at_end_offset() {
+        let e = |kind: &str, size, offset, end, coff, csize, cd: &str| super::super::TocEntry {
+            kind: kind.into(),
+            name: "w".into(),
+            size,
+            offset,
+            end_offset: end,
+            chunk_offset: coff,
+            chunk_size: csize,
+            digest: if kind == "reg" {
+                "d".into()
+            } else {
+                String::new()
+            },
+            chunk_digest: cd.into(),
+            ..Default::default()
+        };
+        let toc = Toc {
+            version: 1,
+            entries: vec![
+                e("reg", 10, 100, 400, 0, 4, "c0"),
+                e("chunk", 0, 200, 0, 4, 4, "c1"),
+                e("chunk", 0, 300, 0, 8, 2, "c2"),
+                e("reg", 3, 500, 600, 0, 0, ""),
+            ],
+            tar_split_digest: String::new(),
+        };
+        let f = zstd_files(&toc, 1000).unwrap();
+        let spans: Vec<_> = f[0]
+            .chunks
+            .iter()
+            .map(|c| (c.offset, c.len, c.start, c.end))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![(0, 4, 100, 200), (4, 4, 200, 300), (8, 2, 300, 400)]
+        );
+        assert_eq!(
+            (
+                f[1].chunks[0].start,
+                f[1].chunks[0].end,
+                f[1].chunks[0].digest.as_str()
+            ),
+            (500, 600, "d")
+        );
+        let mut bad = toc.clone();
+        bad.entries[2].chunk_size = 1;
+        assert!(
+            zstd_files(&bad, 1000)
+                .unwrap_err()
+                .0
+                .contains("do not cover"),
+            "chunks must add up to the size"
+        );
+        assert!(
+            zstd_files(&toc, 599)
+                .unwrap_err()
+                .0
+                .contains("outside the layer's data"),
+            "the last file ends at 600"
+        );
+    }
+}
