@@ -610,6 +610,10 @@ fn ls_merges_every_layer_and_get_reads_only_the_layer_holding_the_file() {
         "each path once, from every layer"
     );
     assert_eq!(ls["layers"].as_array().unwrap().len(), 3);
+    // The layout it was pushed from lists the same, merged the same way, from disk.
+    let local = json_of(&depotai().args(["ls", "--json"]).arg(&out).output().unwrap());
+    assert_eq!(local["entries"], ls["entries"]);
+    assert_eq!(local["layers"], ls["layers"]);
 
     for (path, layer) in [("weights/b.bin", 1), ("weights/notes.txt", 2)] {
         let dest = tmp.path().join(path.replace('/', "-"));
@@ -633,5 +637,19 @@ fn ls_merges_every_layer_and_get_reads_only_the_layer_holding_the_file() {
         let down = proxy.down_bytes.load(Ordering::SeqCst) - before;
         let file = fs::metadata(src.join(path)).unwrap().len();
         assert!(down < file + 128 * 1024, "{path}: {down} bytes for {file}");
+        // And from the layout: the same bytes, from the same one layer.
+        let dest = tmp.path().join(format!("local-{}", path.replace('/', "-")));
+        let local = json_of(
+            &depotai()
+                .args(["get", "--json", "-o"])
+                .arg(&dest)
+                .arg(&out)
+                .arg(path)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(fs::read(&dest).unwrap(), fs::read(src.join(path)).unwrap());
+        assert_eq!(local["layers"], got["layers"]);
+        assert!(local["fetched_bytes"].as_u64().unwrap() < file + 128 * 1024);
     }
 }
