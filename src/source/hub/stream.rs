@@ -26,14 +26,15 @@
 //! assigned or it is opened, and released once the blob is in place or the job ends; a
 //! file whose lock another build holds is fetched without writing anything (waiting
 //! could deadlock two builds each reading two files). Without `cache`, nothing touches
-//! the disk. Retries, backoff,
-//! `Retry-After` and the commit check are those of the whole-file download; a dropped
-//! connection resumes its own window from the last byte received.
+//! the disk. Every window is retried with capped backoff, honouring `Retry-After`
+//! (`http.rs`), and checked against the pinned commit; a dropped connection resumes its
+//! own window from the last byte received. No file is ever asked for whole (the Hub's
+//! CDN refuses a GET without `Range` of a file above 50 GB).
 
 use super::api::{explain, resolve_url, Check, RemoteFile};
 use super::cache::{BlobLock, RepoCache};
+use super::check::{what, Hasher};
 use super::config::HubConfig;
-use super::download::{what, FetchProgress, Hasher};
 use super::error::HubError;
 use super::http::{describe, Attempt, Http};
 use crate::layer::Contents;
@@ -44,6 +45,24 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Told about transfers as they happen (progress bars, log lines).
+pub trait FetchProgress: Send + Sync {
+    fn begin(&self, path: &str, size: u64, resumed_from: u64);
+    fn advance(&self, path: &str, bytes: u64);
+    fn done(&self, path: &str);
+    fn retry(&self, path: &str, why: &str);
+}
+
+/// No output at all.
+pub struct Silent;
+
+impl FetchProgress for Silent {
+    fn begin(&self, _: &str, _: u64, _: u64) {}
+    fn advance(&self, _: &str, _: u64) {}
+    fn done(&self, _: &str) {}
+    fn retry(&self, _: &str, _: &str) {}
+}
 
 /// How a [`HubStream`] fetches.
 #[derive(Clone, Debug)]
@@ -434,10 +453,9 @@ impl Shared {
         let mut st = self.lock();
         loop {
             if self.cancelled() {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    HubError::Interrupted,
-                ));
+                // Not `ErrorKind::Interrupted`: `read_to_end` and `read_exact` retry
+                // that kind, and a cancelled stream would answer it forever.
+                return Err(io::Error::other(HubError::Interrupted));
             }
             let job = st
                 .jobs
