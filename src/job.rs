@@ -435,12 +435,10 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         for p in laid {
             if let Planned::Source(Entry {
                 path,
-                kind: EntryKind::File { size, .. },
+                kind: EntryKind::File { .. },
             }) = p
             {
-                if size > 0 {
-                    order.push((*by_path[path.as_str()]).clone());
-                }
+                order.push((*by_path[path.as_str()]).clone());
             }
         }
     }

@@ -108,6 +108,16 @@ impl RepoCache {
         }
     }
 
+    /// Puts an empty file in the cache as a download would (its bytes need none): the
+    /// blob, if it is not there, and the snapshot link.
+    pub fn put_empty(&self, commit: &CommitSha, path: &str, etag: &str) -> std::io::Result<()> {
+        let blob = self.blob(etag);
+        if !blob.is_file() {
+            write_atomically(&blob, b"")?;
+        }
+        self.link(commit, path, etag)
+    }
+
     /// Points `snapshots/{commit}/{path}` at `blobs/{etag}` with a relative symlink,
     /// made under a temporary name and renamed over whatever was there.
     pub fn link(&self, commit: &CommitSha, path: &str, etag: &str) -> std::io::Result<()> {

@@ -35,7 +35,7 @@ use super::api::{explain, resolve_url, Check, RemoteFile};
 use super::cache::{BlobLock, RepoCache};
 use super::check::{what, Hasher};
 use super::config::HubConfig;
-use super::error::HubError;
+use super::error::{self, HubError};
 use super::http::{describe, Attempt, Http};
 use crate::layer::Contents;
 use crate::names::{CommitSha, ModelName};
@@ -190,7 +190,7 @@ pub struct HubStream {
 
 impl HubStream {
     /// Starts fetching `files` (the order the layer will open them; empty files are
-    /// never opened and never fetched) of `model` at `sha`.
+    /// never opened and never fetched, only checked) of `model` at `sha`.
     pub fn start(
         model: &ModelName,
         sha: &CommitSha,
@@ -204,6 +204,25 @@ impl HubStream {
             window: opts.window.max(1),
             ..opts
         };
+        let cache = RepoCache::new(&cfg.cache_dir, model);
+        // Empty files are never fetched (their bytes are known), but checked against the
+        // listing all the same and, with the cache, put there as a download would.
+        for f in files.iter().filter(|f| f.size == 0) {
+            let got = Hasher::new(&f.check, 0).finish();
+            if got != f.check.etag() {
+                return Err(HubError::Integrity {
+                    path: f.path.clone(),
+                    what: what(&f.check),
+                    expected: f.check.etag().to_string(),
+                    got,
+                });
+            }
+            if opts.cache {
+                cache
+                    .put_empty(sha, &f.path, &got)
+                    .map_err(error::io(cache.blob(&got)))?;
+            }
+        }
         let http = Http::new(cfg)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -214,7 +233,6 @@ impl HubStream {
                 path: cfg.cache_dir.clone(),
                 source: e,
             })?;
-        let cache = RepoCache::new(&cfg.cache_dir, model);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 jobs: BTreeMap::new(),
