@@ -487,3 +487,63 @@ fn a_second_push_of_the_same_layers_verifies_them_but_sends_none_again() {
         first["index_digest"].as_str().unwrap()
     );
 }
+
+#[test]
+fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_force_rebuilds() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let env = Env::new(3);
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let reference = format!("{}/acme/streamed:v1", proxy.addr);
+    let push = |extra: &[&str]| {
+        let mut args = vec!["--push", &reference, "--insecure", "--no-cache", "--json"];
+        args.extend_from_slice(extra);
+        json_of(&env.build(&args).output().unwrap())
+    };
+    let first = push(&[]);
+    assert_eq!(first["status"], "built");
+    assert_eq!(first["reason"], "not in the registry");
+
+    // Same commit, same settings: one manifest request, nothing asked of the Hub.
+    env.server.clear_requests();
+    proxy.take_requests();
+    let second = push(&[]);
+    assert_eq!(second["status"], "skipped", "{second}");
+    assert_eq!(second["reason"], "up to date");
+    assert_eq!(second["index_digest"], first["index_digest"]);
+    assert_eq!(second["push"]["uploaded_bytes"], 0);
+    assert_eq!(
+        proxy.take_requests(),
+        ["GET /v2/acme/streamed/manifests/v1 HTTP/1.1"]
+    );
+    assert_eq!(env.server.requests().len(), 0, "no Hub request at all");
+
+    // --force builds it again (from the Hub), to the same image.
+    let forced = push(&["--force"]);
+    assert_eq!(forced["status"], "built");
+    assert_eq!(forced["reason"], "--force");
+    assert_eq!(forced["index_digest"], first["index_digest"]);
+    assert!(
+        env.server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains(SHARD1)),
+        "--force reads the files"
+    );
+    assert!(!proxy
+        .take_requests()
+        .iter()
+        .any(|r| r.starts_with("GET /v2/acme/streamed/manifests/v1 ")));
+
+    // Other settings: the tag is stale, and says why.
+    let other = push(&["--chunk-size", "1MiB"]);
+    assert_eq!(other["status"], "built");
+    assert_eq!(other["reason"], "built with other settings");
+    assert_ne!(other["index_digest"], first["index_digest"]);
+    assert_eq!(
+        registry_manifest(&reg.addr, "acme/streamed", "v1").unwrap(),
+        other["index_digest"].as_str().unwrap()
+    );
+}
