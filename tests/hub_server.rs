@@ -1337,8 +1337,14 @@ fn in_tests_a_file_above_the_whole_file_limit_is_served_only_in_range_requests()
     assert_eq!(r.status, 206);
     assert_eq!(r.body, generated_bytes(9, 0, size as usize));
     // Small files and HEAD are served whole; the limit can be lifted.
-    assert_eq!(get(&s.resolve_url("org/weights", "main", "config.json")).status, 200);
-    assert_eq!(head(&loc).h("Content-Length"), Some(size.to_string().as_str()));
+    assert_eq!(
+        get(&s.resolve_url("org/weights", "main", "config.json")).status,
+        200
+    );
+    assert_eq!(
+        head(&loc).h("Content-Length"),
+        Some(size.to_string().as_str())
+    );
     s.set_whole_file_limit(None);
     assert_eq!(get(&loc).body, generated_bytes(9, 0, size as usize));
 }

@@ -137,7 +137,7 @@ fn model_dirs(hf_home: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_streamed_push_equals_the_layout_build_and_writes_neither_layout_nor_cache() {
+fn a_hub_layout_build_a_from_dir_build_a_streamed_push_and_verify_give_one_index_digest() {
     if !have(&["docker-registry"]) {
         return;
     }
@@ -183,6 +183,28 @@ fn a_streamed_push_equals_the_layout_build_and_writes_neither_layout_nor_cache()
     assert_eq!(model_dirs(&env.hf_home()), Vec::<PathBuf>::new());
     let content: u64 = env.files.iter().map(|f| f.content.len()).sum();
     assert_eq!(pushed["downloaded_bytes"], content);
+
+    // `build ORG/MODEL` into a layout (through the cache) is the same image.
+    let out = env.tmp.path().join("hub-layout");
+    let hub = json_of(
+        &env.build(&["--json", "--output"])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(hub["index_digest"], want["index_digest"]);
+    assert_eq!(
+        Layout::read(&out).index_digest,
+        want["index_digest"].as_str().unwrap()
+    );
+    // And `verify` of the pushed image rebuilds that very index from the Hub.
+    let mut c = depotai_against(&env.server, &env.hf_home());
+    c.env_remove("DEPOTAI_REGISTRY_USER")
+        .args(["verify", &reference, "--insecure", "--json"]);
+    let verified = json_of(&c.output().unwrap());
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["index_digest"], want["index_digest"]);
+    assert_eq!(verified["rebuilt_index_digest"], want["index_digest"]);
 }
 
 #[test]
