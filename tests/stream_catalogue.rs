@@ -187,6 +187,8 @@ fn cpu_seconds(pid: i32) -> f64 {
 }
 
 #[test]
+// The child is reaped by `wait4`, for its resource usage, not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn a_signal_mid_stream_ends_build_all_push_within_two_seconds_with_no_busy_threads() {
     if !have(&["docker-registry"]) {
         return;

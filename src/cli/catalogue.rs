@@ -29,7 +29,7 @@ use depotai::pipeline::{self, BuildRequest, LayerEvent};
 use depotai::plan::PlanOptions;
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
-use depotai::source::hub::{FileFilter, HubConfig};
+use depotai::source::hub::FileFilter;
 use depotai::units::human_bytes;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -277,9 +277,7 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
                 eprintln!("{n}: streaming at {} (--force)", e.sha);
             }
         }
-        let mut hub = HubConfig::from_env();
-        hub.jobs = o.jobs;
-        hub.cancel = Some(stop.flag());
+        let hub = super::hub::config(o.jobs, stop);
         let req = BuildRequest {
             name: e.name.clone(),
             sha: e.sha.clone(),
@@ -299,7 +297,7 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
             filter: FileFilter::new(&e.include, &e.exclude)?,
             include: e.include.clone(),
             exclude: e.exclude.clone(),
-            stream: super::build::stream_options(o.connections, o.no_cache),
+            stream: super::hub::stream_options(o.connections, o.no_cache),
             layout: registry.is_none(),
             registry,
             max_scratch: None,

@@ -2,6 +2,7 @@
 
 mod build;
 mod catalogue;
+mod hub;
 mod lazy;
 mod progress;
 mod push;

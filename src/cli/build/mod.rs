@@ -5,8 +5,6 @@
 
 mod stream;
 
-pub(super) use stream::stream_options;
-
 use super::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;

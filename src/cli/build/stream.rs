@@ -11,7 +11,7 @@ use depotai::names::ModelName;
 use depotai::pipeline::{BuildRequest, LayerEvent};
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
-use depotai::source::hub::{FileFilter, HubConfig, StreamOptions, DEFAULT_BUFFER, DEFAULT_WINDOW};
+use depotai::source::hub::FileFilter;
 use std::sync::Mutex;
 
 /// `push` is the `--push` reference with its tag settled (see `push_reference`).
@@ -22,9 +22,7 @@ pub(super) fn run(
     push: Option<Reference>,
 ) -> anyhow::Result<()> {
     let stop = Stop::install()?;
-    let mut hub = HubConfig::from_env();
-    hub.jobs = args.jobs.into();
-    hub.cancel = Some(stop.flag());
+    let hub = crate::cli::hub::config(args.jobs.into(), &stop);
     let filter = FileFilter::new(&args.include, &args.exclude)?;
     let pushed_to = push.as_ref().map(Reference::to_string);
     let registry = match push {
@@ -48,7 +46,7 @@ pub(super) fn run(
         filter,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
-        stream: stream_options(args.connections.into(), args.no_cache),
+        stream: crate::cli::hub::stream_options(args.connections.into(), args.no_cache),
         // Without --push the layout is the only destination; with it, only on request.
         layout: args.output.is_some() || args.push.is_none(),
         registry,
@@ -155,21 +153,4 @@ pub(super) fn run(
         );
     }
     Ok(())
-}
-
-/// How the Hub is read, for one model or a catalogue.
-pub(in crate::cli) fn stream_options(connections: usize, no_cache: bool) -> StreamOptions {
-    StreamOptions {
-        connections,
-        cache: !no_cache,
-        window: env_size("DEPOTAI_STREAM_WINDOW").unwrap_or(DEFAULT_WINDOW),
-        buffer: env_size("DEPOTAI_STREAM_BUFFER").unwrap_or(DEFAULT_BUFFER),
-        ..StreamOptions::default()
-    }
-}
-
-/// A size from the environment (tuning for tests and benchmarks: the Range window and
-/// the read-ahead buffer of the Hub stream).
-fn env_size(key: &str) -> Option<u64> {
-    crate::cli::parse_size(&std::env::var(key).ok()?).ok()
 }
