@@ -388,7 +388,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         .enable_all()
         .build()
         .map_err(JobError::Runtime)?;
-    let mut before = None;
+    let mut tag_held = None;
     if let Some(t) = job.registry.as_ref().filter(|t| t.skip_if_published) {
         if !job.layout {
             let tag = t.reference.manifest_ref();
@@ -405,7 +405,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             if let Published::UpToDate(index) = found {
                 return Ok(HubOutcome::UpToDate(index));
             }
-            before = Some(found);
+            tag_held = Some(found);
         }
     }
     let (files, offline) = remote_files(&job)?;
@@ -598,7 +598,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         on_event(Event::Uploaded { n: *n, upload: u });
     }
     Ok(HubOutcome::Built(Box::new(HubReport {
-        published: before,
+        published: tag_held,
         build,
         stream: stats,
         uploads: uploads.into_iter().collect(),

@@ -5,7 +5,6 @@
 use super::{summary_json, BuildArgs};
 use crate::cli::progress::Progress;
 use crate::cli::signals::Stop;
-use anyhow::Context;
 use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
 use depotai::names::ModelName;
 use depotai::pipeline::{BuildRequest, LayerEvent};
@@ -75,10 +74,17 @@ pub(super) fn run(
     if let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
         b.finish();
     }
-    if let Some(i) = stop.interrupted() {
-        return Err(anyhow::Error::new(i).context(format!("building {name} at {sha}")));
-    }
-    let report = match result.with_context(|| format!("building {name} at {sha}"))? {
+    let outcome = match (result, stop.interrupted()) {
+        (Ok(o), _) => o,
+        // Exit status 128 + the signal.
+        (Err(_), Some(i)) => {
+            return Err(anyhow::Error::new(i).context(format!("building {name} at {sha}")))
+        }
+        (Err(e), None) => {
+            return Err(anyhow::Error::new(e).context(format!("building {name} at {sha}")))
+        }
+    };
+    let report = match outcome {
         HubOutcome::Built(report) => report,
         HubOutcome::UpToDate(index) => {
             let reference = pushed_to.unwrap_or_default();
