@@ -11,10 +11,13 @@
 //! [`serve`] serves built images over the OCI Distribution API (the registry server);
 //! [`remote`] is the client side of that protocol (push, upload, lazy `ls` / `get`),
 //! named as go-containerregistry names its client. [`limits`] bounds what untrusted
-//! parties may make us allocate.
+//! parties may make us allocate. [`http`] is what the Hub and registry clients share:
+//! redirects followed by hand, credentials only for their own origin; [`redact`] keeps
+//! userinfo and tokens out of every message.
 
 pub mod catalogue;
 pub mod digest;
+pub mod http;
 pub mod image;
 pub mod job;
 pub mod layer;
@@ -23,6 +26,7 @@ pub mod names;
 pub mod pipeline;
 pub mod plan;
 pub mod provenance;
+pub mod redact;
 pub mod remote;
 pub mod serve;
 pub mod source;

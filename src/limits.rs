@@ -112,6 +112,23 @@ pub const IDLE_TIMEOUT_SECS: u64 = 30;
 /// listener, the store's reads) when the connection cap is fitted to `RLIMIT_NOFILE`.
 pub const RESERVED_FDS: u64 = 64;
 
+/// `serve`: bytes read from a blob per step (one positioned read on the blocking pool),
+/// while [`SERVE_PIECE_BUDGET`] lasts. Large enough that a fast client costs few reads.
+pub const SERVE_PIECE: u64 = 256 << 10;
+
+/// `serve`: bytes of full-size pieces all responses together may hold. A piece is held
+/// from its read until the client's socket has taken its last byte, so a reader that
+/// stops draining keeps one (or two: hyper asks for the next piece once less than its
+/// 128 KiB buffer limit is left of the last). Past the budget, pieces are
+/// [`SERVE_SMALL_PIECE`], one at a time per response, so readers stalled at the
+/// connection cap hold at most this plus `MAX_CONNECTIONS` small pieces. 64 MiB is 128
+/// to 256 responses streaming at full size at once.
+pub const SERVE_PIECE_BUDGET: usize = 64 << 20;
+
+/// `serve`: the piece size once [`SERVE_PIECE_BUDGET`] is spent; a response has at most
+/// one such piece in memory, read when the last was written out.
+pub const SERVE_SMALL_PIECE: u64 = 16 << 10;
+
 /// `serve`: store lookups (file system work on the blocking pool) at once; more wait.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 64;
 

@@ -139,8 +139,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .unwrap_or_default();
     match &o.push {
         Some(prefix) => say(format!(
-            "{}: {total} models{shard}, pushing to {prefix}",
-            o.file.display()
+            "{}: {total} models{shard}, pushing to {}",
+            o.file.display(),
+            // As typed: a user and password in it must not show (each model's reference
+            // refuses them).
+            depotai::redact::text(prefix)
         )),
         None => say(format!("{}: {total} models{shard}", o.file.display())),
     }

@@ -12,7 +12,14 @@ use std::path::{Path, PathBuf};
 /// How to reach a registry: shared by push, ls and get.
 #[derive(Args, Debug, Clone, Default)]
 pub struct RegistryFlags {
-    /// Talk plain HTTP to the registry named in the reference (never for others).
+    /// Talk plain HTTP to the registry named in the reference.
+    ///
+    /// Only that registry's host gets plain HTTP with credentials: its own requests, and
+    /// a token realm its 401 names on the same host (any port). A realm on plain HTTP
+    /// at any other host is refused. Whatever this flag says, the credentials and tokens
+    /// go only to the registry's own scheme, host and port and to the realm its own 401
+    /// names: a redirect or upload Location to anywhere else is followed without them,
+    /// and a 401 from there is an error.
     #[arg(long)]
     pub insecure: bool,
     /// Registry user name (the password is read from stdin with --password-stdin).

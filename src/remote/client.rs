@@ -4,17 +4,26 @@
 //!   with `WWW-Authenticate: Basic` is retried with the credentials, one with `Bearer
 //!   realm=…,service=…,scope=…` fetches a token from the realm (with the credentials as
 //!   Basic auth when there are any) and is retried with it.
+//! * Where credentials go: the credentials and tokens go to the registry's own origin
+//!   (scheme, host and port) and the credentials to the token realm that the registry's
+//!   own 401 names, nowhere else. Redirects are followed by hand ([`crate::http::follow`])
+//!   so that no other origin, and no change of scheme or port, ever gets the header; a
+//!   401 from any other origin (a storage host a blob read is redirected to, an upload
+//!   Location elsewhere) is an error, never answered ([`may_ask_realm`] and
+//!   [`RegistryError::ForeignChallenge`]).
+//! * Plain HTTP only when the caller says so (`--insecure`), and then only to the
+//!   registry's host: a token realm on plain HTTP elsewhere is refused.
 //! * Retries: connection errors, 5xx and 429 are retried up to [`ClientOptions::retries`]
 //!   times with capped exponential backoff (honouring `Retry-After`).
-//! * Plain HTTP only when the caller says so (`--insecure`); HTTPS otherwise.
 //! * Every response body read through [`Client::bytes`] is counted in
 //!   [`Client::fetched_bytes`].
 
 use super::auth::{parse_challenge, Challenge, Credentials};
 use super::{Reference, RegistryError};
+use crate::http::{follow, same_origin, Credential, FollowError};
 use crate::limits::{self, BodyError};
 use crate::units::human_bytes;
-use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -22,7 +31,8 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// Use plain HTTP for this registry.
+    /// Use plain HTTP for this registry (and allow a token realm on plain HTTP on its
+    /// host; nowhere else).
     pub insecure: bool,
     pub credentials: Option<Credentials>,
     /// Extra tries after the first on transient errors.
@@ -54,8 +64,9 @@ pub struct Client {
     base: Url,
     pub repository: String,
     opts: ClientOptions,
-    /// The Authorization header that last worked (Basic or Bearer).
-    auth: Mutex<Option<String>>,
+    /// The Authorization header that last worked (Basic or Bearer), for the registry's
+    /// origin only.
+    auth: Mutex<Option<HeaderValue>>,
     /// Extra token scopes to ask for (e.g. pull on a mount source).
     extra_scopes: Mutex<Vec<String>>,
     push: bool,
@@ -85,6 +96,7 @@ pub(crate) fn bounded_header(
     }
 }
 
+/// A transport error on one line, redacted (reqwest names the URL, query and all).
 fn describe(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
@@ -93,7 +105,49 @@ fn describe(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    msg
+    crate::redact::text(&msg)
+}
+
+/// An `Authorization` value, marked sensitive (HTTP/2 never indexes it).
+fn secret_header(value: String) -> Result<HeaderValue, RegistryError> {
+    let mut v = HeaderValue::from_str(&value).map_err(|_| {
+        RegistryError::Protocol(
+            "the Authorization value is not a valid header (a token with control characters?)"
+                .into(),
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A redirect that could not be followed.
+fn redirect_error(e: FollowError) -> RegistryError {
+    match e {
+        FollowError::Send(e) => RegistryError::Network {
+            url: e.url().map(Url::to_string).unwrap_or_default(),
+            msg: describe(&e),
+        },
+        FollowError::NoLocation { url, status } => {
+            RegistryError::Protocol(format!("{url}: HTTP {status} without a Location"))
+        }
+        FollowError::BadLocation { url, msg } => RegistryError::Protocol(format!("{url}: {msg}")),
+        FollowError::TooMany { url } => RegistryError::Protocol(format!(
+            "{url}: more than {} redirects",
+            crate::http::MAX_REDIRECTS
+        )),
+    }
+}
+
+/// Whether a token realm that the registry's own 401 names may be asked for a token
+/// (with the credentials as Basic auth): over HTTPS, or over plain HTTP on the
+/// registry's own host when `--insecure` named it (a token server beside the registry
+/// on another port is common); never plain HTTP to any other host.
+pub fn may_ask_realm(registry: &Url, insecure: bool, realm: &Url) -> bool {
+    match realm.scheme() {
+        "https" => true,
+        "http" => insecure && realm.host_str() == registry.host_str(),
+        _ => false,
+    }
 }
 
 impl Client {
@@ -112,6 +166,8 @@ impl Client {
         })?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("depotai/", env!("CARGO_PKG_VERSION")))
+            // Followed by hand: see the module doc.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.idle_timeout)
             .build()
@@ -130,12 +186,6 @@ impl Client {
             fetched: AtomicU64::new(0),
             requests: AtomicU64::new(0),
         })
-    }
-
-    fn same_origin(&self, u: &Url) -> bool {
-        u.scheme() == self.base.scheme()
-            && u.host_str() == self.base.host_str()
-            && u.port_or_known_default() == self.base.port_or_known_default()
     }
 
     /// `scheme://host:port/` of the registry.
@@ -173,9 +223,13 @@ impl Client {
                 limits::MAX_LINK_LEN
             )));
         }
-        self.base.join(location).map_err(|e| {
+        let mut url = self.base.join(location).map_err(|e| {
             RegistryError::Protocol(format!("bad Location {}: {e}", limits::shown(location)))
-        })
+        })?;
+        // Credentials a registry writes into a Location are not ours to send.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Ok(url)
     }
 
     pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
@@ -202,27 +256,33 @@ impl Client {
         let mut tries = 0u32;
         let mut authed = false;
         loop {
-            let mut req = build().build().map_err(|e| RegistryError::Network {
+            let req = build().build().map_err(|e| RegistryError::Network {
                 url: self.base.to_string(),
                 msg: describe(&e),
             })?;
-            // Credentials and tokens are for this registry only (an upload Location may
-            // point elsewhere).
-            if let (Some(a), true) = (
-                self.auth.lock().unwrap().clone(),
-                self.same_origin(req.url()),
-            ) {
-                let v = reqwest::header::HeaderValue::from_str(&a).map_err(|e| {
-                    RegistryError::Protocol(format!("unusable Authorization value: {e}"))
-                })?;
-                req.headers_mut().insert(AUTHORIZATION, v);
-            }
             let url = req.url().to_string();
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let (why, after) = match self.http.execute(req).await {
+            let auth = self.auth.lock().unwrap().clone();
+            let credential = auth.as_ref().map(|header| Credential {
+                origin: &self.base,
+                header,
+            });
+            let sent = follow(&self.http, req, credential, |_, _| {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+            })
+            .await;
+            let (why, after) = match sent {
                 Ok(resp) => {
                     let status = resp.status();
                     if status == StatusCode::UNAUTHORIZED {
+                        // Only the registry's own challenge is answered: a server it
+                        // redirected to, or an upload Location elsewhere, never gets
+                        // the credentials or a token, nor sends us to a realm of its
+                        // own.
+                        if !same_origin(resp.url(), &self.base) {
+                            return Err(RegistryError::ForeignChallenge {
+                                url: resp.url().to_string(),
+                            });
+                        }
                         if authed {
                             return Err(self.unauthorized(&url, &resp));
                         }
@@ -244,7 +304,7 @@ impl Client {
                         return Ok(resp);
                     }
                 }
-                Err(e) => {
+                Err(FollowError::Send(e)) => {
                     let msg = describe(&e);
                     // TLS failures do not go away by trying again.
                     if msg.contains("InvalidContentType") {
@@ -258,6 +318,7 @@ impl Client {
                     }
                     (msg, None)
                 }
+                Err(e) => return Err(redirect_error(e)),
             };
             if tries >= retries {
                 return Err(RegistryError::Network {
@@ -305,13 +366,13 @@ impl Client {
                 scope,
             }) => {
                 let token = self.token(url, &realm, service, scope).await?;
-                *self.auth.lock().unwrap() = Some(format!("Bearer {token}"));
+                *self.auth.lock().unwrap() = Some(secret_header(format!("Bearer {token}"))?);
                 Ok(())
             }
             // Basic, or no usable challenge: try Basic if we have credentials.
             _ => {
                 let c = self.opts.credentials.as_ref().ok_or_else(no_creds)?;
-                *self.auth.lock().unwrap() = Some(c.basic_header());
+                *self.auth.lock().unwrap() = Some(secret_header(c.basic_header())?);
                 Ok(())
             }
         }
@@ -330,11 +391,15 @@ impl Client {
                 limits::shown(realm)
             ))
         })?;
-        if realm_url.scheme() != "https" && !self.opts.insecure {
-            return Err(RegistryError::Protocol(format!(
-                "bearer realm {realm} is not HTTPS (use --insecure to allow)"
-            )));
+        if !may_ask_realm(&self.base, self.opts.insecure, &realm_url) {
+            return Err(RegistryError::InsecureRealm {
+                realm: realm.to_string(),
+                registry: self.base.to_string(),
+            });
         }
+        // A user and password in the realm are not ours to send; ours go instead.
+        let _ = realm_url.set_username("");
+        let _ = realm_url.set_password(None);
         let mut scopes: Vec<String> = scope.into_iter().collect();
         let own = format!(
             "repository:{}:{}",
@@ -354,14 +419,30 @@ impl Client {
                 q.append_pair("scope", s);
             }
         }
+        let basic = match &self.opts.credentials {
+            Some(c) => Some(secret_header(c.basic_header())?),
+            None => None,
+        };
+        // The credentials go to the realm's own origin, not to where it redirects.
+        let credential = basic.as_ref().map(|header| Credential {
+            origin: &realm_url,
+            header,
+        });
         let mut tries = 0;
         loop {
-            let mut req = self.http.get(realm_url.clone());
-            if let Some(c) = &self.opts.credentials {
-                req = req.header(AUTHORIZATION, c.basic_header());
-            }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let err = match req.send().await {
+            let req =
+                self.http
+                    .get(realm_url.clone())
+                    .build()
+                    .map_err(|e| RegistryError::Network {
+                        url: realm.to_string(),
+                        msg: describe(&e),
+                    })?;
+            let sent = follow(&self.http, req, credential, |_, _| {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+            })
+            .await;
+            let err = match sent {
                 Ok(mut resp) if resp.status().is_success() => {
                     let body = self
                         .read_capped(&mut resp, limits::MAX_TOKEN_RESPONSE, "token answer")
@@ -404,7 +485,8 @@ impl Client {
                     })
                 }
                 Ok(resp) => format!("HTTP {}", resp.status()),
-                Err(e) => describe(&e),
+                Err(FollowError::Send(e)) => describe(&e),
+                Err(e) => return Err(redirect_error(e)),
             };
             if tries >= self.opts.retries {
                 return Err(RegistryError::Network {
@@ -547,4 +629,40 @@ async fn error_text(mut resp: Response) -> String {
         .await
         .unwrap_or_default();
     limits::one_line(String::from_utf8_lossy(&body).trim(), 300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_token_realm_gets_credentials_over_https_or_on_the_insecure_registrys_own_host() {
+        let reg = u("http://reg.example:5000/");
+        // HTTPS anywhere the registry's own 401 points.
+        assert!(may_ask_realm(&reg, false, &u("https://auth.example/token")));
+        assert!(may_ask_realm(&reg, true, &u("https://auth.example/token")));
+        // Plain HTTP: the registry's host only (a token server on another port beside
+        // it), and only with --insecure.
+        assert!(may_ask_realm(
+            &reg,
+            true,
+            &u("http://reg.example:5001/token")
+        ));
+        assert!(!may_ask_realm(
+            &reg,
+            false,
+            &u("http://reg.example:5000/token")
+        ));
+        assert!(!may_ask_realm(&reg, true, &u("http://auth.example/token")));
+        assert!(!may_ask_realm(
+            &reg,
+            true,
+            &u("http://cdn.reg.example:5000/token")
+        ));
+        assert!(!may_ask_realm(&reg, true, &u("ftp://reg.example/token")));
+    }
 }

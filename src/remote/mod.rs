@@ -17,26 +17,43 @@ use std::fmt;
 
 pub use client::{Client, ClientOptions};
 
-/// What can go wrong talking to a registry.
+/// What can go wrong talking to a registry. Every text field is shown through
+/// [`crate::redact::text`]: a URL's user and password and its query's tokens never
+/// reach a message, whoever built the error.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("invalid image reference {reference:?}: {msg}")]
+    #[error("invalid image reference {:?}: {}", redact(reference), redact(msg))]
     BadReference { reference: String, msg: String },
-    #[error("{url}: {msg}")]
+    #[error("{}: {}", redact(url), redact(msg))]
     Network { url: String, msg: String },
-    #[error("{url}: HTTP {status}: {body}")]
+    #[error("{}: HTTP {status}: {}", redact(url), redact(body))]
     Status {
         url: String,
         status: u16,
         body: String,
     },
-    #[error("{url}: authentication failed (HTTP 401){hint}")]
+    #[error("{}: authentication failed (HTTP 401){}", redact(url), redact(hint))]
     Unauthorized { url: String, hint: String },
-    #[error("{url}: access denied (HTTP 403)")]
+    /// A 401 from a server other than the registry: one a blob read was redirected to, or
+    /// an upload Location elsewhere.
+    #[error(
+        "{}: HTTP 401 from a server the registry sent us to; registry credentials go only to the registry and to the token realm its own 401 names, so this read or upload cannot be authenticated",
+        redact(url)
+    )]
+    ForeignChallenge { url: String },
+    /// The registry's 401 named a token realm on plain HTTP that `--insecure` does not
+    /// cover (or on another scheme still).
+    #[error(
+        "bearer realm {} of {} is not HTTPS: credentials go over plain HTTP only to the registry's own host, and only with --insecure",
+        redact(realm),
+        redact(registry)
+    )]
+    InsecureRealm { realm: String, registry: String },
+    #[error("{}: access denied (HTTP 403)", redact(url))]
     Denied { url: String },
-    #[error("{url}: not found (HTTP 404)")]
+    #[error("{}: not found (HTTP 404)", redact(url))]
     NotFound { url: String },
-    #[error("registry protocol: {0}")]
+    #[error("registry protocol: {}", redact(.0))]
     Protocol(String),
     #[error("digest mismatch in {what}: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -52,10 +69,22 @@ pub enum RegistryError {
     },
     #[error("no such path in the image: {0}")]
     NoSuchPath(String),
-    #[error("credentials: {0}")]
+    #[error("credentials: {}", redact(.0))]
     Credentials(String),
     #[error("layout: {0}")]
     Layout(String),
+    /// `get` found something other than a real directory where it creates one under
+    /// the output (a symlink there would send the file elsewhere).
+    #[error("{0} is not a directory (get follows no link under the output): remove it or choose another -o")]
+    OutputNotADirectory(String),
+    /// The file renamed into place is not the one `get` wrote: something replaced the
+    /// `.partial` between the last write and the rename; that entry is removed.
+    #[error("{0} was replaced while get wrote it (removed): run get again")]
+    OutputReplaced(String),
+}
+
+fn redact(s: &str) -> String {
+    crate::redact::text(s)
 }
 
 impl RegistryError {
@@ -83,6 +112,15 @@ impl Reference {
             reference: s.to_string(),
             msg: msg.to_string(),
         };
+        // `user:password@host/…`: credentials have their own flags, and a reference is
+        // printed in messages and records.
+        if s.split_once('/')
+            .is_some_and(|(host, _)| host.contains('@'))
+        {
+            return Err(bad(
+                "a reference names no user or password; pass --username with --password-stdin, or set DEPOTAI_REGISTRY_USER and DEPOTAI_REGISTRY_PASSWORD",
+            ));
+        }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => {
                 if crate::digest::Digest::parse(d).is_none() {
@@ -182,6 +220,13 @@ mod tests {
             "library/ubuntu"
         );
         assert!(Reference::parse("reg.example/Acme/m").is_err());
+        let e = Reference::parse("bob:s3cret@reg.example/acme/m:v1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid image reference \"***@reg.example/acme/m:v1\": a reference names no user or password; pass --username with --password-stdin, or set DEPOTAI_REGISTRY_USER and DEPOTAI_REGISTRY_PASSWORD"
+        );
+        let d = format!("ubuntu@sha256:{}", "0".repeat(64));
+        assert_eq!(Reference::parse(&d).unwrap().repository, "library/ubuntu");
         assert!(Reference::parse("reg.example/a//m").is_err());
         let d = format!("reg.example/a/m@sha256:{}", "0".repeat(64));
         assert_eq!(

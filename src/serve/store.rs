@@ -238,7 +238,9 @@ pub struct ReferrerDesc {
     pub digest: Digest,
     pub media_type: String,
     pub size: u64,
-    pub artifact_type: String,
+    /// As the referrers API gives it: the manifest's `artifactType`, else its config's
+    /// media type; `None` (the key left out) for an index without one.
+    pub artifact_type: Option<String>,
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -480,12 +482,15 @@ impl Store {
             }
         }
         if let Some(subject) = doc.subject.as_ref().and_then(|s| Digest::parse(&s.digest)) {
-            // The spec: artifactType, else the config's media type.
+            // The spec: artifactType, else the config's media type (a manifest); an
+            // empty one counts as none.
+            let non_empty = |t: &String| !t.is_empty();
             let artifact_type = doc
                 .artifact_type
                 .clone()
+                .filter(non_empty)
                 .or_else(|| doc.config.as_ref().map(|c| c.media_type.clone()))
-                .unwrap_or_default();
+                .filter(non_empty);
             img.referrers.push(ReferrerDesc {
                 subject,
                 digest,
@@ -575,7 +580,6 @@ impl Store {
         })
     }
 
-    /// The tags of image `name`, sorted.
     /// The referrers API's answer for `subject` in image `name`: an image index of the
     /// manifests that name it, only those of `artifact_type` when given.
     pub fn referrers(
@@ -590,14 +594,16 @@ impl Store {
             .referrers
             .iter()
             .filter(|r| r.subject == subject)
-            .filter(|r| artifact_type.map_or(true, |t| r.artifact_type == t))
+            .filter(|r| artifact_type.map_or(true, |t| r.artifact_type.as_deref() == Some(t)))
             .map(|r| {
                 let mut d = serde_json::json!({
                     "mediaType": r.media_type,
                     "digest": r.digest.to_string(),
                     "size": r.size,
-                    "artifactType": r.artifact_type,
                 });
+                if let Some(t) = &r.artifact_type {
+                    d["artifactType"] = serde_json::json!(t);
+                }
                 if !r.annotations.is_empty() {
                     d["annotations"] = serde_json::json!(r.annotations);
                 }
@@ -612,6 +618,7 @@ impl Store {
         Ok(Bytes::from(crate::image::canonical_json(&index)))
     }
 
+    /// The tags of image `name`, sorted.
     pub fn tags(&self, name: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.image(name)?.tags.keys().cloned().collect())
     }

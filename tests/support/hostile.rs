@@ -64,11 +64,34 @@ impl Reply {
 }
 
 /// The server. Routes are exact paths (`/v2/acme/x/manifests/latest`); `/v2/` answers
-/// 200 and anything unknown 404.
+/// 200 and anything unknown 404. With a [`Guard`], requests without its `Authorization`
+/// get its 401 first.
 pub struct Hostile {
     pub addr: String,
     routes: Arc<Mutex<HashMap<String, Reply>>>,
+    /// `METHOD /path [Range: …]` of each request.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// Each request's whole head (request line with its query, and every header), for
+    /// tests of what a server was sent.
+    pub heads: Arc<Mutex<Vec<String>>>,
+    guard: Arc<Mutex<Option<Guard>>>,
+}
+
+/// Authentication a [`Hostile`] asks for: every path but `open` answers 401 with
+/// `WWW-Authenticate: challenge` unless the request carries `Authorization: wanted`.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub wanted: String,
+    pub challenge: String,
+    /// The token endpoint, answered without authentication.
+    pub open: String,
+}
+
+struct Shared {
+    routes: Arc<Mutex<HashMap<String, Reply>>>,
+    log: Arc<Mutex<Vec<String>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+    guard: Arc<Mutex<Option<Guard>>>,
 }
 
 fn read_head(s: &mut TcpStream) -> Option<Vec<u8>> {
@@ -90,18 +113,68 @@ fn range_of(head: &str, len: usize) -> Option<(usize, usize)> {
             .strip_prefix("range:")
             .map(str::to_string)
     })?;
+    if len == 0 {
+        // A redirect or challenge: nothing to take a range of.
+        return None;
+    }
     let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
     let a: usize = a.parse().ok()?;
     let b: usize = b.parse::<u64>().ok()?.min(len as u64 - 1) as usize;
     (a <= b && b < len).then_some((a, b))
 }
 
-fn answer(mut s: TcpStream, routes: &Mutex<HashMap<String, Reply>>, log: &Mutex<Vec<String>>) {
+/// A header's value (the first of that name).
+fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Reads and drops a request body (`Content-Length` or chunked), so that an upload is
+/// answered rather than cut off.
+fn drain_body(s: &mut TcpStream, head: &str) {
+    let mut sink = std::io::sink();
+    if let Some(n) = header_of(head, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+        let _ = std::io::copy(&mut (&mut *s).take(n), &mut sink);
+        return;
+    }
+    if !header_of(head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        return;
+    }
+    loop {
+        let Some(line) = read_line(s) else { return };
+        let Ok(n) = u64::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16) else {
+            return;
+        };
+        // The chunk and its CRLF (after the last, empty chunk: the final CRLF).
+        let _ = std::io::copy(&mut (&mut *s).take(n + 2), &mut sink);
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+fn read_line(s: &mut TcpStream) -> Option<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        if line.len() > 1024 || s.read(&mut b).ok()? == 0 {
+            return None;
+        }
+        line.push(b[0]);
+    }
+    Some(String::from_utf8_lossy(&line).trim().to_string())
+}
+
+fn answer(mut s: TcpStream, sh: &Shared) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
     let Some(head) = read_head(&mut s) else {
         return;
     };
     let head = String::from_utf8_lossy(&head).to_string();
+    sh.heads.lock().unwrap().push(head.clone());
+    drain_body(&mut s, &head);
     let line = head.lines().next().unwrap_or("").to_string();
     let mut parts = line.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -111,13 +184,18 @@ fn answer(mut s: TcpStream, routes: &Mutex<HashMap<String, Reply>>, log: &Mutex<
         .find(|l| l.to_ascii_lowercase().starts_with("range:"))
         .map(|l| format!(" [{}]", l.trim()))
         .unwrap_or_default();
-    log.lock()
+    sh.log
+        .lock()
         .unwrap()
         .push(format!("{method} {path}{range_line}"));
-    let reply = match routes.lock().unwrap().get(&path) {
-        Some(r) => r.clone(),
-        None if path == "/v2/" => Reply::json(b"{}".to_vec(), "application/json"),
-        None => Reply::status(404, vec![]),
+    let guard = sh.guard.lock().unwrap().clone();
+    let refused =
+        guard.filter(|g| path != g.open && header_of(&head, "authorization") != Some(&g.wanted));
+    let reply = match (refused, sh.routes.lock().unwrap().get(&path)) {
+        (Some(g), _) => Reply::status(401, vec![("WWW-Authenticate".into(), g.challenge)]),
+        (None, Some(r)) => r.clone(),
+        (None, None) if path == "/v2/" => Reply::json(b"{}".to_vec(), "application/json"),
+        (None, None) => Reply::status(404, vec![]),
     };
     let mut status = reply.status;
     let mut extra = Vec::new();
@@ -156,16 +234,33 @@ impl Hostile {
             addr: l.local_addr().unwrap().to_string(),
             routes: Arc::default(),
             requests: Arc::default(),
+            heads: Arc::default(),
+            guard: Arc::default(),
         };
-        let (routes, log) = (h.routes.clone(), h.requests.clone());
+        let shared = Arc::new(Shared {
+            routes: h.routes.clone(),
+            log: h.requests.clone(),
+            heads: h.heads.clone(),
+            guard: h.guard.clone(),
+        });
         std::thread::spawn(move || {
             for c in l.incoming() {
                 let Ok(s) = c else { continue };
-                let (routes, log) = (routes.clone(), log.clone());
-                std::thread::spawn(move || answer(s, &routes, &log));
+                let sh = shared.clone();
+                std::thread::spawn(move || answer(s, &sh));
             }
         });
         h
+    }
+
+    /// Asks for authentication from now on (see [`Guard`]).
+    pub fn guard(&self, guard: Guard) {
+        *self.guard.lock().unwrap() = Some(guard);
+    }
+
+    /// Every request head received so far.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
     }
 
     pub fn route(&self, path: &str, reply: Reply) {
@@ -362,6 +457,15 @@ pub fn zstd_layer(frames: &[Vec<u8>], json: &[u8], position: Option<String>) -> 
 /// is not transient). Returns the output and, where `/usr/bin/time` exists, the peak
 /// resident memory in KiB (its line is taken out of stderr).
 pub fn depotai_bounded(cwd: &Path, args: &[&str]) -> (Output, Option<u64>) {
+    depotai_bounded_env(cwd, args, &[])
+}
+
+/// [`depotai_bounded`] with these environment variables set as well.
+pub fn depotai_bounded_env(
+    cwd: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, Option<u64>) {
     let mut c = Command::new("prlimit");
     c.arg(format!("--as={}", 512u64 << 20)).arg("--");
     let timed = Path::new("/usr/bin/time").exists();
@@ -374,7 +478,10 @@ pub fn depotai_bounded(cwd: &Path, args: &[&str]) -> (Output, Option<u64>) {
         .env("HOME", cwd)
         .env("DEPOTAI_REGISTRY_RETRIES", "0")
         .env("RUST_BACKTRACE", "1")
-        .env_remove("DOCKER_CONFIG");
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("DEPOTAI_REGISTRY_USER")
+        .env_remove("DEPOTAI_REGISTRY_PASSWORD")
+        .envs(env.iter().copied());
     let o = c.output().expect("run prlimit depotai");
     with_peak(o)
 }

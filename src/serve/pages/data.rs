@@ -22,9 +22,9 @@ pub struct Overview {
     pub platforms: Vec<(String, Digest)>,
     /// The layers of the (first) manifest, in order.
     pub layers: Vec<LayerDesc>,
-    /// Artifacts about a tagged document (provenance): artifact type and digest, as the
-    /// referrers API lists them.
-    pub referrers: Vec<(String, Digest)>,
+    /// Artifacts about a tagged document (provenance): artifact type (if it has one)
+    /// and digest, as the referrers API lists them.
+    pub referrers: Vec<(Option<String>, Digest)>,
 }
 
 #[derive(Clone, Debug)]

@@ -1,16 +1,21 @@
 //! What can go wrong talking to the Hub, one variant per thing a user must do differently.
+//! Every URL and server text is shown through [`crate::redact::text`]: a signed CDN URL's
+//! query or a user and password never reach a message.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error("model {repo} not found on {endpoint}{hint}")]
+    #[error("model {repo} not found on {}{hint}", redact(endpoint))]
     RepoNotFound {
         repo: String,
         endpoint: String,
         hint: &'static str,
     },
-    #[error("model {repo} is gated: accept its terms at {endpoint}/{repo}{hint}")]
+    #[error(
+        "model {repo} is gated: accept its terms at {}/{repo}{hint}",
+        redact(endpoint)
+    )]
     Gated {
         repo: String,
         endpoint: String,
@@ -24,7 +29,10 @@ pub enum HubError {
         rev: String,
         path: String,
     },
-    #[error("the Hub rejected the token from HF_TOKEN or the token file ({msg}); fix or unset it")]
+    #[error(
+        "the Hub rejected the token from HF_TOKEN or the token file ({}); fix or unset it",
+        redact(msg)
+    )]
     BadToken { msg: String },
     #[error(
         "{repo}: the Hub served commit {got}, not the pinned {expected}; refusing to mix revisions"
@@ -50,16 +58,16 @@ pub enum HubError {
         expected: String,
         got: String,
     },
-    #[error("{url}: HTTP {status}{}{}", if code.is_empty() { String::new() } else { format!(" [{code}]") }, if msg.is_empty() { String::new() } else { format!(": {msg}") })]
+    #[error("{}: HTTP {status}{}{}", redact(url), if code.is_empty() { String::new() } else { format!(" [{code}]") }, if msg.is_empty() { String::new() } else { format!(": {}", redact(msg)) })]
     Status {
         url: String,
         status: u16,
         code: String,
         msg: String,
     },
-    #[error("{url}: {msg}")]
+    #[error("{}: {}", redact(url), redact(msg))]
     Network { url: String, msg: String },
-    #[error("{url}: too many redirects (more than {max})")]
+    #[error("{}: too many redirects (more than {max})", redact(url))]
     TooManyRedirects { url: String, max: usize },
     #[error("{}: {source}", path.display())]
     Io {
@@ -98,8 +106,16 @@ pub enum HubError {
     Glob { pattern: String, msg: String },
     #[error("interrupted; partial downloads are kept and resumed by the next run")]
     Interrupted,
-    #[error("the Hub's answer for {url} could not be read: {msg}")]
+    #[error(
+        "the Hub's answer for {} could not be read: {}",
+        redact(url),
+        redact(msg)
+    )]
     BadResponse { url: String, msg: String },
+}
+
+fn redact(s: &str) -> String {
+    crate::redact::text(s)
 }
 
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> HubError {

@@ -1,16 +1,21 @@
-//! A thin HTTP layer over reqwest with the Hub's rules: redirects followed by hand (at
-//! most 10) so the `Authorization` header never leaves the Hub's origin and the commit
-//! header of the Hub's own answer is seen; retries with capped exponential backoff on
-//! connection errors, 5xx and 429 (honouring `Retry-After`); errors mapped from
-//! `X-Error-Code`.
+//! A thin HTTP layer over reqwest with the Hub's rules: redirects followed by hand
+//! ([`crate::http::follow`], at most 10) so the `Authorization` header never leaves the
+//! Hub's origin (scheme, host and port) and the commit header of the Hub's own answer is
+//! seen; retries with capped exponential backoff on connection errors, 5xx and 429
+//! (honouring `Retry-After`); errors mapped from `X-Error-Code`.
+//!
+//! A user and password in `HF_ENDPOINT` (`https://bob:pw@mirror.example`) are taken out
+//! of the endpoint before anything uses it, so no URL or message ever holds them, and sent
+//! as Basic auth to the endpoint's origin (only) when there is no token.
 
 use super::config::HubConfig;
 use super::error::HubError;
-use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION, RANGE, RETRY_AFTER};
+use crate::http::{follow, same_origin, Credential, FollowError};
+use reqwest::header::{HeaderMap, HeaderValue, RANGE, RETRY_AFTER};
 use reqwest::{Response, StatusCode, Url};
 use std::time::Duration;
 
-pub const MAX_REDIRECTS: usize = 10;
+use crate::http::MAX_REDIRECTS;
 
 /// The outcome of one try.
 pub enum Attempt<T> {
@@ -26,7 +31,11 @@ pub enum Attempt<T> {
 pub struct Http {
     client: reqwest::Client,
     token: Option<String>,
+    /// `Bearer <token>`, else Basic from `HF_ENDPOINT`'s user and password: for `hub`'s
+    /// origin only.
+    authorization: Option<HeaderValue>,
     hub: Url,
+    /// `cfg.endpoint` is the endpoint without its user and password.
     pub cfg: HubConfig,
 }
 
@@ -45,10 +54,21 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-fn same_origin(a: &Url, b: &Url) -> bool {
-    a.scheme() == b.scheme()
-        && a.host_str() == b.host_str()
-        && a.port_or_known_default() == b.port_or_known_default()
+/// `HF_ENDPOINT` without its user and password, and those (percent-decoded) if any.
+fn split_userinfo(mut url: Url) -> (Url, Option<(String, String)>) {
+    if url.username().is_empty() && url.password().is_none() {
+        return (url, None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(url.username());
+    let password = decode(url.password().unwrap_or(""));
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    (url, Some((user, password)))
 }
 
 impl Http {
@@ -57,6 +77,35 @@ impl Http {
             url: cfg.endpoint.clone(),
             msg: format!("HF_ENDPOINT is not a URL: {e}"),
         })?;
+        let (hub, userinfo) = split_userinfo(hub);
+        let mut cfg = cfg.clone();
+        cfg.endpoint = hub.as_str().trim_end_matches('/').to_string();
+        let authorization = match (&cfg.token, userinfo) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, Some((user, password))) => Some(format!(
+                "Basic {}",
+                crate::remote::auth::base64_encode(format!("{user}:{password}").as_bytes())
+            )),
+            (None, None) => None,
+        };
+        let authorization = match authorization.map(|a| HeaderValue::from_str(&a)) {
+            Some(Ok(mut v)) => {
+                v.set_sensitive(true);
+                Some(v)
+            }
+            Some(Err(_)) if cfg.token.is_some() => {
+                return Err(HubError::BadToken {
+                    msg: "it cannot be sent in a header: a control character?".into(),
+                })
+            }
+            Some(Err(_)) => {
+                return Err(HubError::BadResponse {
+                    url: cfg.endpoint,
+                    msg: "the user and password in HF_ENDPOINT cannot be sent in a header: a control character?".into(),
+                })
+            }
+            None => None,
+        };
         let client = reqwest::Client::builder()
             .user_agent(concat!("depotai/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -70,8 +119,9 @@ impl Http {
         Ok(Http {
             client,
             token: cfg.token.clone(),
+            authorization,
             hub,
-            cfg: cfg.clone(),
+            cfg,
         })
     }
 
@@ -96,7 +146,7 @@ impl Http {
     }
 
     async fn get_with_range(&self, url: &str, range: Option<String>) -> Attempt<Fetched> {
-        let mut url = match Url::parse(url) {
+        let url = match Url::parse(url) {
             Ok(u) => u,
             Err(e) => {
                 return Attempt::Fail(HubError::BadResponse {
@@ -106,61 +156,68 @@ impl Http {
             }
         };
         let (mut repo_commit, mut linked_etag) = (None, None);
-        for _ in 0..=MAX_REDIRECTS {
-            let mut req = self.client.get(url.clone());
-            if let Some(r) = &range {
-                req = req.header(RANGE, r.as_str());
-            }
-            // The token is for the Hub only: never for a CDN or any other origin.
-            if let (Some(t), true) = (&self.token, same_origin(&url, &self.hub)) {
-                req = req.header(AUTHORIZATION, format!("Bearer {t}"));
-            }
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    return Attempt::Retry {
-                        why: describe(&e),
-                        after: None,
-                    }
-                }
-            };
-            if same_origin(&url, &self.hub) {
-                let h = resp.headers();
-                repo_commit = header(h, "x-repo-commit").or(repo_commit);
-                linked_etag = header(h, "x-linked-etag").or(linked_etag);
-            }
-            let status = resp.status();
-            if status.is_redirection() {
-                let Some(loc) = header(resp.headers(), LOCATION.as_str()) else {
-                    return Attempt::Fail(HubError::BadResponse {
-                        url: url.to_string(),
-                        msg: format!("HTTP {status} without a Location"),
-                    });
-                };
-                url = match url.join(&loc) {
-                    Ok(u) => u,
-                    Err(e) => {
-                        return Attempt::Fail(HubError::BadResponse {
-                            url: url.to_string(),
-                            msg: format!("bad Location {}: {e}", crate::limits::shown(&loc)),
-                        })
-                    }
-                };
-                continue;
-            }
-            if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
-                return Attempt::Done(Fetched {
-                    response: resp,
-                    repo_commit,
-                    linked_etag,
-                });
-            }
-            return classify_failure(resp).await;
+        let mut req = self.client.get(url);
+        if let Some(r) = &range {
+            req = req.header(RANGE, r.as_str());
         }
-        Attempt::Fail(HubError::TooManyRedirects {
-            url: url.to_string(),
-            max: MAX_REDIRECTS,
+        let req = match req.build() {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retry {
+                    why: describe(&e),
+                    after: None,
+                }
+            }
+        };
+        // The token is for the Hub only: never for a CDN or any other origin.
+        let credential = self.authorization.as_ref().map(|header| Credential {
+            origin: &self.hub,
+            header,
+        });
+        let sent = follow(&self.client, req, credential, |url, resp| {
+            if same_origin(url, &self.hub) {
+                let h = resp.headers();
+                repo_commit = header(h, "x-repo-commit").or(repo_commit.take());
+                linked_etag = header(h, "x-linked-etag").or(linked_etag.take());
+            }
         })
+        .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(FollowError::Send(e)) => {
+                return Attempt::Retry {
+                    why: describe(&e),
+                    after: None,
+                }
+            }
+            Err(FollowError::NoLocation { url, status }) => {
+                return Attempt::Fail(HubError::BadResponse {
+                    url: url.to_string(),
+                    msg: format!("HTTP {status} without a Location"),
+                })
+            }
+            Err(FollowError::BadLocation { url, msg }) => {
+                return Attempt::Fail(HubError::BadResponse {
+                    url: url.to_string(),
+                    msg,
+                })
+            }
+            Err(FollowError::TooMany { url }) => {
+                return Attempt::Fail(HubError::TooManyRedirects {
+                    url: url.to_string(),
+                    max: MAX_REDIRECTS,
+                })
+            }
+        };
+        let status = resp.status();
+        if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
+            return Attempt::Done(Fetched {
+                response: resp,
+                repo_commit,
+                linked_etag,
+            });
+        }
+        classify_failure(resp).await
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or runs out of tries. `progress`
@@ -201,6 +258,7 @@ impl Http {
     }
 }
 
+/// A transport error on one line, redacted.
 pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -218,7 +276,7 @@ pub fn describe(e: &reqwest::Error) -> String {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    msg
+    crate::redact::text(&msg)
 }
 
 /// A non-success status: transient ones are retried, the Hub's error codes become
@@ -248,8 +306,9 @@ async fn classify_failure<T>(mut resp: Response) -> Attempt<T> {
         let after = header(&h, RETRY_AFTER.as_str())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
+        // Retries are reported as they happen: the CDN's signed URL must not show.
         return Attempt::Retry {
-            why: format!("HTTP {status} from {url}"),
+            why: crate::redact::text(&format!("HTTP {status} from {url}")),
             after,
         };
     }
