@@ -188,28 +188,18 @@ pub fn plan_layers(entries: Vec<Entry>, req: &BuildRequest) -> Result<LayerPlan,
     )?)
 }
 
+/// `entries` (read through `contents`) into a layout at `req.output`: a build from a
+/// directory. (A Hub build is the streamed job, `crate::job`.)
 pub fn build_image(
     entries: Vec<Entry>,
     contents: &dyn Contents,
     req: &BuildRequest,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BuildReport, BuildError> {
-    build_image_with_files(entries, contents, req, &[], progress)
-}
-
-/// [`build_image`], with `extra` files (name, bytes) put beside `index.json` and renamed
-/// into place together with the image, e.g. the build record.
-pub fn build_image_with_files(
-    entries: Vec<Entry>,
-    contents: &dyn Contents,
-    req: &BuildRequest,
-    extra: &[(&str, Vec<u8>)],
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<BuildReport, BuildError> {
     image::validate_tag(&req.tag)?;
     let plan = plan_layers(entries, req)?;
     let dest = LayoutDestination::create(&req.output)?;
-    build_planned(plan, contents, req, Box::new(dest), extra, progress)
+    build_planned(plan, contents, req, Box::new(dest), &[], progress)
 }
 
 /// What the caller of [`build_planned_with`] hears, layer by layer.

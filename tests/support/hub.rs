@@ -436,6 +436,8 @@ struct State {
     log: Vec<Request>,
     page_size: usize,
     empty_range_200: bool,
+    /// A GET without `Range` of a file bigger than this is refused (the CDN's 50 GB rule).
+    whole_file_limit: Option<u64>,
 }
 
 struct Shared {
@@ -461,6 +463,10 @@ pub struct HubServer {
     acceptors: Vec<JoinHandle<()>>,
     listen_addrs: Vec<SocketAddr>,
 }
+
+/// In tests, the size above which a file is served only in Range requests (see
+/// [`HubServer::set_whole_file_limit`]): below every test's weights, above its configs.
+pub const TEST_WHOLE_FILE_LIMIT: u64 = 1 << 20;
 
 impl HubServer {
     /// Starts both origins. Panics on inconsistent fixtures (bad sha, dangling branch).
@@ -518,6 +524,7 @@ impl HubServer {
                 log: Vec::new(),
                 page_size: 1000,
                 empty_range_200: false,
+                whole_file_limit: None,
             }),
             endpoint: format!("http://127.0.0.1:{hub_port}"),
             cdn: format!("http://localhost:{cdn_port}"),
@@ -528,6 +535,13 @@ impl HubServer {
             next_id: AtomicU64::new(1),
             verbose: std::env::var_os("DEPOTAI_HUB_LOG").is_some(),
         });
+
+        // In the test suite a file above TEST_WHOLE_FILE_LIMIT is served only in Range
+        // requests, as the real CDN serves files above 50 GB, so every Hub build the
+        // suite runs proves it never asks for a big file whole (examples: off).
+        if cfg!(test) {
+            shared.state.lock().unwrap().whole_file_limit = Some(TEST_WHOLE_FILE_LIMIT);
+        }
 
         let mut listeners = vec![(hub, Origin::Hub), (cdn4, Origin::Cdn)];
         listeners.extend(cdn6.map(|l| (l, Origin::Cdn)));
@@ -587,6 +601,13 @@ impl HubServer {
     /// A 0-byte file asked for with a Range answers 200 (empty) instead of 416 `bytes */0`.
     pub fn set_empty_range_200(&self, on: bool) {
         self.shared.state.lock().unwrap().empty_range_200 = on;
+    }
+
+    /// Refuse (400, as the Hub's CDN does above 50 GB: huggingface/xet-core#592) a GET
+    /// without a `Range` header of a file bigger than `limit` bytes; `None` (the
+    /// default) serves any size whole.
+    pub fn set_whole_file_limit(&self, limit: Option<u64>) {
+        self.shared.state.lock().unwrap().whole_file_limit = limit;
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -1242,6 +1263,22 @@ impl Shared {
         file: Arc<FileEntry>,
         mut headers: Vec<(String, String)>,
     ) -> Response {
+        let limit = self.state.lock().unwrap().whole_file_limit;
+        let whole = matches!(
+            parse_range(req.header("range"), file.content.len()),
+            RangeSpec::Full
+        );
+        if req.method == "GET" && whole && limit.is_some_and(|l| file.content.len() > l) {
+            return s3_error(
+                400,
+                "InvalidRequest",
+                &format!(
+                    "The file is {} bytes; files over {} bytes are served only in Range requests.",
+                    file.content.len(),
+                    limit.unwrap_or_default()
+                ),
+            );
+        }
         let fault = if req.method == "GET" {
             self.take_body_fault(path)
         } else {
