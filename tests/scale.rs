@@ -116,7 +116,11 @@ fn weights_bytes_depend_on_seed_and_offset_and_never_repeat_a_block() {
     }
     let far = 100 << 30;
     assert_eq!(a.read(far + 10, 10), a.read(far, 30)[10..20]);
-    assert_ne!(a.read(0, 4096), b.read(0, 4096), "another seed, other bytes");
+    assert_ne!(
+        a.read(0, 4096),
+        b.read(0, 4096),
+        "another seed, other bytes"
+    );
     // No two 64 KiB blocks of 16 MiB are equal (a compressor with a long window would
     // find them).
     let blocks: std::collections::HashSet<&[u8]> = whole.chunks(64 << 10).collect();
@@ -160,7 +164,10 @@ fn a_generated_model_is_listed_with_its_lfs_sizes_and_sha256s() {
     let hub = weights_repo(files.clone());
     let tree = http(
         "GET",
-        &format!("{}/api/models/acme/huge/tree/{SHA}?recursive=true", hub.endpoint),
+        &format!(
+            "{}/api/models/acme/huge/tree/{SHA}?recursive=true",
+            hub.endpoint
+        ),
         &[],
         b"",
     )
@@ -219,13 +226,19 @@ fn a_whole_get_of_a_file_above_the_limit_is_refused_with_400_while_ranges_are_se
     let r = http("GET", &loc, &[("Range", "bytes=65530-70009")], b"");
     assert_eq!(r.status, 206);
     let size = big.content.len();
-    assert_eq!(r.header("Content-Range").unwrap(), format!("bytes 65530-70009/{size}"));
+    assert_eq!(
+        r.header("Content-Range").unwrap(),
+        format!("bytes 65530-70009/{size}")
+    );
     assert_eq!(r.body, big.content.read(65_530, 4480));
     let r = http("GET", &loc, &[("Range", "bytes=-10")], b"");
     assert_eq!(r.body, big.content.read(size - 10, 10));
     // A HEAD is not a download: answered as always.
     let r = http("HEAD", &loc, &[], b"");
-    assert_eq!((r.status, r.header("Content-Length")), (200, Some(size.to_string().as_str())));
+    assert_eq!(
+        (r.status, r.header("Content-Length")),
+        (200, Some(size.to_string().as_str()))
+    );
 
     // A file under the limit is served whole, its bytes the listed sha256.
     let r = http("GET", &cdn_location(&hub, &shard.path), &[], b"");
@@ -239,7 +252,10 @@ fn a_whole_get_of_a_file_above_the_limit_is_refused_with_400_while_ranges_are_se
         .map(|q| (q.origin, q.method, q.range, q.status, q.body_len))
         .collect();
     let statuses: Vec<(u16, u64)> = log.iter().map(|l| (l.3, l.4)).collect();
-    assert_eq!(statuses[1..5], [(206, 4480), (206, 10), (200, 0), (200, shard.content.len())]);
+    assert_eq!(
+        statuses[1..5],
+        [(206, 4480), (206, 10), (200, 0), (200, shard.content.len())]
+    );
     assert_eq!(statuses[0].0, 400);
 
     // Off (the default for every other test): the same GET is served whole.
@@ -260,7 +276,12 @@ fn error_code(a: &Answer) -> String {
 
 /// Opens an upload session in `repo`; returns its path.
 fn open_upload(reg: &Forgetful, repo: &str) -> String {
-    let r = http("POST", &reg_url(reg, &format!("/v2/{repo}/blobs/uploads/")), &[], b"");
+    let r = http(
+        "POST",
+        &reg_url(reg, &format!("/v2/{repo}/blobs/uploads/")),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 202);
     assert_eq!(r.header("Range"), Some("0-0"));
     r.header("Location").unwrap().to_string()
@@ -275,17 +296,30 @@ fn a_blob_whose_bytes_do_not_match_its_digest_is_refused_with_digest_invalid() {
     let reg = Forgetful::start();
     let loc = open_upload(&reg, "acme/m");
     let (sent, claimed) = (b"the bytes sent".to_vec(), sha256(b"other bytes"));
-    let r = http("PUT", &reg_url(&reg, &with_digest(&loc, &claimed)), &[], &sent);
+    let r = http(
+        "PUT",
+        &reg_url(&reg, &with_digest(&loc, &claimed)),
+        &[],
+        &sent,
+    );
     assert_eq!(r.status, 400);
     assert_eq!(error_code(&r), "DIGEST_INVALID");
     assert_eq!(r.json()["errors"][0]["detail"]["computed"], sha256(&sent));
     assert_eq!(reg.digest_mismatches(), 1);
     assert!(reg.blobs().is_empty(), "nothing is recorded");
-    let r = http("HEAD", &reg_url(&reg, &format!("/v2/acme/m/blobs/{claimed}")), &[], b"");
+    let r = http(
+        "HEAD",
+        &reg_url(&reg, &format!("/v2/acme/m/blobs/{claimed}")),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 404);
     // The session ended with the refusal, as in distribution.
     let r = http("GET", &reg_url(&reg, &loc), &[], b"");
-    assert_eq!((r.status, error_code(&r)), (404, "BLOB_UPLOAD_UNKNOWN".into()));
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (404, "BLOB_UPLOAD_UNKNOWN".into())
+    );
 }
 
 #[test]
@@ -301,7 +335,12 @@ fn a_chunked_upload_cut_midway_resumes_at_the_offset_the_registry_reports() {
     assert_eq!((r.status, r.header("Range")), (202, Some("0-999")));
 
     // A PATCH that does not start where the upload is: 416, with where it is.
-    let r = http("PATCH", &url, &[("Content-Range", "500-1499")], &blob[500..1500]);
+    let r = http(
+        "PATCH",
+        &url,
+        &[("Content-Range", "500-1499")],
+        &blob[500..1500],
+    );
     assert_eq!((r.status, r.header("Range")), (416, Some("0-999")));
 
     // A PATCH whose connection drops after 700 of its 2000 bytes: those 700 stay.
@@ -322,11 +361,19 @@ fn a_chunked_upload_cut_midway_resumes_at_the_offset_the_registry_reports() {
     }
     assert_eq!(held.as_deref(), Some("0-1699"));
 
-    let r = http("PATCH", &url, &[("Content-Range", "1700-2999")], &blob[1700..]);
+    let r = http(
+        "PATCH",
+        &url,
+        &[("Content-Range", "1700-2999")],
+        &blob[1700..],
+    );
     assert_eq!((r.status, r.header("Range")), (202, Some("0-2999")));
     let d = sha256(&blob);
     let r = http("PUT", &reg_url(&reg, &with_digest(&loc, &d)), &[], b"");
-    assert_eq!((r.status, r.header("Docker-Content-Digest")), (201, Some(d.as_str())));
+    assert_eq!(
+        (r.status, r.header("Docker-Content-Digest")),
+        (201, Some(d.as_str()))
+    );
     let seen = &reg.blobs()[&d];
     assert_eq!((seen.size, seen.uploads, seen.discarded()), (3000, 1, true));
     let patched: Vec<(String, u16, u64)> = reg
@@ -352,25 +399,51 @@ fn a_head_after_the_bytes_are_discarded_answers_size_and_digest_and_a_get_says_d
     let big = pseudo_random((2 * MIB) as usize, 5);
     let small = b"{\"config\": true}".to_vec();
     for b in [&big, &small] {
-        let url = reg_url(&reg, &format!("/v2/acme/m/blobs/uploads/?digest={}", sha256(b)));
-        assert_eq!(http("POST", &url, &[], b).status, 201, "a monolithic upload");
+        let url = reg_url(
+            &reg,
+            &format!("/v2/acme/m/blobs/uploads/?digest={}", sha256(b)),
+        );
+        assert_eq!(
+            http("POST", &url, &[], b).status,
+            201,
+            "a monolithic upload"
+        );
     }
     let url = reg_url(&reg, &format!("/v2/acme/m/blobs/{}", sha256(&big)));
     let r = http("HEAD", &url, &[], b"");
     assert_eq!(r.status, 200);
-    assert_eq!(r.header("Content-Length"), Some((2 * MIB).to_string().as_str()));
-    assert_eq!(r.header("Docker-Content-Digest"), Some(sha256(&big).as_str()));
+    assert_eq!(
+        r.header("Content-Length"),
+        Some((2 * MIB).to_string().as_str())
+    );
+    assert_eq!(
+        r.header("Docker-Content-Digest"),
+        Some(sha256(&big).as_str())
+    );
     assert!(r.body.is_empty());
     let r = http("GET", &url, &[], b"");
     assert_eq!(r.status, 410);
     assert_eq!(error_code(&r), "BLOB_UNKNOWN");
-    let msg = r.json()["errors"][0]["message"].as_str().unwrap().to_string();
+    let msg = r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("discarded its bytes"), "{msg}");
     // Small blobs (configs) are kept and served.
-    let r = http("GET", &reg_url(&reg, &format!("/v2/acme/m/blobs/{}", sha256(&small))), &[], b"");
+    let r = http(
+        "GET",
+        &reg_url(&reg, &format!("/v2/acme/m/blobs/{}", sha256(&small))),
+        &[],
+        b"",
+    );
     assert_eq!((r.status, r.body), (200, small));
     // Another repository has not seen it.
-    let r = http("HEAD", &reg_url(&reg, &format!("/v2/acme/other/blobs/{}", sha256(&big))), &[], b"");
+    let r = http(
+        "HEAD",
+        &reg_url(&reg, &format!("/v2/acme/other/blobs/{}", sha256(&big))),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 404);
 }
 
@@ -387,22 +460,57 @@ fn a_manifest_naming_a_blob_not_in_its_repository_is_refused_until_mounted() {
     }))
     .unwrap();
     let mt = [("Content-Type", "application/vnd.oci.image.manifest.v1+json")];
-    let put = |repo: &str| http("PUT", &reg_url(&reg, &format!("/v2/{repo}/manifests/v1")), &mt, &manifest);
+    let put = |repo: &str| {
+        http(
+            "PUT",
+            &reg_url(&reg, &format!("/v2/{repo}/manifests/v1")),
+            &mt,
+            &manifest,
+        )
+    };
     let r = put("acme/b");
-    assert_eq!((r.status, error_code(&r)), (400, "MANIFEST_BLOB_UNKNOWN".into()));
+    assert_eq!(
+        (r.status, error_code(&r)),
+        (400, "MANIFEST_BLOB_UNKNOWN".into())
+    );
     assert_eq!(r.json()["errors"][0]["detail"]["missing"][0], cd.as_str());
 
     let url = reg_url(&reg, &format!("/v2/acme/a/blobs/uploads/?digest={cd}"));
     assert_eq!(http("POST", &url, &[], &config).status, 201);
     // A mount of a blob the source has not got opens an ordinary session.
-    let r = http("POST", &reg_url(&reg, &format!("/v2/acme/b/blobs/uploads/?mount={}&from=acme/a", sha256(b"x"))), &[], b"");
+    let r = http(
+        "POST",
+        &reg_url(
+            &reg,
+            &format!(
+                "/v2/acme/b/blobs/uploads/?mount={}&from=acme/a",
+                sha256(b"x")
+            ),
+        ),
+        &[],
+        b"",
+    );
     assert_eq!(r.status, 202);
-    let r = http("POST", &reg_url(&reg, &format!("/v2/acme/b/blobs/uploads/?mount={cd}&from=acme/a")), &[], b"");
-    assert_eq!((r.status, r.header("Docker-Content-Digest")), (201, Some(cd.as_str())));
+    let r = http(
+        "POST",
+        &reg_url(
+            &reg,
+            &format!("/v2/acme/b/blobs/uploads/?mount={cd}&from=acme/a"),
+        ),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.header("Docker-Content-Digest")),
+        (201, Some(cd.as_str()))
+    );
     assert_eq!((reg.blobs()[&cd].uploads, reg.blobs()[&cd].mounts), (1, 1));
 
     let r = put("acme/b");
-    assert_eq!((r.status, r.header("Docker-Content-Digest")), (201, Some(sha256(&manifest).as_str())));
+    assert_eq!(
+        (r.status, r.header("Docker-Content-Digest")),
+        (201, Some(sha256(&manifest).as_str()))
+    );
     assert_eq!(reg.tag("acme/b", "v1"), Some(sha256(&manifest)));
     let r = http("GET", &reg_url(&reg, "/v2/acme/b/manifests/v1"), &[], b"");
     assert_eq!((r.status, &r.body), (200, &manifest));
@@ -414,6 +522,129 @@ fn a_manifest_naming_a_blob_not_in_its_repository_is_refused_until_mounted() {
         .map(|l| (l.method, l.status, l.bytes_in, l.bytes_out))
         .collect();
     let n = manifest.len() as u64;
-    assert_eq!(log[1..], [("PUT".into(), 201, n, 0), ("GET".into(), 200, 0, n)]);
+    assert_eq!(
+        log[1..],
+        [("PUT".into(), 201, n, 0), ("GET".into(), 200, 0, n)]
+    );
     assert_eq!((log[0].1, log[0].2), (400, n));
+}
+
+// ───────────────────────── the whole path ─────────────────────────
+
+/// The configs and layers (digest, size) of every platform manifest of a layout.
+fn layout_blobs(layout: &std::path::Path, index_digest: &str) -> Vec<(String, u64)> {
+    let blob = |d: &str| -> Value {
+        let p = layout
+            .join("blobs/sha256")
+            .join(d.strip_prefix("sha256:").unwrap());
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut out = Vec::new();
+    for m in blob(index_digest)["manifests"].as_array().unwrap() {
+        let man = blob(m["digest"].as_str().unwrap());
+        let layers = man["layers"].as_array().unwrap().iter();
+        for d in std::iter::once(&man["config"]).chain(layers) {
+            out.push((
+                d["digest"].as_str().unwrap().to_string(),
+                d["size"].as_u64().unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn a_model_streamed_from_the_generating_hub_into_the_forgetful_registry_equals_its_from_dir_build()
+{
+    // 2 GiB, one file above a lowered "50 GB" limit: the shape of a 100 GiB model.
+    const TOTAL: u64 = 2 << 30;
+    const BIG: u64 = (1 << 30) + 4099;
+    const LIMIT: u64 = 768 * MIB;
+    let files = weights_model(TOTAL, BIG);
+    // Hashed before the Hub answers a listing (once ever: the sums are kept on disk).
+    for f in &files {
+        f.content.sha256();
+    }
+    let hub = weights_repo(files.clone());
+    hub.set_whole_file_limit(Some(LIMIT));
+    let reg = Forgetful::start();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let started = Instant::now();
+    let out = depotai_against(&hub, &tmp.path().join("hf-home"))
+        .env("DEPOTAI_UPLOAD_STATE", tmp.path().join("upload-state"))
+        .env("DEPOTAI_IDLE_TIMEOUT", "60")
+        .args(["build", "acme/huge", "--sha", SHA, "--push"])
+        .arg(format!("{}/acme/huge:latest", reg.addr))
+        .args(["--insecure", "--no-cache", "--json"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let streamed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!(
+        "streamed {TOTAL} bytes in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The Hub: every byte requested once, the big file only in ranges.
+    let log = hub.requests();
+    // File bytes: the CDN's and `resolve`'s answers (not the listing's).
+    let served: u64 = log
+        .iter()
+        .filter(|r| r.origin == Origin::Cdn || r.path.contains("/resolve/"))
+        .filter(|r| r.method == "GET" && matches!(r.status, 200 | 206))
+        .map(|r| r.body_len)
+        .sum();
+    assert_eq!(served, TOTAL, "each byte of the model fetched once");
+    let big_gets: Vec<_> = log
+        .iter()
+        .filter(|r| r.origin == Origin::Cdn && r.method == "GET" && r.path.contains(&files[0].path))
+        .collect();
+    assert!(big_gets
+        .iter()
+        .all(|r| r.range.is_some() && r.status == 206));
+    assert!(
+        big_gets.len() as u64 >= BIG / (8 * MIB),
+        "{} ranges",
+        big_gets.len()
+    );
+    assert!(
+        !log.iter().any(|r| r.status == 400),
+        "no request was refused"
+    );
+
+    // The same files through --from-dir: the same image.
+    let dir = tmp.path().join("model");
+    for f in &files {
+        f.content.write_file(&dir.join(&f.path)).unwrap();
+    }
+    let layout = tmp.path().join("layout");
+    let o = build(&dir, "acme/huge", &layout, &["--json"]);
+    assert_ok(&o);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let reference: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let index = reference["index_digest"].as_str().unwrap();
+    assert_eq!(streamed["index_digest"], index);
+    assert_eq!(reg.tag("acme/huge", "latest").as_deref(), Some(index));
+
+    // The registry verified every blob of the image, each uploaded once, and kept none
+    // of the layers' bytes.
+    let seen = reg.blobs();
+    let expected = layout_blobs(&layout, index);
+    assert!(
+        expected.len() >= 5,
+        "configs and the layers of three large files and the small ones"
+    );
+    for (d, size) in &expected {
+        let b = seen
+            .get(d)
+            .unwrap_or_else(|| panic!("{d} was not verified"));
+        assert_eq!((b.size, b.uploads, b.mounts), (*size, 1, 0), "{d}");
+        assert!(b.discarded() || *size <= MIB, "{d} kept");
+    }
+    assert!(seen.values().all(|b| b.uploads == 1), "no blob sent twice");
+    assert_eq!(reg.digest_mismatches(), 0);
+    assert_eq!(reg.stats()["open_uploads"], 0);
 }

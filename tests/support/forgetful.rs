@@ -270,7 +270,10 @@ fn route(path: &str) -> Option<Route> {
         return Some(Route::Tags(named(name)?));
     }
     for (key, make) in [
-        ("/manifests/", Route::Manifest as fn(String, String) -> Route),
+        (
+            "/manifests/",
+            Route::Manifest as fn(String, String) -> Route,
+        ),
         ("/referrers/", Route::Referrers),
         ("/blobs/uploads/", Route::Upload),
         ("/blobs/", Route::Blob),
@@ -305,8 +308,11 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 fn query_param(query: &str, key: &str) -> Option<String> {
@@ -380,7 +386,12 @@ async fn dispatch(
     bytes_in: &mut u64,
 ) -> Resp {
     let Some(r) = route(path) else {
-        return error(StatusCode::NOT_FOUND, "NAME_INVALID", "no such route or invalid repository name", json!(path));
+        return error(
+            StatusCode::NOT_FOUND,
+            "NAME_INVALID",
+            "no such route or invalid repository name",
+            json!(path),
+        );
     };
     let m = req.method().clone();
     match (r, m) {
@@ -426,7 +437,12 @@ async fn dispatch(
                 .map(|(_, t)| t)
                 .collect();
             if tags.is_empty() {
-                return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry", json!({"name": repo}));
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "NAME_UNKNOWN",
+                    "repository name not known to registry",
+                    json!({"name": repo}),
+                );
             }
             json_resp(&json!({"name": repo, "tags": tags}), "application/json")
         }
@@ -448,12 +464,19 @@ async fn dispatch(
                 "application/vnd.oci.image.index.v1+json",
             );
             if filter.is_some() {
-                r.headers_mut()
-                    .insert("OCI-Filters-Applied", HeaderValue::from_static("artifactType"));
+                r.headers_mut().insert(
+                    "OCI-Filters-Applied",
+                    HeaderValue::from_static("artifactType"),
+                );
             }
             r
         }
-        _ => error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "the operation is unsupported", Value::Null),
+        _ => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "the operation is unsupported",
+            Value::Null,
+        ),
     }
 }
 
@@ -487,7 +510,12 @@ fn session_headers(repo: &str, id: &str, size: u64) -> Vec<(&'static str, String
 
 /// Streams a request body into `up`, counting into `bytes_in`. A body cut midway keeps
 /// what arrived (the error is returned after).
-async fn ingest(body: Incoming, up: &mut Upload, keep_up_to: u64, bytes_in: &mut u64) -> Result<(), hyper::Error> {
+async fn ingest(
+    body: Incoming,
+    up: &mut Upload,
+    keep_up_to: u64,
+    bytes_in: &mut u64,
+) -> Result<(), hyper::Error> {
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame?;
@@ -552,7 +580,11 @@ async fn post_upload(
         // Monolithic: the whole blob in the POST.
         return put_upload(state, req, repo, &id, &format!("digest={d}"), bytes_in).await;
     }
-    respond(StatusCode::ACCEPTED, &session_headers(repo, &id, 0), Bytes::new())
+    respond(
+        StatusCode::ACCEPTED,
+        &session_headers(repo, &id, 0),
+        Bytes::new(),
+    )
 }
 
 fn session(state: &Mutex<State>, id: &str) -> Option<Arc<tokio::sync::Mutex<Option<Upload>>>> {
@@ -590,9 +622,18 @@ async fn patch_upload(
     let keep = state.lock().unwrap().keep_up_to;
     if ingest(req.into_body(), up, keep, bytes_in).await.is_err() {
         // The client went away; what arrived stays, as the status will say.
-        return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", "the body was cut", Value::Null);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            "the body was cut",
+            Value::Null,
+        );
     }
-    respond(StatusCode::ACCEPTED, &session_headers(repo, id, up.size), Bytes::new())
+    respond(
+        StatusCode::ACCEPTED,
+        &session_headers(repo, id, up.size),
+        Bytes::new(),
+    )
 }
 
 async fn upload_status(state: &Arc<Mutex<State>>, repo: &str, id: &str) -> Resp {
@@ -601,7 +642,11 @@ async fn upload_status(state: &Arc<Mutex<State>>, repo: &str, id: &str) -> Resp 
     };
     let guard = lock.lock().await;
     match guard.as_ref().filter(|u| u.repo == repo) {
-        Some(up) => respond(StatusCode::NO_CONTENT, &session_headers(repo, id, up.size), Bytes::new()),
+        Some(up) => respond(
+            StatusCode::NO_CONTENT,
+            &session_headers(repo, id, up.size),
+            Bytes::new(),
+        ),
         None => unknown_upload(repo, id),
     }
 }
@@ -622,11 +667,21 @@ async fn put_upload(
         return unknown_upload(repo, id);
     };
     let Some(digest) = query_param(query, "digest").filter(|d| valid_digest(d)) else {
-        return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "provided digest did not match uploaded content", json!("a sha256 digest is required"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "provided digest did not match uploaded content",
+            json!("a sha256 digest is required"),
+        );
     };
     let keep = state.lock().unwrap().keep_up_to;
     if ingest(req.into_body(), up, keep, bytes_in).await.is_err() {
-        return error(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", "the body was cut", Value::Null);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BLOB_UPLOAD_INVALID",
+            "the body was cut",
+            Value::Null,
+        );
     }
     let up = guard.take().expect("checked above");
     drop(guard);
@@ -673,7 +728,12 @@ fn get_blob(state: &Mutex<State>, repo: &str, digest: &str, head: bool) -> Resp 
         .then(|| st.blobs.get(digest))
         .flatten();
     let Some(blob) = blob else {
-        return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry", json!({"digest": digest}));
+        return error(
+            StatusCode::NOT_FOUND,
+            "BLOB_UNKNOWN",
+            "blob unknown to registry",
+            json!({"digest": digest}),
+        );
     };
     let headers = [
         ("Content-Type", "application/octet-stream".to_string()),
@@ -710,25 +770,45 @@ async fn put_manifest(
     let mut bytes = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
-            return error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", "the body was cut", Value::Null);
+            return error(
+                StatusCode::BAD_REQUEST,
+                "MANIFEST_INVALID",
+                "the body was cut",
+                Value::Null,
+            );
         };
         if let Ok(d) = frame.into_data() {
             *bytes_in += d.len() as u64;
             bytes.extend_from_slice(&d);
             if bytes.len() > LIMIT {
-                return error(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", "manifest over 4 MiB", Value::Null);
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "SIZE_INVALID",
+                    "manifest over 4 MiB",
+                    Value::Null,
+                );
             }
         }
     }
     let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
-        return error(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", "manifest invalid", json!("not JSON"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_INVALID",
+            "manifest invalid",
+            json!("not JSON"),
+        );
     };
     let media_type = media_type
         .or_else(|| doc["mediaType"].as_str().map(str::to_string))
         .unwrap_or_default();
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     if reference.starts_with("sha256:") && reference != digest {
-        return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "provided digest did not match uploaded content", json!({"provided": reference, "computed": digest}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            "provided digest did not match uploaded content",
+            json!({"provided": reference, "computed": digest}),
+        );
     }
     let mut st = state.lock().unwrap();
     let linked = |st: &State, set: fn(&State) -> &BTreeSet<(String, String)>, d: &Value| {
@@ -741,14 +821,22 @@ async fn put_manifest(
             missing.push(m["digest"].clone());
         }
     }
-    let blobs = doc["config"].as_object().map(|_| &doc["config"]).into_iter();
+    let blobs = doc["config"]
+        .as_object()
+        .map(|_| &doc["config"])
+        .into_iter();
     for b in blobs.chain(doc["layers"].as_array().into_iter().flatten()) {
         if !linked(&st, |s| &s.blob_links, &b["digest"]) {
             missing.push(b["digest"].clone());
         }
     }
     if !missing.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", "manifest blob unknown to registry", json!({"missing": missing}));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_BLOB_UNKNOWN",
+            "manifest blob unknown to registry",
+            json!({"missing": missing}),
+        );
     }
     let mut headers = vec![
         ("Location", format!("/v2/{repo}/manifests/{digest}")),
@@ -800,7 +888,12 @@ fn get_manifest(state: &Mutex<State>, repo: &str, reference: &str) -> Resp {
             .cloned()
     };
     let Some(m) = digest.as_ref().and_then(|d| st.manifests.get(d)) else {
-        return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown to registry", json!({"name": repo, "reference": reference}));
+        return error(
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            "manifest unknown to registry",
+            json!({"name": repo, "reference": reference}),
+        );
     };
     respond(
         StatusCode::OK,

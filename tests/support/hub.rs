@@ -33,9 +33,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub enum Content {
     Bytes(Vec<u8>),
     /// A cheap repeating pattern (compresses far better than weights).
-    Generated { size: u64, seed: u64 },
+    Generated {
+        size: u64,
+        seed: u64,
+    },
     /// Bytes that compress like real bf16/f32 tensors (see [`WEIGHTS_BLOCK`]).
-    Weights { size: u64, seed: u64, dtype: Dtype },
+    Weights {
+        size: u64,
+        seed: u64,
+        dtype: Dtype,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -198,9 +205,18 @@ pub fn weights_model(total: u64, big: u64) -> Vec<RepoFile> {
 "#;
     // A tokenizer-like JSON of about 1 MiB.
     let vocab: Vec<String> = (0..40_000)
-        .map(|i| format!("\"Ġt{:x}{}\": {i}", splitmix64(i) % 4096, ["a", "er", "ing", "on"][i as usize % 4]))
+        .map(|i| {
+            format!(
+                "\"Ġt{:x}{}\": {i}",
+                splitmix64(i) % 4096,
+                ["a", "er", "ing", "on"][i as usize % 4]
+            )
+        })
         .collect();
-    let tokenizer = format!("{{\"model\": {{\"type\": \"BPE\", \"vocab\": {{{}}}}}}}\n", vocab.join(", "));
+    let tokenizer = format!(
+        "{{\"model\": {{\"type\": \"BPE\", \"vocab\": {{{}}}}}}}\n",
+        vocab.join(", ")
+    );
     let small = config.len() as u64 + tokenizer.len() as u64 + 4096;
     assert!(
         total >= big + small + (2 << 20),
@@ -210,7 +226,10 @@ pub fn weights_model(total: u64, big: u64) -> Vec<RepoFile> {
     let shards = rest.div_ceil(WEIGHTS_SHARD_MAX).max(2);
     let n = 1 + shards;
     let name = |i: u64| format!("model-{i:05}-of-{n:05}.safetensors");
-    let mut files = vec![RepoFile::lfs(&name(1), Content::weights(big, 1, Dtype::F32))];
+    let mut files = vec![RepoFile::lfs(
+        &name(1),
+        Content::weights(big, 1, Dtype::F32),
+    )];
     let mut bf16 = 0u64;
     for s in 0..shards {
         let size = if s + 1 == shards {
@@ -224,7 +243,10 @@ pub fn weights_model(total: u64, big: u64) -> Vec<RepoFile> {
         } else {
             Dtype::F32
         };
-        files.push(RepoFile::lfs(&name(s + 2), Content::weights(size, s + 2, dtype)));
+        files.push(RepoFile::lfs(
+            &name(s + 2),
+            Content::weights(size, s + 2, dtype),
+        ));
     }
     let map: Vec<String> = (1..=n)
         .map(|i| format!("    \"model.layers.{i}.weight\": \"{}\"", name(i)))
@@ -315,7 +337,11 @@ fn patch(dst: &mut [u8], within: usize, head: [u8; 8]) {
 
 /// `len` bytes of the generated content for `seed`, starting at `offset`.
 pub fn generated_bytes(seed: u64, offset: u64, len: usize) -> Vec<u8> {
-    Content::Generated { size: u64::MAX, seed }.read(offset, len)
+    Content::Generated {
+        size: u64::MAX,
+        seed,
+    }
+    .read(offset, len)
 }
 
 /// sha256 of generated content of `size` bytes (see [`Content::sha256`]).
@@ -377,7 +403,10 @@ fn weights_pool(dtype: Dtype) -> &'static [u8] {
         };
         // Box–Muller: two Gaussian values per pair of uniforms.
         let mut normals = std::iter::from_fn(move || {
-            let (r, t) = ((-2.0 * uniform().ln()).sqrt(), std::f64::consts::TAU * uniform());
+            let (r, t) = (
+                (-2.0 * uniform().ln()).sqrt(),
+                std::f64::consts::TAU * uniform(),
+            );
             Some([r * t.cos(), r * t.sin()])
         })
         .flatten();
@@ -422,13 +451,19 @@ enum Filler<'a> {
 impl Filler<'_> {
     fn fill(&self, offset: u64, buf: &mut [u8]) {
         match self {
-            Filler::Bytes(b) => buf.copy_from_slice(&b[offset as usize..offset as usize + buf.len()]),
+            Filler::Bytes(b) => {
+                buf.copy_from_slice(&b[offset as usize..offset as usize + buf.len()])
+            }
             Filler::Pattern(g) => g.fill(offset, buf),
             Filler::Weights { pool, seed } => {
                 fill_blocks(offset, buf, WEIGHTS_BLOCK, |k, within, dst| {
                     let from = weights_pool_block(*seed, k) as usize * WEIGHTS_BLOCK + within;
                     dst.copy_from_slice(&pool[from..from + dst.len()]);
-                    patch(dst, within, splitmix64(seed.rotate_left(17) ^ k).to_le_bytes());
+                    patch(
+                        dst,
+                        within,
+                        splitmix64(seed.rotate_left(17) ^ k).to_le_bytes(),
+                    );
                 })
             }
         }
@@ -571,11 +606,14 @@ impl Content {
         let kind = match self {
             Content::Bytes(_) => return None,
             Content::Generated { .. } => "pattern",
-            Content::Weights { dtype: Dtype::Bf16, .. } => "weights-bf16",
-            Content::Weights { dtype: Dtype::F32, .. } => "weights-f32",
+            Content::Weights {
+                dtype: Dtype::Bf16, ..
+            } => "weights-bf16",
+            Content::Weights {
+                dtype: Dtype::F32, ..
+            } => "weights-f32",
         };
-        let (Content::Generated { size, seed } | Content::Weights { size, seed, .. }) = self
-        else {
+        let (Content::Generated { size, seed } | Content::Weights { size, seed, .. }) = self else {
             unreachable!()
         };
         (*size >= SHA256_CACHE_FROM).then(|| {
