@@ -593,14 +593,15 @@ fn a_model_streamed_from_the_generating_hub_into_the_forgetful_registry_equals_i
     // File bytes: the CDN's and `resolve`'s answers (not the listing's).
     let served: u64 = log
         .iter()
-        .filter(|r| r.origin == Origin::Cdn || r.path.contains("/resolve/"))
-        .filter(|r| r.method == "GET" && matches!(r.status, 200 | 206))
+        .filter(|r| r.file_path().is_some() && r.method == "GET")
+        .filter(|r| matches!(r.status, 200 | 206))
         .map(|r| r.body_len)
         .sum();
     assert_eq!(served, TOTAL, "each byte of the model fetched once");
     let big_gets: Vec<_> = log
         .iter()
-        .filter(|r| r.origin == Origin::Cdn && r.method == "GET" && r.path.contains(&files[0].path))
+        .filter(|r| r.method == "GET" && r.file_path().as_ref() == Some(&files[0].path))
+        .filter(|r| r.origin == Origin::Cdn)
         .collect();
     assert!(big_gets
         .iter()

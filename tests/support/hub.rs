@@ -91,6 +91,27 @@ pub struct Request {
     pub body_len: u64,
 }
 
+impl Request {
+    /// The repository file a `resolve` or CDN request asks for (decoded); `None` for the
+    /// API.
+    pub fn file_path(&self) -> Option<String> {
+        let (raw, _) = split_target(&self.path);
+        let segs: Vec<&str> = raw.strip_prefix('/')?.split('/').collect();
+        match self.origin {
+            Origin::Cdn => match parse_cdn_route(&segs)? {
+                Route::Cdn { path, .. } => Some(path),
+                _ => None,
+            },
+            Origin::Hub => {
+                // `{id}/resolve/{rev}/{path}`, the id one or two segments.
+                let i = (1..=2).find(|&i| segs.get(i) == Some(&"resolve") && segs[0] != "api")?;
+                let (_, p) = split_rev(&segs[i + 1..])?;
+                (!p.is_empty()).then(|| decode_join(p)).flatten()
+            }
+        }
+    }
+}
+
 /// Injected misbehaviour. `path` is the decoded repo file path (e.g. "a b/ü.bin") and
 /// matches `resolve` and CDN requests for that file; "*" matches every request.
 /// Body faults (CutAfter, WrongBytes, WrongLength, Stall) are consumed only by GET
