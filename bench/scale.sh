@@ -47,7 +47,7 @@ check_threads=0
 work=""
 keep=0
 
-usage() { sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "scale.sh: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
 
