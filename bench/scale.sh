@@ -295,7 +295,7 @@ head = (f"{'run':<21}{'wall s':>8}{'floor s':>9}{'CPU s':>8}{'CPU s/GiB':>10}{'H
 print(head)
 for r in runs:
     print(f"{r['label']:<21}{r['wall']:>8.1f}{r['floor']:>9.1f}{r['cpu']:>8.1f}{r['cpu'] / gib:>10.2f}"
-          f"{r['hub_cpu']:>9.1f}{r['reg_cpu']:>9.1f}{r['rss'] / MIB:>6.0f} MiB{r['disk'] / MIB:>7.1f} MiB"
+          f"{r['hub_cpu']:>9.1f}{r['reg_cpu']:>9.1f}{r['rss'] / MIB:>6.0f} MiB{r['disk'] / 1024:>7.0f} KiB"
           f"{r['hub_bytes'] / total:>10.4f}x{r['whole_big']:>11}{r['blobs_ok']:>5}/{r['blobs']:<4}")
 print("floor s = (depotai + Hub + registry CPU seconds) / cores: no wall time can be lower.")
 print("Hub bytes = file bytes the Hub served / model size (1 = every byte once).")
@@ -311,7 +311,7 @@ for r in runs:
                       f"({r['mismatches']} digest mismatches)")
     print(f"{r['label']}: index {r['index']}, layers {r['stored']} bytes "
           f"({r['stored'] / total:.3f} of the model); peak RSS {r['rss'] / MIB:.0f} MiB (target <= 512), "
-          f"peak disk {r['disk'] / MIB:.1f} MiB (target <= 64)")
+          f"peak disk {r['disk'] / 1024:.0f} KiB (target <= 64 MiB)")
 if check_threads == "1":
     a = next(r for r in runs if r["label"] == "libdeflate")
     b = runs[-1]
