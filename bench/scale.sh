@@ -7,10 +7,12 @@
 # uses is depotai's own.
 #
 #   bench/scale.sh [--size-gib N] [--big-file-threshold SIZE] [--big-file SIZE]
-#                  [--encoders "libdeflate isal"] [--check-threads] [--work DIR] [--keep]
+#                  [--encoders "libdeflate isal"] [--check-threads] [--threads-encoder E]
+#                  [--work DIR] [--keep]
 #
 # One run per encoder (libdeflate, the default, and --encoder isal on x86-64), each into
-# a fresh registry; with --check-threads one more with --threads 1 (libdeflate), whose
+# a fresh registry; with --check-threads one more with --threads 1 (libdeflate, or the
+# encoder --threads-encoder names: isal takes half the CPU at 100 GiB), whose
 # index digest must equal the default run's. For each run it prints wall time; CPU
 # seconds of depotai (and per GiB), of the Hub and of the registry, and their sum over
 # the cores (the machine's limit: no run can be faster) beside the wall; peak RSS
@@ -28,6 +30,7 @@
 #   --encoders LIST            default "libdeflate isal" (isal needs the cargo feature,
 #                              nasm and autotools; skipped off x86-64)
 #   --check-threads            also run with --threads 1 and compare the index digests
+#   --threads-encoder E        the encoder of that comparison (default libdeflate)
 #   --work DIR                 scratch directory (default a new /tmp/depotai-scale.XXXX)
 #
 # The generated weights' sha256s are computed once ever and kept in DEPOTAI_GEN_CACHE
@@ -44,6 +47,7 @@ threshold=50GB
 big=""
 encoders="libdeflate isal"
 check_threads=0
+threads_encoder=libdeflate
 work=""
 keep=0
 
@@ -58,6 +62,7 @@ while [[ $# -gt 0 ]]; do
     --big-file) big="${2:?}"; shift 2 ;;
     --encoders) encoders="${2:?}"; shift 2 ;;
     --check-threads) check_threads=1; shift ;;
+    --threads-encoder) threads_encoder="$2"; shift 2 ;;
     --work) work="${2:?}"; shift 2 ;;
     --keep) keep=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -65,8 +70,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ "$size_gib" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--size-gib must be a number"
-if [[ $check_threads -eq 1 && " $encoders " != *" libdeflate "* ]]; then
-  encoders="libdeflate $encoders"  # --threads 1 is compared with the default libdeflate run
+if [[ $check_threads -eq 1 && " $encoders " != *" $threads_encoder "* ]]; then
+  encoders="$threads_encoder $encoders"  # --threads 1 is compared with that encoder's default run
 fi
 for e in $encoders; do
   [[ "$e" == libdeflate || "$e" == isal ]] || die "unknown encoder $e (libdeflate, isal)"
@@ -94,10 +99,10 @@ mkdir -p "$work"
 cleanup() { if [[ $keep -eq 0 ]]; then rm -rf "$work"; fi; }
 trap cleanup EXIT
 
-python3 - "$bin" "$work" "$size_gib" "$threshold" "$big" "$encoders" "$check_threads" <<'PY'
+python3 - "$bin" "$work" "$size_gib" "$threshold" "$big" "$encoders" "$check_threads" "$threads_encoder" <<'PY'
 import json, os, re, shutil, stat, subprocess, sys, time
 
-bin_dir, work, size_gib, threshold, big, encoders, check_threads = sys.argv[1:]
+bin_dir, work, size_gib, threshold, big, encoders, check_threads, threads_encoder = sys.argv[1:]
 GIB, MIB = 1 << 30, 1 << 20
 NAME, SHA = "scale/model", "0123456789abcdef0123456789abcdef01234567"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -280,7 +285,8 @@ try:
     endpoint = wait_for(ep_file, hub, "bench_hub", 6 * 3600)
     runs = [run(hub, endpoint, e, ["--encoder", e]) for e in encoders.split()]
     if check_threads == "1":
-        runs.append(run(hub, endpoint, "libdeflate-threads1", ["--encoder", "libdeflate", "--threads", "1"]))
+        runs.append(run(hub, endpoint, f"{threads_encoder}-threads1",
+                        ["--encoder", threads_encoder, "--threads", "1"]))
 finally:
     hub.kill()
     hub.wait()
@@ -313,7 +319,7 @@ for r in runs:
           f"({r['stored'] / total:.3f} of the model); peak RSS {r['rss'] / MIB:.0f} MiB (target <= 512), "
           f"peak disk {r['disk'] / 1024:.0f} KiB (target <= 64 MiB)")
 if check_threads == "1":
-    a = next(r for r in runs if r["label"] == "libdeflate")
+    a = next(r for r in runs if r["label"] == threads_encoder)
     b = runs[-1]
     same = a["index"] == b["index"]
     print(f"--threads 1 gives the same index digest as the default: {'yes' if same else 'NO'}")
