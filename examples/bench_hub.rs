@@ -3,6 +3,7 @@
 //!
 //!     bench_hub [--whole-file-limit BYTES] DIR ORG/NAME SHA ENDPOINT_FILE
 //!     bench_hub [--whole-file-limit BYTES] --generate TOTAL [--big BYTES] ORG/NAME SHA ENDPOINT_FILE
+//!     bench_hub [--whole-file-limit BYTES] --catalogue FILE [--min BYTES] [--max BYTES] ENDPOINT_FILE
 //!
 //! From DIR: files of 1 MiB or more are LFS files (served through the emulator's CDN
 //! origin, as the Hub serves weights); the others are plain git files. With
@@ -12,6 +13,12 @@
 //! and kept in `DEPOTAI_GEN_CACHE` (default `~/.cache/depotai/generated`). The CDN refuses
 //! a GET without `Range` of a file over `--whole-file-limit` (default 50 GB, as the Hub's
 //! CDN does; 0 turns it off). Sizes are in bytes.
+//!
+//! With `--catalogue`: every model of a catalogue (`models/models.yaml`) at its commit,
+//! each generated as `--generate` makes one, with seeds of its own (no two models share
+//! a layer) and a size spread log-uniformly between `--min` (default 20 MB) and `--max`
+//! (default 2 GB) by a hash of its name, so the same catalogue is the same Hub every
+//! time (`bench/catalogue-scale.sh`).
 //!
 //! The Hub's endpoint is written to ENDPOINT_FILE once it listens. Each line `stats` on
 //! stdin prints one JSON line on stdout: requests, file bytes served (`resolve` and CDN
@@ -30,7 +37,7 @@ fn depotai() -> std::process::Command {
     std::process::Command::new("depotai")
 }
 
-const USAGE: &str = "usage: bench_hub [--whole-file-limit BYTES] (DIR | --generate TOTAL [--big BYTES]) ORG/NAME SHA ENDPOINT_FILE";
+const USAGE: &str = "usage: bench_hub [--whole-file-limit BYTES] (DIR | --generate TOTAL [--big BYTES]) ORG/NAME SHA ENDPOINT_FILE\n       bench_hub [--whole-file-limit BYTES] --catalogue FILE [--min BYTES] [--max BYTES] ENDPOINT_FILE";
 
 fn fail(msg: &str) -> ! {
     eprintln!("bench_hub: {msg}\n{USAGE}");
@@ -58,6 +65,31 @@ fn files_of_dir(root: &std::path::Path) -> Vec<hub::RepoFile> {
         });
     }
     files
+}
+
+/// Every model of the catalogue at its commit, generated: sizes log-uniform in
+/// `[min, max]` by a hash of the name, seeds from the model's place in the file.
+fn catalogue_repos(file: &str, min: u64, max: u64) -> Vec<hub::Repo> {
+    let c = depotai::catalogue::Catalogue::load(std::path::Path::new(file))
+        .unwrap_or_else(|e| fail(&format!("{file}: {e}")));
+    c.entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            // FNV-1a of the name: the same name, the same size, on any machine.
+            let h = e
+                .name
+                .as_str()
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+            let u = (h % 1_000_000) as f64 / 1_000_000.0;
+            let total = (min as f64 * (max as f64 / min as f64).powf(u)) as u64;
+            let files = hub::weights_model_seeded(total, total / 2, i as u64 + 1);
+            hub::Repo::new(e.name.as_str(), e.sha.as_str(), files)
+        })
+        .collect()
 }
 
 fn stats(server: &hub::HubServer, sizes: &BTreeMap<String, u64>) -> serde_json::Value {
@@ -114,14 +146,27 @@ fn main() {
     let limit = take("--whole-file-limit").map_or(50_000_000_000, |s| size(&s));
     let generate = take("--generate").map(|s| size(&s));
     let big = take("--big").map(|s| size(&s));
-    let files = match (generate, args.len()) {
-        (Some(total), 3) => hub::weights_model(total, big.unwrap_or(total / 2)),
-        (None, 4) if big.is_none() => files_of_dir(std::path::Path::new(&args.remove(0))),
+    let catalogue = take("--catalogue");
+    let min = take("--min").map_or(20_000_000, |s| size(&s));
+    let max = take("--max").map_or(2_000_000_000, |s| size(&s));
+    let repos: Vec<hub::Repo> = match (generate, catalogue, args.len()) {
+        (Some(total), None, 3) => vec![hub::Repo::new(
+            &args[0],
+            &args[1],
+            hub::weights_model(total, big.unwrap_or(total / 2)),
+        )],
+        (None, Some(file), 1) if big.is_none() => catalogue_repos(&file, min, max),
+        (None, None, 4) if big.is_none() => {
+            let files = files_of_dir(std::path::Path::new(&args.remove(0)));
+            vec![hub::Repo::new(&args[0], &args[1], files)]
+        }
         _ => fail("wrong arguments"),
     };
-    let [name, sha, endpoint_file] = args.as_slice() else {
-        unreachable!()
-    };
+    let endpoint_file = args.last().unwrap().clone();
+    let files: Vec<&hub::RepoFile> = repos
+        .iter()
+        .flat_map(|r| r.commits.iter().flat_map(|(_, f)| f))
+        .collect();
     for f in files.iter().filter(|f| f.lfs) {
         if f.content.len() >= 1 << 30 {
             eprintln!(
@@ -135,11 +180,16 @@ fn main() {
         }
         f.content.sha256();
     }
-    let sizes = files
-        .iter()
-        .map(|f| (f.path.clone(), f.content.len()))
-        .collect();
-    let server = hub::HubServer::start(vec![hub::Repo::new(name, sha, files)]);
+    // Per file, by path: for one repository (a catalogue's Hub reports totals only).
+    let sizes: BTreeMap<String, u64> = match repos.as_slice() {
+        [one] => one.commits[0]
+            .1
+            .iter()
+            .map(|f| (f.path.clone(), f.content.len()))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let server = hub::HubServer::start(repos);
     server.set_whole_file_limit((limit > 0).then_some(limit));
     let tmp = format!("{endpoint_file}.tmp");
     std::fs::write(&tmp, &server.endpoint).unwrap();

@@ -541,6 +541,23 @@ fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_
         ["GET /v2/acme/streamed/manifests/v1 HTTP/1.1"]
     );
     assert_eq!(env.server.requests().len(), 0, "no Hub request at all");
+    // Without --json the skip is one line, on a terminal or in a CI log alike.
+    let o = env
+        .build(&["--push", &reference, "--insecure", "--no-cache"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let err = String::from_utf8(o.stderr).unwrap();
+    let (line, seconds) = err.trim_end().rsplit_once(", ").unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "skipped {MODEL} -> {reference}: index {}, up to date (same commit and settings; --force rebuilds)",
+            first["index_digest"].as_str().unwrap()
+        )
+    );
+    assert!(seconds.ends_with('s'), "{err}");
+    proxy.take_requests();
 
     // --force builds it again (from the Hub), to the same image.
     let forced = push(&["--force"]);

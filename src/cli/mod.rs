@@ -4,6 +4,7 @@ mod build;
 mod catalogue;
 mod hub;
 mod lazy;
+mod lines;
 mod progress;
 mod push;
 mod serve;

@@ -222,6 +222,13 @@ pub const WEIGHTS_SHARD_MAX: u64 = 4 << 30;
 /// least two shards of at most [`WEIGHTS_SHARD_MAX`], bf16 until 35 % of the model is
 /// bf16 (the mix of `bench/gen_weights.py`), then f32, the last taking the remainder.
 pub fn weights_model(total: u64, big: u64) -> Vec<RepoFile> {
+    weights_model_seeded(total, big, 0)
+}
+
+/// [`weights_model`] whose weights come from seeds of its own (`seed` 0 is
+/// [`weights_model`]): models with other seeds share no layer, as real models do.
+pub fn weights_model_seeded(total: u64, big: u64, seed: u64) -> Vec<RepoFile> {
+    let seed = seed * 1000;
     let config = br#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "model_type": "llama", "torch_dtype": "bfloat16"}
 "#;
     // A tokenizer-like JSON of about 1 MiB.
@@ -249,7 +256,7 @@ pub fn weights_model(total: u64, big: u64) -> Vec<RepoFile> {
     let name = |i: u64| format!("model-{i:05}-of-{n:05}.safetensors");
     let mut files = vec![RepoFile::lfs(
         &name(1),
-        Content::weights(big, 1, Dtype::F32),
+        Content::weights(big, seed + 1, Dtype::F32),
     )];
     let mut bf16 = 0u64;
     for s in 0..shards {
@@ -266,7 +273,7 @@ pub fn weights_model(total: u64, big: u64) -> Vec<RepoFile> {
         };
         files.push(RepoFile::lfs(
             &name(s + 2),
-            Content::weights(size, s + 2, dtype),
+            Content::weights(size, seed + s + 2, dtype),
         ));
     }
     let map: Vec<String> = (1..=n)

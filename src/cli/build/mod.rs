@@ -5,6 +5,7 @@
 
 mod stream;
 
+use super::lines::Finished;
 use super::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -298,6 +299,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     req.record = Some(BuildRecord::from_directory(&name, &sha, &req.tag, settings));
     let report = build_with_bar(&name, entries, &contents, &req, args.quiet)
         .with_context(|| format!("building {name} from {}", dir.display()))?;
+    if !args.json {
+        Finished {
+            result: "built",
+            name: name.as_str(),
+            dest: &report.output.display().to_string(),
+            index: &report.index_digest.to_string(),
+            built: Some((report.files(), report.layers.len(), report.layers_size())),
+            sent: None,
+            seconds: report.seconds,
+        }
+        .say(args.quiet);
+    }
 
     let pushed = match &push {
         Some(r) => Some(super::push::push_layout(
@@ -314,17 +327,6 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             s["push"] = serde_json::to_value(p)?;
         }
         println!("{s}");
-    } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!(
-            "built {name} -> {} ({} files, {} layer{}, {} bytes, {:.1}s)\n  index {}",
-            report.output.display(),
-            report.files(),
-            report.layers.len(),
-            if report.layers.len() == 1 { "" } else { "s" },
-            report.layers_size(),
-            report.seconds,
-            report.index_digest
-        );
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! flags into a job and the job's events into a bar, lines and a JSON summary.
 
 use super::{summary_json, BuildArgs};
+use crate::cli::lines::Finished;
 use crate::cli::progress::Progress;
 use crate::cli::signals::Stop;
 use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
@@ -20,6 +21,7 @@ pub(super) fn run(
     req: BuildRequest,
     push: Option<Reference>,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let stop = Stop::install()?;
     let hub = crate::cli::hub::config(args.jobs.into(), &stop);
     let filter = FileFilter::new(&args.include, &args.exclude)?;
@@ -105,8 +107,17 @@ pub(super) fn run(
                                  "uploaded_bytes": 0, "resumed_bytes": 0, "layers": []},
                     })
                 );
-            } else if !args.quiet {
-                eprintln!("{reference} already holds {name} at {sha} with these settings ({index}); skipped (--force rebuilds)");
+            } else {
+                Finished {
+                    result: "skipped",
+                    name: name.as_str(),
+                    dest: &reference,
+                    index: &index.to_string(),
+                    built: None,
+                    sent: None,
+                    seconds: started.elapsed().as_secs_f64(),
+                }
+                .say(args.quiet);
             }
             return Ok(());
         }
@@ -145,18 +156,24 @@ pub(super) fn run(
             });
         }
         println!("{s}");
-    } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!(
-            "built {name} -> {} ({} files, {} layers, {} bytes, {:.1}s)\n  index {}",
-            pushed_to
-                .as_deref()
-                .map_or_else(|| build.output.display().to_string(), str::to_string),
-            build.files(),
-            build.layers.len(),
-            build.layers_size(),
-            build.seconds,
-            build.index_digest
-        );
+    } else {
+        let layout = build.output.display().to_string();
+        Finished {
+            result: if pushed_to.is_some() {
+                "pushed"
+            } else {
+                "built"
+            },
+            name: name.as_str(),
+            dest: pushed_to.as_deref().unwrap_or(&layout),
+            index: &build.index_digest.to_string(),
+            built: Some((build.files(), build.layers.len(), build.layers_size())),
+            sent: pushed_to
+                .is_some()
+                .then(|| report.uploads.iter().map(|(_, u)| u.sent).sum()),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+        .say(args.quiet);
     }
     Ok(())
 }
