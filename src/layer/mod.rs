@@ -12,6 +12,7 @@ pub mod tar;
 pub mod zstd_chunked;
 
 use crate::digest::Digest;
+use crate::names::{self, PathRule};
 pub use encoder::Encoder;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -283,8 +284,8 @@ impl Read for StoppableRead<'_> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error("invalid path {path:?} in the image: {why}")]
-    InvalidPath { path: String, why: &'static str },
+    #[error("invalid path {} in the image: {why}", crate::limits::shown(path))]
+    InvalidPath { path: String, why: PathRule },
     #[error("{path:?} appears twice")]
     Duplicate { path: String },
     #[error("{path:?} is both a file and a directory")]
@@ -320,33 +321,6 @@ pub enum LayerError {
     },
     #[error("--prefetch applies to eStargz only: {0} has no landmark and pulls files on demand")]
     PrefetchUnsupported(Format),
-}
-
-/// Checks that `path` can be a tar entry name that extracts inside the image root.
-pub fn validate_path(path: &str) -> Result<(), LayerError> {
-    let bad = |why| {
-        Err(LayerError::InvalidPath {
-            path: path.to_string(),
-            why,
-        })
-    };
-    if path.is_empty() {
-        return bad("empty path");
-    }
-    if path.starts_with('/') {
-        return bad("absolute path");
-    }
-    if path.contains('\0') {
-        return bad("NUL byte");
-    }
-    for seg in path.split('/') {
-        match seg {
-            "" => return bad("empty path segment"),
-            "." | ".." => return bad("'.' or '..' segment"),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Validates a whole set of entries as one image, before it is split into layers:
@@ -390,7 +364,10 @@ pub(crate) fn plan(
 ) -> Result<Vec<Planned>, LayerError> {
     let mut by_path: BTreeMap<String, Entry> = BTreeMap::new();
     for e in entries {
-        validate_path(&e.path)?;
+        names::check_path(&e.path).map_err(|why| LayerError::InvalidPath {
+            path: e.path.clone(),
+            why,
+        })?;
         if landmarks
             && [TOC_NAME, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK].contains(&e.path.as_str())
         {
@@ -580,8 +557,14 @@ mod tests {
 
     #[test]
     fn unsafe_duplicate_reserved_and_missing_paths_are_refused() {
-        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/"] {
-            assert!(plan(vec![file(bad)], &[], true).is_err(), "{bad:?}");
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/", ".wh.a", "a\tb"] {
+            assert!(
+                matches!(
+                    plan(vec![file(bad)], &[], true),
+                    Err(LayerError::InvalidPath { .. })
+                ),
+                "{bad:?}"
+            );
         }
         assert!(matches!(
             plan(vec![file("a"), file("a")], &[], true),

@@ -15,7 +15,7 @@ mod error;
 mod http;
 mod stream;
 
-pub use api::{expected_sha256, parse_tree_page, unsafe_name, Check, RemoteFile};
+pub use api::{expected_sha256, parse_tree_page, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
 pub use download::{FetchProgress, Silent};
@@ -381,7 +381,7 @@ fn from_cache(
         let Some(rel) = rel.to_str().map(str::to_string) else {
             continue;
         };
-        if !filter.wants(&rel) || unsafe_name(&rel).is_some() {
+        if !filter.wants(&rel) || crate::names::check_path(&rel).is_err() {
             continue;
         }
         // Resolve the link to its blob; anything pointing outside blobs/ is not ours.
