@@ -45,9 +45,19 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// One component of such a path, in bytes (Linux `NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
 
+/// `--chunk-size`, the size of the independently compressed chunks of a large file, in
+/// bytes. Every chunk is a TOC entry of about 200 bytes plus its name, so below 64 KiB a
+/// model's TOC outgrows [`MAX_TOC_BYTES`] and [`MAX_TOC_ENTRIES`] while its files are
+/// still small (`--chunk-size 4`, a typo for 4MiB, makes a 1 MiB file 262,144 entries);
+/// above 64 MiB a lazy pull fetches more than it needs and the compressor holds
+/// `2 × threads + 2` such chunks.
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
+
 /// One chunk's compressed bytes, fetched with one Range request. depotai writes chunks of
-/// at most 1 GiB (`--chunk-size`), which compress to about that; the bytes are streamed
-/// through the decompressor, never held whole.
+/// at most [`MAX_CHUNK_SIZE`] (earlier versions up to 1 GiB, and a file smaller than the
+/// chunk size is one chunk however large), which compress to about that; the bytes are
+/// streamed through the decompressor, never held whole.
 pub const MAX_CHUNK_COMPRESSED: u64 = 1 << 31;
 
 /// How much one gzip member may inflate: deflate's best case is 258 bytes from about 2

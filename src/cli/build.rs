@@ -175,7 +175,9 @@ fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
         level: args.compression_level,
         encoder: args.encoder.parse().map_err(anyhow::Error::msg)?,
     };
-    // Up front, before anything is downloaded: ISA-L only where its bytes are proven.
+    // Up front, before anything is downloaded: a chunk size readers can live with, and
+    // ISA-L only where its bytes are proven.
+    layer.check_chunk_size()?;
     layer.check_encoder()?;
     let levels = layer.levels();
     let level = layer.effective_level();

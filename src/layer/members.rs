@@ -24,7 +24,6 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-pub(crate) const MAX_CHUNK_SIZE: u64 = 1 << 30;
 const LANDMARK_CONTENT: u8 = 0x0f;
 
 /// CRC-64 with Go's `crc64.ISO` table, as tar-split records file contents.
@@ -194,9 +193,6 @@ pub(crate) fn write_members<W: Write + Send>(
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Written<W>, ReadResult), LayerError> {
-    if rules.chunk_size == 0 || rules.chunk_size > MAX_CHUNK_SIZE {
-        return Err(LayerError::ChunkSize(rules.chunk_size));
-    }
     // Fail on a bad level before any thread starts.
     drop(rules.codec.compressor()?);
     let threads = rules.threads.max(1);

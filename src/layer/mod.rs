@@ -5,6 +5,7 @@
 //! are compressed in parallel and written back in order. What differs is how a member
 //! is compressed, where the cuts go, and what follows the last member.
 
+pub mod bound;
 pub mod encoder;
 pub mod estargz;
 pub(crate) mod members;
@@ -12,6 +13,7 @@ pub mod tar;
 pub mod zstd_chunked;
 
 use crate::digest::Digest;
+use crate::limits;
 use crate::names::{self, PathRule};
 pub use encoder::Encoder;
 use std::collections::BTreeMap;
@@ -128,6 +130,16 @@ impl Options {
         self.encoder.check_cpu()
     }
 
+    /// Whether the chunk size is in [`limits::MIN_CHUNK_SIZE`]..=[`limits::MAX_CHUNK_SIZE`].
+    /// Cheap: checked before anything is downloaded or written.
+    pub fn check_chunk_size(&self) -> Result<(), LayerError> {
+        if (limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            Ok(())
+        } else {
+            Err(LayerError::ChunkSize(self.chunk_size))
+        }
+    }
+
     /// The effective level, if the format and encoder accept it (and the encoder this
     /// CPU).
     pub(crate) fn checked_level(&self) -> Result<i32, LayerError> {
@@ -200,9 +212,7 @@ pub fn build<W: Write + Send>(
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerInfo, W), LayerError> {
-    if opts.chunk_size == 0 || opts.chunk_size > members::MAX_CHUNK_SIZE {
-        return Err(LayerError::ChunkSize(opts.chunk_size));
-    }
+    opts.check_chunk_size()?;
     let level = opts.checked_level()?;
     match opts.format {
         Format::Estargz => estargz::build(entries, contents, opts, level, out, progress),
@@ -296,8 +306,16 @@ pub enum LayerError {
     PrefetchNotFound { path: String },
     #[error("the layer has no files")]
     Empty,
-    #[error("chunk size must be between 1 byte and 1 GiB, got {0}")]
+    #[error(
+        "--chunk-size {0} (bytes) is out of range: use 64KiB to 64MiB (a size takes a unit, e.g. 4MiB)"
+    )]
     ChunkSize(u64),
+    /// The layer's TOC (or tar-split) could pass a reader's limit, first at `path`.
+    #[error("{}", bound::too_large(path, *limit))]
+    TocTooLarge {
+        path: String,
+        limit: bound::TocLimit,
+    },
     #[error("reading {path}: {source}")]
     Read { path: String, source: io::Error },
     #[error("{path} changed while it was read ({what}); rebuild when the files are stable")]
@@ -482,6 +500,36 @@ mod tests {
         let err = r.read(&mut buf).unwrap_err();
         assert_ne!(err.kind(), io::ErrorKind::Interrupted);
         assert_eq!(err.to_string(), "interrupted by a signal");
+    }
+
+    #[test]
+    fn chunk_sizes_outside_64_kib_to_64_mib_are_refused_naming_the_range() {
+        // The message states the range; the limits are what it states.
+        assert_eq!((limits::MIN_CHUNK_SIZE, limits::MAX_CHUNK_SIZE), (64 << 10, 64 << 20));
+        for (chunk_size, ok) in [
+            (4, false),
+            ((64 << 10) - 1, false),
+            (64 << 10, true),
+            (4 << 20, true),
+            (64 << 20, true),
+            ((64 << 20) + 1, false),
+            (1 << 30, false),
+        ] {
+            let opts = Options {
+                chunk_size,
+                ..Options::default()
+            };
+            match opts.check_chunk_size() {
+                Ok(()) => assert!(ok, "{chunk_size}"),
+                Err(e) => {
+                    assert!(!ok, "{chunk_size}");
+                    assert_eq!(
+                        e.to_string(),
+                        format!("--chunk-size {chunk_size} (bytes) is out of range: use 64KiB to 64MiB (a size takes a unit, e.g. 4MiB)")
+                    );
+                }
+            }
+        }
     }
 
     fn file(p: &str) -> Entry {

@@ -49,9 +49,6 @@ pub fn build<W: Write + Send>(
     finish(written, read, tar_split, rules)
 }
 
-/// The largest TOC containers/storage 1.43 accepts (current versions: 150 MiB).
-const MAX_MANIFEST: usize = 50 << 20;
-
 /// Each regular file's tar name and content digest.
 type FileDigests = Vec<(String, Digest)>;
 
@@ -131,11 +128,12 @@ fn finish<W: Write>(
     let json = toc.to_json();
     let manifest = rules.codec.compressor()?.compress(&json)?;
     let manifest_digest = Digest::of(&manifest);
-    // containers/storage refuses TOCs over 150 MiB (50 MiB up to 1.43), long before a
-    // skippable frame's 4 GiB limit; say so rather than write a layer nobody reads.
-    if json.len() > MAX_MANIFEST || manifest.len() > MAX_MANIFEST {
+    // The plan was refused if its TOC could pass a reader's limit (`layer::bound`); this
+    // stops a layer whose bound was wrong before it is finished, rather than publish it.
+    let max = crate::limits::MAX_TOC_BYTES as usize;
+    if json.len() > max || manifest.len() > max {
         return Err(LayerError::Compress(format!(
-            "the TOC is {} bytes ({} compressed), over containers/storage's limit of {MAX_MANIFEST}; use a larger --chunk-size",
+            "the TOC is {} bytes ({} compressed), over the limit of {max} readers accept",
             json.len(),
             manifest.len()
         )));
