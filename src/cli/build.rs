@@ -257,7 +257,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
 
     let (report, downloaded) = match &args.from_dir {
         Some(dir) => {
-            let source = DirSource::scan(dir)?;
+            // The image being built is never part of its own input.
+            let source = DirSource::scan_leaving_out(dir, Some(&req.output))?;
             let (entries, contents) = source.into_entries();
             req.record = Some(BuildRecord::from_directory(
                 &name,
