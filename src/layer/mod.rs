@@ -220,6 +220,20 @@ pub fn build<W: Write + Send>(
     }
 }
 
+/// A writer that only counts: how long a document will be before it is written.
+pub(crate) struct ByteCount(pub u64);
+
+impl Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Fixed permissions: the image never depends on the builder's umask or file owners.
 pub const FILE_MODE: u32 = 0o644;
 pub const EXEC_MODE: u32 = 0o755;
