@@ -357,6 +357,7 @@ fn read_and_cut(
             },
         );
         put_raw(&mut open, &mut diff, &header, &mut observer)?;
+        let n_chunks = size.div_ceil(chunk_size);
         let mut record = Record {
             name,
             kind,
@@ -364,7 +365,10 @@ fn read_and_cut(
             size,
             link_name: link.to_string(),
             digest: None,
-            chunks: Vec::new(),
+            // A record is kept until the TOC is written: a small file's one chunk must
+            // not reserve the four a growing Vec starts with (capped: the size is the
+            // source's word until it is read).
+            chunks: Vec::with_capacity(n_chunks.min(64) as usize),
             from_source: matches!(p, Planned::Source(_)),
         };
         if kind != Kind::Regular {
@@ -386,7 +390,6 @@ fn read_and_cut(
             }
             _ => None,
         };
-        let n_chunks = size.div_ceil(chunk_size);
         let mut chunk_offset = 0u64;
         while chunk_offset < size {
             let len = (size - chunk_offset).min(chunk_size);
