@@ -165,8 +165,7 @@ impl Provenance {
                     external_parameters: ExternalParameters {
                         model: &self.model,
                         revision: &self.revision,
-                        settings: serde_json::to_value(&self.settings)
-                            .expect("settings serialise"),
+                        settings: serde_json::to_value(&self.settings).expect("settings serialise"),
                         source,
                         tag: &self.tag,
                     },
@@ -385,9 +384,7 @@ impl Serialize for Dependencies<'_> {
                 sha256: &f.sha256,
             },
             name: &f.path,
-            uri: p
-                .hub()
-                .then(|| resolve_uri(&p.model, &p.revision, &f.path)),
+            uri: p.hub().then(|| resolve_uri(&p.model, &p.revision, &f.path)),
         });
         s.collect_seq(commit.into_iter().chain(files))
     }
@@ -600,10 +597,20 @@ mod tests {
         };
         let v: Value = serde_json::from_slice(&dir.statement()).unwrap();
         let deps = &v["predicate"]["buildDefinition"]["resolvedDependencies"];
-        assert_eq!(deps.as_array().unwrap().len(), 2, "no commit for a directory");
+        assert_eq!(
+            deps.as_array().unwrap().len(),
+            2,
+            "no commit for a directory"
+        );
         assert_eq!(deps[0]["uri"], Value::Null);
-        assert_eq!(deps[1]["digest"], serde_json::json!({"sha256": Digest::of(b"hello").hex()}));
-        assert_eq!(v["predicate"]["buildDefinition"]["externalParameters"]["source"], "directory");
+        assert_eq!(
+            deps[1]["digest"],
+            serde_json::json!({"sha256": Digest::of(b"hello").hex()})
+        );
+        assert_eq!(
+            v["predicate"]["buildDefinition"]["externalParameters"]["source"],
+            "directory"
+        );
     }
 
     #[test]

@@ -319,8 +319,16 @@ mod tests {
         let mut v = Vec::new();
         for i in 0..300u64 {
             let size = [0, 3, 511, 512, 4097, 200_000][i as usize % 6];
-            let dir = if i % 7 == 0 { "deep/".repeat(30) } else { format!("d{}/", i % 5) };
-            let name = if i % 11 == 0 { "ü\"n".repeat(40) } else { "f".into() };
+            let dir = if i % 7 == 0 {
+                "deep/".repeat(30)
+            } else {
+                format!("d{}/", i % 5)
+            };
+            let name = if i % 11 == 0 {
+                "ü\"n".repeat(40)
+            } else {
+                "f".into()
+            };
             v.push(Entry {
                 path: format!("{dir}{name}{i}-{size}"),
                 kind: EntryKind::File {
@@ -369,7 +377,10 @@ mod tests {
                     (f.manifest_uncompressed_len, f.tar_split_uncompressed_len)
                 }
             };
-            assert!(bound.toc_bytes >= toc_len, "{format}: {bound:?} < {toc_len}");
+            assert!(
+                bound.toc_bytes >= toc_len,
+                "{format}: {bound:?} < {toc_len}"
+            );
             assert!(
                 bound.toc_bytes < toc_len + toc_len / 5,
                 "{format}: {bound:?} vs {toc_len}"
@@ -421,7 +432,10 @@ mod tests {
             panic!("{err}")
         };
         assert_eq!(*limit, TocLimit::TocBytes);
-        assert!(path.starts_with(&long) && path.len() == long.len() + 5, "{path}");
+        assert!(
+            path.starts_with(&long) && path.len() == long.len() + 5,
+            "{path}"
+        );
         assert!(check_toc_bound(&many[..10_000], &opts(Format::Estargz)).is_ok());
     }
 }

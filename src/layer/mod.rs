@@ -519,7 +519,10 @@ mod tests {
     #[test]
     fn chunk_sizes_outside_64_kib_to_64_mib_are_refused_naming_the_range() {
         // The message states the range; the limits are what it states.
-        assert_eq!((limits::MIN_CHUNK_SIZE, limits::MAX_CHUNK_SIZE), (64 << 10, 64 << 20));
+        assert_eq!(
+            (limits::MIN_CHUNK_SIZE, limits::MAX_CHUNK_SIZE),
+            (64 << 10, 64 << 20)
+        );
         for (chunk_size, ok) in [
             (4, false),
             ((64 << 10) - 1, false),
@@ -619,7 +622,16 @@ mod tests {
 
     #[test]
     fn unsafe_duplicate_reserved_and_missing_paths_are_refused() {
-        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/", ".wh.a", "a\tb"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            ".wh.a",
+            "a\tb",
+        ] {
             assert!(
                 matches!(
                     plan(vec![file(bad)], &[], true),

@@ -49,11 +49,18 @@ pub enum DirError {
     NonUtf8(PathBuf),
     #[error("{} has a name no image may hold ({rule}); rename it", shown(path))]
     UnsafeName { path: PathBuf, rule: PathRule },
-    #[error("symlink {} points outside the model directory ({}); copy the file in or remove the link", shown(path), limits::one_line(target, 4096))]
+    #[error(
+        "symlink {} points outside the model directory ({}); copy the file in or remove the link",
+        shown(path),
+        limits::one_line(target, 4096)
+    )]
     SymlinkEscapes { path: PathBuf, target: String },
     #[error("symlink {} does not resolve within {MAX_LINK_HOPS} links (a loop?); remove the link", shown(.0))]
     SymlinkLoop(PathBuf),
-    #[error("symlink {} has a target no image may hold ({rule}); remove the link", shown(path))]
+    #[error(
+        "symlink {} has a target no image may hold ({rule}); remove the link",
+        shown(path)
+    )]
     UnsafeTarget { path: PathBuf, rule: PathRule },
     #[error(
         "{} holds more than {} files, directories and links, the most one layer's TOC holds (readers refuse more); leave files out or split the model",
@@ -62,7 +69,8 @@ pub enum DirError {
     )]
     TooManyEntries(PathBuf),
     #[error(
-        "{} is a {kind}; only regular files, directories and symlinks can go into an image", shown(path)
+        "{} is a {kind}; only regular files, directories and symlinks can go into an image",
+        shown(path)
     )]
     Special { path: PathBuf, kind: &'static str },
 }
@@ -191,7 +199,9 @@ impl DirSource {
                             target,
                         })
                     }
-                    Resolved::TooManyLinks => return Err(DirError::SymlinkLoop(full.to_path_buf())),
+                    Resolved::TooManyLinks => {
+                        return Err(DirError::SymlinkLoop(full.to_path_buf()))
+                    }
                 }
                 EntryKind::Symlink { target }
             } else {
@@ -405,8 +415,7 @@ impl LeftOut {
         }
         let sibling = rel.parent() == self.rel.parent();
         let name = rel.file_name().map(|n| n.to_string_lossy());
-        sibling
-            && name.is_some_and(|n| n.starts_with(&self.partial) || n.starts_with(&self.old))
+        sibling && name.is_some_and(|n| n.starts_with(&self.partial) || n.starts_with(&self.old))
     }
 
     /// Drops the output's ancestors that hold nothing but it: whether an earlier build
@@ -452,7 +461,10 @@ mod tests {
         let tree = [("s", ".")];
         let t = "s/s/s/s/s/s/s/s/../../../../../../../../etc/passwd";
         assert_eq!(resolve("t", t, &links(&tree)), Resolved::Outside);
-        assert_eq!(resolve("t", "s/s/s/config.json", &links(&tree)), Resolved::Inside);
+        assert_eq!(
+            resolve("t", "s/s/s/config.json", &links(&tree)),
+            Resolved::Inside
+        );
         // A link to a link that climbs out is out; through a directory link too.
         let tree = [("up", ".."), ("d/deeper", "../up")];
         assert_eq!(resolve("x", "up", &links(&tree)), Resolved::Outside);

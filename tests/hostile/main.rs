@@ -7,6 +7,7 @@
 mod support;
 
 // The second round's cases (issue 22), one file per seam.
+mod builder;
 
 use depotai::layer::estargz::{Toc, TocEntry};
 use serde_json::{json, Value};

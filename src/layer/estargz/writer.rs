@@ -59,7 +59,10 @@ struct Entries<'a> {
 
 impl Entries<'_> {
     fn count(&self) -> u64 {
-        self.records.iter().map(|r| r.chunks.len().max(1) as u64).sum()
+        self.records
+            .iter()
+            .map(|r| r.chunks.len().max(1) as u64)
+            .sum()
     }
 
     /// The entry for chunk `i` of `r` (its only entry if it has no chunks).
@@ -167,7 +170,9 @@ fn finish<W: Write>(
     let start = tail.len();
     toc.write_json(&mut tail).map_err(toc_err)?;
     if (tail.len() - start) as u64 != json_len {
-        return Err(LayerError::Compress("the TOC changed between two writes".into()));
+        return Err(LayerError::Compress(
+            "the TOC changed between two writes".into(),
+        ));
     }
     drop((records, offsets));
     let toc_digest = Digest::of(&tail[start..]);
