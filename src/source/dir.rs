@@ -191,7 +191,7 @@ impl DirSource {
                     path: full.to_path_buf(),
                     rule,
                 })?;
-                match resolve(&rel, &target, |p| link_at(root, p)) {
+                match resolve_link(&rel, &target, |p| link_at(root, p)) {
                     Resolved::Inside => {}
                     Resolved::Outside => {
                         return Err(DirError::SymlinkEscapes {
@@ -309,8 +309,8 @@ impl Read for CheckedFile {
 }
 
 /// Where a symlink leads.
-#[derive(Debug, PartialEq, Eq)]
-enum Resolved {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolved {
     /// Inside the tree (or to a name that does not exist there).
     Inside,
     /// Above the tree's root at some step, or to an absolute path.
@@ -334,7 +334,11 @@ fn link_at(root: &Path, rel: &str) -> Option<String> {
 /// component that is itself a link (`link_at` tells) is replaced by its target. What
 /// does not exist is taken as it reads. So `s -> .` with `t -> s/s/../../x` climbs out,
 /// whatever the text of `t` suggests.
-fn resolve(link: &str, target: &str, link_at: impl Fn(&str) -> Option<String>) -> Resolved {
+pub fn resolve_link(
+    link: &str,
+    target: &str,
+    link_at: impl Fn(&str) -> Option<String>,
+) -> Resolved {
     let mut at: Vec<String> = link.split('/').map(str::to_string).collect();
     at.pop();
     let mut todo: std::collections::VecDeque<String> = std::collections::VecDeque::new();
@@ -437,7 +441,7 @@ impl LeftOut {
 mod tests {
     use super::*;
 
-    /// A tree of links for [`resolve`]: `(path, target)`.
+    /// A tree of links for [`resolve_link`]: `(path, target)`.
     fn links<'a>(tree: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |p| {
             tree.iter()
@@ -449,35 +453,59 @@ mod tests {
     #[test]
     fn symlink_targets_are_resolved_through_the_links_in_the_tree() {
         let none = links(&[]);
-        assert_eq!(resolve("a/link", "file", &none), Resolved::Inside);
-        assert_eq!(resolve("a/link", "../b/file", &none), Resolved::Inside);
-        assert_eq!(resolve("a/b/link", "../../top", &none), Resolved::Inside);
-        assert_eq!(resolve("link", "../outside", &none), Resolved::Outside);
-        assert_eq!(resolve("a/link", "../../outside", &none), Resolved::Outside);
-        assert_eq!(resolve("a/link", "/etc/passwd", &none), Resolved::Outside);
+        assert_eq!(resolve_link("a/link", "file", &none), Resolved::Inside);
+        assert_eq!(resolve_link("a/link", "../b/file", &none), Resolved::Inside);
+        assert_eq!(
+            resolve_link("a/b/link", "../../top", &none),
+            Resolved::Inside
+        );
+        assert_eq!(resolve_link("link", "../outside", &none), Resolved::Outside);
+        assert_eq!(
+            resolve_link("a/link", "../../outside", &none),
+            Resolved::Outside
+        );
+        assert_eq!(
+            resolve_link("a/link", "/etc/passwd", &none),
+            Resolved::Outside
+        );
         // Climbing out and back in is out: the tree's parent is not in the image.
-        assert_eq!(resolve("link", "../m/file", &none), Resolved::Outside);
+        assert_eq!(resolve_link("link", "../m/file", &none), Resolved::Outside);
         // s -> . makes s/s/s/.. climb from the root, not from three levels down.
         let tree = [("s", ".")];
         let t = "s/s/s/s/s/s/s/s/../../../../../../../../etc/passwd";
-        assert_eq!(resolve("t", t, &links(&tree)), Resolved::Outside);
+        assert_eq!(resolve_link("t", t, &links(&tree)), Resolved::Outside);
         assert_eq!(
-            resolve("t", "s/s/s/config.json", &links(&tree)),
+            resolve_link("t", "s/s/s/config.json", &links(&tree)),
             Resolved::Inside
         );
         // A link to a link that climbs out is out; through a directory link too.
         let tree = [("up", ".."), ("d/deeper", "../up")];
-        assert_eq!(resolve("x", "up", &links(&tree)), Resolved::Outside);
-        assert_eq!(resolve("x", "d/deeper/y", &links(&tree)), Resolved::Outside);
+        assert_eq!(resolve_link("x", "up", &links(&tree)), Resolved::Outside);
+        assert_eq!(
+            resolve_link("x", "d/deeper/y", &links(&tree)),
+            Resolved::Outside
+        );
         let tree = [("abs", "/etc")];
-        assert_eq!(resolve("x", "abs/passwd", &links(&tree)), Resolved::Outside);
+        assert_eq!(
+            resolve_link("x", "abs/passwd", &links(&tree)),
+            Resolved::Outside
+        );
         // Loops stop after 40 links.
         let tree = [("a", "b"), ("b", "a")];
-        assert_eq!(resolve("x", "a", &links(&tree)), Resolved::TooManyLinks);
+        assert_eq!(
+            resolve_link("x", "a", &links(&tree)),
+            Resolved::TooManyLinks
+        );
         let tree = [("self", "self/x")];
-        assert_eq!(resolve("x", "self", &links(&tree)), Resolved::TooManyLinks);
+        assert_eq!(
+            resolve_link("x", "self", &links(&tree)),
+            Resolved::TooManyLinks
+        );
         // A missing name is taken as it reads.
-        assert_eq!(resolve("x", "missing/../a", &none), Resolved::Inside);
-        assert_eq!(resolve("x", "missing/../../a", &none), Resolved::Outside);
+        assert_eq!(resolve_link("x", "missing/../a", &none), Resolved::Inside);
+        assert_eq!(
+            resolve_link("x", "missing/../../a", &none),
+            Resolved::Outside
+        );
     }
 }
