@@ -204,7 +204,9 @@ fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
         level: args.compression_level,
         encoder: args.encoder.parse().map_err(anyhow::Error::msg)?,
     };
-    // Up front, before anything is downloaded: ISA-L only where its bytes are proven.
+    // Up front, before anything is downloaded: a chunk size readers can live with, and
+    // ISA-L only where its bytes are proven.
+    layer.check_chunk_size()?;
     layer.check_encoder()?;
     let levels = layer.levels();
     let level = layer.effective_level();
@@ -294,7 +296,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let Some(dir) = &args.from_dir else {
         return stream::run(&args, &name, req, push);
     };
-    let source = DirSource::scan(dir)?;
+    // The image being built is never part of its own input.
+    let source = DirSource::scan_leaving_out(dir, Some(&req.output))?;
     let (entries, contents) = source.into_entries();
     req.record = Some(BuildRecord::from_directory(&name, &sha, &req.tag, settings));
     let report = build_with_bar(&name, entries, &contents, &req, args.quiet)

@@ -15,7 +15,7 @@ mod error;
 mod http;
 mod stream;
 
-pub use api::{expected_sha256, parse_tree_page, unsafe_name, Check, RemoteFile};
+pub use api::{expected_sha256, parse_tree_page, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
 pub use error::HubError;
