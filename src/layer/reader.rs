@@ -10,6 +10,7 @@
 //! entry count before it is parsed, and every entry's name.
 
 use crate::limits::{self, shown, MAX_TOC_ENTRIES};
+use crate::names;
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::{self, Read};
@@ -92,15 +93,15 @@ pub fn check_entries<'a>(
         if n.is_empty() && kind == "dir" {
             continue;
         }
-        if let Some(why) = limits::unsafe_path(n) {
+        if let Err(why) = names::check_path(n) {
             return Err(bad(format!(
                 "unsafe name in the TOC: {} ({why})",
                 shown(name)
             )));
         }
-        if link.len() > limits::MAX_PATH_LEN || link.chars().any(char::is_control) {
+        if let Err(why) = names::check_link_target(link) {
             return Err(bad(format!(
-                "unusable link target for {} in the TOC",
+                "unusable link target for {} in the TOC ({why})",
                 shown(name)
             )));
         }

@@ -3,6 +3,7 @@
 //! (flate2 for gzip, the `tar` crate for the tar stream).
 #![allow(dead_code)]
 
+pub mod forgetful;
 pub mod hostile;
 pub mod hub;
 pub mod interop;

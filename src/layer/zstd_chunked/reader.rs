@@ -7,6 +7,7 @@ use crate::digest::Digest;
 use crate::layer::reader::{bad, check_chunks, check_entries, clean_name, shape, toc_name};
 use crate::layer::reader::{BadLayer, Chunk, ReadAt, ReadError, TocFile};
 use crate::limits::{self, shown, MAX_TOC_BYTES};
+use crate::names;
 use crate::units::human_bytes;
 use base64::Engine as _;
 use std::io::{BufRead, Read};
@@ -133,7 +134,7 @@ pub fn check_tar_split(compressed: &[u8], ulen: u64, toc: &Toc) -> Result<usize,
                 let name = e.name.as_deref().unwrap_or("");
                 let n = toc_name(name);
                 if !n.is_empty() {
-                    if let Some(why) = limits::unsafe_path(n) {
+                    if let Err(why) = names::check_path(n) {
                         return Err(bad(format!(
                             "unsafe name in the tar-split: {} ({why})",
                             shown(name)
