@@ -526,3 +526,40 @@ fn a_build_says_one_line_with_its_digest_where_ci_reads_it_and_nothing_with_quie
     assert_ok(&o);
     assert_eq!(String::from_utf8_lossy(&o.stderr), "", "--quiet: nothing");
 }
+
+#[test]
+fn build_help_shows_defaults_sizes_and_the_environment_it_reads() {
+    let o = depotai().args(["build", "--help"]).output().unwrap();
+    assert_ok(&o);
+    let help = String::from_utf8(o.stdout).unwrap();
+    let platforms: Vec<String> = depotai::image::default_platforms()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert!(
+        help.contains(&format!("[default: {}]", platforms.join(","))),
+        "--platform shows the library's default: {help}"
+    );
+    for flag in [
+        "--chunk-size <SIZE>",
+        "--max-scratch <SIZE>",
+        "--max-layer-size <SIZE>",
+    ] {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
+    for var in [
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HF_HOME",
+        "HF_HUB_OFFLINE",
+        "DEPOTAI_REGISTRY_USER",
+    ] {
+        assert!(help.contains(var), "{var} in build --help");
+    }
+    let o = depotai().arg("--help").output().unwrap();
+    let top = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        !top.contains("one reproducible"),
+        "no 'one layer' summary: {top}"
+    );
+}

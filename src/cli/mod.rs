@@ -26,7 +26,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build an OCI image layout with one reproducible eStargz or zstd:chunked layer.
+    /// Build a reproducible OCI image of eStargz or zstd:chunked layers (one per large
+    /// file) from the Hub, a directory or a catalogue, into a layout and/or a registry.
     Build(Box<build::BuildArgs>),
     /// Serve the images under a directory as a read-only OCI registry.
     Serve(serve::ServeArgs),

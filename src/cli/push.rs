@@ -94,7 +94,7 @@ pub struct PushFlags {
     #[command(flatten)]
     pub registry: RegistryFlags,
     /// Blobs larger than this are uploaded in PATCH chunks of this size.
-    #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = super::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = super::parse_size)]
     pub push_chunk_size: u64,
     /// Another repository of the same registry to mount missing blobs from.
     #[arg(long, value_name = "REPO")]

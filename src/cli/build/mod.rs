@@ -21,6 +21,7 @@ use depotai::source::DirSource;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(after_help = ENVIRONMENT)]
 #[command(group(clap::ArgGroup::new("rebuildable").args(["all", "push"]).multiple(true)))]
 pub struct BuildArgs {
     /// Hugging Face repo id to download at --sha (or use --from-dir or --all).
@@ -60,7 +61,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(super) threads: Option<u16>,
     /// Size of the independently compressed chunks of large files (e.g. 4MiB).
-    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = super::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = super::parse_size)]
     pub(super) chunk_size: u64,
     /// Layer format: estargz (lazy pulls with the stargz snapshotter: BuildKit, containerd)
     /// or zstd-chunked (partial pulls with podman, buildah, CRI-O).
@@ -96,7 +97,8 @@ pub struct BuildArgs {
     /// Files (or directories) to put first, before a `.prefetch.landmark` (eStargz only).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub(super) prefetch: Vec<String>,
-    /// Platforms of the image index, comma-separated.
+    /// Platforms of the image index, comma-separated (the layers are shared)
+    /// [default: linux/amd64,linux/arm64].
     #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
     pub(super) platform: Vec<String>,
     /// Files downloaded at once, ahead of the layer being made (with --all, one model
@@ -137,7 +139,7 @@ pub struct BuildArgs {
     pub(super) connections: u16,
     /// From the Hub: refuse to start a build that would write more than this to disk
     /// (the Hub cache and the layout), e.g. on a CI runner with a small disk.
-    #[arg(long, value_name = "BYTES", value_parser = super::parse_size, conflicts_with = "from_dir")]
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size, conflicts_with = "from_dir")]
     pub(super) max_scratch: Option<u64>,
     #[command(flatten)]
     pub(super) push_flags: super::push::PushFlags,
@@ -163,6 +165,18 @@ fn push_reference(push: &str, tag: Option<&str>) -> anyhow::Result<Reference> {
     }
     Ok(r)
 }
+
+/// What `build` reads from the environment, shown under `build --help`.
+const ENVIRONMENT: &str = "Environment:
+  HF_ENDPOINT           the Hub [default: https://huggingface.co]; a user and password in it go to it alone
+  HF_TOKEN              access token (else the file HF_TOKEN_PATH, else $HF_HOME/token), sent to the Hub only
+  HF_HOME, HF_HUB_CACHE the Hub cache, shared with huggingface_hub [default: ~/.cache/huggingface]
+  HF_HUB_OFFLINE=1      build from the cache alone (every selected file must be there)
+  DEPOTAI_REGISTRY_USER, DEPOTAI_REGISTRY_PASSWORD
+                        registry credentials with --push (else DOCKER_CONFIG or ~/.docker/config.json)
+  DEPOTAI_UPLOAD_STATE  where interrupted uploads are remembered [default: ~/.cache/depotai/uploads]
+  DEPOTAI_CONNECT_TIMEOUT, DEPOTAI_IDLE_TIMEOUT
+                        seconds [default: 10 and 60]";
 
 fn platforms(args: &BuildArgs) -> anyhow::Result<Vec<Platform>> {
     let platforms: Vec<Platform> = if args.platform.is_empty() {
