@@ -598,6 +598,11 @@ fn run_push(o: Options) -> anyhow::Result<()> {
     let prefix = o.push.clone().expect("push mode");
     let catalogue = Catalogue::load(&o.file)?;
     let selected = catalogue.select(o.shard);
+    // Once, before any model: a registry that would refuse the pushes stops the run.
+    if let Some(e) = selected.first() {
+        let r = Reference::parse(&format!("{prefix}/{}:{}", e.name.registry_path(), e.tag))?;
+        super::push::push_client(&r, &o.push_flags.registry)?;
+    }
     let total = selected.len();
     let stop = stop_on_signals()?;
     let say = |line: String| {

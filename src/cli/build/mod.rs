@@ -287,9 +287,17 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     // What the image was built with, on the index: a registry's tag tells it in one
     // request (`build --all --push` skips what is up to date that way).
     req.index_annotations = depotai::job::settings_annotations(&settings);
+    // The --push reference and its checked client (only --from-dir pushes a layout).
+    let mut pushing = None;
 
     let (report, downloaded) = match &args.from_dir {
         Some(dir) => {
+            // The registry would take the push: checked before the build.
+            let client = push
+                .as_ref()
+                .map(|r| super::push::push_client(r, &args.push_flags.registry))
+                .transpose()?;
+            pushing = push.clone().zip(client);
             let source = DirSource::scan(dir)?;
             let (entries, contents) = source.into_entries();
             req.record = Some(BuildRecord::from_directory(
@@ -363,10 +371,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         }
     };
 
-    let pushed = match &push {
-        Some(r) => Some(super::push::push_layout(
+    let pushed = match pushing {
+        Some((r, client)) => Some(super::push::push_layout(
             &report.output,
-            &r.to_string(),
+            &r,
+            client,
             &args.push_flags,
             args.quiet || args.json,
         )?),
