@@ -8,12 +8,13 @@
 //! each as a `PATCH` of the upload session while the next chunk is being produced; the
 //! closing `PUT ?digest=` carries the digest, known only once the last byte is written
 //! (computed by the task, or given by a writer that digests its bytes anyway, as a layer
-//! does). Memory is about three chunks whatever the blob's size. A layout's file is fed
-//! to the same task by a reader thread, hashed on the way and checked against its
-//! digest before the `PUT` (which the registry checks again); a file of at most one
-//! chunk goes in one `PUT` instead. A blob the registry has (`HEAD`) is not sent, and
-//! with a mount source one it can mount (`POST …/blobs/uploads/?mount=…&from=…`) is not
-//! either.
+//! does). Memory is about three chunks whatever the blob's size. A layout's file goes
+//! through the same task in `PATCH`es of `chunk_size` whose bodies are read from the
+//! file as they are sent, so a chunk of any size costs a few MiB of memory; a file of
+//! at most one chunk goes in one `PUT` instead. Its digest is known, and the registry
+//! checks the bytes against it at the closing `PUT`. A blob the registry has (`HEAD`)
+//! is not sent, and with a mount source one it can mount
+//! (`POST …/blobs/uploads/?mount=…&from=…`) is not either.
 //!
 //! A `PATCH` that fails is not blindly resent: the registry is asked how much it holds
 //! (`GET` on the upload URL, `Range: 0-N`) and the upload goes on from there. With a
@@ -21,11 +22,11 @@
 //! the same key gives the same bytes; a layout's blob is keyed by its digest), the
 //! upload URL, the offset acknowledged and a CRC-32 of the bytes up to it are remembered
 //! after every chunk. A rerun of a killed push regenerates (or re-reads) the blob, sends
-//! nothing the registry already holds for that upload, and checks the prefix against the
-//! remembered CRC; the registry checks the whole by the final digest. If either check
-//! fails the blob is started over ([`UploadError::Stale`]: a layer is produced again, a
-//! file is simply read again). A finished layer's digest is remembered too, so a later
-//! run can skip producing it ([`Uploader::known`]).
+//! nothing the registry already holds for that upload, and checks a regenerated prefix
+//! against the remembered CRC; the registry checks the whole by the final digest. If
+//! either check fails the blob is started over ([`UploadError::Stale`]: a layer is
+//! produced again, a file is simply sent again). A finished layer's digest is remembered
+//! too, so a later run can skip producing it ([`Uploader::known`]).
 //!
 //! [`Uploader::publish`] puts configs, then the platform manifests by digest, then the
 //! index under the tag, last: a tag never points at an incomplete image. Referrers
@@ -40,9 +41,13 @@ use crate::limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -135,8 +140,10 @@ struct Pending {
     location: String,
     offset: u64,
     /// CRC-32 of the blob's first `offset` bytes: an early check that a rerun makes the
-    /// same bytes (the registry checks the whole blob's sha256 at the end anyway).
-    prefix_crc32: u32,
+    /// same bytes (the registry checks the whole blob's sha256 at the end anyway). None
+    /// for a file, whose bytes the upload never holds.
+    #[serde(default)]
+    prefix_crc32: Option<u32>,
 }
 
 /// What is remembered of a finished blob.
@@ -157,8 +164,26 @@ struct Spec<'a> {
     hashing: bool,
     /// An upload session already open (by a mount that did not take).
     session: Option<Url>,
-    /// The blob in messages.
-    what: &'a str,
+}
+
+/// Where the upload task gets the blob's bytes.
+enum Feed {
+    /// Chunks a writer hands over ([`BlobSink`]).
+    Writer(mpsc::Receiver<Msg>),
+    /// A layout's file of `size` bytes whose digest is known: sent in ranges read as
+    /// they go out.
+    File {
+        file: Arc<File>,
+        size: u64,
+        digest: Digest,
+    },
+}
+
+/// The bytes of one `PATCH`: a chunk in memory, or a file (read from where the
+/// transfer starts, again after a failed one).
+enum Part<'a> {
+    Memory(bytes::Bytes),
+    File(&'a Arc<File>),
 }
 
 /// Events nobody listens to.
@@ -291,9 +316,8 @@ impl Uploader {
                 remember_done: true,
                 hashing,
                 session: None,
-                what: "the blob",
             };
-            let r = up.stream(spec, rx, &unheard).await;
+            let r = up.stream(spec, Feed::Writer(rx), &unheard).await;
             if let Err(e) = &r {
                 let stale = match e {
                     UploadError::Stale { key } => Some(key.clone()),
@@ -370,7 +394,7 @@ impl Uploader {
     async fn stream(
         &self,
         spec: Spec<'_>,
-        mut rx: mpsc::Receiver<Msg>,
+        feed: Feed,
         events: &(dyn Fn(UploadEvent<'_>) + Sync),
     ) -> Result<Uploaded, UploadError> {
         let key = spec.key;
@@ -384,7 +408,7 @@ impl Uploader {
                 if let Ok((url, held)) = self.status(&url).await {
                     if held > 0 {
                         // Only a prefix we know the CRC of can be checked early.
-                        let check = (held == p.offset).then_some(p.prefix_crc32);
+                        let check = p.prefix_crc32.filter(|_| held == p.offset);
                         resumed = Some((held, check));
                         loc = Some(url);
                         events(UploadEvent::Continued { offset: held });
@@ -407,90 +431,109 @@ impl Uploader {
         let stale = || UploadError::Stale {
             key: key.unwrap_or_default().to_string(),
         };
-        let skip = resumed.as_ref().map_or(0, |r| r.0);
-        let mut hasher = spec.hashing.then(Hasher::new);
-        let mut crc = libdeflater::Crc::new();
-        let mut offset = 0u64; // bytes of the blob seen
-        let mut sent = 0u64;
-        let mut finished = None;
-        while let Some(msg) = rx.recv().await {
-            let chunk = match msg {
-                Msg::Data(d) => d,
-                Msg::Finish(given) => {
-                    finished = Some(given);
-                    break;
-                }
-            };
-            let start = offset;
-            let end = start + chunk.len() as u64;
-            if let Some((held, Some(prefix))) = &resumed {
-                if start < *held && end >= *held {
-                    let mut c = libdeflater::Crc::with_initial(crc.sum());
-                    c.update(&chunk[..(*held - start) as usize]);
-                    if c.sum() != *prefix {
-                        if let Some(k) = key {
-                            self.forget(k);
-                        }
-                        return Err(stale());
-                    }
-                }
-            }
-            if let Some(h) = &mut hasher {
-                h.update(&chunk);
-            }
-            crc.update(&chunk);
-            offset = end;
-            if end <= skip {
-                continue;
-            }
-            let from = skip.saturating_sub(start) as usize;
-            // The chunk becomes the request body as is: no copy per PATCH.
-            let body = bytes::Bytes::from(chunk).slice(from..);
-            let n = body.len() as u64;
-            loc = self.patch(loc, body, start + from as u64, events).await?;
-            sent += n;
+        let remember = |loc: &Url, offset: u64, crc: Option<u32>| {
             if let Some(k) = key {
-                self.save(
-                    k,
-                    "pending",
-                    &Pending {
-                        location: loc.to_string(),
-                        offset,
-                        prefix_crc32: crc.sum(),
-                    },
-                );
-            }
-        }
-        let size = offset;
-        let digest = match (finished, hasher.map(Hasher::finish)) {
-            // The producer gave up: no PUT, nothing committed.
-            (None, _) => return Err(UploadError::Unfinished),
-            (Some(Some(given)), Some(computed)) if computed != given => {
-                if let Some(k) = key {
-                    self.forget(k);
-                }
-                return Err(RegistryError::DigestMismatch {
-                    what: spec.what.to_string(),
-                    expected: given.to_string(),
-                    actual: computed.to_string(),
-                }
-                .into());
-            }
-            (Some(Some(given)), _) => given,
-            (Some(None), Some(computed)) => computed,
-            (Some(None), None) => {
-                return Err(RegistryError::Protocol(
-                    "a blob the writer digests was finished without its digest".into(),
-                )
-                .into())
+                let pending = Pending {
+                    location: loc.to_string(),
+                    offset,
+                    prefix_crc32: crc,
+                };
+                self.save(k, "pending", &pending);
             }
         };
-        if size < skip {
-            if let Some(k) = key {
-                self.forget(k);
+        let skip = resumed.as_ref().map_or(0, |r| r.0);
+        let mut sent = 0u64;
+        let (size, digest) = match feed {
+            Feed::File { file, size, digest } => {
+                if size < skip {
+                    if let Some(k) = key {
+                        self.forget(k);
+                    }
+                    return Err(stale());
+                }
+                let chunk = self.chunk_size as u64;
+                let mut offset = skip;
+                while offset < size {
+                    let end = size.min(offset + chunk);
+                    loc = self
+                        .patch(loc, Part::File(&file), offset, end, events)
+                        .await?;
+                    sent += end - offset;
+                    offset = end;
+                    remember(&loc, offset, None);
+                }
+                (size, digest)
             }
-            return Err(stale());
-        }
+            Feed::Writer(mut rx) => {
+                let mut hasher = spec.hashing.then(Hasher::new);
+                let mut crc = libdeflater::Crc::new();
+                let mut offset = 0u64; // bytes of the blob seen
+                let mut finished = None;
+                while let Some(msg) = rx.recv().await {
+                    let chunk = match msg {
+                        Msg::Data(d) => d,
+                        Msg::Finish(given) => {
+                            finished = Some(given);
+                            break;
+                        }
+                    };
+                    let start = offset;
+                    let end = start + chunk.len() as u64;
+                    if let Some((held, Some(prefix))) = &resumed {
+                        if start < *held && end >= *held {
+                            let mut c = libdeflater::Crc::with_initial(crc.sum());
+                            c.update(&chunk[..(*held - start) as usize]);
+                            if c.sum() != *prefix {
+                                if let Some(k) = key {
+                                    self.forget(k);
+                                }
+                                return Err(stale());
+                            }
+                        }
+                    }
+                    if let Some(h) = &mut hasher {
+                        h.update(&chunk);
+                    }
+                    crc.update(&chunk);
+                    offset = end;
+                    if end <= skip {
+                        continue;
+                    }
+                    let from = skip.saturating_sub(start) as usize;
+                    // The chunk becomes the request body as is: no copy per PATCH.
+                    let body = bytes::Bytes::from(chunk).slice(from..);
+                    let at = start + from as u64;
+                    loc = self.patch(loc, Part::Memory(body), at, end, events).await?;
+                    sent += end - at;
+                    remember(&loc, offset, Some(crc.sum()));
+                }
+                let digest = match (finished, hasher.map(Hasher::finish)) {
+                    // The producer gave up: no PUT, nothing committed.
+                    (None, _) => return Err(UploadError::Unfinished),
+                    (Some(Some(given)), Some(computed)) if computed != given => {
+                        return Err(RegistryError::Protocol(format!(
+                            "the blob was written as {given} but its bytes are {computed}"
+                        ))
+                        .into())
+                    }
+                    (Some(Some(given)), _) => given,
+                    (Some(None), Some(computed)) => computed,
+                    (Some(None), None) => {
+                        return Err(RegistryError::Protocol(
+                            "a blob the writer digests was finished without its digest".into(),
+                        )
+                        .into())
+                    }
+                };
+                if offset < skip {
+                    if let Some(k) = key {
+                        self.forget(k);
+                    }
+                    return Err(stale());
+                }
+                (offset, digest)
+            }
+        };
         let c = &self.client;
         let url = with_digest(loc, &digest);
         let resp = c
@@ -530,21 +573,25 @@ impl Uploader {
         })
     }
 
-    /// Sends `data` (the blob's bytes from `at`), continuing from the registry's own
-    /// offset when a transfer fails. Returns the upload's next URL.
+    /// Sends the blob's bytes `at..end` (`part`: those bytes in memory, or the file),
+    /// continuing from the registry's own offset when a transfer fails. Returns the
+    /// upload's next URL.
     async fn patch(
         &self,
         mut loc: Url,
-        data: bytes::Bytes,
+        part: Part<'_>,
         at: u64,
+        end: u64,
         events: &(dyn Fn(UploadEvent<'_>) + Sync),
     ) -> Result<Url, UploadError> {
         let c = &self.client;
-        let end = at + data.len() as u64;
         let mut from = at;
         let mut failures = 0u32;
         while from < end {
-            let part = data.slice((from - at) as usize..);
+            let body = || match &part {
+                Part::Memory(data) => reqwest::Body::from(data.slice((from - at) as usize..)),
+                Part::File(file) => file_body(file, from, end - from),
+            };
             let range = format!("{from}-{}", end - 1);
             let sent = c
                 .send_with(
@@ -552,8 +599,8 @@ impl Uploader {
                         c.request(Method::PATCH, loc.clone())
                             .header(CONTENT_TYPE, "application/octet-stream")
                             .header(CONTENT_RANGE, range.clone())
-                            .header(CONTENT_LENGTH, part.len())
-                            .body(part.clone())
+                            .header(CONTENT_LENGTH, end - from)
+                            .body(body())
                     },
                     0,
                 )
@@ -600,10 +647,10 @@ impl Uploader {
     }
 
     /// Puts the layout file `path` (`size` bytes, which must be `digest`) unless the
-    /// registry has it or can mount it: in one `PUT` when it is at most a chunk, else
-    /// streamed as a [`BlobSink`] streams a layer, continuing an upload an earlier run
-    /// left (the digest is its key). The bytes are hashed as they are read and must be
-    /// `digest` before the closing `PUT`, which the registry checks again.
+    /// registry has it or can mount it: in one `PUT` when it is at most a chunk, else in
+    /// `PATCH`es as a layer is sent, continuing an upload an earlier run left (the
+    /// digest is its key). The registry checks the bytes against `digest` at the
+    /// closing `PUT`.
     pub async fn upload_file(
         &self,
         path: &Path,
@@ -622,6 +669,7 @@ impl Uploader {
             self.forget(&key);
             return Ok((BlobAction::Exists, done(0, 0)));
         }
+        let file = Arc::new(File::open(path).map_err(|e| RegistryError::io(path.display(), e))?);
         // An earlier run's upload is continued rather than mounted or started afresh.
         let mut pending = self.load::<Pending>(&key, "pending").is_some();
         loop {
@@ -634,61 +682,43 @@ impl Uploader {
                 }
             };
             if let (Some(session), true) = (&session, size <= self.chunk_size as u64) {
-                let bytes = read_file(path.to_path_buf(), size).await?;
-                let actual = Digest::of(&bytes);
-                if actual != *digest {
-                    return Err(RegistryError::DigestMismatch {
-                        what: path.display().to_string(),
-                        expected: digest.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
-                self.put_whole(session.clone(), digest, bytes.into())
+                self.put_whole(session.clone(), digest, size, || file_body(&file, 0, size))
                     .await?;
                 events(UploadEvent::Sent(size));
                 return Ok((BlobAction::Uploaded, done(size, 0)));
             }
-            let (tx, rx) = mpsc::channel::<Msg>(1);
-            let reader = {
-                let (path, chunk, digest) = (path.to_path_buf(), self.chunk_size, *digest);
-                tokio::task::spawn_blocking(move || feed(&path, chunk, digest, &tx))
-            };
-            let what = path.display().to_string();
             let spec = Spec {
                 key: Some(&key),
                 remember_done: false,
-                hashing: true,
+                hashing: false,
                 session,
-                what: &what,
             };
-            let streamed = self.stream(spec, rx, events).await;
-            // The reader stops once the task has gone (its queue is closed).
-            let read = reader
-                .await
-                .map_err(|e| RegistryError::Protocol(format!("reading {what}: {e}")))?;
-            return match streamed {
+            let feed = Feed::File {
+                file: file.clone(),
+                size,
+                digest: *digest,
+            };
+            return match self.stream(spec, feed, events).await {
                 Ok(u) => Ok((BlobAction::Uploaded, u)),
                 // The earlier run's part was other bytes: start afresh, once.
                 Err(UploadError::Stale { .. }) if pending => {
                     pending = false;
                     continue;
                 }
-                Err(UploadError::Unfinished) => Err(match read {
-                    Err(e) => RegistryError::io(&what, e),
-                    Ok(()) => RegistryError::Protocol(format!("{what}: the upload stopped")),
-                }),
                 Err(UploadError::Registry(e)) => Err(e),
-                Err(e) => Err(RegistryError::Protocol(format!("{what}: {e}"))),
+                Err(e) => Err(RegistryError::Protocol(format!("{}: {e}", path.display()))),
             };
         }
     }
 
-    /// Sends a whole blob in the `PUT` that closes the session at `session`.
+    /// Sends a whole blob of `size` bytes in the `PUT` that closes the session at
+    /// `session`.
     async fn put_whole(
         &self,
         session: Url,
         d: &Digest,
-        body: bytes::Bytes,
+        size: u64,
+        body: impl Fn() -> reqwest::Body,
     ) -> Result<(), RegistryError> {
         let c = &self.client;
         let url = with_digest(session, d);
@@ -696,8 +726,8 @@ impl Uploader {
             .send(|| {
                 c.request(Method::PUT, url.clone())
                     .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, body.len())
-                    .body(body.clone())
+                    .header(CONTENT_LENGTH, size)
+                    .body(body())
             })
             .await?;
         if !resp.status().is_success() {
@@ -714,7 +744,8 @@ impl Uploader {
             return Ok(d);
         }
         if let Some(session) = self.open(Some(&d)).await? {
-            self.put_whole(session, &d, bytes::Bytes::copy_from_slice(bytes))
+            let body = bytes::Bytes::copy_from_slice(bytes);
+            self.put_whole(session, &d, body.len() as u64, || body.clone().into())
                 .await?;
         }
         Ok(d)
@@ -875,37 +906,76 @@ impl Uploader {
     }
 }
 
-/// Reads a whole file of `size` bytes (at most one chunk) off the runtime's threads.
-async fn read_file(path: PathBuf, size: u64) -> Result<Vec<u8>, RegistryError> {
-    let shown = path.display().to_string();
+/// Pieces a file body is read in.
+const FILE_PIECE: u64 = 1 << 20;
+
+/// A request body of `len` bytes of `file` from `offset`, read on a blocking thread as it
+/// is sent (two pieces ahead at most): a `PATCH` of a layout's blob holds no chunk in
+/// memory.
+fn file_body(file: &Arc<File>, offset: u64, len: u64) -> reqwest::Body {
+    let (tx, rx) = mpsc::channel(2);
+    let file = file.clone();
     tokio::task::spawn_blocking(move || {
-        let mut b = Vec::with_capacity(size as usize);
-        std::fs::File::open(&path)?
-            .take(size + 1)
-            .read_to_end(&mut b)?;
-        Ok::<_, io::Error>(b)
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let mut piece = vec![0u8; FILE_PIECE.min(end - at) as usize];
+            let read = file.read_exact_at(&mut piece, at).map(|()| piece.into());
+            let failed = read.is_err();
+            // The request is gone (sent or failed): stop reading.
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+            at = end.min(at + FILE_PIECE);
+        }
+    });
+    reqwest::Body::wrap(FileRange {
+        rx: Mutex::new(rx),
+        left: len,
     })
-    .await
-    .map_err(|e| RegistryError::Protocol(format!("reading {shown}: {e}")))?
-    .map_err(|e| RegistryError::io(&shown, e))
 }
 
-/// The reader of a layout file: hands it to the upload task in chunks, then finishes
-/// with the digest it must have. Stops when the task is gone.
-fn feed(path: &Path, chunk: usize, digest: Digest, tx: &mpsc::Sender<Msg>) -> io::Result<()> {
-    let mut f = std::fs::File::open(path)?;
-    loop {
-        let mut buf = Vec::with_capacity(chunk);
-        (&mut f).take(chunk as u64).read_to_end(&mut buf)?;
-        if buf.is_empty() {
-            break;
-        }
-        if tx.blocking_send(Msg::Data(buf)).is_err() {
-            return Ok(());
+/// See [`file_body`].
+struct FileRange {
+    rx: Mutex<mpsc::Receiver<io::Result<bytes::Bytes>>>,
+    left: u64,
+}
+
+impl http_body::Body for FileRange {
+    type Data = bytes::Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, io::Error>>> {
+        let next = self
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .poll_recv(cx);
+        match next {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(piece))) => {
+                self.left = self.left.saturating_sub(piece.len() as u64);
+                Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) if self.left > 0 => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before the blob",
+            )))),
+            Poll::Ready(None) => Poll::Ready(None),
         }
     }
-    let _ = tx.blocking_send(Msg::Finish(Some(digest)));
-    Ok(())
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
 }
 
 /// Parses `Range: 0-N` of an upload status: the registry has N+1 bytes.
