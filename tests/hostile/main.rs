@@ -8,6 +8,7 @@ mod support;
 
 // The second round's cases (issue 22), one file per seam.
 mod credentials;
+mod fallback;
 mod hub_cache;
 
 use depotai::layer::estargz::{Toc, TocEntry};
