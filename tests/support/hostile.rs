@@ -76,9 +76,12 @@ pub struct Hostile {
     pub heads: Arc<Mutex<Vec<String>>>,
     /// `METHOD /path` and the body of each `PUT` of a manifest (documents a client
     /// writes), for tests of what it wrote.
-    pub manifests_put: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    pub manifests_put: Arc<Mutex<Vec<Written>>>,
     guard: Arc<Mutex<Option<Guard>>>,
 }
+
+/// A document a client wrote: `METHOD /path` and the body.
+pub type Written = (String, Vec<u8>);
 
 /// Authentication a [`Hostile`] asks for: every path but `open` answers 401 with
 /// `WWW-Authenticate: challenge` unless the request carries `Authorization: wanted`.
@@ -94,7 +97,7 @@ struct Shared {
     routes: Arc<Mutex<HashMap<String, Reply>>>,
     log: Arc<Mutex<Vec<String>>>,
     heads: Arc<Mutex<Vec<String>>>,
-    manifests_put: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    manifests_put: Arc<Mutex<Vec<Written>>>,
     guard: Arc<Mutex<Option<Guard>>>,
 }
 
