@@ -19,12 +19,12 @@ if ! command -v cargo-fuzz >/dev/null; then
     echo "cargo-fuzz not found: cargo install cargo-fuzz" >&2
     exit 1
 fi
-read -r -a targets <<<"${TARGETS:-estargz_toc zstd_chunked_toc range_header catalogue_yaml hub_tree_page www_authenticate oci_documents}"
+read -r -a targets <<<"${TARGETS:-estargz_toc zstd_chunked_toc range_header catalogue_yaml hub_tree_page www_authenticate oci_documents dir_names}"
 
 # Seeds: real layers, documents and headers, so the fuzzer starts from valid input.
 seed() {
     local c="$root/fuzz/corpus"
-    mkdir -p "$c"/{estargz_toc,zstd_chunked_toc,range_header,catalogue_yaml,hub_tree_page,www_authenticate,oci_documents}
+    mkdir -p "$c"/{estargz_toc,zstd_chunked_toc,range_header,catalogue_yaml,hub_tree_page,www_authenticate,oci_documents,dir_names}
     local tmp
     tmp=$(mktemp -d /tmp/depotai-fuzz-seed.XXXXXX)
     local sha=0123456789abcdef0123456789abcdef01234567
@@ -46,6 +46,8 @@ seed() {
     printf 'Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"' \
         >"$c/www_authenticate/bearer"
     printf 'Basic realm="Registry"' >"$c/www_authenticate/basic"
+    printf 'config.json\n1_Pooling/config.json\ns -> .\nt -> s/s/../../etc/passwd\nu -> s/config.json\n.wh.w.bin\na\tb\n' \
+        >"$c/dir_names/tree"
     cat >"$c/hub_tree_page/page.json" <<'JSON'
 [{"type":"file","oid":"e69de29bb2d1d6434b8b29ae775ad8c2e48c5391","size":0,"path":".gitattributes"},
  {"type":"directory","oid":"0000000000000000000000000000000000000000","size":0,"path":"1_Pooling"},

@@ -18,12 +18,22 @@
 //! fetched afresh (the bytes are deterministic, so the same layer comes out), and a
 //! second mismatch fails the job with nothing tagged.
 //!
+//! A registry destination's tag is looked at first (one manifest request): when it
+//! already holds this model at this commit built with these settings, the job stops
+//! there, with nothing downloaded ([`Published`], [`HubOutcome::UpToDate`]).
+//!
+//! A signal (the `cancel` flag of [`HubConfig`]) stops the job at its next read, with
+//! [`HubError::Interrupted`]: the layout's staging directory is removed, nothing is
+//! tagged, and the partial downloads stay in the cache for the next run.
+//!
 //! What the job does is told through [`Event`]s; the command line renders them.
 
 use crate::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
 use crate::digest::Digest;
 use crate::image::ImageDocs;
-use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo, Planned};
+use crate::image::ANNOTATION_REVISION;
+use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo, Planned, Stoppable};
+use crate::names::CommitSha;
 use crate::pipeline::{
     self, BuildError, BuildReport, BuildRequest, Destination, Hooks, LayerEvent, LayoutDestination,
 };
@@ -32,12 +42,14 @@ use crate::remote::upload::{
 };
 use crate::remote::{Client, Reference, RegistryError};
 use crate::source::hub::{
-    self, CachedFile, FetchProgress, FileFilter, HubConfig, HubError, HubStream, RemoteFile,
-    RepoCache, StreamOptions, StreamStats,
+    self, FetchProgress, FileFilter, HubConfig, HubError, HubStream, RemoteFile, RepoCache,
+    StreamOptions, StreamStats,
 };
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The index annotation that records the build settings (a digest of them).
@@ -62,6 +74,65 @@ pub struct RegistryTarget {
     pub chunk_size: u64,
     /// Where unfinished uploads are remembered for a rerun (`None`: nowhere).
     pub state_dir: Option<PathBuf>,
+    /// Look at the tag first and build nothing if it already holds this image
+    /// ([`Published::UpToDate`]); `false` rebuilds (`--force`). Not when the job writes
+    /// a layout too: that layout was asked for.
+    pub skip_if_published: bool,
+}
+
+/// What a registry's tag holds, against the image a job would build: why it is built,
+/// or that it need not be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// No such tag (or repository).
+    Absent,
+    /// The tag's index was built at another commit (`None`: it records none).
+    OtherCommit(Option<String>),
+    /// The same commit, built with other settings (format, plan, globs, ...).
+    OtherSettings,
+    /// The same commit and settings: the index the tag points at.
+    UpToDate(Digest),
+}
+
+impl fmt::Display for Published {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Published::Absent => f.write_str("not in the registry"),
+            Published::OtherCommit(Some(c)) => write!(f, "built at {c}"),
+            Published::OtherCommit(None) => f.write_str("built at an unknown commit"),
+            Published::OtherSettings => f.write_str("built with other settings"),
+            Published::UpToDate(_) => f.write_str("up to date"),
+        }
+    }
+}
+
+/// One manifest request: what `tag` of `client`'s repository holds, against an image of
+/// `sha` whose index carries `annotations` ([`settings_annotations`]). An answer that is
+/// not an index with those annotations (a plain manifest, other JSON) is not up to date.
+pub async fn published(
+    client: &Client,
+    tag: &str,
+    sha: &CommitSha,
+    annotations: &BTreeMap<String, String>,
+) -> Result<Published, RegistryError> {
+    let url = client.url(&format!("manifests/{tag}"));
+    let accept =
+        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    let bytes = match client.get_bytes(&url, Some(accept), None).await {
+        Ok((bytes, _)) => bytes,
+        Err(RegistryError::NotFound { .. }) => return Ok(Published::Absent),
+        Err(e) => return Err(e),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let note = |k: &str| v["annotations"][k].as_str().map(str::to_string);
+    let revision = note(ANNOTATION_REVISION);
+    if revision.as_deref() != Some(sha.as_str()) {
+        return Ok(Published::OtherCommit(revision));
+    }
+    if note(SETTINGS_ANNOTATION).as_ref() != annotations.get(SETTINGS_ANNOTATION) {
+        return Ok(Published::OtherSettings);
+    }
+    Ok(Published::UpToDate(Digest::of(&bytes)))
 }
 
 /// One model from the Hub.
@@ -101,6 +172,12 @@ pub enum Event<'a> {
     Retry { path: &'a str, why: &'a str },
     /// Layer `n`'s blob is in the registry (told after the image is published).
     Uploaded { n: usize, upload: &'a Uploaded },
+    /// The registry's tag was looked at (before anything else): the image is built
+    /// unless it is [`Published::UpToDate`].
+    TagChecked {
+        reference: &'a Reference,
+        published: &'a Published,
+    },
     /// The tag points at the image.
     Published {
         reference: &'a Reference,
@@ -126,9 +203,20 @@ pub enum JobError {
     OfflineWithoutCache,
 }
 
+/// How a job ended.
+#[derive(Debug)]
+pub enum HubOutcome {
+    /// The registry's tag already holds the image ([`RegistryTarget::skip_if_published`]):
+    /// nothing was listed, downloaded or built. The index the tag points at.
+    UpToDate(Digest),
+    Built(Box<HubReport>),
+}
+
 /// What a job did.
 #[derive(Debug)]
 pub struct HubReport {
+    /// What the registry's tag held before (why the image was built), if it was looked at.
+    pub published: Option<Published>,
     pub build: BuildReport,
     pub stream: StreamStats,
     /// Layer uploads, by layer number.
@@ -187,20 +275,12 @@ impl Source {
 
 /// The files to build and, offline, the cache's copies of them (every selected file of
 /// the kept listing, or an error naming what is missing).
-fn remote_files(job: &HubJob) -> Result<(Vec<RemoteFile>, Option<hub::Fetched>), HubError> {
+fn remote_files(job: &HubJob) -> Result<(Vec<RemoteFile>, Option<hub::Cached>), HubError> {
     let (name, sha) = (&job.req.name, &job.req.sha);
     if job.hub.offline {
-        let fetched = hub::fetch(name, sha, &job.hub, &job.filter, Arc::new(hub::Silent))?;
-        let files = fetched
-            .files
-            .iter()
-            .map(|f| RemoteFile {
-                path: f.path.clone(),
-                size: f.size,
-                check: f.check.clone(),
-            })
-            .collect();
-        return Ok((files, Some(fetched)));
+        let cached = hub::cached(name, sha, &job.hub, &job.filter)?;
+        let files = cached.files.iter().map(|f| f.file.clone()).collect();
+        return Ok((files, Some(cached)));
     }
     let files = hub::list(name, sha, &job.hub, &job.filter, job.stream.cache)?;
     Ok((files, None))
@@ -293,9 +373,40 @@ fn worth_retrying(e: &BuildError) -> bool {
 const STALE_MARK: &str = "uploaded again from the start";
 
 /// Runs `job`, telling `on_event` what happens.
-pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubReport, JobError> {
+pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubOutcome, JobError> {
     if job.hub.offline && !job.stream.cache {
         return Err(JobError::OfflineWithoutCache);
+    }
+    crate::image::validate_tag(&job.req.tag).map_err(BuildError::from)?;
+    let cancel = job.hub.cancel.clone();
+    let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
+    // The registry side runs on its own runtime (the tag check too, so the connection
+    // it opens is reused by the uploads); the layers are built on this thread.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("upload")
+        .enable_all()
+        .build()
+        .map_err(JobError::Runtime)?;
+    let mut tag_held = None;
+    if let Some(t) = job.registry.as_ref().filter(|t| t.skip_if_published) {
+        if !job.layout {
+            let tag = t.reference.manifest_ref();
+            let found = rt.block_on(async {
+                tokio::select! {
+                    p = published(&t.client, tag, &job.req.sha, &job.req.index_annotations) => Ok(p?),
+                    () = hub::cancelled(&job.hub) => Err(JobError::Hub(HubError::Interrupted)),
+                }
+            })?;
+            on_event(Event::TagChecked {
+                reference: &t.reference,
+                published: &found,
+            });
+            if let Published::UpToDate(index) = found {
+                return Ok(HubOutcome::UpToDate(index));
+            }
+            tag_held = Some(found);
+        }
     }
     let (files, offline) = remote_files(&job)?;
     let entries = entries_of(&files);
@@ -324,12 +435,10 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         for p in laid {
             if let Planned::Source(Entry {
                 path,
-                kind: EntryKind::File { size, .. },
+                kind: EntryKind::File { .. },
             }) = p
             {
-                if size > 0 {
-                    order.push((*by_path[path.as_str()]).clone());
-                }
+                order.push((*by_path[path.as_str()]).clone());
             }
         }
     }
@@ -340,7 +449,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         .collect();
     let retries = Arc::new(Retries::default());
     let source = match &offline {
-        Some(fetched) => Source::Cache(fetched.entries().1),
+        Some(cached) => Source::Cache(cached.contents()),
         None => Source::Stream(HubStream::start(
             &job.req.name,
             &job.req.sha,
@@ -358,16 +467,6 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
 
     let mut req = job.req.clone();
     req.expected_digests = hub::expected_sha256(files.iter().map(|f| (f.path.as_str(), &f.check)));
-    let record_files: Vec<CachedFile> = files
-        .iter()
-        .map(|f| CachedFile {
-            path: f.path.clone(),
-            size: f.size,
-            blob: cache.blob(f.check.etag()),
-            check: f.check.clone(),
-            downloaded: false,
-        })
-        .collect();
     let settings = BuildSettings::new(
         &req.layer,
         &req.plan,
@@ -375,19 +474,11 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         &job.include,
         &job.exclude,
     );
-    let record =
-        BuildRecord::new(&req.name, &req.sha, &req.tag, settings).with_files(&record_files);
+    let record = BuildRecord::new(&req.name, &req.sha, &req.tag, settings).with_files(&files);
     // The record also makes the image's provenance (a referrer of the index).
     req.record = Some(record.clone());
     let record = record.to_bytes();
 
-    // The registry side runs on its own runtime; the layers are built on this thread.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("upload")
-        .enable_all()
-        .build()
-        .map_err(JobError::Runtime)?;
     let uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>> = Arc::default();
     let mut reference = None;
     let registry: Option<Box<dyn Destination>> = match job.registry {
@@ -432,6 +523,9 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     // them): fetched afresh by the retry, and reported with the stream's own re-fetches.
     let mismatched = Mutex::new(Vec::new());
     let retry = |_n: usize, e: &BuildError| {
+        if cancelled() {
+            return false;
+        }
         if let BuildError::ContentMismatch { path, .. } = e {
             mismatched
                 .lock()
@@ -445,9 +539,16 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         on_layer: &on_layer,
     };
     let extra = [(RECORD_FILE, record)];
+    // Every read, from the network or the cache, fails soon after a signal.
+    let never = AtomicBool::new(false);
+    let contents = Stoppable {
+        inner: source.contents(),
+        stop: cancel.as_deref().unwrap_or(&never),
+        why: "interrupted",
+    };
     let built = pipeline::build_planned_with(
         plan,
-        source.contents(),
+        &contents,
         &req,
         dest,
         &extra,
@@ -455,13 +556,6 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         &hooks,
     );
     tell.drain(&retries);
-    let build = built?;
-    if let Some(r) = &reference {
-        on_event(Event::Published {
-            reference: r,
-            index: &build.index_digest,
-        });
-    }
     let mut stats = match &source {
         Source::Stream(s) => s.stats(),
         Source::Cache(_) => StreamStats {
@@ -475,8 +569,10 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         .failures
         .extend(mismatched.into_inner().unwrap_or_else(|p| p.into_inner()));
     let mut freed = 0;
-    // Offline nothing was downloaded (and a file may be a snapshot entry, not a blob).
-    if job.delete_downloads && job.stream.cache && offline.is_none() {
+    // Whether the build succeeded or failed, but not after a signal: the next run
+    // resumes what is there. Offline nothing was downloaded (and a file may be a
+    // snapshot entry, not a blob).
+    if job.delete_downloads && job.stream.cache && offline.is_none() && !cancelled() {
         for (f, before) in files.iter().zip(&cached_before) {
             if *before {
                 continue;
@@ -487,16 +583,27 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             }
         }
     }
+    let build = match built {
+        Err(_) if cancelled() => return Err(HubError::Interrupted.into()),
+        b => b?,
+    };
+    if let Some(r) = &reference {
+        on_event(Event::Published {
+            reference: r,
+            index: &build.index_digest,
+        });
+    }
     let uploads = std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
     for (n, u) in &uploads {
         on_event(Event::Uploaded { n: *n, upload: u });
     }
-    Ok(HubReport {
+    Ok(HubOutcome::Built(Box::new(HubReport {
+        published: tag_held,
         build,
         stream: stats,
         uploads: uploads.into_iter().collect(),
         freed_bytes: freed,
-    })
+    })))
 }
 
 /// A registry: each layer streamed as it is made, the documents put at the end.

@@ -5,11 +5,12 @@
 //! [`layer`] (deterministic tar + eStargz or zstd:chunked) → [`image`] (OCI documents,
 //! the layout) → a destination ([`pipeline`]: a layout, a registry upload, or only
 //! digests). The format modules (`plan`, `layer`, `image`) know nothing of Hugging Face
-//! or the command line; the CLI lives in the binary. [`job`] is the streamed Hub →
-//! registry job, [`provenance`] the in-toto statement each image carries, [`verify`] the
-//! rebuild that checks one. [`catalogue`] is the list of models `build --all` builds.
-//! [`serve`] serves built images over the OCI Distribution API (the registry server);
-//! [`remote`] is the client side of that protocol (push, upload, lazy `ls` / `get`),
+//! or the command line; the CLI lives in the binary. [`job`] is the one Hub build job
+//! (streamed into a layout, a registry or both), [`provenance`] the in-toto statement
+//! each image carries, [`verify`] the rebuild that checks one. [`catalogue`] is the list
+//! of models `build --all` builds. [`serve`] serves built images over the OCI
+//! Distribution API (the registry server); [`remote`] is the client side of that
+//! protocol (push, upload, lazy `ls` / `get`),
 //! named as go-containerregistry names its client. [`limits`] bounds what untrusted
 //! parties may make us allocate. [`http`] is what the Hub and registry clients share:
 //! redirects followed by hand, credentials only for their own origin; [`redact`] keeps

@@ -43,15 +43,26 @@ pub const MAX_TOC_ENTRIES: usize = 1 << 18;
 /// Lines of one tar-split: one per tar entry and one segment between entries.
 pub const MAX_TAR_SPLIT_LINES: usize = 2 * MAX_TOC_ENTRIES + 2;
 
-/// A path in a TOC or a Hub listing, in bytes (Linux `PATH_MAX`).
+/// A path in a TOC or a Hub listing, in bytes (Linux `PATH_MAX`). The rules for paths
+/// are [`crate::names::check_path`].
 pub const MAX_PATH_LEN: usize = 4096;
 
 /// One component of such a path, in bytes (Linux `NAME_MAX`).
 pub const MAX_NAME_LEN: usize = 255;
 
+/// `--chunk-size`, the size of the independently compressed chunks of a large file, in
+/// bytes. Every chunk is a TOC entry of about 200 bytes plus its name, so below 64 KiB a
+/// model's TOC outgrows [`MAX_TOC_BYTES`] and [`MAX_TOC_ENTRIES`] while its files are
+/// still small (`--chunk-size 4`, a typo for 4MiB, makes a 1 MiB file 262,144 entries);
+/// above 64 MiB a lazy pull fetches more than it needs and the compressor holds
+/// `2 × threads + 2` such chunks.
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
+
 /// One chunk's compressed bytes, fetched with one Range request. depotai writes chunks of
-/// at most 1 GiB (`--chunk-size`), which compress to about that; the bytes are streamed
-/// through the decompressor, never held whole.
+/// at most [`MAX_CHUNK_SIZE`] (earlier versions up to 1 GiB, and a file smaller than the
+/// chunk size is one chunk however large), which compress to about that; the bytes are
+/// streamed through the decompressor, never held whole.
 pub const MAX_CHUNK_COMPRESSED: u64 = 1 << 31;
 
 /// How much one gzip member may inflate: deflate's best case is 258 bytes from about 2
@@ -116,6 +127,23 @@ pub const IDLE_TIMEOUT_SECS: u64 = 30;
 /// `serve`: file descriptors kept free of connections (blob files being served, the
 /// listener, the store's reads) when the connection cap is fitted to `RLIMIT_NOFILE`.
 pub const RESERVED_FDS: u64 = 64;
+
+/// `serve`: bytes read from a blob per step (one positioned read on the blocking pool),
+/// while [`SERVE_PIECE_BUDGET`] lasts. Large enough that a fast client costs few reads.
+pub const SERVE_PIECE: u64 = 256 << 10;
+
+/// `serve`: bytes of full-size pieces all responses together may hold. A piece is held
+/// from its read until the client's socket has taken its last byte, so a reader that
+/// stops draining keeps one (or two: hyper asks for the next piece once less than its
+/// 128 KiB buffer limit is left of the last). Past the budget, pieces are
+/// [`SERVE_SMALL_PIECE`], one at a time per response, so readers stalled at the
+/// connection cap hold at most this plus `MAX_CONNECTIONS` small pieces. 64 MiB is 128
+/// to 256 responses streaming at full size at once.
+pub const SERVE_PIECE_BUDGET: usize = 64 << 20;
+
+/// `serve`: the piece size once [`SERVE_PIECE_BUDGET`] is spent; a response has at most
+/// one such piece in memory, read when the last was written out.
+pub const SERVE_SMALL_PIECE: u64 = 16 << 10;
 
 /// `serve`: store lookups (file system work on the blocking pool) at once; more wait.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 64;
@@ -194,44 +222,6 @@ pub fn check_json_shape(
         }
     }
     Ok(())
-}
-
-/// Why a path from a TOC or a listing must not be used, if it must not: empty, absolute,
-/// `.`/`..`/empty components, backslashes, NUL or other control characters, or too long.
-pub fn unsafe_path(path: &str) -> Option<String> {
-    if path.is_empty() {
-        return Some("empty name".into());
-    }
-    if path.len() > MAX_PATH_LEN {
-        return Some(format!(
-            "name of {} bytes (at most {MAX_PATH_LEN})",
-            path.len()
-        ));
-    }
-    if path.starts_with('/') {
-        return Some("absolute name".into());
-    }
-    if path.contains('\0') {
-        return Some("NUL in the name".into());
-    }
-    if path.chars().any(char::is_control) {
-        return Some("control character in the name".into());
-    }
-    if path.contains('\\') {
-        return Some("backslash in the name".into());
-    }
-    for c in path.split('/') {
-        if c.is_empty() || c == "." || c == ".." {
-            return Some("empty, '.' or '..' component".into());
-        }
-        if c.len() > MAX_NAME_LEN {
-            return Some(format!(
-                "component of {} bytes (at most {MAX_NAME_LEN})",
-                c.len()
-            ));
-        }
-    }
-    None
 }
 
 /// Untrusted text for a one-line message: control characters (newlines included)
@@ -319,28 +309,6 @@ mod tests {
             check_json_shape(deep.as_bytes(), MAX_JSON_DEPTH, 10),
             Err(JsonShapeError::TooDeep(MAX_JSON_DEPTH))
         );
-    }
-
-    #[test]
-    fn unsafe_paths_name_what_is_wrong() {
-        for (p, why) in [
-            ("", "empty name"),
-            ("/etc/passwd", "absolute name"),
-            ("a/../../x", "empty, '.' or '..' component"),
-            ("a//b", "empty, '.' or '..' component"),
-            ("a\\b", "backslash in the name"),
-            ("a\0b", "NUL in the name"),
-            ("a\nb", "control character in the name"),
-        ] {
-            assert_eq!(unsafe_path(p).as_deref(), Some(why), "{p:?}");
-        }
-        assert!(unsafe_path(&"a".repeat(256)).unwrap().contains("256 bytes"));
-        assert!(unsafe_path(&"a/".repeat(3000))
-            .unwrap()
-            .contains("6000 bytes"));
-        for ok in ["config.json", "1_Pooling/config.json", "a..b", "ü/файл"] {
-            assert_eq!(unsafe_path(ok), None, "{ok:?}");
-        }
     }
 
     #[test]

@@ -13,10 +13,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("depotai: error: {e:#}");
-            if e.downcast_ref::<cli::Interrupted>().is_some() {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
+            match e.downcast_ref::<cli::Interrupted>() {
+                Some(i) => ExitCode::from(i.exit_code()),
+                None => ExitCode::FAILURE,
             }
         }
     }

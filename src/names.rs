@@ -1,4 +1,5 @@
-//! Typed names parsed once at the edge: a model's repo id and the commit it is pinned to.
+//! Typed names parsed once at the edge: a model's repo id, the commit it is pinned to,
+//! and the one policy for the paths of files inside an image ([`check_path`]).
 //!
 //! Registry mapping: a Hub repo id keeps its spelling in annotations, but image
 //! references and output paths use its lowercase form (OCI repository names must be
@@ -6,8 +7,96 @@
 //! instance `org/a._b`) is refused rather than silently rewritten, so two models can never
 //! map to the same image.
 
+use crate::limits::{MAX_NAME_LEN, MAX_PATH_LEN};
 use std::fmt;
 use std::str::FromStr;
+
+/// Why a path cannot be a file of an image. One policy for both sides: the builder
+/// refuses such a name before it writes anything (a model directory's files, a Hub
+/// listing), and every reader refuses it in a TOC or tar-split, so depotai never builds
+/// an image that its own `ls` and `get` (or a runtime) would refuse or misread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathRule {
+    #[error("empty name")]
+    Empty,
+    #[error("name of {0} bytes (at most {MAX_PATH_LEN})")]
+    TooLong(usize),
+    #[error("absolute name")]
+    Absolute,
+    #[error("NUL in the name")]
+    Nul,
+    /// Newline, tab, escape, DEL and the other C0/C1 controls: they break one-line
+    /// listings and terminals.
+    #[error("control character in the name")]
+    Control,
+    #[error("backslash in the name")]
+    Backslash,
+    #[error("empty, '.' or '..' component")]
+    DotComponent,
+    #[error("component of {0} bytes (at most {MAX_NAME_LEN})")]
+    LongComponent(usize),
+    /// `C:…`: a Windows drive, which a cache or extraction on Windows would take as one.
+    #[error("drive letter")]
+    DriveLetter,
+    /// `.wh.NAME` and `.wh..wh..opq` are overlay whiteouts: every runtime unpacking the
+    /// layer deletes `NAME` (or the directory's contents) instead of creating a file.
+    #[error("whiteout name: a component starting with '.wh.' hides files when a runtime unpacks the layer")]
+    Whiteout,
+}
+
+/// Checks a `/`-separated path of a file inside an image (no leading `./`, no trailing
+/// `/`) against [`PathRule`].
+pub fn check_path(path: &str) -> Result<(), PathRule> {
+    if path.is_empty() {
+        return Err(PathRule::Empty);
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(PathRule::TooLong(path.len()));
+    }
+    if path.starts_with('/') {
+        return Err(PathRule::Absolute);
+    }
+    if path.contains('\0') {
+        return Err(PathRule::Nul);
+    }
+    if path.chars().any(char::is_control) {
+        return Err(PathRule::Control);
+    }
+    if path.contains('\\') {
+        return Err(PathRule::Backslash);
+    }
+    for c in path.split('/') {
+        if c.is_empty() || c == "." || c == ".." {
+            return Err(PathRule::DotComponent);
+        }
+        if c.len() > MAX_NAME_LEN {
+            return Err(PathRule::LongComponent(c.len()));
+        }
+        if c.starts_with(".wh.") {
+            return Err(PathRule::Whiteout);
+        }
+    }
+    if path.as_bytes().get(1) == Some(&b':') {
+        return Err(PathRule::DriveLetter);
+    }
+    Ok(())
+}
+
+/// Checks a symlink's target: what a reader accepts as a `linkname` (at most
+/// [`MAX_PATH_LEN`] bytes, no NUL or control characters). Where it points is the
+/// source's concern (a model directory's links must stay inside it).
+pub fn check_link_target(target: &str) -> Result<(), PathRule> {
+    if target.len() > MAX_PATH_LEN {
+        return Err(PathRule::TooLong(target.len()));
+    }
+    if target.contains('\0') {
+        return Err(PathRule::Nul);
+    }
+    if target.chars().any(char::is_control) {
+        return Err(PathRule::Control);
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
@@ -154,6 +243,65 @@ impl fmt::Display for CommitSha {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_paths_name_the_rule_they_break() {
+        for (p, rule) in [
+            ("", PathRule::Empty),
+            ("/etc/passwd", PathRule::Absolute),
+            ("a/../../x", PathRule::DotComponent),
+            ("a//b", PathRule::DotComponent),
+            ("./a", PathRule::DotComponent),
+            ("a/.", PathRule::DotComponent),
+            ("a\\b", PathRule::Backslash),
+            ("..\\x", PathRule::Backslash),
+            ("a\0b", PathRule::Nul),
+            ("a\nb", PathRule::Control),
+            ("a\tb", PathRule::Control),
+            ("a\u{1b}[31mb", PathRule::Control),
+            ("a\u{7f}", PathRule::Control),
+            ("a\u{85}", PathRule::Control),
+            ("C:x", PathRule::DriveLetter),
+            (".wh.w.bin", PathRule::Whiteout),
+            ("sub/.wh..wh..opq", PathRule::Whiteout),
+        ] {
+            assert_eq!(check_path(p), Err(rule), "{p:?}");
+        }
+        assert_eq!(
+            check_path(&"a".repeat(256)),
+            Err(PathRule::LongComponent(256))
+        );
+        assert_eq!(check_path(&"a/".repeat(3000)), Err(PathRule::TooLong(6000)));
+        assert_eq!(
+            PathRule::TooLong(6000).to_string(),
+            "name of 6000 bytes (at most 4096)"
+        );
+        for ok in [
+            "config.json",
+            "1_Pooling/config.json",
+            "a..b",
+            "ü/файл",
+            "a b#1?.bin",
+            "100%.txt",
+            ".gitattributes",
+            "a.wh.b",
+            "wh.x",
+            "..a",
+        ] {
+            assert_eq!(check_path(ok), Ok(()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn link_targets_may_climb_but_not_carry_controls_or_run_long() {
+        assert_eq!(check_link_target("../a/b"), Ok(()));
+        assert_eq!(check_link_target("a\nb"), Err(PathRule::Control));
+        assert_eq!(check_link_target("a\0b"), Err(PathRule::Nul));
+        assert_eq!(
+            check_link_target(&"x".repeat(4097)),
+            Err(PathRule::TooLong(4097))
+        );
+    }
 
     #[test]
     fn hub_repo_ids_from_the_catalogue_are_accepted() {

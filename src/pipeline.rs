@@ -177,39 +177,31 @@ pub fn default_output(name: &ModelName) -> PathBuf {
     Path::new("out").join(name.registry_path())
 }
 
-/// Splits `entries` into layers as `req` says, validating the whole set first.
+/// Splits `entries` into layers as `req` says, validating the whole set first, and
+/// refuses, before anything is written, a chunk size out of range or a layer whose TOC
+/// a reader would refuse.
 pub fn plan_layers(entries: Vec<Entry>, req: &BuildRequest) -> Result<LayerPlan, BuildError> {
+    req.layer.check_chunk_size()?;
     let landmarks = req.layer.format == layer::Format::Estargz;
-    Ok(plan::plan(
-        entries,
-        &req.layer.prefetch,
-        landmarks,
-        &req.plan,
-    )?)
+    let plan = plan::plan(entries, &req.layer.prefetch, landmarks, &req.plan)?;
+    for l in &plan.layers {
+        layer::bound::check_toc_bound(&l.entries, &req.layer)?;
+    }
+    Ok(plan)
 }
 
+/// `entries` (read through `contents`) into a layout at `req.output`: a build from a
+/// directory. (A Hub build is the streamed job, `crate::job`.)
 pub fn build_image(
     entries: Vec<Entry>,
     contents: &dyn Contents,
     req: &BuildRequest,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BuildReport, BuildError> {
-    build_image_with_files(entries, contents, req, &[], progress)
-}
-
-/// [`build_image`], with `extra` files (name, bytes) put beside `index.json` and renamed
-/// into place together with the image, e.g. the build record.
-pub fn build_image_with_files(
-    entries: Vec<Entry>,
-    contents: &dyn Contents,
-    req: &BuildRequest,
-    extra: &[(&str, Vec<u8>)],
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<BuildReport, BuildError> {
     image::validate_tag(&req.tag)?;
     let plan = plan_layers(entries, req)?;
     let dest = LayoutDestination::create(&req.output)?;
-    build_planned(plan, contents, req, Box::new(dest), extra, progress)
+    build_planned(plan, contents, req, Box::new(dest), &[], progress)
 }
 
 /// What the caller of [`build_planned_with`] hears, layer by layer.
@@ -570,11 +562,11 @@ mod tests {
         }
     }
 
-    /// Four 96 KiB shards (a layer each, 16 KiB chunks) and a small file on top.
+    /// Four 160 KiB shards (a layer each, 64 KiB chunks) and a small file on top.
     fn model() -> (Vec<Entry>, BTreeMap<String, Vec<u8>>) {
         let mut files = BTreeMap::new();
         for i in 0..4u32 {
-            let bytes: Vec<u8> = (0..96 * 1024u32)
+            let bytes: Vec<u8> = (0..160 * 1024u32)
                 .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 11) as u8)
                 .collect();
             files.insert(format!("shard-{i}.bin"), bytes);
@@ -601,7 +593,7 @@ mod tests {
             output: PathBuf::new(),
             platforms: image::default_platforms(),
             layer: layer::Options {
-                chunk_size: 16 << 10,
+                chunk_size: 64 << 10,
                 ..layer::Options::default()
             },
             plan: PlanOptions {

@@ -16,7 +16,7 @@ use crate::names::ModelName;
 use crate::plan::BuiltLayer;
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
@@ -149,81 +149,65 @@ impl Provenance {
         self.source == "huggingface"
     }
 
-    /// The in-toto statement, as canonical JSON.
+    /// The in-toto statement, as canonical JSON (keys sorted at every depth, compact).
+    /// Serialised straight from borrowed fields, declared in key order, so a statement
+    /// of many files costs its bytes and nothing per file beside them.
     pub fn statement(&self) -> Vec<u8> {
-        let hex = self.index_digest.trim_start_matches("sha256:");
-        let mut deps = Vec::new();
-        if self.hub() {
-            deps.push(json!({
-                "uri": format!("git+https://huggingface.co/{}@{}", self.model, self.revision),
-                "digest": {"gitCommit": self.revision},
-                "name": self.model,
-            }));
-        }
-        for f in &self.files {
-            let mut digest = json!({"sha256": f.sha256});
-            if let Some(g) = &f.git_blob {
-                digest["gitBlob"] = json!(g);
-            }
-            let mut d = json!({
-                "name": f.path,
-                "digest": digest,
-                "annotations": {"size": f.size},
-            });
-            if self.hub() {
-                d["uri"] = json!(resolve_uri(&self.model, &self.revision, &f.path));
-            }
-            deps.push(d);
-        }
-        let byproducts: Vec<Value> = self
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(n, l)| {
-                json!({
-                    "name": format!("layer {n}: {}", l.role),
-                    "digest": {"sha256": l.digest.trim_start_matches("sha256:")},
-                    "mediaType": l.media_type,
-                    "annotations": {
-                        "role": l.role,
-                        "diffId": l.diff_id,
-                        "size": l.size,
-                        "files": l.files,
-                    },
-                })
-            })
-            .collect();
         let source = if self.hub() {
             source_url_str(&self.model)
         } else {
             "directory".to_string()
         };
-        let statement = json!({
-            "_type": STATEMENT_TYPE,
-            "subject": [{"name": self.image, "digest": {"sha256": hex}}],
-            "predicateType": PREDICATE_TYPE,
-            "predicate": {
-                "buildDefinition": {
-                    "buildType": BUILD_TYPE,
-                    "externalParameters": {
-                        "model": self.model,
-                        "revision": self.revision,
-                        "source": source,
-                        "tag": self.tag,
-                        "settings": serde_json::to_value(&self.settings).expect("settings serialise"),
+        let statement = Statement {
+            type_: STATEMENT_TYPE,
+            predicate: Predicate {
+                build_definition: BuildDefinition {
+                    build_type: BUILD_TYPE,
+                    external_parameters: ExternalParameters {
+                        model: &self.model,
+                        revision: &self.revision,
+                        settings: serde_json::to_value(&self.settings).expect("settings serialise"),
+                        source,
+                        tag: &self.tag,
                     },
-                    "resolvedDependencies": deps,
+                    resolved_dependencies: Dependencies(self),
                 },
-                "runDetails": {
-                    "builder": {
-                        "id": BUILDER_ID,
-                        "version": {"depotai": self.tool.trim_start_matches("depotai ")},
+                run_details: RunDetails {
+                    builder: Builder {
+                        id: BUILDER_ID,
+                        version: Version {
+                            depotai: self.tool.trim_start_matches("depotai "),
+                        },
                     },
-                    "byproducts": byproducts,
+                    byproducts: self
+                        .layers
+                        .iter()
+                        .enumerate()
+                        .map(|(n, l)| Byproduct {
+                            annotations: LayerAnnotations {
+                                diff_id: &l.diff_id,
+                                files: &l.files,
+                                role: &l.role,
+                                size: l.size,
+                            },
+                            digest: Sha256 {
+                                sha256: l.digest.trim_start_matches("sha256:"),
+                            },
+                            media_type: &l.media_type,
+                            name: format!("layer {n}: {}", l.role),
+                        })
+                        .collect(),
                 },
             },
-        });
-        canonical_json(&statement)
+            predicate_type: PREDICATE_TYPE,
+            subject: [Subject {
+                digest: Sha256 {
+                    sha256: self.index_digest.trim_start_matches("sha256:"),
+                },
+                name: &self.image,
+            }],
+        };
+        serde_json::to_vec(&statement).expect("a statement serialises")
     }
 
     /// Reads a statement written by [`Provenance::statement`].
@@ -326,6 +310,155 @@ impl Provenance {
             .enumerate()
             .find(|(_, l)| l.files.iter().any(|f| f == path))
     }
+}
+
+// The statement's shape. Fields are declared in byte order of their keys (serde writes
+// them in declaration order), which makes the output canonical JSON.
+
+#[derive(Serialize)]
+struct Statement<'a> {
+    #[serde(rename = "_type")]
+    type_: &'static str,
+    predicate: Predicate<'a>,
+    #[serde(rename = "predicateType")]
+    predicate_type: &'static str,
+    subject: [Subject<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct Subject<'a> {
+    digest: Sha256<'a>,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Sha256<'a> {
+    sha256: &'a str,
+}
+
+#[derive(Serialize)]
+struct Predicate<'a> {
+    #[serde(rename = "buildDefinition")]
+    build_definition: BuildDefinition<'a>,
+    #[serde(rename = "runDetails")]
+    run_details: RunDetails<'a>,
+}
+
+#[derive(Serialize)]
+struct BuildDefinition<'a> {
+    #[serde(rename = "buildType")]
+    build_type: &'static str,
+    #[serde(rename = "externalParameters")]
+    external_parameters: ExternalParameters<'a>,
+    #[serde(rename = "resolvedDependencies")]
+    resolved_dependencies: Dependencies<'a>,
+}
+
+#[derive(Serialize)]
+struct ExternalParameters<'a> {
+    model: &'a str,
+    revision: &'a str,
+    /// A `Value` of objects (`BTreeMap`s): serialised with sorted keys.
+    settings: Value,
+    source: String,
+    tag: &'a str,
+}
+
+/// The Hub commit (for a Hub build), then every file: written one by one as the
+/// statement is serialised, never held as a list.
+struct Dependencies<'a>(&'a Provenance);
+
+impl Serialize for Dependencies<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.0;
+        let commit = p.hub().then(|| Dependency::Commit {
+            digest: GitCommit {
+                git_commit: &p.revision,
+            },
+            name: &p.model,
+            uri: format!("git+https://huggingface.co/{}@{}", p.model, p.revision),
+        });
+        let files = p.files.iter().map(|f| Dependency::File {
+            annotations: FileAnnotations { size: f.size },
+            digest: FileDigest {
+                git_blob: f.git_blob.as_deref(),
+                sha256: &f.sha256,
+            },
+            name: &f.path,
+            uri: p.hub().then(|| resolve_uri(&p.model, &p.revision, &f.path)),
+        });
+        s.collect_seq(commit.into_iter().chain(files))
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Dependency<'a> {
+    Commit {
+        digest: GitCommit<'a>,
+        name: &'a str,
+        uri: String,
+    },
+    File {
+        annotations: FileAnnotations,
+        digest: FileDigest<'a>,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        uri: Option<String>,
+    },
+}
+
+#[derive(Serialize)]
+struct GitCommit<'a> {
+    #[serde(rename = "gitCommit")]
+    git_commit: &'a str,
+}
+
+#[derive(Serialize)]
+struct FileAnnotations {
+    size: u64,
+}
+
+#[derive(Serialize)]
+struct FileDigest<'a> {
+    #[serde(rename = "gitBlob", skip_serializing_if = "Option::is_none")]
+    git_blob: Option<&'a str>,
+    sha256: &'a str,
+}
+
+#[derive(Serialize)]
+struct RunDetails<'a> {
+    builder: Builder<'a>,
+    byproducts: Vec<Byproduct<'a>>,
+}
+
+#[derive(Serialize)]
+struct Builder<'a> {
+    id: &'static str,
+    version: Version<'a>,
+}
+
+#[derive(Serialize)]
+struct Version<'a> {
+    depotai: &'a str,
+}
+
+#[derive(Serialize)]
+struct Byproduct<'a> {
+    annotations: LayerAnnotations<'a>,
+    digest: Sha256<'a>,
+    #[serde(rename = "mediaType")]
+    media_type: &'a str,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct LayerAnnotations<'a> {
+    #[serde(rename = "diffId")]
+    diff_id: &'a str,
+    files: &'a [String],
+    role: &'a str,
+    size: u64,
 }
 
 /// Where a model's files live on the Hub, for the image's source annotation.
@@ -445,6 +578,45 @@ mod tests {
             "https://huggingface.co/Acme/M/resolve/0123456789abcdef0123456789abcdef01234567/w%20eights/a%2Ebin"
         );
         assert_eq!(p.layer_of("config.json").unwrap().0, 0);
+    }
+
+    #[test]
+    fn the_statement_is_canonical_json_for_hub_and_directory_builds() {
+        let hub = provenance();
+        let dir = Provenance {
+            source: "directory".into(),
+            ..provenance()
+        };
+        for p in [hub, dir] {
+            let bytes = p.statement();
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            // Re-sorting changes nothing: keys are in order at every depth.
+            assert_eq!(
+                String::from_utf8(canonical_json(&v)).unwrap(),
+                String::from_utf8(bytes.clone()).unwrap()
+            );
+            assert_eq!(Provenance::parse(&bytes).unwrap(), p);
+        }
+        let dir = Provenance {
+            source: "directory".into(),
+            ..provenance()
+        };
+        let v: Value = serde_json::from_slice(&dir.statement()).unwrap();
+        let deps = &v["predicate"]["buildDefinition"]["resolvedDependencies"];
+        assert_eq!(
+            deps.as_array().unwrap().len(),
+            2,
+            "no commit for a directory"
+        );
+        assert_eq!(deps[0]["uri"], Value::Null);
+        assert_eq!(
+            deps[1]["digest"],
+            serde_json::json!({"sha256": Digest::of(b"hello").hex()})
+        );
+        assert_eq!(
+            v["predicate"]["buildDefinition"]["externalParameters"]["source"],
+            "directory"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn request(out: &Path) -> BuildRequest {
         plan: Default::default(),
         record: None,
         layer: Options {
-            chunk_size: 1024,
+            chunk_size: 64 << 10,
             threads: 2,
             ..Default::default()
         },
@@ -73,7 +73,7 @@ fn big_entry() -> Vec<Entry> {
     vec![Entry {
         path: "w.bin".into(),
         kind: EntryKind::File {
-            size: 100_000,
+            size: 300_000,
             executable: false,
         },
     }]
@@ -103,7 +103,7 @@ fn a_read_error_midway_leaves_the_previous_image_untouched_and_no_partial_dir() 
     let err = build_image(
         big_entry(),
         &Flaky {
-            fail_after: 50_000,
+            fail_after: 150_000,
             short: false,
         },
         &request(&out),
@@ -124,7 +124,7 @@ fn a_file_that_shrinks_while_read_fails_and_writes_nothing() {
     let err = build_image(
         big_entry(),
         &Flaky {
-            fail_after: 99_999,
+            fail_after: 299_999,
             short: true,
         },
         &request(&out),

@@ -446,7 +446,7 @@ fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
         &src,
         "acme/huge",
         &out,
-        &["--quiet", "--chunk-size", "256MiB"],
+        &["--quiet", "--chunk-size", "64MiB"],
     ));
     let l = Layout::read(&out);
     // The 8 GiB file has the bottom layer to itself; config.json is in the one above.
@@ -481,11 +481,48 @@ fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
         .collect();
     assert_eq!(
         huge.len(),
-        33,
-        "32 full chunks of 256 MiB and a 5-byte tail"
+        129,
+        "128 full chunks of 64 MiB and a 5-byte tail"
     );
     assert_eq!(huge[0].size, size);
-    assert_eq!(huge[32].chunk_offset, 8 << 30);
-    assert_eq!(huge[32].chunk_digest, sha256(&[0u8; 5]));
-    assert_eq!(huge[1].chunk_digest, sha256(&vec![0u8; 256 << 20]));
+    assert_eq!(huge[128].chunk_offset, 8 << 30);
+    assert_eq!(huge[128].chunk_digest, sha256(&[0u8; 5]));
+    assert_eq!(huge[1].chunk_digest, sha256(&vec![0u8; 64 << 20]));
+}
+
+#[test]
+fn a_build_says_one_line_with_its_digest_where_ci_reads_it_and_nothing_with_quiet() {
+    // stderr is a pipe here, as in a CI log: the line is printed all the same.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = build(
+        Path::new("fixtures/tiny-model"),
+        "depotai/tiny-model",
+        &out,
+        &[],
+    );
+    assert_ok(&o);
+    let err = String::from_utf8(o.stderr).unwrap();
+    let (line, seconds) = err.trim_end().rsplit_once(", ").unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "built depotai/tiny-model -> {}: index sha256:0f72e7f342c06ad0bfdd62af8b82381bab6079d6654c32ddbd264742b046c63e, 9 files in 1 layer, 17.6 KiB stored",
+            out.display()
+        )
+    );
+    assert!(
+        seconds.ends_with('s') && seconds[..seconds.len() - 1].parse::<f64>().is_ok(),
+        "{seconds}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let out2 = tmp.path().join("out2");
+    let o = build(
+        Path::new("fixtures/tiny-model"),
+        "depotai/tiny-model",
+        &out2,
+        &["--quiet"],
+    );
+    assert_ok(&o);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "", "--quiet: nothing");
 }

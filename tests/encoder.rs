@@ -1,7 +1,9 @@
 //! `--encoder isal` and `--compression-level 0`: golden digests, the same bytes with any
 //! thread count, what the layer says about its encoder, the refusal on CPUs where
 //! ISA-L's bytes differ, and (with the interop tools) the reference eStargz verifier and
-//! a buildah `COPY --from` reading such layers. ISA-L's own tests run on x86-64 only.
+//! a buildah `COPY --from` reading such layers. ISA-L's own tests run on x86-64 with the
+//! feature `isal` only.
+// Without ISA-L (another CPU, or the feature `isal` off) its tests and their helpers are left out.
 #![cfg_attr(
     not(all(target_arch = "x86_64", feature = "isal")),
     allow(unused_imports, dead_code)
@@ -42,21 +44,6 @@ fn assert_golden(summary: &Value, golden: &Value) {
             "layer.{key}"
         );
     }
-}
-
-/// Weight-like bytes that compress a little, as real ones do: bf16 values whose
-/// exponent byte takes few values and whose mantissa byte is noise, then some
-/// tokenizer-like text. Deterministic, so its digests can be pinned.
-fn weights_like(len: usize, seed: u64) -> Vec<u8> {
-    let noise = pseudo_random(len, seed);
-    let mut out = Vec::with_capacity(len);
-    for pair in noise.chunks(2) {
-        out.push(pair[0]);
-        if pair.len() == 2 {
-            out.push(0x3c + (pair[1] % 5));
-        }
-    }
-    out
 }
 
 fn weights_tree(root: &Path) {

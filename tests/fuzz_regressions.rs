@@ -53,6 +53,32 @@ fn replay(target: &str, data: &[u8]) {
             let _ = depotai::serve::store::parse_document(data);
             let _ = depotai::remote::push::parse_layout_document(data, "fuzz");
         }
+        "dir_names" => {
+            let Ok(text) = std::str::from_utf8(data) else {
+                return;
+            };
+            let mut links = std::collections::HashMap::new();
+            for line in text.split('\n').take(64) {
+                let (name, target) = match line.split_once(" -> ") {
+                    Some((n, t)) => (n, Some(t)),
+                    None => (line, None),
+                };
+                if depotai::names::check_path(name).is_ok() {
+                    assert!(toc::check_entries([(name, "reg", "")].into_iter()).is_ok());
+                    let dir = format!("{name}/");
+                    assert!(toc::check_entries([(dir.as_str(), "dir", "")].into_iter()).is_ok());
+                    if let Some(t) = target.filter(|t| depotai::names::check_link_target(t).is_ok())
+                    {
+                        assert!(toc::check_entries([(name, "symlink", t)].into_iter()).is_ok());
+                        links.insert(name, t);
+                    }
+                }
+            }
+            let tree = |p: &str| links.get(p).map(|t| t.to_string());
+            for (name, target) in &links {
+                let _ = depotai::source::dir::resolve_link(name, target, tree);
+            }
+        }
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -108,6 +134,10 @@ fn hand_made_hostile_inputs_are_answered_without_panicking() {
             format!("Bearer {}", "a=".repeat(100_000)).into_bytes(),
         ),
         ("oci_documents", deep.into_bytes()),
+        (
+            "dir_names",
+            b"s -> .\nt -> s/s/s/../../../../x\na -> b\nb -> a\n.wh.x\nx\ty".to_vec(),
+        ),
     ] {
         replay(target, &data);
     }

@@ -1,5 +1,7 @@
 //! `depotai build ORG/MODEL --sha COMMIT` against a Hugging Face-compatible server on
-//! 127.0.0.1 (tests/support/hub.rs), with the faults a real download meets.
+//! 127.0.0.1 (tests/support/hub.rs), with the faults a real download meets. Every Hub
+//! build is the streamed job: files are asked for in Range windows (8 MiB; the 3 MiB
+//! `weights/big.bin` is one window, `bytes=0-3145727`), never whole.
 
 mod support;
 
@@ -246,8 +248,13 @@ fn cache_is_laid_out_like_huggingface_hub_and_a_rerun_downloads_nothing() {
     );
 }
 
+/// `bytes=FROM-3145727`: the rest of `weights/big.bin`'s one window.
+fn big_window_from(from: u64) -> Option<String> {
+    Some(format!("bytes={from}-{}", (3u64 << 20) - 1))
+}
+
 #[test]
-fn a_connection_cut_mid_file_is_resumed_with_a_range_request() {
+fn a_connection_cut_mid_file_resumes_its_range_window_from_the_last_byte() {
     let env = Env::new();
     env.server.inject(Fault::CutAfter {
         path: "weights/big.bin".into(),
@@ -259,8 +266,8 @@ fn a_connection_cut_mid_file_is_resumed_with_a_range_request() {
     let gets = env.file_gets("big.bin");
     let cdn: Vec<_> = gets.iter().filter(|r| r.origin == Origin::Cdn).collect();
     assert_eq!(cdn.len(), 2, "{cdn:?}");
-    assert_eq!(cdn[0].range, None);
-    assert_eq!(cdn[1].range.as_deref(), Some("bytes=1048576-"));
+    assert_eq!(cdn[0].range, big_window_from(0));
+    assert_eq!(cdn[1].range, big_window_from(1 << 20));
     let l = Layout::read(&env.out("img"));
     let toc = read_layer(&l.blob).toc;
     let e = toc
@@ -289,7 +296,7 @@ fn a_rerun_after_a_crash_resumes_the_partial_file() {
         .filter(|r| r.origin == Origin::Cdn)
         .collect();
     assert_eq!(cdn.len(), 1);
-    assert_eq!(cdn[0].range.as_deref(), Some("bytes=1000000-"));
+    assert_eq!(cdn[0].range, big_window_from(1_000_000));
     assert_eq!(fs::read(blobs.join(sha256_hex(&big))).unwrap(), big);
 }
 
@@ -326,7 +333,7 @@ fn wrong_bytes_are_downloaded_again_once_then_fail_with_nothing_kept() {
 }
 
 #[test]
-fn a_body_longer_than_the_listing_fails_and_a_short_one_is_resumed() {
+fn a_body_longer_than_the_listing_fails_and_a_shorter_one_is_asked_for_again() {
     let env = Env::new();
     env.server.inject(Fault::WrongLength {
         path: "weights/big.bin".into(),
@@ -335,10 +342,19 @@ fn a_body_longer_than_the_listing_fails_and_a_short_one_is_resumed() {
     });
     fails_with(&env.build(MODEL, SHA, "img", &[]), "size mismatch");
     no_image(&env, "img");
-    assert!(env
-        .blobs()
-        .iter()
-        .all(|b| !b.starts_with(&sha256_hex(&fixture_files()["weights/big.bin"]))));
+    // No blob; at most an empty `.incomplete` (what is kept is always a valid prefix).
+    let big = sha256_hex(&fixture_files()["weights/big.bin"]);
+    let blobs = env.cache().join("models--acme--tiny-model/blobs");
+    assert!(!blobs.join(&big).exists());
+    let partial = blobs.join(format!("{big}.incomplete"));
+    assert_eq!(fs::read(&partial).unwrap_or_default(), Vec::<u8>::new());
+    // Refused at once, fetched once more with the layer rebuilt, refused again.
+    let cdn = env
+        .file_gets("big.bin")
+        .into_iter()
+        .filter(|r| r.origin == Origin::Cdn)
+        .count();
+    assert_eq!(cdn, 2);
 
     let env = Env::new();
     env.server.inject(Fault::WrongLength {
@@ -347,15 +363,14 @@ fn a_body_longer_than_the_listing_fails_and_a_short_one_is_resumed() {
         times: 1,
     });
     assert_ok(&env.build(MODEL, SHA, "img", &[]));
+    // The server said the file is 10 bytes short: the window is asked for again.
     let cdn: Vec<_> = env
         .file_gets("big.bin")
         .into_iter()
         .filter(|r| r.origin == Origin::Cdn)
+        .map(|r| (r.range, r.status))
         .collect();
-    assert_eq!(
-        cdn.last().unwrap().range.as_deref(),
-        Some(format!("bytes={}-", (3 << 20) - 10).as_str())
-    );
+    assert_eq!(cdn, [(big_window_from(0), 206), (big_window_from(0), 206)]);
 }
 
 #[test]
@@ -380,7 +395,7 @@ fn server_errors_are_retried_then_succeed() {
         .filter(|r| !r.path.contains("1_Pooling"))
         .map(|r| r.status)
         .collect();
-    assert_eq!(statuses, [503, 503, 200]);
+    assert_eq!(statuses, [503, 503, 206]);
 }
 
 #[test]
@@ -404,7 +419,7 @@ fn rate_limits_are_honoured_with_retry_after() {
         .iter()
         .map(|r| r.status)
         .collect();
-    assert_eq!(statuses, [429, 200]);
+    assert_eq!(statuses, [429, 206]);
 }
 
 #[test]
@@ -633,7 +648,7 @@ fn include_exclude_and_delete_downloads() {
 }
 
 #[test]
-fn corrupt_cached_lfs_blob_is_caught_by_the_layer_digest_and_evicted() {
+fn a_corrupt_cached_lfs_blob_is_caught_replaced_and_its_layer_rebuilt_in_the_same_run() {
     let env = Env::new();
     assert_ok(&env.build(MODEL, SHA, "first", &[]));
     let big = fixture_files()["weights/big.bin"].clone();
@@ -644,17 +659,24 @@ fn corrupt_cached_lfs_blob_is_caught_by_the_layer_digest_and_evicted() {
     let mut bad = big.clone();
     bad[12345] ^= 1;
     fs::write(&blob, &bad).unwrap();
-    fails_with(
-        &env.build(MODEL, SHA, "second", &[]),
-        "weights/big.bin: sha256 mismatch",
-    );
-    no_image(&env, "second");
-    assert!(!blob.exists(), "the corrupt blob was evicted");
-    assert_ok(&env.build(MODEL, SHA, "third", &[]));
+    env.server.clear_requests();
+    let o = env.build(MODEL, SHA, "second", &[]);
+    assert_ok(&o);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["refetched"], serde_json::json!(["weights/big.bin"]));
     assert_eq!(
         layer_digest(&env.out("first")),
-        layer_digest(&env.out("third"))
+        layer_digest(&env.out("second"))
     );
+    // Fetched afresh, in one window, and the cache holds the right bytes again.
+    let cdn: Vec<_> = env
+        .file_gets("big.bin")
+        .into_iter()
+        .filter(|r| r.origin == Origin::Cdn)
+        .map(|r| r.range)
+        .collect();
+    assert_eq!(cdn, [big_window_from(0)]);
+    assert_eq!(fs::read(&blob).unwrap(), big);
 }
 
 #[test]

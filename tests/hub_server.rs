@@ -1307,3 +1307,44 @@ fn keep_alive_and_connection_close() {
         "closed after Connection: close"
     );
 }
+
+#[test]
+fn in_tests_a_file_above_the_whole_file_limit_is_served_only_in_range_requests() {
+    let size = TEST_WHOLE_FILE_LIMIT + 1;
+    let s = HubServer::start(vec![Repo::new(
+        "org/weights",
+        C1,
+        vec![
+            RepoFile::lfs("big.bin", Content::Generated { size, seed: 9 }),
+            RepoFile::regular("config.json", "{}"),
+        ],
+    )]);
+    let loc = head(&s.resolve_url("org/weights", "main", "big.bin"))
+        .h("Location")
+        .unwrap()
+        .to_string();
+    // As the Hub's CDN answers a GET of a file above 50 GB without Range.
+    let r = get(&loc);
+    assert_eq!(r.status, 400);
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains(&format!(
+            "The file is {size} bytes; files over {TEST_WHOLE_FILE_LIMIT} bytes are served only in Range requests."
+        )),
+        "{body}"
+    );
+    let r = get_h(&loc, &[("Range", &format!("bytes=0-{}", size - 1))]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, generated_bytes(9, 0, size as usize));
+    // Small files and HEAD are served whole; the limit can be lifted.
+    assert_eq!(
+        get(&s.resolve_url("org/weights", "main", "config.json")).status,
+        200
+    );
+    assert_eq!(
+        head(&loc).h("Content-Length"),
+        Some(size.to_string().as_str())
+    );
+    s.set_whole_file_limit(None);
+    assert_eq!(get(&loc).body, generated_bytes(9, 0, size as usize));
+}

@@ -1178,7 +1178,10 @@ fn skopeo_copies_every_blob_from_the_server_with_identical_digests() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let tiny = build_at(&root, "acme/tiny-model", Path::new(TINY), &[]);
-    build_at(&root, "solo", Path::new(TINY), &["--chunk-size", "4KiB"]);
+    // A file of three chunks, so chunked members are copied too.
+    let chunked = tmp.path().join("chunked");
+    support::write(&chunked, "w.bin", &support::pseudo_random(150_000, 3));
+    build_at(&root, "solo", &chunked, &["--chunk-size", "64KiB"]);
     build_at(
         &root,
         "acme/zc",

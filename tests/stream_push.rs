@@ -137,7 +137,7 @@ fn model_dirs(hf_home: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn a_streamed_push_equals_the_layout_build_and_writes_neither_layout_nor_cache() {
+fn a_hub_layout_build_a_from_dir_build_a_streamed_push_and_verify_give_one_index_digest() {
     if !have(&["docker-registry"]) {
         return;
     }
@@ -183,6 +183,28 @@ fn a_streamed_push_equals_the_layout_build_and_writes_neither_layout_nor_cache()
     assert_eq!(model_dirs(&env.hf_home()), Vec::<PathBuf>::new());
     let content: u64 = env.files.iter().map(|f| f.content.len()).sum();
     assert_eq!(pushed["downloaded_bytes"], content);
+
+    // `build ORG/MODEL` into a layout (through the cache) is the same image.
+    let out = env.tmp.path().join("hub-layout");
+    let hub = json_of(
+        &env.build(&["--json", "--output"])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(hub["index_digest"], want["index_digest"]);
+    assert_eq!(
+        Layout::read(&out).index_digest,
+        want["index_digest"].as_str().unwrap()
+    );
+    // And `verify` of the pushed image rebuilds that very index from the Hub.
+    let mut c = depotai_against(&env.server, &env.hf_home());
+    c.env_remove("DEPOTAI_REGISTRY_USER")
+        .args(["verify", &reference, "--insecure", "--json"]);
+    let verified = json_of(&c.output().unwrap());
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["index_digest"], want["index_digest"]);
+    assert_eq!(verified["rebuilt_index_digest"], want["index_digest"]);
 }
 
 #[test]
@@ -485,5 +507,91 @@ fn a_second_push_of_the_same_layers_verifies_them_but_sends_none_again() {
     assert_eq!(
         registry_manifest(&reg.addr, "acme/streamed", "v2").unwrap(),
         first["index_digest"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_force_rebuilds() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let env = Env::new(3);
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let reference = format!("{}/acme/streamed:v1", proxy.addr);
+    let push = |extra: &[&str]| {
+        let mut args = vec!["--push", &reference, "--insecure", "--no-cache", "--json"];
+        args.extend_from_slice(extra);
+        json_of(&env.build(&args).output().unwrap())
+    };
+    let first = push(&[]);
+    assert_eq!(first["status"], "built");
+    assert_eq!(first["reason"], "not in the registry");
+
+    // Same commit, same settings: after the check that the registry takes the push (an
+    // upload session opened and cancelled), one manifest request, nothing asked of the
+    // Hub.
+    env.server.clear_requests();
+    proxy.take_requests();
+    let second = push(&[]);
+    assert_eq!(second["status"], "skipped", "{second}");
+    assert_eq!(second["reason"], "up to date");
+    assert_eq!(second["index_digest"], first["index_digest"]);
+    assert_eq!(second["push"]["uploaded_bytes"], 0);
+    let reqs = proxy.take_requests();
+    assert_eq!(reqs.len(), 4, "{reqs:#?}");
+    assert_eq!(
+        reqs[..2],
+        [
+            "GET /v2/ HTTP/1.1",
+            "POST /v2/acme/streamed/blobs/uploads/ HTTP/1.1"
+        ]
+    );
+    assert!(reqs[2].starts_with("DELETE /v2/acme/streamed/blobs/uploads/"));
+    assert_eq!(reqs[3], "GET /v2/acme/streamed/manifests/v1 HTTP/1.1");
+    assert_eq!(env.server.requests().len(), 0, "no Hub request at all");
+    // Without --json the skip is one line, on a terminal or in a CI log alike.
+    let o = env
+        .build(&["--push", &reference, "--insecure", "--no-cache"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let err = String::from_utf8(o.stderr).unwrap();
+    let (line, seconds) = err.trim_end().rsplit_once(", ").unwrap();
+    assert_eq!(
+        line,
+        format!(
+            "skipped {MODEL} -> {reference}: index {}, up to date (same commit and settings; --force rebuilds)",
+            first["index_digest"].as_str().unwrap()
+        )
+    );
+    assert!(seconds.ends_with('s'), "{err}");
+    proxy.take_requests();
+
+    // --force builds it again (from the Hub), to the same image.
+    let forced = push(&["--force"]);
+    assert_eq!(forced["status"], "built");
+    assert_eq!(forced["reason"], "--force");
+    assert_eq!(forced["index_digest"], first["index_digest"]);
+    assert!(
+        env.server
+            .requests()
+            .iter()
+            .any(|r| r.path.contains(SHARD1)),
+        "--force reads the files"
+    );
+    assert!(!proxy
+        .take_requests()
+        .iter()
+        .any(|r| r.starts_with("GET /v2/acme/streamed/manifests/v1 ")));
+
+    // Other settings: the tag is stale, and says why.
+    let other = push(&["--chunk-size", "1MiB"]);
+    assert_eq!(other["status"], "built");
+    assert_eq!(other["reason"], "built with other settings");
+    assert_ne!(other["index_digest"], first["index_digest"]);
+    assert_eq!(
+        registry_manifest(&reg.addr, "acme/streamed", "v1").unwrap(),
+        other["index_digest"].as_str().unwrap()
     );
 }

@@ -724,7 +724,8 @@ fn layout_shares_one_tar_zstd_layer_between_platforms_and_reports_it() {
 fn chunk_sizes_that_are_not_a_multiple_of_512_give_valid_tars_in_both_formats() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
-    let a = pseudo_random(2500, 1);
+    // Three chunks of 66,536 bytes (the smallest chunk size plus 1,000) and a tail.
+    let a = pseudo_random(200_000, 1);
     let b = pseudo_random(700, 2);
     write(&src, "a.bin", &a);
     write(&src, "b.bin", &b);
@@ -734,7 +735,7 @@ fn chunk_sizes_that_are_not_a_multiple_of_512_give_valid_tars_in_both_formats() 
             &src,
             "acme/m",
             &out,
-            &["--quiet", "--format", format, "--chunk-size", "1000"],
+            &["--quiet", "--format", format, "--chunk-size", "66536"],
         ));
         let l = Layout::read(&out);
         let stream = if format == "estargz" {
@@ -1232,7 +1233,7 @@ fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
         &src,
         "acme/huge",
         &out,
-        &zstd_flags(&["--chunk-size", "256MiB"]),
+        &zstd_flags(&["--chunk-size", "64MiB"]),
     ));
     let l = Layout::read(&out);
     let desc = &l.manifests[0]["layers"][0];
@@ -1251,17 +1252,17 @@ fn an_8_gib_file_gets_a_pax_size_record_and_is_chunked() {
         .iter()
         .filter(|e| e["name"] == "huge.bin")
         .collect();
-    assert_eq!(huge.len(), 33, "32 chunks of 256 MiB and a 5-byte tail");
+    assert_eq!(huge.len(), 129, "128 chunks of 64 MiB and a 5-byte tail");
     assert_eq!(huge[0]["size"], size);
-    assert_eq!(huge[32]["chunkOffset"], 8u64 << 30);
-    assert_eq!(huge[32]["chunkSize"], 5);
-    assert_eq!(huge[32]["chunkDigest"], sha256(&[0u8; 5]).as_str());
+    assert_eq!(huge[128]["chunkOffset"], 8u64 << 30);
+    assert_eq!(huge[128]["chunkSize"], 5);
+    assert_eq!(huge[128]["chunkDigest"], sha256(&[0u8; 5]).as_str());
     assert_eq!(
         huge[1]["chunkDigest"],
-        sha256(&vec![0u8; 256 << 20]).as_str()
+        sha256(&vec![0u8; 64 << 20]).as_str()
     );
     // The last chunk's frame, read on its own.
-    let last = huge[32]["offset"].as_u64().unwrap() as usize;
+    let last = huge[128]["offset"].as_u64().unwrap() as usize;
     let end = huge[0]["endOffset"].as_u64().unwrap() as usize;
     assert_eq!(
         zstd::stream::decode_all(&l.blob[last..end]).unwrap(),

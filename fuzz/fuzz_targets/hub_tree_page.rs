@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok((files, _unsafe)) = depotai::source::hub::parse_tree_page(data) {
         for f in &files {
-            assert!(depotai::source::hub::unsafe_name(&f.path).is_none());
+            assert!(depotai::names::check_path(&f.path).is_ok());
             assert!(f.size <= depotai::limits::MAX_HUB_FILE_SIZE);
         }
     }

@@ -15,7 +15,7 @@ use crate::image::Platform;
 use crate::layer;
 use crate::names::{CommitSha, ModelName};
 use crate::plan::PlanOptions;
-use crate::source::hub::{CachedFile, Check};
+use crate::source::hub::{Check, RemoteFile};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -173,7 +173,7 @@ impl BuildRecord {
         }
     }
 
-    pub fn with_files(mut self, files: &[CachedFile]) -> Self {
+    pub fn with_files(mut self, files: &[RemoteFile]) -> Self {
         let mut v: Vec<RecordedFile> = files
             .iter()
             .map(|f| RecordedFile {

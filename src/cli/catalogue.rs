@@ -1,40 +1,38 @@
-//! `depotai build --all CATALOGUE`: every model of a catalogue, one failure at a time.
+//! `depotai build --all CATALOGUE`: every model of a catalogue, one after another, each
+//! through the one streamed Hub job (`depotai::job`), into a layout under `--output` or
+//! to the registry under `--push`.
 //!
 //! 1. The whole catalogue is validated first (every problem with its line).
-//! 2. Each selected model (`--shard I/N`) whose image is up to date (its build record
-//!    matches and the layout is whole) is skipped without any network request.
-//! 3. The others go through a two-stage pipeline: a downloader thread fetches one model
-//!    at a time (`--jobs` files at once) while the main thread compresses the model
-//!    fetched before it. The hand-over is a rendezvous, so at most two models' files
-//!    are on disk at once (`--delete-downloads` removes each after its build).
+//! 2. Each selected model (`--shard I/N`) that is up to date is skipped: into layouts,
+//!    when its build record matches and the layout is whole (no network request at
+//!    all); with `--push`, when the registry's tag carries its commit and settings (the
+//!    job's one manifest request, nothing downloaded). `--force` rebuilds.
+//! 3. The others are streamed: a layer is compressed while the model's later files are
+//!    still arriving (`--jobs` files, `--connections` Range requests each).
 //! 4. A failure is recorded and the next model goes on. At the end: a table on stderr,
 //!    with `--json` a report on stdout, and exit status 1 if any model failed.
 //!
-//! SIGINT/SIGTERM stop cleanly: no new model starts, a download under way stops (its
-//! partial file is resumed by the next run) and a build under way fails its next read,
-//! so its staging directory is removed. A second signal exits at once; the
-//! `.NAME.partial-PID` it may leave is removed by the next run.
+//! SIGINT/SIGTERM stop cleanly (`signals.rs`): no new model starts, the one under way
+//! stops at its next read (its staging directory is removed, nothing is tagged, its
+//! downloaded windows stay in the cache for the next run), and the run exits with 130
+//! (143). A second signal exits at once; the `.NAME.partial-PID` it may leave is removed
+//! by the next run.
 
-use super::Interrupted;
-use anyhow::{anyhow, Context};
+use super::signals::Stop;
+use anyhow::anyhow;
 use depotai::catalogue::record::{self, BuildRecord, BuildSettings, Freshness, ImageSummary};
 use depotai::catalogue::{Catalogue, CatalogueEntry, Shard};
-use depotai::digest::Digest;
-use depotai::image::{remove_stale_siblings, Platform, ANNOTATION_REVISION};
-use depotai::job::SETTINGS_ANNOTATION;
-use depotai::layer::{self, Stoppable};
-use depotai::pipeline::{self, BuildError, BuildRequest};
+use depotai::image::{remove_stale_siblings, Platform};
+use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
+use depotai::layer;
+use depotai::pipeline::{self, BuildRequest, LayerEvent};
 use depotai::plan::PlanOptions;
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
-use depotai::remote::{Client, Reference, RegistryError};
-use depotai::source::hub::{
-    self, FetchProgress, Fetched, FileFilter, HubConfig, HubError, Silent, StreamOptions,
-};
+use depotai::remote::Reference;
+use depotai::source::hub::FileFilter;
 use depotai::units::human_bytes;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 pub struct Options {
@@ -83,8 +81,7 @@ struct Outcome {
     reason: String,
     error: Option<String>,
     image: Option<ImageSummary>,
-    download_seconds: f64,
-    build_seconds: f64,
+    seconds: f64,
     downloaded_bytes: Option<u64>,
     freed_bytes: Option<u64>,
 }
@@ -96,52 +93,10 @@ impl Outcome {
             reason,
             error: None,
             image: None,
-            download_seconds: 0.0,
-            build_seconds: 0.0,
+            seconds: 0.0,
             downloaded_bytes: None,
             freed_bytes: None,
         }
-    }
-
-    fn seconds(&self) -> f64 {
-        self.download_seconds + self.build_seconds
-    }
-}
-
-/// Sets the returned flag on SIGINT or SIGTERM; a second signal exits at once.
-fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    use signal_hook::flag;
-    let stop = Arc::new(AtomicBool::new(false));
-    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        flag::register_conditional_shutdown(sig, code, stop.clone())
-            .context("installing a signal handler")?;
-        flag::register(sig, stop.clone()).context("installing a signal handler")?;
-    }
-    Ok(stop)
-}
-
-/// Download progress as log lines naming the model (no bars: two models are under
-/// way at once).
-struct ModelLines(String);
-
-impl FetchProgress for ModelLines {
-    fn begin(&self, path: &str, size: u64, resumed_from: u64) {
-        if resumed_from > 0 {
-            eprintln!(
-                "  {}: downloading {path} ({}, resuming at {resumed_from})",
-                self.0,
-                human_bytes(size)
-            );
-        } else {
-            eprintln!("  {}: downloading {path} ({})", self.0, human_bytes(size));
-        }
-    }
-    fn advance(&self, _: &str, _: u64) {}
-    fn done(&self, _: &str) {}
-    fn retry(&self, path: &str, why: &str) {
-        eprintln!("  {}: retrying {path}: {why}", self.0);
     }
 }
 
@@ -167,117 +122,57 @@ fn summary_of(r: &pipeline::BuildReport) -> ImageSummary {
     }
 }
 
-/// A model's files, fetched by the downloader thread.
-struct Download {
-    index: usize,
-    reason: String,
-    seconds: f64,
-    result: anyhow::Result<Fetched>,
-}
-
 pub fn run(o: Options) -> anyhow::Result<()> {
-    if o.push.is_some() {
-        return run_push(o);
-    }
     let started = Instant::now();
     let catalogue = Catalogue::load(&o.file)?;
     let selected = catalogue.select(o.shard);
+    // Once, before any model: a registry that would refuse the pushes stops the run.
+    if let (Some(prefix), Some(e)) = (&o.push, selected.first()) {
+        let r = Reference::parse(&format!("{prefix}/{}:{}", e.name.registry_path(), e.tag))?;
+        super::push::push_client(&r, &o.push_flags.registry)?;
+    }
     let total = selected.len();
-    let stop = stop_on_signals()?;
-    let mut cfg = HubConfig::from_env();
-    cfg.jobs = o.jobs;
-    cfg.cancel = Some(stop.clone());
+    let stop = Stop::install()?;
     let say = |line: String| {
         if !o.quiet {
             eprintln!("{line}");
         }
     };
-    match o.shard {
-        Some(s) => say(format!(
-            "{}: {total} of {} models in shard {s}",
+    let shard = o
+        .shard
+        .map(|s| format!(" in shard {s}"))
+        .unwrap_or_default();
+    match &o.push {
+        Some(prefix) => say(format!(
+            "{}: {total} models{shard}, pushing to {}",
             o.file.display(),
-            catalogue.entries.len()
+            // As typed: a user and password in it must not show (each model's reference
+            // refuses them).
+            depotai::redact::text(prefix)
         )),
-        None => say(format!("{}: {total} models", o.file.display())),
+        None => say(format!("{}: {total} models{shard}", o.file.display())),
     }
-
-    // Up to date? Reads the records on disk only.
     let mut outcomes: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
-    let mut todo: Vec<(usize, String)> = Vec::new();
     for (i, e) in selected.iter().enumerate() {
-        let out = e.output(&o.output_root);
-        remove_stale_siblings(&out);
-        match record::check(&out, &wanted_record(e, &o)) {
-            Freshness::UpToDate(image) if !o.force => {
-                say(format!(
-                    "[{}/{total}] {}: up to date, skipped",
-                    i + 1,
-                    e.name
-                ));
-                let mut r = Outcome::new(Status::Skipped, "up to date".into());
-                r.image = Some(image);
-                outcomes[i] = Some(r);
-            }
-            Freshness::UpToDate(_) => todo.push((i, "--force".into())),
-            Freshness::Stale(why) => todo.push((i, why)),
+        if stop.is_set() {
+            break;
         }
+        let n = format!("[{}/{total}] {}", i + 1, e.name);
+        let r = build_one(e, &o, &stop, &n);
+        match (&r.status, &r.error, &r.image) {
+            (Status::Built, _, Some(img)) => say(format!(
+                "{n}: built in {:.1}s ({} in {} layer{})",
+                r.seconds,
+                human_bytes(img.layers_size()),
+                img.layers.len(),
+                if img.layers.len() == 1 { "" } else { "s" }
+            )),
+            (Status::Skipped, _, _) => say(format!("{n}: up to date, skipped")),
+            (_, Some(err), _) => eprintln!("{n}: {}: {err}", r.status.as_str()),
+            _ => {}
+        }
+        outcomes[i] = Some(r);
     }
-
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Download>(0);
-        let (selected, cfg, stop, o) = (&selected, &cfg, &stop, &o);
-        scope.spawn(move || {
-            for (index, reason) in todo {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let e = selected[index];
-                say(format!(
-                    "[{}/{total}] {}: downloading at {} ({reason})",
-                    index + 1,
-                    e.name,
-                    e.sha
-                ));
-                let t = Instant::now();
-                let progress: Arc<dyn FetchProgress> = if o.quiet {
-                    Arc::new(Silent)
-                } else {
-                    Arc::new(ModelLines(e.name.to_string()))
-                };
-                let result = FileFilter::new(&e.include, &e.exclude)
-                    .and_then(|filter| hub::fetch(&e.name, &e.sha, cfg, &filter, progress))
-                    .with_context(|| format!("downloading {} at {}", e.name, e.sha));
-                let d = Download {
-                    index,
-                    reason,
-                    seconds: t.elapsed().as_secs_f64(),
-                    result,
-                };
-                if tx.send(d).is_err() {
-                    break;
-                }
-            }
-        });
-        for d in rx {
-            let index = d.index;
-            let e = selected[index];
-            let r = build_one(e, d, o, stop);
-            let n = format!("[{}/{total}] {}", index + 1, e.name);
-            match (&r.status, &r.error, &r.image) {
-                (Status::Built, _, Some(img)) => say(format!(
-                    "{n}: built in {:.1}s ({} in {} layer{})",
-                    r.seconds(),
-                    human_bytes(img.layers_size()),
-                    img.layers.len(),
-                    if img.layers.len() == 1 { "" } else { "s" }
-                )),
-                (_, Some(err), _) => eprintln!("{n}: {}: {err}", r.status.as_str()),
-                _ => {}
-            }
-            outcomes[index] = Some(r);
-        }
-    });
-
     finish(&o, &catalogue, &selected, outcomes, started, &stop)
 }
 
@@ -288,7 +183,7 @@ fn finish(
     selected: &[&CatalogueEntry],
     outcomes: Vec<Option<Outcome>>,
     started: Instant,
-    stop: &AtomicBool,
+    stop: &Stop,
 ) -> anyhow::Result<()> {
     let say = |line: String| {
         if !o.quiet {
@@ -296,7 +191,7 @@ fn finish(
         }
     };
     let total = selected.len();
-    let interrupted = stop.load(Ordering::Relaxed);
+    let interrupted = stop.interrupted();
     let outcomes: Vec<Outcome> = outcomes
         .into_iter()
         .map(|r| {
@@ -329,8 +224,8 @@ fn finish(
             n => format!(", {n} interrupted"),
         }
     );
-    if interrupted {
-        return Err(anyhow::Error::new(Interrupted).context(line));
+    if let Some(i) = interrupted {
+        return Err(anyhow::Error::new(i).context(line));
     }
     let failed: Vec<&str> = selected
         .iter()
@@ -345,101 +240,128 @@ fn finish(
     Ok(())
 }
 
-/// Builds one fetched model (removing its downloads if asked). Never stops the run.
-fn build_one(e: &CatalogueEntry, d: Download, o: &Options, stop: &AtomicBool) -> Outcome {
-    let mut r = Outcome::new(Status::Failed, d.reason);
-    r.download_seconds = d.seconds;
-    let fetched = match d.result {
-        Ok(f) => f,
-        Err(err) => {
-            let cut = err
-                .downcast_ref::<HubError>()
-                .is_some_and(|h| matches!(h, HubError::Interrupted));
-            if cut || stop.load(Ordering::Relaxed) {
-                r.status = Status::Interrupted;
-            }
-            r.error = Some(one_line(&err));
-            return r;
-        }
-    };
-    r.downloaded_bytes = Some(fetched.downloaded_bytes());
+/// One model: skipped if up to date, else streamed into its layout or the registry.
+/// Never stops the run.
+fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
     let t = Instant::now();
-    let result = if stop.load(Ordering::Relaxed) {
-        Err(anyhow!("interrupted before its build"))
-    } else {
-        build_fetched(e, &fetched, o, stop)
-    };
-    r.build_seconds = t.elapsed().as_secs_f64();
-    match result {
-        Ok(report) => {
-            r.status = Status::Built;
-            r.image = Some(summary_of(&report));
+    let mut r = Outcome::new(Status::Failed, String::new());
+    let want = wanted_record(e, o);
+    let result = (|| -> anyhow::Result<Option<HubOutcome>> {
+        let registry = match &o.push {
+            Some(prefix) => {
+                let reference =
+                    Reference::parse(&format!("{prefix}/{}:{}", e.name.registry_path(), e.tag))?;
+                let client = o.push_flags.registry.client(&reference, true)?;
+                Some(RegistryTarget {
+                    client,
+                    reference,
+                    chunk_size: o.push_flags.push_chunk_size.min(DEFAULT_STREAM_CHUNK),
+                    state_dir: job::upload_state_dir(),
+                    skip_if_published: !o.force,
+                })
+            }
+            None => None,
+        };
+        let output = e.output(&o.output_root);
+        if registry.is_none() {
+            // Up to date? Reads the record and the layout on disk only.
+            remove_stale_siblings(&output);
+            match record::check(&output, &want) {
+                Freshness::UpToDate(image) if !o.force => {
+                    r.status = Status::Skipped;
+                    r.reason = "up to date".into();
+                    r.image = Some(image);
+                    return Ok(None);
+                }
+                Freshness::UpToDate(_) => r.reason = "--force".into(),
+                Freshness::Stale(why) => r.reason = why,
+            }
+            if !o.quiet {
+                eprintln!("{n}: building at {} ({})", e.sha, r.reason);
+            }
+        } else if o.force {
+            r.reason = "--force".into();
+            if !o.quiet {
+                eprintln!("{n}: streaming at {} (--force)", e.sha);
+            }
         }
+        let hub = super::hub::config(o.jobs, stop);
+        let req = BuildRequest {
+            name: e.name.clone(),
+            sha: e.sha.clone(),
+            tag: e.tag.clone(),
+            output,
+            platforms: o.platforms.clone(),
+            layer: o.layer.clone(),
+            plan: o.plan.clone(),
+            expected_digests: Default::default(),
+            index_annotations: job::settings_annotations(&want.settings),
+            // Made from the listing by the job (with the files).
+            record: None,
+        };
+        let job = HubJob {
+            req,
+            hub,
+            filter: FileFilter::new(&e.include, &e.exclude)?,
+            include: e.include.clone(),
+            exclude: e.exclude.clone(),
+            stream: super::hub::stream_options(o.connections, o.no_cache),
+            layout: registry.is_none(),
+            registry,
+            max_scratch: None,
+            delete_downloads: o.delete_downloads,
+        };
+        let quiet = o.quiet;
+        let on_event = |ev: Event<'_>| match ev {
+            Event::TagChecked {
+                reference,
+                published,
+            } if !quiet && !matches!(published, job::Published::UpToDate(_)) => {
+                eprintln!("{n}: streaming to {reference} ({published})")
+            }
+            Event::Retry { path, why } if !quiet => {
+                eprintln!("  {}: retrying {path}: {why}", e.name)
+            }
+            Event::Layer(LayerEvent::Retrying { n: layer, error }) if !quiet => eprintln!(
+                "  {}: layer {layer}: {error}; fetching its files again and building it once more",
+                e.name
+            ),
+            _ => {}
+        };
+        Ok(Some(job::run_hub(job, &on_event)?))
+    })();
+    r.seconds = t.elapsed().as_secs_f64();
+    match result {
+        Ok(Some(HubOutcome::Built(report))) => {
+            r.status = Status::Built;
+            if let Some(p) = &report.published {
+                r.reason = p.to_string();
+            }
+            r.image = Some(summary_of(&report.build));
+            r.downloaded_bytes = Some(report.stream.downloaded_bytes);
+            if o.delete_downloads {
+                r.freed_bytes = Some(report.freed_bytes);
+            }
+        }
+        Ok(Some(HubOutcome::UpToDate(index))) => {
+            r.status = Status::Skipped;
+            r.reason = "up to date".into();
+            r.image = Some(ImageSummary {
+                index_digest: index.to_string(),
+                manifests: Vec::new(),
+                layers: Vec::new(),
+                files: 0,
+            });
+        }
+        Ok(None) => {}
         Err(err) => {
-            if stop.load(Ordering::Relaxed) {
+            if stop.is_set() {
                 r.status = Status::Interrupted;
             }
             r.error = Some(one_line(&err));
-        }
-    }
-    if o.delete_downloads {
-        match fetched.remove_downloads(&e.sha) {
-            Ok(freed) => r.freed_bytes = Some(freed),
-            Err(err) => {
-                r.status = Status::Failed;
-                r.error = Some(format!("removing the downloads of {}: {err}", e.name));
-            }
         }
     }
     r
-}
-
-fn build_fetched(
-    e: &CatalogueEntry,
-    fetched: &Fetched,
-    o: &Options,
-    stop: &AtomicBool,
-) -> anyhow::Result<pipeline::BuildReport> {
-    let (entries, contents) = fetched.entries();
-    // A build under way ends (and its staging directory is removed) soon after a signal.
-    let contents = Stoppable {
-        inner: &contents,
-        stop,
-        why: "interrupted by a signal",
-    };
-    let req = BuildRequest {
-        name: e.name.clone(),
-        sha: e.sha.clone(),
-        tag: e.tag.clone(),
-        output: e.output(&o.output_root),
-        platforms: o.platforms.clone(),
-        layer: o.layer.clone(),
-        plan: o.plan.clone(),
-        expected_digests: fetched.expected_sha256(),
-        index_annotations: depotai::job::settings_annotations(&wanted_record(e, o).settings),
-        record: Some(wanted_record(e, o).with_files(&fetched.files)),
-    };
-    let rec = req
-        .record
-        .as_ref()
-        .map(|r| r.to_bytes())
-        .unwrap_or_default();
-    let extra = [(record::RECORD_FILE, rec)];
-    match pipeline::build_image_with_files(entries, &contents, &req, &extra, &|_| {}) {
-        Ok(report) => Ok(report),
-        Err(BuildError::ContentMismatch {
-            path,
-            expected,
-            got,
-        }) => {
-            fetched.evict(&path);
-            Err(anyhow!(
-                "building {}: {path}: content has {got}, but the Hub promised {expected}; the cached copy was removed, run again to download it afresh",
-                e.name
-            ))
-        }
-        Err(err) => Err(anyhow::Error::new(err).context(format!("building {}", e.name))),
-    }
 }
 
 /// The error and its causes on one line, each cause once (some messages already end
@@ -471,7 +393,7 @@ fn table(selected: &[&CatalogueEntry], outcomes: &[Outcome]) -> String {
                     .as_ref()
                     .map(|i| human_bytes(i.layers_size()))
                     .unwrap_or_else(|| "-".into()),
-                format!("{:.1}", r.seconds()),
+                format!("{:.1}", r.seconds),
                 r.error.clone().unwrap_or_else(|| r.reason.clone()),
             ]
         })
@@ -527,9 +449,7 @@ fn report_json(
                 "status": r.status.as_str(),
                 "reason": r.reason,
                 "error": r.error,
-                "seconds": round(r.seconds()),
-                "download_seconds": round(r.download_seconds),
-                "build_seconds": round(r.build_seconds),
+                "seconds": round(r.seconds),
                 "index_digest": img.map(|i| i.index_digest.clone()),
                 "manifests": img.map(|i| i.manifests.iter().map(|(p, d)| json!({
                     "platform": p, "digest": d
@@ -561,191 +481,6 @@ fn report_json(
 
 fn output_string(p: &Path) -> String {
     p.display().to_string()
-}
-
-/// What a registry's tag says it was built from: commit, settings digest, index digest.
-struct Tagged {
-    revision: Option<String>,
-    settings: Option<String>,
-    index: String,
-}
-
-/// One manifest request: the tag's index and its annotations (`None`: no such tag).
-async fn tagged(client: &Client, tag: &str) -> anyhow::Result<Option<Tagged>> {
-    let url = client.url(&format!("manifests/{tag}"));
-    let accept =
-        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
-    match client.get_bytes(&url, Some(accept), None).await {
-        Ok((bytes, _)) => {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            let note = |k: &str| v["annotations"][k].as_str().map(str::to_string);
-            Ok(Some(Tagged {
-                revision: note(ANNOTATION_REVISION),
-                settings: note(SETTINGS_ANNOTATION),
-                index: Digest::of(&bytes).to_string(),
-            }))
-        }
-        Err(RegistryError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `build --all FILE --push PREFIX`: each model is streamed from the Hub to the
-/// registry as it is built, unless the registry's tag already carries its commit and
-/// settings (one manifest request per model, nothing downloaded).
-fn run_push(o: Options) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let prefix = o.push.clone().expect("push mode");
-    let catalogue = Catalogue::load(&o.file)?;
-    let selected = catalogue.select(o.shard);
-    // Once, before any model: a registry that would refuse the pushes stops the run.
-    if let Some(e) = selected.first() {
-        let r = Reference::parse(&format!("{prefix}/{}:{}", e.name.registry_path(), e.tag))?;
-        super::push::push_client(&r, &o.push_flags.registry)?;
-    }
-    let total = selected.len();
-    let stop = stop_on_signals()?;
-    let say = |line: String| {
-        if !o.quiet {
-            eprintln!("{line}");
-        }
-    };
-    say(format!(
-        "{}: {total} models{}, pushing to {}",
-        o.file.display(),
-        o.shard
-            .map(|s| format!(" in shard {s}"))
-            .unwrap_or_default(),
-        // As typed: a user and password in it must not show (each model's reference
-        // refuses them).
-        depotai::redact::text(&prefix)
-    ));
-    // Multi-threaded so that it keeps serving the connections the tag checks open: the
-    // job reuses the same client (and its connection pool) on its own runtime.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let mut outcomes: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
-    for (i, e) in selected.iter().enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let n = format!("[{}/{total}] {}", i + 1, e.name);
-        let r = push_one(e, &o, &prefix, &stop, &rt, &n);
-        match (&r.status, &r.error) {
-            (Status::Built, _) => say(format!("{n}: pushed in {:.1}s", r.seconds())),
-            (Status::Skipped, _) => say(format!("{n}: up to date in the registry, skipped")),
-            (_, Some(err)) => eprintln!("{n}: {}: {err}", r.status.as_str()),
-            _ => {}
-        }
-        outcomes[i] = Some(r);
-    }
-    finish(&o, &catalogue, &selected, outcomes, started, &stop)
-}
-
-fn push_one(
-    e: &CatalogueEntry,
-    o: &Options,
-    prefix: &str,
-    stop: &Arc<AtomicBool>,
-    rt: &tokio::runtime::Runtime,
-    n: &str,
-) -> Outcome {
-    let t = Instant::now();
-    let mut r = Outcome::new(Status::Failed, String::new());
-    let reference = format!("{prefix}/{}:{}", e.name.registry_path(), e.tag);
-    let want = wanted_record(e, o);
-    let annotations = depotai::job::settings_annotations(&want.settings);
-    let result = (|| -> anyhow::Result<Option<depotai::job::HubReport>> {
-        let reference = Reference::parse(&reference)?;
-        let client = o.push_flags.registry.client(&reference, true)?;
-        let tag = reference.manifest_ref().to_string();
-        let current = rt.block_on(tagged(&client, &tag))?;
-        r.reason = match &current {
-            _ if o.force => "--force".into(),
-            None => "not in the registry".into(),
-            Some(c) if c.revision.as_deref() != Some(e.sha.as_str()) => format!(
-                "built at {}",
-                c.revision.as_deref().unwrap_or("an unknown commit")
-            ),
-            Some(c) if c.settings.as_ref() != annotations.get(SETTINGS_ANNOTATION) => {
-                "built with other settings".into()
-            }
-            Some(c) => {
-                r.status = Status::Skipped;
-                r.reason = "up to date".into();
-                r.image = Some(ImageSummary {
-                    index_digest: c.index.clone(),
-                    manifests: Vec::new(),
-                    layers: Vec::new(),
-                    files: 0,
-                });
-                return Ok(None);
-            }
-        };
-        if !o.quiet {
-            eprintln!("{n}: streaming to {reference} ({})", r.reason);
-        }
-        let mut hub = HubConfig::from_env();
-        hub.jobs = o.jobs;
-        hub.cancel = Some(stop.clone());
-        let req = BuildRequest {
-            name: e.name.clone(),
-            sha: e.sha.clone(),
-            tag: e.tag.clone(),
-            output: e.output(&o.output_root),
-            platforms: o.platforms.clone(),
-            layer: o.layer.clone(),
-            plan: o.plan.clone(),
-            expected_digests: Default::default(),
-            index_annotations: annotations.clone(),
-            // Made from the listing by the job (with the files).
-            record: None,
-        };
-        let job = depotai::job::HubJob {
-            req,
-            hub,
-            filter: FileFilter::new(&e.include, &e.exclude)?,
-            include: e.include.clone(),
-            exclude: e.exclude.clone(),
-            stream: StreamOptions {
-                connections: o.connections,
-                cache: !o.no_cache,
-                ..Default::default()
-            },
-            layout: false,
-            registry: Some(depotai::job::RegistryTarget {
-                client,
-                reference,
-                chunk_size: o.push_flags.push_chunk_size.min(DEFAULT_STREAM_CHUNK),
-                state_dir: depotai::job::upload_state_dir(),
-            }),
-            max_scratch: None,
-            delete_downloads: o.delete_downloads,
-        };
-        Ok(Some(depotai::job::run_hub(job, &|_| {})?))
-    })();
-    r.build_seconds = t.elapsed().as_secs_f64();
-    match result {
-        Ok(Some(report)) => {
-            r.status = Status::Built;
-            r.image = Some(summary_of(&report.build));
-            r.downloaded_bytes = Some(report.stream.downloaded_bytes);
-            if o.delete_downloads {
-                r.freed_bytes = Some(report.freed_bytes);
-            }
-        }
-        Ok(None) => {}
-        Err(err) => {
-            if stop.load(Ordering::Relaxed) {
-                r.status = Status::Interrupted;
-            }
-            r.error = Some(one_line(&err));
-        }
-    }
-    r
 }
 
 #[cfg(test)]

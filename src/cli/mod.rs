@@ -2,10 +2,13 @@
 
 mod build;
 mod catalogue;
+mod hub;
 mod lazy;
+mod lines;
 mod progress;
 mod push;
 mod serve;
+mod signals;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -39,10 +42,7 @@ enum Command {
     Inspect(verify::InspectArgs),
 }
 
-/// A run stopped by SIGINT/SIGTERM: exit status 130.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
+pub use signals::Interrupted;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

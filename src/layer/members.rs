@@ -24,7 +24,6 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
-pub(crate) const MAX_CHUNK_SIZE: u64 = 1 << 30;
 const LANDMARK_CONTENT: u8 = 0x0f;
 
 /// CRC-64 with Go's `crc64.ISO` table, as tar-split records file contents.
@@ -192,9 +191,6 @@ pub(crate) fn write_members<W: Write + Send>(
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Written<W>, ReadResult), LayerError> {
-    if rules.chunk_size == 0 || rules.chunk_size > MAX_CHUNK_SIZE {
-        return Err(LayerError::ChunkSize(rules.chunk_size));
-    }
     // Fail on a bad level before any thread starts.
     drop(rules.codec.compressor()?);
     let threads = rules.threads.max(1);
@@ -359,6 +355,7 @@ fn read_and_cut(
             },
         );
         put_raw(&mut open, &mut diff, &header, &mut observer)?;
+        let n_chunks = size.div_ceil(chunk_size);
         let mut record = Record {
             name,
             kind,
@@ -366,7 +363,10 @@ fn read_and_cut(
             size,
             link_name: link.to_string(),
             digest: None,
-            chunks: Vec::new(),
+            // A record is kept until the TOC is written: a small file's one chunk must
+            // not reserve the four a growing Vec starts with (capped: the size is the
+            // source's word until it is read).
+            chunks: Vec::with_capacity(n_chunks.min(64) as usize),
             from_source: matches!(p, Planned::Source(_)),
         };
         if kind != Kind::Regular {
@@ -388,7 +388,6 @@ fn read_and_cut(
             }
             _ => None,
         };
-        let n_chunks = size.div_ceil(chunk_size);
         let mut chunk_offset = 0u64;
         while chunk_offset < size {
             let len = (size - chunk_offset).min(chunk_size);

@@ -5,6 +5,7 @@
 //! are compressed in parallel and written back in order. What differs is how a member
 //! is compressed, where the cuts go, and what follows the last member.
 
+pub mod bound;
 pub mod encoder;
 pub mod estargz;
 #[cfg(all(target_arch = "x86_64", feature = "isal"))]
@@ -14,6 +15,8 @@ pub mod tar;
 pub mod zstd_chunked;
 
 use crate::digest::Digest;
+use crate::limits;
+use crate::names::{self, PathRule};
 pub use encoder::Encoder;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -129,6 +132,16 @@ impl Options {
         self.encoder.check_cpu()
     }
 
+    /// Whether the chunk size is in [`limits::MIN_CHUNK_SIZE`]..=[`limits::MAX_CHUNK_SIZE`].
+    /// Cheap: checked before anything is downloaded or written.
+    pub fn check_chunk_size(&self) -> Result<(), LayerError> {
+        if (limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            Ok(())
+        } else {
+            Err(LayerError::ChunkSize(self.chunk_size))
+        }
+    }
+
     /// The effective level, if the format and encoder accept it (and the encoder this
     /// CPU).
     pub(crate) fn checked_level(&self) -> Result<i32, LayerError> {
@@ -201,13 +214,25 @@ pub fn build<W: Write + Send>(
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerInfo, W), LayerError> {
-    if opts.chunk_size == 0 || opts.chunk_size > members::MAX_CHUNK_SIZE {
-        return Err(LayerError::ChunkSize(opts.chunk_size));
-    }
+    opts.check_chunk_size()?;
     let level = opts.checked_level()?;
     match opts.format {
         Format::Estargz => estargz::build(entries, contents, opts, level, out, progress),
         Format::ZstdChunked => zstd_chunked::build(entries, contents, opts, level, out, progress),
+    }
+}
+
+/// A writer that only counts: how long a document will be before it is written.
+pub(crate) struct ByteCount(pub u64);
+
+impl Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -285,8 +310,8 @@ impl Read for StoppableRead<'_> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    #[error("invalid path {path:?} in the image: {why}")]
-    InvalidPath { path: String, why: &'static str },
+    #[error("invalid path {} in the image: {why}", crate::limits::shown(path))]
+    InvalidPath { path: String, why: PathRule },
     #[error("{path:?} appears twice")]
     Duplicate { path: String },
     #[error("{path:?} is both a file and a directory")]
@@ -297,8 +322,16 @@ pub enum LayerError {
     PrefetchNotFound { path: String },
     #[error("the layer has no files")]
     Empty,
-    #[error("chunk size must be between 1 byte and 1 GiB, got {0}")]
+    #[error(
+        "--chunk-size {0} (bytes) is out of range: use 64KiB to 64MiB (a size takes a unit, e.g. 4MiB)"
+    )]
     ChunkSize(u64),
+    /// The layer's TOC (or tar-split) could pass a reader's limit, first at `path`.
+    #[error("{}", bound::too_large(path, *limit))]
+    TocTooLarge {
+        path: String,
+        limit: bound::TocLimit,
+    },
     #[error("reading {path}: {source}")]
     Read { path: String, source: io::Error },
     #[error("{path} changed while it was read ({what}); rebuild when the files are stable")]
@@ -322,33 +355,6 @@ pub enum LayerError {
     },
     #[error("--prefetch applies to eStargz only: {0} has no landmark and pulls files on demand")]
     PrefetchUnsupported(Format),
-}
-
-/// Checks that `path` can be a tar entry name that extracts inside the image root.
-pub fn validate_path(path: &str) -> Result<(), LayerError> {
-    let bad = |why| {
-        Err(LayerError::InvalidPath {
-            path: path.to_string(),
-            why,
-        })
-    };
-    if path.is_empty() {
-        return bad("empty path");
-    }
-    if path.starts_with('/') {
-        return bad("absolute path");
-    }
-    if path.contains('\0') {
-        return bad("NUL byte");
-    }
-    for seg in path.split('/') {
-        match seg {
-            "" => return bad("empty path segment"),
-            "." | ".." => return bad("'.' or '..' segment"),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Validates a whole set of entries as one image, before it is split into layers:
@@ -392,7 +398,10 @@ pub(crate) fn plan(
 ) -> Result<Vec<Planned>, LayerError> {
     let mut by_path: BTreeMap<String, Entry> = BTreeMap::new();
     for e in entries {
-        validate_path(&e.path)?;
+        names::check_path(&e.path).map_err(|why| LayerError::InvalidPath {
+            path: e.path.clone(),
+            why,
+        })?;
         if landmarks
             && [TOC_NAME, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK].contains(&e.path.as_str())
         {
@@ -509,6 +518,39 @@ mod tests {
         assert_eq!(err.to_string(), "interrupted by a signal");
     }
 
+    #[test]
+    fn chunk_sizes_outside_64_kib_to_64_mib_are_refused_naming_the_range() {
+        // The message states the range; the limits are what it states.
+        assert_eq!(
+            (limits::MIN_CHUNK_SIZE, limits::MAX_CHUNK_SIZE),
+            (64 << 10, 64 << 20)
+        );
+        for (chunk_size, ok) in [
+            (4, false),
+            ((64 << 10) - 1, false),
+            (64 << 10, true),
+            (4 << 20, true),
+            (64 << 20, true),
+            ((64 << 20) + 1, false),
+            (1 << 30, false),
+        ] {
+            let opts = Options {
+                chunk_size,
+                ..Options::default()
+            };
+            match opts.check_chunk_size() {
+                Ok(()) => assert!(ok, "{chunk_size}"),
+                Err(e) => {
+                    assert!(!ok, "{chunk_size}");
+                    assert_eq!(
+                        e.to_string(),
+                        format!("--chunk-size {chunk_size} (bytes) is out of range: use 64KiB to 64MiB (a size takes a unit, e.g. 4MiB)")
+                    );
+                }
+            }
+        }
+    }
+
     fn file(p: &str) -> Entry {
         Entry {
             path: p.into(),
@@ -582,8 +624,23 @@ mod tests {
 
     #[test]
     fn unsafe_duplicate_reserved_and_missing_paths_are_refused() {
-        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/"] {
-            assert!(plan(vec![file(bad)], &[], true).is_err(), "{bad:?}");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            ".wh.a",
+            "a\tb",
+        ] {
+            assert!(
+                matches!(
+                    plan(vec![file(bad)], &[], true),
+                    Err(LayerError::InvalidPath { .. })
+                ),
+                "{bad:?}"
+            );
         }
         assert!(matches!(
             plan(vec![file("a"), file("a")], &[], true),

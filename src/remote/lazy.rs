@@ -397,10 +397,83 @@ fn partial_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Creates the directories from `base` (made as given: the user named it, links and
+/// all) down to `dest`'s parent. Below `base` an existing entry must be a real
+/// directory: a planted symlink (say `OUT/sub -> /etc`) would otherwise send a file of
+/// the image outside `OUT`.
+fn make_parents(base: &Path, dest: &Path) -> Result<(), RegistryError> {
+    if !base.as_os_str().is_empty() {
+        std::fs::create_dir_all(base).map_err(|e| RegistryError::io(base.display(), e))?;
+    }
+    let Some(below) = dest.parent().and_then(|p| p.strip_prefix(base).ok()) else {
+        return Ok(());
+    };
+    let mut dir = base.to_path_buf();
+    for c in below.components() {
+        dir.push(c);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(RegistryError::io(dir.display(), e)),
+        }
+        let m = std::fs::symlink_metadata(&dir).map_err(|e| RegistryError::io(dir.display(), e))?;
+        if !m.is_dir() {
+            return Err(RegistryError::OutputNotADirectory(
+                dir.display().to_string(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `part` to write a file into, never through a link and never into a file this
+/// user did not make. An existing regular file of ours with one link is kept: it is
+/// what an interrupted run left, and its verified chunks are reused. Anything else there
+/// (a symlink, dangling or not; a hard link to another file; someone else's file; a
+/// FIFO or device) is removed (unlinking removes the entry, never what it points at)
+/// and a new file is made with `O_CREAT | O_EXCL | O_NOFOLLOW`, which fails rather than
+/// follow or reuse whatever appears there in between.
+fn open_partial(part: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    match std::fs::symlink_metadata(part) {
+        Ok(seen) => {
+            if seen.is_file() {
+                // O_NONBLOCK: should a FIFO be swapped in after the check, opening it
+                // does not wait for a writer; it is then refused by the checks below.
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(part);
+                if let Ok(f) = f {
+                    let m = f.metadata()?;
+                    // SAFETY: geteuid has no preconditions and cannot fail.
+                    let me = unsafe { libc::geteuid() };
+                    if m.is_file() && same_file(&m, &seen) && m.nlink() == 1 && m.uid() == me {
+                        return Ok(f);
+                    }
+                }
+            }
+            std::fs::remove_file(part)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(part)
+}
+
 /// Downloads `path` (a file, or a directory: every file under it) to `output`.
-/// Each file is written to `<output>.partial`, every chunk checked against its
-/// `chunkDigest` and the file against its `digest`, then renamed into place. A
-/// `.partial` left by an interrupted run keeps its verified chunks.
+/// Each file is written to `<output>.partial` (opened by [`open_partial`]: never
+/// through a link), every chunk checked against its `chunkDigest` and the file against
+/// its `digest`, then renamed into place. The rename replaces whatever entry is at the
+/// destination, a symlink included, and never writes through it. A `.partial` left by
+/// an interrupted run keeps its verified chunks.
 pub async fn get(
     client: &Client,
     reference: &Reference,
@@ -410,43 +483,51 @@ pub async fn get(
     let image = open(client, reference).await?;
     let want = clean_name(path);
     let all = &image.files;
-    let selected: Vec<(usize, TocFile, PathBuf)> = match all.iter().find(|f| f.1.name == want) {
-        Some((layer, f)) => {
-            // `-o DIR/` for a file: the file goes into that directory.
-            let dest = if output.is_dir() {
-                output.join(f.name.rsplit('/').next().unwrap_or(&f.name))
-            } else {
-                output.to_path_buf()
-            };
-            vec![(*layer, f.clone(), dest)]
-        }
-        None => {
-            let prefix = if want.is_empty() {
-                String::new()
-            } else {
-                format!("{want}/")
-            };
-            let under: Vec<_> = all
-                .iter()
-                .filter(|(_, f)| f.name.starts_with(&prefix))
-                .map(|(l, f)| (*l, f.clone(), output.join(&f.name[prefix.len()..])))
-                .collect();
-            if under.is_empty() {
-                let what = image
-                    .entries
-                    .iter()
-                    .find(|e| e.name == want)
-                    .map(|e| format!("{want} (a {} entry, not a file)", e.kind))
-                    .unwrap_or_else(|| want.to_string());
-                return Err(RegistryError::NoSuchPath(what));
+    // A single file's directory is the user's to name; a directory's files go under
+    // `output`, through real directories only.
+    let (base, selected): (PathBuf, Vec<(usize, TocFile, PathBuf)>) =
+        match all.iter().find(|f| f.1.name == want) {
+            Some((layer, f)) => {
+                // `-o DIR/` for a file: the file goes into that directory.
+                let dest = if output.is_dir() {
+                    output.join(f.name.rsplit('/').next().unwrap_or(&f.name))
+                } else {
+                    output.to_path_buf()
+                };
+                let base = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+                (base, vec![(*layer, f.clone(), dest)])
             }
-            under
-        }
-    };
+            None => {
+                let prefix = if want.is_empty() {
+                    String::new()
+                } else {
+                    format!("{want}/")
+                };
+                let under: Vec<_> = all
+                    .iter()
+                    .filter(|(_, f)| f.name.starts_with(&prefix))
+                    .map(|(l, f)| (*l, f.clone(), output.join(&f.name[prefix.len()..])))
+                    .collect();
+                if under.is_empty() {
+                    let what = image
+                        .entries
+                        .iter()
+                        .find(|e| e.name == want)
+                        .map(|e| format!("{want} (a {} entry, not a file)", e.kind))
+                        .unwrap_or_else(|| want.to_string());
+                    return Err(RegistryError::NoSuchPath(what));
+                }
+                (output.to_path_buf(), under)
+            }
+        };
     for (_, f, _) in &selected {
         if f.name.split('/').any(|c| c == ".." || c.is_empty()) {
             return Err(bad(format!("unsafe path in the TOC: {:?}", f.name)));
         }
+    }
+    // Every directory first: a refused one stops the get before any file is written.
+    for (_, _, dest) in &selected {
+        make_parents(&base, dest)?;
     }
     let mut got = Vec::new();
     let mut used = std::collections::BTreeSet::new();
@@ -671,18 +752,9 @@ async fn fetch_file(
     format: LayerFormat,
     dest: &Path,
 ) -> Result<u64, RegistryError> {
-    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| RegistryError::io(parent.display(), e))?;
-    }
     let part = partial_path(dest);
     let io = |e| RegistryError::io(part.display(), e);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-        .map_err(io)?;
+    let mut file = open_partial(&part).map_err(io)?;
     let mut have = file.metadata().map_err(io)?.len();
     let mut hasher = Hasher::new();
     let mut reused = 0u64;
@@ -729,16 +801,30 @@ async fn fetch_file(
             actual,
         });
     }
-    file.sync_all().map_err(io)?;
-    drop(file);
-    #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = if f.mode & 0o111 != 0 { 0o755 } else { 0o644 };
-        let _ = std::fs::set_permissions(&part, std::fs::Permissions::from_mode(mode));
+        // On the open file, not by name: a name can be swapped for a link.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io)?;
     }
+    file.sync_all().map_err(io)?;
     std::fs::rename(&part, dest).map_err(|e| RegistryError::io(dest.display(), e))?;
-    Ok(reused)
+    // What was renamed is what was written: else something swapped the `.partial` after
+    // the last write (the rename moved that entry, never writing through it).
+    let ours = file.metadata().map_err(io)?;
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if same_file(&m, &ours) => Ok(reused),
+        _ => {
+            let _ = std::fs::remove_file(dest);
+            Err(RegistryError::OutputReplaced(dest.display().to_string()))
+        }
+    }
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
 #[cfg(test)]

@@ -73,6 +73,14 @@ pub enum RegistryError {
     Credentials(String),
     #[error("layout: {0}")]
     Layout(String),
+    /// `get` found something other than a real directory where it creates one under
+    /// the output (a symlink there would send the file elsewhere).
+    #[error("{0} is not a directory (get follows no link under the output): remove it or choose another -o")]
+    OutputNotADirectory(String),
+    /// The file renamed into place is not the one `get` wrote: something replaced the
+    /// `.partial` between the last write and the rename; that entry is removed.
+    #[error("{0} was replaced while get wrote it (removed): run get again")]
+    OutputReplaced(String),
     /// The registry would not take a push: found by [`Client::check_push`] before
     /// anything is downloaded or sent.
     #[error("cannot push to {}: {cause}", redact(registry))]

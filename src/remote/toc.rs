@@ -13,6 +13,7 @@ use crate::digest::Digest;
 use crate::layer::estargz::{parse_footer, Toc, TocEntry, FOOTER_SIZE};
 use crate::layer::zstd_chunked::{self, TarSplitEntry};
 use crate::limits::{self, shown, MAX_TOC_BYTES, MAX_TOC_ENTRIES, MAX_TOC_TAR};
+use crate::names;
 use crate::units::human_bytes;
 use base64::Engine as _;
 use std::cell::Cell;
@@ -168,15 +169,15 @@ pub fn check_entries<'a>(
         if n.is_empty() && kind == "dir" {
             continue;
         }
-        if let Some(why) = limits::unsafe_path(n) {
+        if let Err(why) = names::check_path(n) {
             return Err(bad(format!(
                 "unsafe name in the TOC: {} ({why})",
                 shown(name)
             )));
         }
-        if link.len() > limits::MAX_PATH_LEN || link.chars().any(char::is_control) {
+        if let Err(why) = names::check_link_target(link) {
             return Err(bad(format!(
-                "unusable link target for {} in the TOC",
+                "unusable link target for {} in the TOC ({why})",
                 shown(name)
             )));
         }
@@ -357,7 +358,7 @@ pub fn check_tar_split(
                 let name = e.name.as_deref().unwrap_or("");
                 let n = toc_name(name);
                 if !n.is_empty() {
-                    if let Some(why) = limits::unsafe_path(n) {
+                    if let Err(why) = names::check_path(n) {
                         return Err(bad(format!(
                             "unsafe name in the tar-split: {} ({why})",
                             shown(name)

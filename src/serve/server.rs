@@ -1,10 +1,11 @@
 //! The HTTP server: the read side of the OCI Distribution spec over a [`Store`],
 //! the web pages, access logs and graceful shutdown. HTTP/1.1 on hyper and tokio.
 
-use super::body::{AccessLog, ServeBody, Source};
+use super::body::{AccessLog, Budget, ServeBody, Source};
 use super::pages;
 use super::range::{self, Part, RangeError};
 use super::store::{BlobBody, Store, StoreError};
+use super::IMMUTABLE;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -28,7 +29,6 @@ use crate::limits;
 use tokio::sync::Semaphore;
 
 /// Content-addressed blobs never change.
-pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const OCTET_STREAM: &str = "application/octet-stream";
 const JSON: &str = "application/json";
 
@@ -63,6 +63,8 @@ struct State {
     local: SocketAddr,
     /// Store lookups at once (they run on the blocking pool).
     lookups: Semaphore,
+    /// Bytes of full-size blob pieces all responses may hold (see `body`).
+    pieces: Budget,
 }
 
 /// A bound, not yet running, registry.
@@ -89,6 +91,7 @@ impl Server {
                 quiet: opts.quiet,
                 local,
                 lookups: Semaphore::new(limits::MAX_CONCURRENT_LOOKUPS),
+                pieces: Budget::new(limits::SERVE_PIECE_BUDGET),
             }),
             grace: opts.shutdown_grace,
         })
@@ -492,7 +495,7 @@ async fn blob(
     }
     let size = b.size;
     let source = match b.body {
-        BlobBody::File(f) => Source::File(Arc::new(f)),
+        BlobBody::File(f) => Source::File(Arc::new(f), state.pieces.clone()),
         BlobBody::Memory(m) => Source::Memory(m),
     };
     let whole = || {

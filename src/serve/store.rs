@@ -14,14 +14,14 @@
 //! request: an image built (or copied) under the root later is picked up without a
 //! restart, and a rebuilt one (a new directory renamed into place) is re-read.
 
+use super::data::{Files, LayerDesc, Overview, TocFile};
 use crate::digest::Digest;
-use crate::image::{validate_tag, ANNOTATION_REF_NAME};
+use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
 use crate::layer::estargz::{Toc, FOOTER_SIZE};
 use crate::layer::zstd_chunked;
 use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
 use crate::limits;
 use crate::remote::toc::{self as toc_reader, BadLayer};
-use crate::serve::pages::{Files, Overview, TocFile};
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -238,7 +238,9 @@ pub struct ReferrerDesc {
     pub digest: Digest,
     pub media_type: String,
     pub size: u64,
-    pub artifact_type: String,
+    /// As the referrers API gives it: the manifest's `artifactType`, else its config's
+    /// media type; `None` (the key left out) for an index without one.
+    pub artifact_type: Option<String>,
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -480,12 +482,15 @@ impl Store {
             }
         }
         if let Some(subject) = doc.subject.as_ref().and_then(|s| Digest::parse(&s.digest)) {
-            // The spec: artifactType, else the config's media type.
+            // The spec: artifactType, else the config's media type (a manifest); an
+            // empty one counts as none.
+            let non_empty = |t: &String| !t.is_empty();
             let artifact_type = doc
                 .artifact_type
                 .clone()
+                .filter(non_empty)
                 .or_else(|| doc.config.as_ref().map(|c| c.media_type.clone()))
-                .unwrap_or_default();
+                .filter(non_empty);
             img.referrers.push(ReferrerDesc {
                 subject,
                 digest,
@@ -575,7 +580,6 @@ impl Store {
         })
     }
 
-    /// The tags of image `name`, sorted.
     /// The referrers API's answer for `subject` in image `name`: an image index of the
     /// manifests that name it, only those of `artifact_type` when given.
     pub fn referrers(
@@ -590,14 +594,16 @@ impl Store {
             .referrers
             .iter()
             .filter(|r| r.subject == subject)
-            .filter(|r| artifact_type.map_or(true, |t| r.artifact_type == t))
+            .filter(|r| artifact_type.map_or(true, |t| r.artifact_type.as_deref() == Some(t)))
             .map(|r| {
                 let mut d = serde_json::json!({
                     "mediaType": r.media_type,
                     "digest": r.digest.to_string(),
                     "size": r.size,
-                    "artifactType": r.artifact_type,
                 });
+                if let Some(t) = &r.artifact_type {
+                    d["artifactType"] = serde_json::json!(t);
+                }
                 if !r.annotations.is_empty() {
                     d["annotations"] = serde_json::json!(r.annotations);
                 }
@@ -612,6 +618,7 @@ impl Store {
         Ok(Bytes::from(crate::image::canonical_json(&index)))
     }
 
+    /// The tags of image `name`, sorted.
     pub fn tags(&self, name: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.image(name)?.tags.keys().cloned().collect())
     }
@@ -692,9 +699,7 @@ impl Store {
     }
 
     fn overview_of(img: &Image) -> Arc<Overview> {
-        img.overview
-            .get_or_init(|| Arc::new(Overview::of(img)))
-            .clone()
+        img.overview.get_or_init(|| Arc::new(overview(img))).clone()
     }
 
     /// The overview and the files of every layer (from their TOCs), merged. The TOCs are
@@ -809,6 +814,35 @@ pub fn read_toc(f: &File, len: u64) -> Result<Toc, TocError> {
     f.read_exact_at(&mut member, start)?;
     let json = toc_reader::estargz_toc_json(&member)?;
     Ok(toc_reader::parse_estargz_toc(&json)?)
+}
+
+/// What the web pages show of an image, from its documents.
+fn overview(img: &Image) -> Overview {
+    Overview {
+        name: img.name.clone(),
+        tags: img.tags.iter().map(|(t, d)| (t.clone(), *d)).collect(),
+        revision: img.annotations.get(ANNOTATION_REVISION).cloned(),
+        source: img.annotations.get(ANNOTATION_SOURCE).cloned(),
+        platforms: img.manifests.clone(),
+        layers: img
+            .layers
+            .iter()
+            .map(|d| {
+                let r = img.refs.get(d);
+                LayerDesc {
+                    digest: *d,
+                    size: r.map_or(0, |r| r.size),
+                    media_type: r.map(|r| r.media_type.clone()).unwrap_or_default(),
+                }
+            })
+            .collect(),
+        referrers: img
+            .referrers
+            .iter()
+            .filter(|r| img.tags.values().any(|d| *d == r.subject))
+            .map(|r| (r.artifact_type.clone(), r.digest))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! what an image is up to date with, a listing no disk can hold is refused before any
 //! download, and builds sharing one `HF_HOME` at once all succeed and leave it clean.
 
-use super::support::hub::{depotai_against, Content, HubServer, Repo, RepoFile};
+use super::support::hub::{depotai_against, Content, HubServer, Origin, Repo, RepoFile};
 use super::support::{assert_ok, sha256_hex, Layout};
 use super::{assert_refused, files_under};
 use serde_json::Value;
@@ -317,7 +317,7 @@ fn builds_sharing_one_cache_at_once_all_succeed_and_leave_it_clean() {
         files.push(RepoFile::lfs(&format!("model-{i}.safetensors"), content));
     }
     let env = Env::new(Repo::new(MODEL, SHA, files));
-    // Two whole-file downloads and two streamed builds (through the cache), at once.
+    // Four streamed builds through the cache at once, two of them with --max-scratch.
     let children: Vec<_> = (0..4)
         .map(|i| {
             let mut c = env.cmd();
@@ -378,7 +378,7 @@ fn builds_sharing_one_cache_at_once_all_succeed_and_leave_it_clean() {
 }
 
 #[test]
-fn a_download_waits_for_the_lock_huggingface_hub_holds_and_takes_the_blob_it_left() {
+fn a_file_whose_lock_huggingface_hub_holds_is_streamed_untouched_and_its_blob_then_used_offline() {
     use std::os::fd::AsRawFd;
     let env = Env::new(repo());
     let weights = Content::Generated {
@@ -395,43 +395,36 @@ fn a_download_waits_for_the_lock_huggingface_hub_holds_and_takes_the_blob_it_lef
     let lock = std::fs::File::create(locks.join(format!("{etag}.lock"))).unwrap();
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
 
-    let mut c = env.cmd();
-    c.args(["build", MODEL, "--sha", SHA, "--json", "--output"])
-        .arg(env.out("img"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let blobs = env.repo_cache().join("blobs");
-    let others_done = || std::fs::read_dir(&blobs).map_or(0, |d| d.count()) >= 6;
-    let t = std::time::Instant::now();
-    while !others_done() {
-        assert!(t.elapsed().as_secs() < 30, "the other files never arrived");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "it waits for the lock");
-    assert!(!blobs.join(format!("{etag}.incomplete")).exists());
-    assert!(!blobs.join(&etag).exists());
-
-    // The lock holder puts the blob in place and lets go: nothing left to download.
-    std::fs::write(blobs.join(&etag), weights.read(0, 3 << 20)).unwrap();
-    drop(lock);
-    let o = child.wait_with_output().unwrap();
+    // The build never waits (two builds each holding one lock and waiting for the
+    // other's would never end): the locked file is streamed and verified, not written.
+    let o = build(&env, env.cmd(), "img", &[]);
     assert_ok(&o);
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["files"], 7);
-    let fetched: Vec<String> = env
+    let blobs = env.repo_cache().join("blobs");
+    assert!(!blobs.join(format!("{etag}.incomplete")).exists());
+    assert!(!blobs.join(&etag).exists());
+    // No link to a blob that is not there; the other six files are in the cache.
+    assert!(std::fs::symlink_metadata(env.snapshot("model.safetensors")).is_err());
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 6);
+    let fetched: Vec<Option<String>> = env
         .server
         .requests()
         .into_iter()
-        .map(|r| r.path)
-        .filter(|p| p.contains("model.safetensors"))
+        .filter(|r| r.origin == Origin::Cdn && r.path.contains("model.safetensors"))
+        .map(|r| r.range)
         .collect();
-    assert_eq!(fetched, Vec::<String>::new());
-    assert_eq!(
-        std::fs::read(env.snapshot("model.safetensors")).unwrap(),
-        weights.read(0, 3 << 20)
-    );
+    assert_eq!(fetched, [Some(format!("bytes=0-{}", (3 << 20) - 1))]);
+
+    // The lock holder puts the blob in place and lets go: an offline build takes it.
+    std::fs::write(blobs.join(&etag), weights.read(0, 3 << 20)).unwrap();
+    drop(lock);
+    env.server.clear_requests();
+    let o = build(&env, env.offline(), "offline", &[]);
+    assert_ok(&o);
+    let t: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(t["index_digest"], s["index_digest"]);
+    assert!(env.server.requests().is_empty(), "offline asks nothing");
 }
 
 #[test]

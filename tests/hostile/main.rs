@@ -7,8 +7,10 @@
 mod support;
 
 // The second round's cases (issue 22), one file per seam.
+mod builder;
 mod credentials;
 mod fallback;
+mod get_serve;
 mod hub_cache;
 
 use depotai::layer::estargz::{Toc, TocEntry};
@@ -522,9 +524,9 @@ mod serve_attack {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    struct Served {
-        child: Child,
-        addr: String,
+    pub(super) struct Served {
+        pub(super) child: Child,
+        pub(super) addr: String,
     }
 
     impl Drop for Served {
@@ -534,7 +536,7 @@ mod serve_attack {
         }
     }
 
-    fn serve(root: &std::path::Path) -> Served {
+    pub(super) fn serve(root: &std::path::Path) -> Served {
         let mut child = super::support::depotai()
             .arg("serve")
             .arg("--root")
@@ -553,7 +555,7 @@ mod serve_attack {
     }
 
     /// One request on a new connection; the status and the body.
-    fn request(addr: &str, method: &str, path: &str, headers: &str) -> (u16, Vec<u8>) {
+    pub(super) fn request(addr: &str, method: &str, path: &str, headers: &str) -> (u16, Vec<u8>) {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         write!(
@@ -585,7 +587,7 @@ mod serve_attack {
         v[v.len() / 2]
     }
 
-    fn proc_status(pid: u32) -> (u64, usize) {
+    pub(super) fn proc_status(pid: u32) -> (u64, usize) {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         let rss_kib = status
             .lines()
@@ -599,7 +601,7 @@ mod serve_attack {
     }
 
     /// The attack opens some 1,200 sockets: more than a default soft limit of 1,024.
-    fn raise_nofile() {
+    pub(super) fn raise_nofile() {
         let mut rl = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,

@@ -27,12 +27,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // ───────────────────────── 1. Public fixture types ─────────────────────────
 
-/// File content. `Generated` is computed from the offset on demand and never stored,
-/// so multi-GiB fixtures cost no memory or disk.
+/// File content. `Generated` and `Weights` are computed from the offset on demand and
+/// never stored, so fixtures of any size cost no memory or disk.
 #[derive(Clone, Debug)]
 pub enum Content {
     Bytes(Vec<u8>),
-    Generated { size: u64, seed: u64 },
+    /// A cheap repeating pattern (compresses far better than weights).
+    Generated {
+        size: u64,
+        seed: u64,
+    },
+    /// Bytes that compress like real bf16/f32 tensors (see [`WEIGHTS_BLOCK`]).
+    Weights {
+        size: u64,
+        seed: u64,
+        dtype: Dtype,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +86,30 @@ pub struct Request {
     pub status: u16,
     /// All request headers, names lower-cased.
     pub headers: Vec<(String, String)>,
+    /// Length of the body the answer declared (0 for HEAD; a cut or stalled body sent
+    /// fewer bytes).
+    pub body_len: u64,
+}
+
+impl Request {
+    /// The repository file a `resolve` or CDN request asks for (decoded); `None` for the
+    /// API.
+    pub fn file_path(&self) -> Option<String> {
+        let (raw, _) = split_target(&self.path);
+        let segs: Vec<&str> = raw.strip_prefix('/')?.split('/').collect();
+        match self.origin {
+            Origin::Cdn => match parse_cdn_route(&segs)? {
+                Route::Cdn { path, .. } => Some(path),
+                _ => None,
+            },
+            Origin::Hub => {
+                // `{id}/resolve/{rev}/{path}`, the id one or two segments.
+                let i = (1..=2).find(|&i| segs.get(i) == Some(&"resolve") && segs[0] != "api")?;
+                let (_, p) = split_rev(&segs[i + 1..])?;
+                (!p.is_empty()).then(|| decode_join(p)).flatten()
+            }
+        }
+    }
 }
 
 /// Injected misbehaviour. `path` is the decoded repo file path (e.g. "a b/ü.bin") and
@@ -178,6 +212,89 @@ impl Repo {
     }
 }
 
+/// The largest shard of [`weights_model`].
+pub const WEIGHTS_SHARD_MAX: u64 = 4 << 30;
+
+/// A model of exactly `total` bytes made of weights, as `tests/scale.rs` and
+/// `bench/scale.sh` serve it: `config.json`, `tokenizer.json` and
+/// `model.safetensors.index.json` (git files), then LFS safetensors: one f32 file of
+/// `big` bytes (`model-00001-of-…`, the one above the CDN's whole-file limit) and at
+/// least two shards of at most [`WEIGHTS_SHARD_MAX`], bf16 until 35 % of the model is
+/// bf16 (the mix of `bench/gen_weights.py`), then f32, the last taking the remainder.
+pub fn weights_model(total: u64, big: u64) -> Vec<RepoFile> {
+    weights_model_seeded(total, big, 0)
+}
+
+/// [`weights_model`] whose weights come from seeds of its own (`seed` 0 is
+/// [`weights_model`]): models with other seeds share no layer, as real models do.
+pub fn weights_model_seeded(total: u64, big: u64, seed: u64) -> Vec<RepoFile> {
+    let seed = seed * 1000;
+    let config = br#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "model_type": "llama", "torch_dtype": "bfloat16"}
+"#;
+    // A tokenizer-like JSON of about 1 MiB.
+    let vocab: Vec<String> = (0..40_000)
+        .map(|i| {
+            format!(
+                "\"Ġt{:x}{}\": {i}",
+                splitmix64(i) % 4096,
+                ["a", "er", "ing", "on"][i as usize % 4]
+            )
+        })
+        .collect();
+    let tokenizer = format!(
+        "{{\"model\": {{\"type\": \"BPE\", \"vocab\": {{{}}}}}}}\n",
+        vocab.join(", ")
+    );
+    let small = config.len() as u64 + tokenizer.len() as u64 + 4096;
+    assert!(
+        total >= big + small + (2 << 20),
+        "a {total}-byte model cannot hold a {big}-byte file and two shards"
+    );
+    let rest = total - big - small;
+    let shards = rest.div_ceil(WEIGHTS_SHARD_MAX).max(2);
+    let n = 1 + shards;
+    let name = |i: u64| format!("model-{i:05}-of-{n:05}.safetensors");
+    let mut files = vec![RepoFile::lfs(
+        &name(1),
+        Content::weights(big, seed + 1, Dtype::F32),
+    )];
+    let mut bf16 = 0u64;
+    for s in 0..shards {
+        let size = if s + 1 == shards {
+            rest - (shards - 1) * (rest / shards)
+        } else {
+            rest / shards
+        };
+        let dtype = if bf16 * 100 < total * 35 {
+            bf16 += size;
+            Dtype::Bf16
+        } else {
+            Dtype::F32
+        };
+        files.push(RepoFile::lfs(
+            &name(s + 2),
+            Content::weights(size, seed + s + 2, dtype),
+        ));
+    }
+    let map: Vec<String> = (1..=n)
+        .map(|i| format!("    \"model.layers.{i}.weight\": \"{}\"", name(i)))
+        .collect();
+    let mut index = format!(
+        "{{\n  \"metadata\": {{\"total_size\": {}}},\n  \"weight_map\": {{\n{}\n  }}\n}}\n",
+        total - small,
+        map.join(",\n")
+    )
+    .into_bytes();
+    // Pad the index so the small files are exactly `small` bytes: the model is `total`.
+    let pad = small - config.len() as u64 - tokenizer.len() as u64;
+    assert!(index.len() as u64 <= pad, "the index fits its 4 KiB");
+    index.resize(pad as usize, b' ');
+    files.push(RepoFile::regular("config.json", config.to_vec()));
+    files.push(RepoFile::regular("model.safetensors.index.json", index));
+    files.push(RepoFile::regular("tokenizer.json", tokenizer.into_bytes()));
+    files
+}
+
 // ───────────────────────── 2. Content ─────────────────────────
 
 /// Generated content is made of 4096-byte blocks: block index (u64 LE), seed (u64 LE),
@@ -211,73 +328,220 @@ impl Generator {
     /// Fills `buf` with the bytes at `offset..`: whole-block memcpy + an 8-byte patch,
     /// so it stays fast even in unoptimised test builds.
     fn fill(&self, offset: u64, buf: &mut [u8]) {
-        let mut pos = 0usize;
-        while pos < buf.len() {
-            let abs = offset + pos as u64;
-            let block = abs / GENERATED_BLOCK as u64;
-            let within = (abs % GENERATED_BLOCK as u64) as usize;
-            let n = (GENERATED_BLOCK - within).min(buf.len() - pos);
-            let dst = &mut buf[pos..pos + n];
-            dst.copy_from_slice(&self.template[within..within + n]);
-            if within < 8 {
-                let end = 8.min(within + n);
-                dst[..end - within].copy_from_slice(&block.to_le_bytes()[within..end]);
-            }
-            pos += n;
-        }
+        fill_blocks(offset, buf, GENERATED_BLOCK, |block, within, dst| {
+            dst.copy_from_slice(&self.template[within..within + dst.len()]);
+            patch(dst, within, block.to_le_bytes());
+        });
+    }
+}
+
+/// Calls `copy(block, offset within the block, destination)` for each block-sized piece
+/// of `offset..offset + buf.len()`.
+fn fill_blocks(
+    offset: u64,
+    buf: &mut [u8],
+    block_size: usize,
+    mut copy: impl FnMut(u64, usize, &mut [u8]),
+) {
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let abs = offset + pos as u64;
+        let block = abs / block_size as u64;
+        let within = (abs % block_size as u64) as usize;
+        let n = (block_size - within).min(buf.len() - pos);
+        copy(block, within, &mut buf[pos..pos + n]);
+        pos += n;
+    }
+}
+
+/// Overwrites the part of a block's first 8 bytes that `dst` (starting `within` the
+/// block) covers with `head`.
+fn patch(dst: &mut [u8], within: usize, head: [u8; 8]) {
+    if within < 8 {
+        let end = 8.min(within + dst.len());
+        dst[..end - within].copy_from_slice(&head[within..end]);
     }
 }
 
 /// `len` bytes of the generated content for `seed`, starting at `offset`.
 pub fn generated_bytes(seed: u64, offset: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    Generator::new(seed).fill(offset, &mut v);
-    v
+    Content::Generated {
+        size: u64::MAX,
+        seed,
+    }
+    .read(offset, len)
 }
 
-/// sha256 of generated content of `size` bytes (streamed in 1 MiB chunks; memoised per
-/// process; big canonical fixtures come from a precomputed table).
+/// sha256 of generated content of `size` bytes (see [`Content::sha256`]).
 pub fn generated_sha256(size: u64, seed: u64) -> [u8; 32] {
-    type Memo = Mutex<HashMap<(u64, u64), [u8; 32]>>;
-    static MEMO: OnceLock<Memo> = OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(h) = memo.lock().unwrap().get(&(size, seed)) {
-        return *h;
-    }
-    let known = KNOWN_GENERATED_SHA256
-        .iter()
-        .find(|(s, sd, hex)| *s == size && *sd == seed && hex.len() == 64)
-        .map(|(_, _, h)| hex::decode(h).unwrap().try_into().unwrap());
-    let h = known.unwrap_or_else(|| generated_sha256_uncached(size, seed));
-    memo.lock().unwrap().insert((size, seed), h);
-    h
+    Content::Generated { size, seed }.sha256()
 }
 
-/// Always streams (no memo, no table): for checking the table.
+/// Always streams (no memo, no table, no cache file): for checking the table.
 pub fn generated_sha256_uncached(size: u64, seed: u64) -> [u8; 32] {
-    let g = Generator::new(seed);
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    while off < size {
-        let n = (size - off).min(buf.len() as u64) as usize;
-        g.fill(off, &mut buf[..n]);
-        hasher.update(&buf[..n]);
-        off += n as u64;
-    }
+    Content::Generated { size, seed }.for_each_piece(|b| hasher.update(b));
     hasher.finalize().into()
 }
 
+/// The element type of generated weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    Bf16,
+    F32,
+}
+
+/// `Content::Weights` is made of 64 KiB blocks, each a copy of one block of a pool of
+/// tensor bytes (per dtype, made once per process), its first 8 bytes replaced by a hash
+/// of (seed, block index) so no two blocks of any file are equal. The pool holds rows of
+/// 2048 Gaussian values (std 0.02 times a per-row lognormal spread, as trained layers
+/// have and as `bench/gen_weights.py` draws them), encoded as real IEEE bf16 or f32.
+/// A block is longer than deflate's 32 KiB window, so deflate sees no repeats and
+/// compresses the bytes as it does real weights; and within every run of
+/// `WEIGHTS_POOL_BLOCKS` blocks each pool block is used once, so repeats are 8 MiB apart
+/// or more: further than zstd level 3 looks (2 MiB) and than a 4 MiB chunk.
+pub const WEIGHTS_BLOCK: usize = 64 << 10;
+/// A power of two: an odd multiplier then permutes the pool's blocks.
+const WEIGHTS_POOL_BLOCKS: u64 = 128;
+const WEIGHTS_COLS: usize = 2048;
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The pool for `dtype`: `WEIGHTS_POOL_BLOCKS` blocks of tensor rows.
+fn weights_pool(dtype: Dtype) -> &'static [u8] {
+    static BF16: OnceLock<Vec<u8>> = OnceLock::new();
+    static F32: OnceLock<Vec<u8>> = OnceLock::new();
+    let cell = match dtype {
+        Dtype::Bf16 => &BF16,
+        Dtype::F32 => &F32,
+    };
+    cell.get_or_init(|| {
+        let bytes = WEIGHTS_BLOCK * WEIGHTS_POOL_BLOCKS as usize;
+        let mut out = Vec::with_capacity(bytes);
+        let mut state = 0x6765_6e5f_7765_6967 ^ dtype as u64;
+        let mut uniform = move || {
+            state = state.wrapping_add(1);
+            // In (0, 1]: ln() below never sees 0.
+            ((splitmix64(state) >> 11) + 1) as f64 / (1u64 << 53) as f64
+        };
+        // Box–Muller: two Gaussian values per pair of uniforms.
+        let mut normals = std::iter::from_fn(move || {
+            let (r, t) = (
+                (-2.0 * uniform().ln()).sqrt(),
+                std::f64::consts::TAU * uniform(),
+            );
+            Some([r * t.cos(), r * t.sin()])
+        })
+        .flatten();
+        let mut scale = 0.0;
+        let mut i = 0usize;
+        while out.len() < bytes {
+            if i % WEIGHTS_COLS == 0 {
+                scale = 0.02 * (0.7 * normals.next().unwrap()).exp();
+            }
+            let x = (normals.next().unwrap() * scale) as f32;
+            match dtype {
+                Dtype::F32 => out.extend_from_slice(&x.to_le_bytes()),
+                // Round to nearest even, as torch converts f32 to bf16.
+                Dtype::Bf16 => {
+                    let u = x.to_bits();
+                    let b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) as u16;
+                    out.extend_from_slice(&b.to_le_bytes());
+                }
+            }
+            i += 1;
+        }
+        out
+    })
+}
+
+/// The pool block that block `k` of a weights file with `seed` copies: in each run of
+/// `WEIGHTS_POOL_BLOCKS` blocks, a permutation of the pool drawn from (seed, run).
+fn weights_pool_block(seed: u64, k: u64) -> u64 {
+    let h = splitmix64(seed ^ splitmix64(k / WEIGHTS_POOL_BLOCKS));
+    let (a, b) = (h | 1, h >> 32);
+    (a.wrapping_mul(k % WEIGHTS_POOL_BLOCKS).wrapping_add(b)) % WEIGHTS_POOL_BLOCKS
+}
+
+/// Fills buffers with a content's bytes; made once per body or hash, so the per-piece
+/// work is memcpy (fast even in unoptimised test builds).
+enum Filler<'a> {
+    Bytes(&'a [u8]),
+    Pattern(Generator),
+    Weights { pool: &'static [u8], seed: u64 },
+}
+
+impl Filler<'_> {
+    fn fill(&self, offset: u64, buf: &mut [u8]) {
+        match self {
+            Filler::Bytes(b) => {
+                buf.copy_from_slice(&b[offset as usize..offset as usize + buf.len()])
+            }
+            Filler::Pattern(g) => g.fill(offset, buf),
+            Filler::Weights { pool, seed } => {
+                fill_blocks(offset, buf, WEIGHTS_BLOCK, |k, within, dst| {
+                    let from = weights_pool_block(*seed, k) as usize * WEIGHTS_BLOCK + within;
+                    dst.copy_from_slice(&pool[from..from + dst.len()]);
+                    patch(
+                        dst,
+                        within,
+                        splitmix64(seed.rotate_left(17) ^ k).to_le_bytes(),
+                    );
+                })
+            }
+        }
+    }
+}
+
+/// Generated content at least this big has its sha256 kept in a cache file.
+const SHA256_CACHE_FROM: u64 = 64 << 20;
+
+/// Where sha256s of generated content are kept across runs: `DEPOTAI_GEN_CACHE`, else
+/// the integration tests' `target/tmp`, else `~/.cache/depotai/generated`.
+pub fn generated_cache_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("DEPOTAI_GEN_CACHE") {
+        return d.into();
+    }
+    if let Some(t) = option_env!("CARGO_TARGET_TMPDIR") {
+        return std::path::Path::new(t).join("generated-sha256");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => std::path::Path::new(&h).join(".cache/depotai/generated"),
+        None => std::env::temp_dir().join("depotai-generated"),
+    }
+}
+
 impl Content {
+    /// Weight-like content (see [`WEIGHTS_BLOCK`]).
+    pub fn weights(size: u64, seed: u64, dtype: Dtype) -> Content {
+        Content::Weights { size, seed, dtype }
+    }
+
     pub fn len(&self) -> u64 {
         match self {
             Content::Bytes(b) => b.len() as u64,
-            Content::Generated { size, .. } => *size,
+            Content::Generated { size, .. } | Content::Weights { size, .. } => *size,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn filler(&self) -> Filler<'_> {
+        match self {
+            Content::Bytes(b) => Filler::Bytes(b),
+            Content::Generated { seed, .. } => Filler::Pattern(Generator::new(*seed)),
+            Content::Weights { seed, dtype, .. } => Filler::Weights {
+                pool: weights_pool(*dtype),
+                seed: *seed,
+            },
+        }
     }
 
     /// Bytes at `offset..offset+len` (must be in range).
@@ -286,17 +550,121 @@ impl Content {
             offset + len as u64 <= self.len(),
             "read past the end of the content"
         );
-        match self {
-            Content::Bytes(b) => b[offset as usize..offset as usize + len].to_vec(),
-            Content::Generated { seed, .. } => generated_bytes(*seed, offset, len),
+        let mut v = vec![0u8; len];
+        self.filler().fill(offset, &mut v);
+        v
+    }
+
+    /// Calls `f` with the whole content, in order, 1 MiB at a time.
+    pub fn for_each_piece(&self, mut f: impl FnMut(&[u8])) {
+        let filler = self.filler();
+        let size = self.len();
+        let mut buf = vec![0u8; size.min(1 << 20) as usize];
+        let mut off = 0u64;
+        while off < size {
+            let n = (size - off).min(buf.len() as u64) as usize;
+            filler.fill(off, &mut buf[..n]);
+            f(&buf[..n]);
+            off += n as u64;
         }
     }
 
-    pub fn sha256(&self) -> [u8; 32] {
-        match self {
-            Content::Bytes(b) => Sha256::digest(b).into(),
-            Content::Generated { size, seed } => generated_sha256(*size, *seed),
+    /// Writes the content to `path` (streamed: any size).
+    pub fn write_file(&self, path: &std::path::Path) -> io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
         }
+        let mut w = io::BufWriter::new(std::fs::File::create(path)?);
+        let mut r = Ok(());
+        self.for_each_piece(|b| {
+            if r.is_ok() {
+                r = w.write_all(b);
+            }
+        });
+        r?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+
+    /// sha256 of the content. Generated content's is memoised per process; the big
+    /// canonical pattern fixture's comes from a table; other generated content of
+    /// `SHA256_CACHE_FROM` or more is hashed once ever and kept in a file under
+    /// [`generated_cache_dir`], named by kind, size, seed and a fingerprint of the
+    /// generator's bytes (a changed generator does not read a stale hash).
+    pub fn sha256(&self) -> [u8; 32] {
+        let (kind, size, seed) = match self {
+            Content::Bytes(b) => return Sha256::digest(b).into(),
+            Content::Generated { size, seed } => (None, *size, *seed),
+            Content::Weights { size, seed, dtype } => (Some(*dtype), *size, *seed),
+        };
+        type Memo = Mutex<HashMap<(Option<Dtype>, u64, u64), [u8; 32]>>;
+        static MEMO: OnceLock<Memo> = OnceLock::new();
+        let memo = MEMO.get_or_init(Default::default);
+        if let Some(h) = memo.lock().unwrap().get(&(kind, size, seed)) {
+            return *h;
+        }
+        let known = KNOWN_GENERATED_SHA256
+            .iter()
+            .find(|(s, sd, hex)| kind.is_none() && *s == size && *sd == seed && hex.len() == 64)
+            .map(|(_, _, h)| hex::decode(h).unwrap().try_into().unwrap());
+        let h = known.unwrap_or_else(|| {
+            let Some(file) = self.sha256_cache_file() else {
+                return self.stream_sha256();
+            };
+            let cached = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| hex::decode(s.trim()).ok())
+                .and_then(|b| <[u8; 32]>::try_from(b).ok());
+            cached.unwrap_or_else(|| {
+                let h = self.stream_sha256();
+                // Best effort, atomically: a failed write only costs a rehash next time.
+                let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+                let _ = std::fs::create_dir_all(file.parent().unwrap())
+                    .and_then(|()| std::fs::write(&tmp, hex::encode(h)))
+                    .and_then(|()| std::fs::rename(&tmp, &file));
+                h
+            })
+        });
+        memo.lock().unwrap().insert((kind, size, seed), h);
+        h
+    }
+
+    /// The file that keeps this content's sha256 (generated content of
+    /// `SHA256_CACHE_FROM` bytes or more).
+    pub fn sha256_cache_file(&self) -> Option<std::path::PathBuf> {
+        let kind = match self {
+            Content::Bytes(_) => return None,
+            Content::Generated { .. } => "pattern",
+            Content::Weights {
+                dtype: Dtype::Bf16, ..
+            } => "weights-bf16",
+            Content::Weights {
+                dtype: Dtype::F32, ..
+            } => "weights-f32",
+        };
+        let (Content::Generated { size, seed } | Content::Weights { size, seed, .. }) = self else {
+            unreachable!()
+        };
+        (*size >= SHA256_CACHE_FROM).then(|| {
+            generated_cache_dir().join(format!(
+                "{kind}-{size}-{seed}-{}.sha256",
+                self.fingerprint()
+            ))
+        })
+    }
+
+    fn stream_sha256(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        self.for_each_piece(|b| hasher.update(b));
+        hasher.finalize().into()
+    }
+
+    /// 16 hex digits of the sha256 of the first and last 64 KiB.
+    fn fingerprint(&self) -> String {
+        let n = self.len().min(64 << 10);
+        let mut h = Sha256::new();
+        h.update(self.read(0, n as usize));
+        h.update(self.read(self.len() - n, n as usize));
+        hex::encode(&h.finalize()[..8])
     }
 
     pub fn sha256_hex(&self) -> String {
@@ -307,20 +675,7 @@ impl Content {
     pub fn git_blob_sha1_hex(&self) -> String {
         let mut h = Sha1::new();
         h.update(format!("blob {}\0", self.len()).as_bytes());
-        match self {
-            Content::Bytes(b) => h.update(b),
-            Content::Generated { size, seed } => {
-                let g = Generator::new(*seed);
-                let mut buf = vec![0u8; 1 << 20];
-                let mut off = 0;
-                while off < *size {
-                    let n = (*size - off).min(buf.len() as u64) as usize;
-                    g.fill(off, &mut buf[..n]);
-                    h.update(&buf[..n]);
-                    off += n as u64;
-                }
-            }
-        }
+        self.for_each_piece(|b| h.update(b));
         hex::encode(h.finish())
     }
 }
@@ -436,6 +791,8 @@ struct State {
     log: Vec<Request>,
     page_size: usize,
     empty_range_200: bool,
+    /// A GET without `Range` of a file bigger than this is refused (the CDN's 50 GB rule).
+    whole_file_limit: Option<u64>,
 }
 
 struct Shared {
@@ -461,6 +818,10 @@ pub struct HubServer {
     acceptors: Vec<JoinHandle<()>>,
     listen_addrs: Vec<SocketAddr>,
 }
+
+/// In tests, the size above which a file is served only in Range requests (see
+/// [`HubServer::set_whole_file_limit`]): below every test's weights, above its configs.
+pub const TEST_WHOLE_FILE_LIMIT: u64 = 1 << 20;
 
 impl HubServer {
     /// Starts both origins. Panics on inconsistent fixtures (bad sha, dangling branch).
@@ -518,6 +879,7 @@ impl HubServer {
                 log: Vec::new(),
                 page_size: 1000,
                 empty_range_200: false,
+                whole_file_limit: None,
             }),
             endpoint: format!("http://127.0.0.1:{hub_port}"),
             cdn: format!("http://localhost:{cdn_port}"),
@@ -528,6 +890,13 @@ impl HubServer {
             next_id: AtomicU64::new(1),
             verbose: std::env::var_os("DEPOTAI_HUB_LOG").is_some(),
         });
+
+        // In the test suite a file above TEST_WHOLE_FILE_LIMIT is served only in Range
+        // requests, as the real CDN serves files above 50 GB, so every Hub build the
+        // suite runs proves it never asks for a big file whole (examples: off).
+        if cfg!(test) {
+            shared.state.lock().unwrap().whole_file_limit = Some(TEST_WHOLE_FILE_LIMIT);
+        }
 
         let mut listeners = vec![(hub, Origin::Hub), (cdn4, Origin::Cdn)];
         listeners.extend(cdn6.map(|l| (l, Origin::Cdn)));
@@ -587,6 +956,13 @@ impl HubServer {
     /// A 0-byte file asked for with a Range answers 200 (empty) instead of 416 `bytes */0`.
     pub fn set_empty_range_200(&self, on: bool) {
         self.shared.state.lock().unwrap().empty_range_200 = on;
+    }
+
+    /// Refuse (400, as the Hub's CDN does above 50 GB: huggingface/xet-core#592) a GET
+    /// without a `Range` header of a file bigger than `limit` bytes; `None` (the
+    /// default) serves any size whole.
+    pub fn set_whole_file_limit(&self, limit: Option<u64>) {
+        self.shared.state.lock().unwrap().whole_file_limit = limit;
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -1242,6 +1618,22 @@ impl Shared {
         file: Arc<FileEntry>,
         mut headers: Vec<(String, String)>,
     ) -> Response {
+        let limit = self.state.lock().unwrap().whole_file_limit;
+        let whole = matches!(
+            parse_range(req.header("range"), file.content.len()),
+            RangeSpec::Full
+        );
+        if req.method == "GET" && whole && limit.is_some_and(|l| file.content.len() > l) {
+            return s3_error(
+                400,
+                "InvalidRequest",
+                &format!(
+                    "The file is {} bytes; files over {} bytes are served only in Range requests.",
+                    file.content.len(),
+                    limit.unwrap_or_default()
+                ),
+            );
+        }
         let fault = if req.method == "GET" {
             self.take_body_fault(path)
         } else {
@@ -1871,6 +2263,11 @@ fn serve_connection(shared: Arc<Shared>, stream: TcpStream, origin: Origin) {
                 authorization: req.header("authorization").map(String::from),
                 status: resp.status,
                 headers: req.headers.clone(),
+                body_len: if req.method == "HEAD" || resp.status == 304 {
+                    0
+                } else {
+                    resp.body_len()
+                },
             });
             match write_response(&shared, &mut w, resp, req.method == "HEAD", req.close) {
                 Ok(true) => {}
@@ -1940,10 +2337,7 @@ fn write_file_body(shared: &Shared, w: &mut TcpStream, fb: &FileBody) -> io::Res
         Some(BodyFault::Cut(k)) | Some(BodyFault::Stall(k)) => k.min(fb.len),
         _ => fb.len,
     };
-    let gen = match &fb.file.content {
-        Content::Generated { seed, .. } => Some(Generator::new(*seed)),
-        Content::Bytes(_) => None,
-    };
+    let filler = fb.file.content.filler();
     let flip_at = fb.len / 2;
     let mut buf = vec![0u8; limit.min(CHUNK) as usize];
     let mut sent = 0u64;
@@ -1953,12 +2347,8 @@ fn write_file_body(shared: &Shared, w: &mut TcpStream, fb: &FileBody) -> io::Res
         let off = fb.start + sent;
         // Real bytes up to real_size, zeros past it (WrongLength > 0).
         let real_n = fb.real_size.saturating_sub(off).min(n as u64) as usize;
-        match (&fb.file.content, &gen) {
-            (Content::Bytes(b), _) => {
-                chunk[..real_n].copy_from_slice(&b[off as usize..off as usize + real_n])
-            }
-            (_, Some(g)) => g.fill(off, &mut chunk[..real_n]),
-            _ => unreachable!(),
+        if real_n > 0 {
+            filler.fill(off, &mut chunk[..real_n]);
         }
         chunk[real_n..].fill(0);
         if matches!(fb.fault, Some(BodyFault::Flip)) && (sent..sent + n as u64).contains(&flip_at) {

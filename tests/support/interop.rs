@@ -46,18 +46,7 @@ pub fn checker(name: &str) -> Command {
 /// (`estargz-check`, `zstdchunked-check`) is built. Otherwise prints `SKIP: …` and returns
 /// false, or panics under `CI=true`.
 pub fn have_tools(commands: &[&str], checkers: &[&str]) -> bool {
-    let mut missing: Vec<String> = commands
-        .iter()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        })
-        .map(|t| t.to_string())
-        .collect();
+    let mut missing = missing_commands(commands);
     for c in checkers {
         if !checkers_dir().is_some_and(|d| d.join(c).is_file()) {
             missing.push(format!("{c} (interop/checkers; needs Go)"));
@@ -76,6 +65,35 @@ pub fn have_tools(commands: &[&str], checkers: &[&str]) -> bool {
 /// True when every command is on PATH (see [`have_tools`]).
 pub fn have(commands: &[&str]) -> bool {
     have_tools(commands, &[])
+}
+
+/// True when every command is on PATH; otherwise, as [`have_tools`], SKIP (or a failure
+/// under `CI=true`) with the script that installs them.
+pub fn have_installed(commands: &[&str], installer: &str) -> bool {
+    let missing = missing_commands(commands);
+    if missing.is_empty() {
+        return true;
+    }
+    skip_or_fail(&format!(
+        "tools missing: {} (run {installer})",
+        missing.join(", ")
+    ));
+    false
+}
+
+fn missing_commands(commands: &[&str]) -> Vec<String> {
+    commands
+        .iter()
+        .filter(|t| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        })
+        .map(|t| t.to_string())
+        .collect()
 }
 
 /// Reports a test that cannot run here: `SKIP` normally, a failure under `CI=true`.

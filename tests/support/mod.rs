@@ -3,6 +3,7 @@
 //! (flate2 for gzip, the `tar` crate for the tar stream).
 #![allow(dead_code)]
 
+pub mod forgetful;
 pub mod hostile;
 pub mod hub;
 pub mod interop;
@@ -62,6 +63,21 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// Weight-like bytes that compress a little, as real ones do: bf16 values whose
+/// exponent byte takes few values and whose mantissa byte is noise. Deterministic, so
+/// their digests can be pinned.
+pub fn weights_like(len: usize, seed: u64) -> Vec<u8> {
+    let noise = pseudo_random(len, seed);
+    let mut out = Vec::with_capacity(len);
+    for pair in noise.chunks(2) {
+        out.push(pair[0]);
+        if pair.len() == 2 {
+            out.push(0x3c + (pair[1] % 5));
+        }
+    }
+    out
 }
 
 pub fn write(root: &Path, rel: &str, bytes: &[u8]) {

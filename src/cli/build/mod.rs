@@ -1,25 +1,27 @@
-//! `depotai build ORG/MODEL --sha COMMIT` (from the Hub),
-//! `depotai build --from-dir DIR --name ORG/MODEL --sha COMMIT` (from a directory) and
-//! `depotai build --all CATALOGUE` (every model of a catalogue, see `catalogue.rs`).
+//! `depotai build ORG/MODEL --sha COMMIT` (from the Hub: the streamed job, see
+//! `stream.rs`), `depotai build --from-dir DIR --name ORG/MODEL --sha COMMIT` (from a
+//! directory) and `depotai build --all CATALOGUE` (every model of a catalogue, see
+//! `catalogue.rs`).
 
 mod stream;
 
-use super::progress::{self, Progress};
+use super::lines::Finished;
+use super::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
-use depotai::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
+use depotai::catalogue::record::{BuildRecord, BuildSettings};
 use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
-use depotai::layer::{self, content_size, Contents, Entry, EntryKind, Format};
+use depotai::layer::{self, content_size, Contents, Entry, Format};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::plan::PlanOptions;
 use depotai::remote::Reference;
-use depotai::source::hub::{self, FileFilter, HubConfig};
 use depotai::source::DirSource;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("rebuildable").args(["all", "push"]).multiple(true)))]
 pub struct BuildArgs {
     /// Hugging Face repo id to download at --sha (or use --from-dir or --all).
     #[arg(value_name = "ORG/MODEL", conflicts_with_all = ["from_dir", "name"],
@@ -33,8 +35,8 @@ pub struct BuildArgs {
     /// With --all: build only part I of N of the catalogue (1-based), for a CI matrix.
     #[arg(long, value_name = "I/N", requires = "all", conflicts_with_all = ["model", "from_dir"])]
     pub(super) shard: Option<Shard>,
-    /// With --all: rebuild images even if they are up to date.
-    #[arg(long, requires = "all", conflicts_with_all = ["model", "from_dir"])]
+    /// With --all or --push (from the Hub): rebuild images even if they are up to date.
+    #[arg(long, requires = "rebuildable", conflicts_with = "from_dir")]
     pub(super) force: bool,
     /// Build from this directory instead of downloading (needs --name).
     #[arg(long, value_name = "DIR", requires = "name")]
@@ -97,9 +99,9 @@ pub struct BuildArgs {
     /// Platforms of the image index, comma-separated.
     #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
     pub(super) platform: Vec<String>,
-    /// Files downloaded at once (with --all: one model downloads while the previous one
-    /// is compressed, so this bounds the downloads of the whole run). With --push from
-    /// the Hub, two layers are made and uploaded at once unless this is 1.
+    /// Files downloaded at once, ahead of the layer being made (with --all, one model
+    /// after another). With --push from the Hub, two layers are made and uploaded at
+    /// once unless this is 1.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(super) jobs: u16,
     /// Only files matching one of these globs (`*` matches `/` too). Repeatable.
@@ -119,10 +121,11 @@ pub struct BuildArgs {
     #[arg(long, short = 'q')]
     pub(super) quiet: bool,
     /// After building, push the image to this reference (REGISTRY/REPO[:TAG]). From the
-    /// Hub the image is streamed: each layer is uploaded while it is made, and no layout
-    /// is written unless --output is given.
+    /// Hub the image is streamed: each layer is uploaded while it is made, no layout is
+    /// written unless --output is given, and (without --output or --force) nothing is
+    /// built if the tag already carries the commit and settings.
     /// With --all: REGISTRY/PREFIX; each model goes to PREFIX/<name, lowercased>:<tag>,
-    /// and a model whose tag there already carries its commit and settings is skipped.
+    /// skipped the same way.
     #[arg(long, value_name = "REF")]
     pub(super) push: Option<String>,
     /// From the Hub: keep no copy of the model on disk (the files stream from the Hub
@@ -201,7 +204,9 @@ fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
         level: args.compression_level,
         encoder: args.encoder.parse().map_err(anyhow::Error::msg)?,
     };
-    // Up front, before anything is downloaded: ISA-L only where its bytes are proven.
+    // Up front, before anything is downloaded: a chunk size readers can live with, and
+    // ISA-L only where its bytes are proven.
+    layer.check_chunk_size()?;
     layer.check_encoder()?;
     let levels = layer.levels();
     let level = layer.effective_level();
@@ -285,91 +290,38 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         &args.exclude,
     );
     // What the image was built with, on the index: a registry's tag tells it in one
-    // request (`build --all --push` skips what is up to date that way).
+    // request (`build --push` skips what is up to date that way).
     req.index_annotations = depotai::job::settings_annotations(&settings);
-    // The --push reference and its checked client (only --from-dir pushes a layout).
-    let mut pushing = None;
 
-    let (report, downloaded) = match &args.from_dir {
-        Some(dir) => {
-            // The registry would take the push: checked before the build.
-            let client = push
-                .as_ref()
-                .map(|r| super::push::push_client(r, &args.push_flags.registry))
-                .transpose()?;
-            pushing = push.clone().zip(client);
-            let source = DirSource::scan(dir)?;
-            let (entries, contents) = source.into_entries();
-            req.record = Some(BuildRecord::from_directory(
-                &name,
-                &sha,
-                &req.tag,
-                settings.clone(),
-            ));
-            let report = build_with_bar(&name, entries, &contents, &req, &[], args.quiet)
-                .with_context(|| format!("building {name} from {}", dir.display()))?;
-            (report, None)
-        }
-        None if args.push.is_some() || args.no_cache || args.max_scratch.is_some() => {
-            return stream::run(&args, &name, req, push);
-        }
-        None => {
-            let mut cfg = HubConfig::from_env();
-            cfg.jobs = args.jobs.into();
-            let filter = FileFilter::new(&args.include, &args.exclude)?;
-            if req.plan.max_layer_size.is_some() && !cfg.offline {
-                // Refuse a plan the registry would reject before the first byte moves.
-                let listed = hub::list(&name, &sha, &cfg, &filter, true)
-                    .with_context(|| format!("listing {name} at {sha}"))?;
-                let entries = listed.iter().map(|f| Entry {
-                    path: f.path.clone(),
-                    kind: EntryKind::File {
-                        size: f.size,
-                        executable: false,
-                    },
-                });
-                pipeline::plan_layers(entries.collect(), &req)
-                    .with_context(|| format!("planning the layers of {name}"))?;
-            }
-            let fetched = hub::fetch(
-                &name,
-                &sha,
-                &cfg,
-                &filter,
-                progress::downloads(None, args.quiet),
-            )
-            .with_context(|| format!("downloading {name} at {sha}"))?;
-            let (entries, contents) = fetched.entries();
-            req.expected_digests = fetched.expected_sha256();
-            // What the image was built from, so `build --all` can tell it is up to date.
-            let record =
-                BuildRecord::new(&name, &sha, &req.tag, settings).with_files(&fetched.files);
-            let extra = [(RECORD_FILE, record.to_bytes())];
-            req.record = Some(record);
-            let report = match build_with_bar(&name, entries, &contents, &req, &extra, args.quiet) {
-                Ok(r) => r,
-                Err(e @ BuildError::ContentMismatch { .. }) => {
-                    if let BuildError::ContentMismatch { path, .. } = &e {
-                        fetched.evict(path);
-                    }
-                    return Err(anyhow::Error::new(e).context(format!(
-                        "building {name}: the cached copy was corrupt and has been removed; run again to download it afresh"
-                    )));
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context(format!("building {name}"))),
-            };
-            let downloaded = fetched.downloaded_bytes();
-            if args.delete_downloads {
-                let freed = fetched
-                    .remove_downloads(&sha)
-                    .with_context(|| format!("removing the downloads of {name}"))?;
-                if !args.quiet && !args.json {
-                    eprintln!("removed {freed} downloaded bytes from the cache");
-                }
-            }
-            (report, Some(downloaded))
-        }
+    let Some(dir) = &args.from_dir else {
+        return stream::run(&args, &name, req, push);
     };
+    // The registry would take the push: checked before the build.
+    let pushing = match push {
+        Some(r) => {
+            let client = super::push::push_client(&r, &args.push_flags.registry)?;
+            Some((r, client))
+        }
+        None => None,
+    };
+    // The image being built is never part of its own input.
+    let source = DirSource::scan_leaving_out(dir, Some(&req.output))?;
+    let (entries, contents) = source.into_entries();
+    req.record = Some(BuildRecord::from_directory(&name, &sha, &req.tag, settings));
+    let report = build_with_bar(&name, entries, &contents, &req, args.quiet)
+        .with_context(|| format!("building {name} from {}", dir.display()))?;
+    if !args.json {
+        Finished {
+            result: "built",
+            name: name.as_str(),
+            dest: &report.output.display().to_string(),
+            index: &report.index_digest.to_string(),
+            built: Some((report.files(), report.layers.len(), report.layers_size())),
+            sent: None,
+            seconds: report.seconds,
+        }
+        .say(args.quiet);
+    }
 
     let pushed = match pushing {
         Some((r, client)) => Some(super::push::push_layout(
@@ -383,24 +335,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     if args.json {
         let mut s = summary_json(&name, &req, &report);
-        if let Some(d) = downloaded {
-            s["downloaded_bytes"] = d.into();
-        }
         if let Some(p) = pushed {
             s["push"] = serde_json::to_value(p)?;
         }
         println!("{s}");
-    } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!(
-            "built {name} -> {} ({} files, {} layer{}, {} bytes, {:.1}s)\n  index {}",
-            report.output.display(),
-            report.files(),
-            report.layers.len(),
-            if report.layers.len() == 1 { "" } else { "s" },
-            report.layers_size(),
-            report.seconds,
-            report.index_digest
-        );
     }
     Ok(())
 }
@@ -410,12 +348,10 @@ fn build_with_bar(
     entries: Vec<Entry>,
     contents: &dyn Contents,
     req: &BuildRequest,
-    extra: &[(&str, Vec<u8>)],
     quiet: bool,
 ) -> Result<BuildReport, BuildError> {
     let bar = Progress::bytes(content_size(&entries), &format!("building {name}"), quiet);
-    let report =
-        pipeline::build_image_with_files(entries, contents, req, extra, &|n| bar.advance(n));
+    let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
     bar.finish();
     report
 }

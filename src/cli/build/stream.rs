@@ -1,16 +1,17 @@
-//! `depotai build ORG/MODEL --sha COMMIT` with `--push`, `--no-cache` or
-//! `--max-scratch`: the streamed build ([`depotai::job`]). This file only turns flags
-//! into a job and the job's events into a bar, lines and a JSON summary.
+//! `depotai build ORG/MODEL --sha COMMIT`: every build from the Hub is the streamed job
+//! ([`depotai::job`]) into a layout, a registry (`--push`) or both. This file only turns
+//! flags into a job and the job's events into a bar, lines and a JSON summary.
 
 use super::{summary_json, BuildArgs};
+use crate::cli::lines::Finished;
 use crate::cli::progress::Progress;
-use anyhow::Context;
-use depotai::job::{self, Event, HubJob, RegistryTarget};
+use crate::cli::signals::Stop;
+use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
 use depotai::names::ModelName;
 use depotai::pipeline::{BuildRequest, LayerEvent};
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
-use depotai::source::hub::{FileFilter, HubConfig, StreamOptions, DEFAULT_BUFFER, DEFAULT_WINDOW};
+use depotai::source::hub::FileFilter;
 use std::sync::Mutex;
 
 /// `push` is the `--push` reference with its tag settled (see `push_reference`).
@@ -20,8 +21,9 @@ pub(super) fn run(
     req: BuildRequest,
     push: Option<Reference>,
 ) -> anyhow::Result<()> {
-    let mut hub = HubConfig::from_env();
-    hub.jobs = args.jobs.into();
+    let started = std::time::Instant::now();
+    let stop = Stop::install()?;
+    let hub = crate::cli::hub::config(args.jobs.into(), &stop);
     let filter = FileFilter::new(&args.include, &args.exclude)?;
     let pushed_to = push.as_ref().map(Reference::to_string);
     let registry = match push {
@@ -34,6 +36,7 @@ pub(super) fn run(
                 // Three chunks are in memory at once: keep them small.
                 chunk_size: args.push_flags.push_chunk_size.min(DEFAULT_STREAM_CHUNK),
                 state_dir: job::upload_state_dir(),
+                skip_if_published: !args.force,
             })
         }
         None => None,
@@ -45,13 +48,7 @@ pub(super) fn run(
         filter,
         include: args.include.clone(),
         exclude: args.exclude.clone(),
-        stream: StreamOptions {
-            connections: args.connections.into(),
-            cache: !args.no_cache,
-            window: env_size("DEPOTAI_STREAM_WINDOW").unwrap_or(DEFAULT_WINDOW),
-            buffer: env_size("DEPOTAI_STREAM_BUFFER").unwrap_or(DEFAULT_BUFFER),
-            ..StreamOptions::default()
-        },
+        stream: crate::cli::hub::stream_options(args.connections.into(), args.no_cache),
         // Without --push the layout is the only destination; with it, only on request.
         layout: args.output.is_some() || args.push.is_none(),
         registry,
@@ -80,10 +77,61 @@ pub(super) fn run(
     if let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
         b.finish();
     }
-    let report = result.with_context(|| format!("building {name} at {sha}"))?;
+    let outcome = match (result, stop.interrupted()) {
+        (Ok(o), _) => o,
+        // Exit status 128 + the signal.
+        (Err(_), Some(i)) => {
+            return Err(anyhow::Error::new(i).context(format!("building {name} at {sha}")))
+        }
+        (Err(e), None) => {
+            return Err(anyhow::Error::new(e).context(format!("building {name} at {sha}")))
+        }
+    };
+    let report = match outcome {
+        HubOutcome::Built(report) => report,
+        HubOutcome::UpToDate(index) => {
+            let reference = pushed_to.unwrap_or_default();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "name": name.as_str(),
+                        "image": name.registry_path(),
+                        "sha": sha.as_str(),
+                        "tag": req.tag,
+                        "status": "skipped",
+                        "reason": "up to date",
+                        "output": null,
+                        "index_digest": index.to_string(),
+                        "downloaded_bytes": 0,
+                        "push": {"reference": reference, "index_digest": index.to_string(),
+                                 "uploaded_bytes": 0, "resumed_bytes": 0, "layers": []},
+                    })
+                );
+            } else {
+                Finished {
+                    result: "skipped",
+                    name: name.as_str(),
+                    dest: &reference,
+                    index: &index.to_string(),
+                    built: None,
+                    sent: None,
+                    seconds: started.elapsed().as_secs_f64(),
+                }
+                .say(args.quiet);
+            }
+            return Ok(());
+        }
+    };
     let build = &report.build;
     if args.json {
         let mut s = summary_json(name, &req, build);
+        s["status"] = "built".into();
+        s["reason"] = match &report.published {
+            Some(p) => p.to_string().into(),
+            None if args.force && args.push.is_some() => "--force".into(),
+            None => serde_json::Value::Null,
+        };
         s["downloaded_bytes"] = report.stream.downloaded_bytes.into();
         s["cached_bytes"] = report.stream.cached_bytes.into();
         s["refetched"] = serde_json::json!(report.stream.failures);
@@ -109,24 +157,24 @@ pub(super) fn run(
             });
         }
         println!("{s}");
-    } else if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!(
-            "built {name} -> {} ({} files, {} layers, {} bytes, {:.1}s)\n  index {}",
-            pushed_to
-                .as_deref()
-                .map_or_else(|| build.output.display().to_string(), str::to_string),
-            build.files(),
-            build.layers.len(),
-            build.layers_size(),
-            build.seconds,
-            build.index_digest
-        );
+    } else {
+        let layout = build.output.display().to_string();
+        Finished {
+            result: if pushed_to.is_some() {
+                "pushed"
+            } else {
+                "built"
+            },
+            name: name.as_str(),
+            dest: pushed_to.as_deref().unwrap_or(&layout),
+            index: &build.index_digest.to_string(),
+            built: Some((build.files(), build.layers.len(), build.layers_size())),
+            sent: pushed_to
+                .is_some()
+                .then(|| report.uploads.iter().map(|(_, u)| u.sent).sum()),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+        .say(args.quiet);
     }
     Ok(())
-}
-
-/// A size from the environment (tuning for tests and benchmarks: the Range window and
-/// the read-ahead buffer of the Hub stream).
-fn env_size(key: &str) -> Option<u64> {
-    crate::cli::parse_size(&std::env::var(key).ok()?).ok()
 }

@@ -44,13 +44,32 @@ pub struct Toc {
     pub entries: Vec<TocEntry>,
 }
 
+/// A TOC whose entries are any sequence that serialises as [`TocEntry`] values: the
+/// writer makes them one at a time from its records instead of holding them all.
+#[derive(Serialize)]
+pub(crate) struct TocOf<E: Serialize> {
+    pub version: u32,
+    pub entries: E,
+}
+
+impl<E: Serialize> TocOf<E> {
+    /// Writes the JSON as [`Toc::to_json`] lays it out.
+    pub(crate) fn write_json(&self, out: impl std::io::Write) -> serde_json::Result<()> {
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+        let mut ser = serde_json::Serializer::with_formatter(out, fmt);
+        self.serialize(&mut ser)
+    }
+}
+
 impl Toc {
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
-        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-        self.serialize(&mut ser)
-            .expect("serialising a TOC to memory cannot fail");
+        TocOf {
+            version: self.version,
+            entries: &self.entries,
+        }
+        .write_json(&mut out)
+        .expect("serialising a TOC to memory cannot fail");
         out
     }
 

@@ -2,16 +2,16 @@
 //! padding and following headers with the previous chunk (the Go writer's rule), then
 //! the TOC member and the footer.
 
-use super::{
-    footer, Toc, TocEntry, MEDIA_TYPE, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
-};
+use super::toc::TocOf;
+use super::{footer, TocEntry, MEDIA_TYPE, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION};
 use crate::digest::Digest;
 use crate::layer::encoder::ENCODER_ANNOTATION;
-use crate::layer::members::{self, Codec, ReadResult, Rules, Written};
+use crate::layer::members::{self, Codec, ReadResult, Record, Rules, Written};
 use crate::layer::tar::{self as tarfmt, Header, Kind};
 use crate::layer::{
-    plan, Contents, Encoder, Entry, Format, LayerError, LayerInfo, Options, TOC_NAME,
+    plan, ByteCount, Contents, Encoder, Entry, Format, LayerError, LayerInfo, Options, TOC_NAME,
 };
+use serde::Serialize;
 use std::io::Write;
 
 /// Builds an eStargz blob from `entries` into `out` with `opts.encoder` at `level`
@@ -38,6 +38,8 @@ pub fn build<W: Write + Send>(
         crc64: false,
     };
     let (written, read) = members::write_members(&planned, contents, rules, None, out, progress)?;
+    // The records hold what the TOC needs; the planned entries are done with.
+    drop(planned);
     let (mut info, out) = finish(written, read, rules)?;
     if let Some(name) = opts.encoder.annotation(level) {
         info.annotations
@@ -46,89 +48,142 @@ pub fn build<W: Write + Send>(
     Ok((info, out))
 }
 
+/// The TOC's entries, made from the records one at a time as they are serialised (a
+/// file's first chunk is its own entry, each later chunk a `chunk` entry), so a layer of
+/// many files never holds its TOC twice.
+struct Entries<'a> {
+    records: &'a [Record],
+    offsets: &'a [u64],
+    chunk_size: u64,
+}
+
+impl Entries<'_> {
+    fn count(&self) -> u64 {
+        self.records
+            .iter()
+            .map(|r| r.chunks.len().max(1) as u64)
+            .sum()
+    }
+
+    /// The entry for chunk `i` of `r` (its only entry if it has no chunks).
+    fn entry(&self, r: &Record, i: usize) -> TocEntry {
+        let digest = |d: Option<Digest>| d.map(|d| d.to_string()).unwrap_or_default();
+        let mut e = if i == 0 {
+            TocEntry {
+                name: r.name.clone(),
+                kind: match r.kind {
+                    Kind::Regular => "reg",
+                    Kind::Directory => "dir",
+                    Kind::Symlink => "symlink",
+                }
+                .into(),
+                size: r.size,
+                link_name: r.link_name.clone(),
+                mode: r.mode,
+                digest: digest(r.digest),
+                ..Default::default()
+            }
+        } else {
+            TocEntry {
+                name: r.name.clone(),
+                kind: "chunk".into(),
+                ..Default::default()
+            }
+        };
+        if let Some(c) = r.chunks.get(i) {
+            e.chunk_offset = c.chunk_offset;
+            e.offset = self.offsets[c.member];
+            // Go's quirk, kept for byte-compatible TOCs: chunkSize is set whenever the
+            // chunk is a full chunk, the last one included.
+            e.chunk_size = if c.chunk_len == self.chunk_size {
+                self.chunk_size
+            } else {
+                0
+            };
+            e.chunk_digest = digest(c.digest);
+        }
+        e
+    }
+}
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.records
+                .iter()
+                .flat_map(|r| (0..r.chunks.len().max(1)).map(move |i| self.entry(r, i))),
+        )
+    }
+}
+
+fn toc_err(e: serde_json::Error) -> LayerError {
+    LayerError::Compress(format!("writing the TOC: {e}"))
+}
+
 /// Fills in offsets and chunk digests, then appends the TOC member and the footer.
 fn finish<W: Write>(
     written: Written<W>,
     read: ReadResult,
     rules: Rules,
 ) -> Result<(LayerInfo, W), LayerError> {
-    let chunk_size = rules.chunk_size;
-    let mut entries = Vec::new();
+    let ReadResult {
+        records,
+        mut diff,
+        files,
+        content_bytes,
+    } = read;
+    let Written { out, offsets } = written;
     let mut file_digests = Vec::new();
-    for r in &read.records {
-        let kind = match r.kind {
-            Kind::Regular => "reg",
-            Kind::Directory => "dir",
-            Kind::Symlink => "symlink",
-        };
-        let entry = TocEntry {
-            name: r.name.clone(),
-            kind: kind.into(),
-            size: r.size,
-            link_name: r.link_name.clone(),
-            mode: r.mode,
-            digest: r.digest.map(|d| d.to_string()).unwrap_or_default(),
-            ..Default::default()
-        };
+    for r in &records {
+        for c in &r.chunks {
+            c.digest(&r.name)?;
+        }
         if let (Some(d), true) = (r.digest, r.from_source) {
             file_digests.push((r.name.clone(), d));
         }
-        if r.chunks.is_empty() {
-            entries.push(entry);
-            continue;
-        }
-        for (i, c) in r.chunks.iter().enumerate() {
-            let digest = c.digest(&r.name)?;
-            // Go's quirk, kept for byte-compatible TOCs: chunkSize is set whenever the
-            // chunk is a full chunk, the last one included.
-            let mut e = if i == 0 {
-                entry.clone()
-            } else {
-                TocEntry {
-                    name: r.name.clone(),
-                    kind: "chunk".into(),
-                    chunk_offset: c.chunk_offset,
-                    ..Default::default()
-                }
-            };
-            e.offset = written.offsets[c.member];
-            e.chunk_size = if c.chunk_len == chunk_size {
-                chunk_size
-            } else {
-                0
-            };
-            e.chunk_digest = digest.to_string();
-            entries.push(e);
-        }
     }
-    let toc = Toc {
+    let toc = TocOf {
         version: 1,
-        entries,
+        entries: Entries {
+            records: &records,
+            offsets: &offsets,
+            chunk_size: rules.chunk_size,
+        },
     };
-    let json = toc.to_json();
-    let toc_digest = Digest::of(&json);
-    let toc_entries = toc.entries.len() as u64;
+    let toc_entries = toc.entries.count();
+    // Measured first, so the tar header can say its size and the buffer is made once.
+    let mut counted = ByteCount(0);
+    toc.write_json(&mut counted).map_err(toc_err)?;
+    let json_len = counted.0;
 
-    let mut tail = Vec::with_capacity(json.len() + 4 * tarfmt::BLOCK);
+    let mut tail = Vec::with_capacity(json_len as usize + 5 * tarfmt::BLOCK);
     tarfmt::append_header(
         &mut tail,
         &Header {
             name: TOC_NAME,
             kind: Kind::Regular,
             mode: 0,
-            size: json.len() as u64,
+            size: json_len,
             link_name: "",
         },
     );
-    tail.extend_from_slice(&json);
+    let start = tail.len();
+    toc.write_json(&mut tail).map_err(toc_err)?;
+    if (tail.len() - start) as u64 != json_len {
+        return Err(LayerError::Compress(
+            "the TOC changed between two writes".into(),
+        ));
+    }
+    drop((records, offsets));
+    let toc_digest = Digest::of(&tail[start..]);
     tarfmt::pad_to_block(&mut tail);
     tail.resize(tail.len() + 2 * tarfmt::BLOCK, 0);
-    let mut diff = read.diff;
     diff.update(&tail);
     let uncompressed_size = diff.len();
 
     let member = rules.codec.compressor()?.compress(&tail)?;
-    let mut hw = written.out;
+    drop(tail);
+    let mut hw = out;
     let toc_offset = hw.position();
     hw.write_all(&member).map_err(LayerError::Write)?;
     hw.write_all(&footer(toc_offset))
@@ -152,8 +207,8 @@ fn finish<W: Write>(
             uncompressed_size,
             toc_digest,
             toc_offset,
-            files: read.files,
-            content_bytes: read.content_bytes,
+            files,
+            content_bytes,
             toc_entries,
             file_digests,
             media_type: MEDIA_TYPE,

@@ -69,12 +69,27 @@ pub struct Toc {
     pub tar_split_digest: String,
 }
 
+/// A TOC whose entries are any sequence that serialises as [`TocEntry`] values: the
+/// writer makes them one at a time from its records instead of holding them all.
+#[derive(Serialize)]
+pub(crate) struct TocOf<E: Serialize> {
+    pub version: u32,
+    pub entries: E,
+    #[serde(rename = "tarSplitDigest", skip_serializing_if = "String::is_empty")]
+    pub tar_split_digest: String,
+}
+
 impl Toc {
     /// Compact JSON. Names are plain UTF-8 with only `"`, `\` and control characters
     /// escaped: unlike Go's encoder, `&`, `<` and `>` are not turned into `\u0026`…,
     /// which containers/storage 1.43's reader would take literally.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("serialising a TOC to memory cannot fail")
+        serde_json::to_vec(&TocOf {
+            version: self.version,
+            entries: &self.entries,
+            tar_split_digest: self.tar_split_digest.clone(),
+        })
+        .expect("serialising a TOC to memory cannot fail")
     }
 
     pub fn from_json(bytes: &[u8]) -> serde_json::Result<Toc> {

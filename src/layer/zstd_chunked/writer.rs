@@ -5,15 +5,17 @@
 
 use super::footer::{footer, skippable_frame_header, Footer};
 use super::tarsplit::TarSplitWriter;
+use super::toc::TocOf;
 use super::{
-    Toc, TocEntry, LEGACY_MANIFEST_CHECKSUM_ANNOTATION, LEGACY_MANIFEST_POSITION_ANNOTATION,
+    TocEntry, LEGACY_MANIFEST_CHECKSUM_ANNOTATION, LEGACY_MANIFEST_POSITION_ANNOTATION,
     MANIFEST_CHECKSUM_ANNOTATION, MANIFEST_POSITION_ANNOTATION, MANIFEST_TYPE_CRFS, MEDIA_TYPE,
     MODTIME, TAR_SPLIT_POSITION_ANNOTATION,
 };
 use crate::digest::Digest;
-use crate::layer::members::{self, Codec, ReadResult, Rules, Written};
+use crate::layer::members::{self, Codec, ReadResult, Record, Rules, Written};
 use crate::layer::tar::Kind;
-use crate::layer::{plan, Contents, Entry, Format, LayerError, LayerInfo, Options};
+use crate::layer::{plan, ByteCount, Contents, Entry, Format, LayerError, LayerInfo, Options};
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 
@@ -46,23 +48,34 @@ pub fn build<W: Write + Send>(
         out,
         progress,
     )?;
+    // The records hold what the TOC needs; the planned entries are done with.
+    drop(planned);
     finish(written, read, tar_split, rules)
 }
 
-/// The largest TOC containers/storage 1.43 accepts (current versions: 150 MiB).
-const MAX_MANIFEST: usize = 50 << 20;
+/// The TOC's entries, made from the records one at a time as they are serialised, so a
+/// layer of many files never holds its TOC twice.
+struct Entries<'a> {
+    records: &'a [Record],
+    offsets: &'a [u64],
+}
 
-/// Each regular file's tar name and content digest.
-type FileDigests = Vec<(String, Digest)>;
+impl Entries<'_> {
+    /// TOC entries of `r`: one, or one per chunk when it has several.
+    fn of(r: &Record) -> usize {
+        if r.chunks.len() > 1 {
+            r.chunks.len()
+        } else {
+            1
+        }
+    }
 
-/// The TOC entries of the records, with their frame offsets.
-fn toc_entries<W>(
-    read: &ReadResult,
-    written: &Written<W>,
-) -> Result<(Vec<TocEntry>, FileDigests), LayerError> {
-    let mut entries = Vec::with_capacity(read.records.len());
-    let mut file_digests = Vec::new();
-    for r in &read.records {
+    fn count(&self) -> u64 {
+        self.records.iter().map(|r| Self::of(r) as u64).sum()
+    }
+
+    /// Entry `i` of `r`, with its frame offsets.
+    fn entry(&self, r: &Record, i: usize) -> TocEntry {
         let mut e = TocEntry {
             kind: match r.kind {
                 Kind::Regular => "reg",
@@ -77,41 +90,48 @@ fn toc_entries<W>(
             mod_time: MODTIME.into(),
             ..Default::default()
         };
-        if let (Some(d), true) = (r.digest, r.from_source) {
-            file_digests.push((r.name.clone(), d));
-        }
         let (Some(first), Some(last)) = (r.chunks.first(), r.chunks.last()) else {
             // Directories, symlinks and empty files: no payload, no digest, no offsets.
-            entries.push(e);
-            continue;
+            return e;
         };
         e.digest = r.digest.map(|d| d.to_string()).unwrap_or_default();
-        e.offset = written.offsets[first.member];
+        e.offset = self.offsets[first.member];
         // The frame after the last payload frame (it holds the padding) always exists:
         // the stream ends with a frame holding the end-of-archive blocks.
-        e.end_offset = written.offsets[last.member + 1];
+        e.end_offset = self.offsets[last.member + 1];
         if r.chunks.len() == 1 {
-            entries.push(e);
-            continue;
+            return e;
         }
-        for (i, c) in r.chunks.iter().enumerate() {
-            let mut ce = if i == 0 {
-                e.clone()
-            } else {
-                TocEntry {
-                    kind: "chunk".into(),
-                    name: r.name.clone(),
-                    offset: written.offsets[c.member],
-                    chunk_offset: c.chunk_offset,
-                    ..Default::default()
-                }
-            };
-            ce.chunk_size = c.chunk_len;
-            ce.chunk_digest = c.digest(&r.name)?.to_string();
-            entries.push(ce);
-        }
+        let c = &r.chunks[i];
+        let mut ce = if i == 0 {
+            e
+        } else {
+            TocEntry {
+                kind: "chunk".into(),
+                name: r.name.clone(),
+                offset: self.offsets[c.member],
+                chunk_offset: c.chunk_offset,
+                ..Default::default()
+            }
+        };
+        ce.chunk_size = c.chunk_len;
+        ce.chunk_digest = c.digest.map(|d| d.to_string()).unwrap_or_default();
+        ce
     }
-    Ok((entries, file_digests))
+}
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.records
+                .iter()
+                .flat_map(|r| (0..Self::of(r)).map(move |i| self.entry(r, i))),
+        )
+    }
+}
+
+fn toc_err(e: serde_json::Error) -> LayerError {
+    LayerError::Compress(format!("writing the TOC: {e}"))
 }
 
 /// Appends the manifest, tar-split and footer frames.
@@ -121,21 +141,48 @@ fn finish<W: Write>(
     tar_split: TarSplitWriter,
     rules: Rules,
 ) -> Result<(LayerInfo, W), LayerError> {
-    let (entries, file_digests) = toc_entries(&read, &written)?;
+    let ReadResult {
+        records,
+        diff,
+        files,
+        content_bytes,
+    } = read;
+    let Written { out, offsets } = written;
+    let mut file_digests = Vec::new();
+    for r in &records {
+        if r.chunks.len() > 1 {
+            for c in &r.chunks {
+                c.digest(&r.name)?;
+            }
+        }
+        if let (Some(d), true) = (r.digest, r.from_source) {
+            file_digests.push((r.name.clone(), d));
+        }
+    }
     let (tar_split, tar_split_uncompressed) = tar_split.finish()?;
-    let toc = Toc {
+    let toc = TocOf {
         version: 1,
-        entries,
+        entries: Entries {
+            records: &records,
+            offsets: &offsets,
+        },
         tar_split_digest: Digest::of(&tar_split).to_string(),
     };
-    let json = toc.to_json();
+    let toc_entries = toc.entries.count();
+    // Measured first, so the buffer is made once at its size.
+    let mut counted = ByteCount(0);
+    serde_json::to_writer(&mut counted, &toc).map_err(toc_err)?;
+    let mut json = Vec::with_capacity(counted.0 as usize);
+    serde_json::to_writer(&mut json, &toc).map_err(toc_err)?;
+    drop((records, offsets));
     let manifest = rules.codec.compressor()?.compress(&json)?;
     let manifest_digest = Digest::of(&manifest);
-    // containers/storage refuses TOCs over 150 MiB (50 MiB up to 1.43), long before a
-    // skippable frame's 4 GiB limit; say so rather than write a layer nobody reads.
-    if json.len() > MAX_MANIFEST || manifest.len() > MAX_MANIFEST {
+    // The plan was refused if its TOC could pass a reader's limit (`layer::bound`); this
+    // stops a layer whose bound was wrong before it is finished, rather than publish it.
+    let max = crate::limits::MAX_TOC_BYTES as usize;
+    if json.len() > max || manifest.len() > max {
         return Err(LayerError::Compress(format!(
-            "the TOC is {} bytes ({} compressed), over containers/storage's limit of {MAX_MANIFEST}; use a larger --chunk-size",
+            "the TOC is {} bytes ({} compressed), over the limit of {max} readers accept",
             json.len(),
             manifest.len()
         )));
@@ -146,7 +193,7 @@ fn finish<W: Write>(
         ));
     }
 
-    let mut hw = written.out;
+    let mut hw = out;
     let manifest_offset = hw.position() + 8;
     let tar_split_offset = manifest_offset + manifest.len() as u64 + 8;
     let f = Footer {
@@ -190,19 +237,19 @@ fn finish<W: Write>(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let uncompressed_size = read.diff.len();
+    let uncompressed_size = diff.len();
     Ok((
         LayerInfo {
             format: Format::ZstdChunked,
             digest,
             size,
-            diff_id: read.diff.finish(),
+            diff_id: diff.finish(),
             uncompressed_size,
             toc_digest: manifest_digest,
             toc_offset: manifest_offset,
-            files: read.files,
-            content_bytes: read.content_bytes,
-            toc_entries: toc.entries.len() as u64,
+            files,
+            content_bytes,
+            toc_entries,
             file_digests,
             media_type: MEDIA_TYPE,
             annotations,

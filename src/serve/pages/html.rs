@@ -300,7 +300,8 @@ pub fn model(host: &str, o: &Overview, files: &Files, name_json_is_an_image: boo
         );
     }
     for (artifact, d) in &o.referrers {
-        let kind = match artifact.as_str() {
+        let artifact = artifact.as_deref().unwrap_or_default();
+        let kind = match artifact {
             "application/vnd.in-toto+json" => "provenance",
             _ => "referrer",
         };

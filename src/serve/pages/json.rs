@@ -75,8 +75,8 @@ struct Digests<'a> {
 
 #[derive(Serialize)]
 struct Referrer<'a> {
-    #[serde(rename = "artifactType")]
-    artifact_type: &'a str,
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<&'a str>,
     digest: String,
 }
 
@@ -155,7 +155,7 @@ pub fn model(host: &str, o: &Overview, files: &Files) -> Vec<u8> {
                 .referrers
                 .iter()
                 .map(|(t, d)| Referrer {
-                    artifact_type: t,
+                    artifact_type: t.as_deref(),
                     digest: d.to_string(),
                 })
                 .collect(),

@@ -15,11 +15,10 @@
 //! script is a static file, fed by escaped `data-` attributes, and the pages are sent with
 //! a Content-Security-Policy that allows nothing but our own script, style and icon.
 
-mod data;
 mod html;
 mod json;
 
-pub use data::{FileEntry, Files, Kind, LayerDesc, LayerFiles, Overview, TocFile};
+pub use super::data::{FileEntry, Files, Kind, LayerDesc, LayerFiles, Overview, TocFile};
 
 use super::store::{is_valid_name, Store, StoreError};
 use crate::digest::Digest;
@@ -285,7 +284,7 @@ fn asset(name: &str, query: Option<&str>) -> Option<Page> {
             .is_some_and(|(_, v)| q == v)
     });
     let cache = if versioned {
-        super::server::IMMUTABLE
+        super::IMMUTABLE
     } else {
         "no-cache"
     };

@@ -147,36 +147,6 @@ pub fn explain(
     }
 }
 
-/// Why a name from the listing must not touch the filesystem, if it must not.
-pub fn unsafe_name(path: &str) -> Option<&'static str> {
-    if path.is_empty() {
-        return Some("empty");
-    }
-    if path.starts_with('/') {
-        return Some("absolute");
-    }
-    if path.contains('\\') {
-        return Some("backslash");
-    }
-    if path.chars().any(|c| c.is_control()) {
-        return Some("control character");
-    }
-    if path
-        .split('/')
-        .any(|s| s.is_empty() || s == "." || s == "..")
-    {
-        return Some("empty, '.' or '..' segment");
-    }
-    if path.len() >= 2 && path.as_bytes()[1] == b':' {
-        return Some("drive letter");
-    }
-    if path.len() > limits::MAX_PATH_LEN || path.split('/').any(|s| s.len() > limits::MAX_NAME_LEN)
-    {
-        return Some("too long");
-    }
-    None
-}
-
 /// A Hub answer as JSON, with the next page's URL from its `Link` header. The body is
 /// at most [`limits::MAX_LISTING_PAGE`] bytes of JSON at most
 /// [`limits::MAX_JSON_DEPTH`] deep with arrays of at most
@@ -306,7 +276,8 @@ fn add_page(
                 ),
             });
         }
-        if let Some(why) = unsafe_name(&e.path) {
+        // The image's path policy, before the name touches the cache or the disk.
+        if let Err(why) = crate::names::check_path(&e.path) {
             if unsafe_names.len() < 20 {
                 unsafe_names.push(format!("{} ({why})", limits::shown(&e.path)));
             }
@@ -515,33 +486,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unsafe_names_are_caught_before_any_filesystem_use() {
-        for bad in [
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "C:\\x",
-            "..\\x",
-            "a//b",
-            "./a",
-            "a/.",
-            "",
-            "C:x",
-            "a\nb",
-        ] {
-            assert!(unsafe_name(bad).is_some(), "{bad:?}");
-        }
-        for ok in [
-            "config.json",
-            "1_Pooling/config.json",
-            "a b#1?.bin",
-            "ümlaut/файл.txt",
-            "100%.txt",
-            ".gitattributes",
-            "a..b",
-        ] {
-            assert_eq!(unsafe_name(ok), None, "{ok:?}");
-        }
+    fn listed_names_that_no_image_may_hold_are_set_aside_with_their_rule() {
+        let page = serde_json::json!([
+            {"type": "file", "path": "config.json", "size": 2, "oid": "9e26dfeeb6e641a33dae4961196235bdb965b21b"},
+            {"type": "file", "path": ".wh.w.bin", "size": 2, "oid": "9e26dfeeb6e641a33dae4961196235bdb965b21b"},
+            {"type": "file", "path": "sub/.wh..wh..opq", "size": 2, "oid": "9e26dfeeb6e641a33dae4961196235bdb965b21b"},
+            {"type": "file", "path": "a\u{1b}[31mb", "size": 2, "oid": "9e26dfeeb6e641a33dae4961196235bdb965b21b"},
+            {"type": "file", "path": "../x", "size": 2, "oid": "9e26dfeeb6e641a33dae4961196235bdb965b21b"},
+            {"type": "file", "path": "C:x", "size": 2, "oid": "9e26dfeeb6e641a33dae4961196235bdb965b21b"},
+        ]);
+        let (files, refused) = parse_tree_page(page.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["config.json"]
+        );
+        assert_eq!(
+            refused,
+            [
+                r#"".wh.w.bin" (whiteout name: a component starting with '.wh.' hides files when a runtime unpacks the layer)"#,
+                r#""sub/.wh..wh..opq" (whiteout name: a component starting with '.wh.' hides files when a runtime unpacks the layer)"#,
+                r#""a\u{1b}[31mb" (control character in the name)"#,
+                r#""../x" (empty, '.' or '..' component)"#,
+                r#""C:x" (drive letter)"#,
+            ]
+        );
     }
 
     #[test]

@@ -29,7 +29,6 @@ use std::io::Read as _;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 #[derive(Clone, Debug)]
 pub struct RepoCache {
@@ -45,9 +44,6 @@ pub struct RepoCache {
 pub struct BlobLock {
     _file: std::fs::File,
 }
-
-/// How often a waiting download tries the lock again (`filelock` polls too).
-const LOCK_POLL: Duration = Duration::from_millis(50);
 
 impl RepoCache {
     pub fn new(cache_dir: &Path, model: &ModelName) -> RepoCache {
@@ -112,15 +108,14 @@ impl RepoCache {
         }
     }
 
-    /// The lock of `blobs/{etag}`, waiting while another build or `huggingface_hub`
-    /// holds it (polled, so a cancelled download stops waiting at once).
-    pub async fn lock(&self, etag: &str) -> Result<BlobLock, HubError> {
-        loop {
-            if let Some(l) = self.try_lock(etag).map_err(io(self.lock_file(etag)))? {
-                return Ok(l);
-            }
-            tokio::time::sleep(LOCK_POLL).await;
+    /// Puts an empty file in the cache as a download would (its bytes need none): the
+    /// blob, if it is not there, and the snapshot link.
+    pub fn put_empty(&self, commit: &CommitSha, path: &str, etag: &str) -> std::io::Result<()> {
+        let blob = self.blob(etag);
+        if !blob.is_file() {
+            write_atomically(&blob, b"")?;
         }
+        self.link(commit, path, etag)
     }
 
     /// Points `snapshots/{commit}/{path}` at `blobs/{etag}` with a relative symlink,

@@ -9,27 +9,27 @@
 
 mod api;
 mod cache;
+mod check;
 mod config;
-mod download;
 mod error;
 mod http;
 mod stream;
 
-pub use api::{expected_sha256, parse_tree_page, unsafe_name, Check, RemoteFile};
+pub use api::{expected_sha256, parse_tree_page, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
-pub use download::{FetchProgress, Silent};
 pub use error::HubError;
-pub use stream::{HubStream, StreamOptions, StreamStats, DEFAULT_BUFFER, DEFAULT_WINDOW};
+pub use stream::{
+    FetchProgress, HubStream, Silent, StreamOptions, StreamStats, DEFAULT_BUFFER, DEFAULT_WINDOW,
+};
 
-use crate::layer::{Contents, Entry, EntryKind};
+use crate::layer::Contents;
 use crate::limits;
 use crate::names::{CommitSha, ModelName};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Which files of the repository go into the image.
 #[derive(Clone, Debug, Default)]
@@ -79,92 +79,28 @@ impl FileFilter {
     }
 }
 
-/// What a fetch produced: files in the cache, ready to be read.
+/// The files of a build found in the cache (offline), ready to be read.
 #[derive(Debug)]
-pub struct Fetched {
+pub struct Cached {
     pub files: Vec<CachedFile>,
-    pub cache: RepoCache,
 }
 
 #[derive(Clone, Debug)]
 pub struct CachedFile {
-    pub path: String,
-    pub size: u64,
+    pub file: RemoteFile,
+    /// Where the cache holds it: its blob, or a regular file in the snapshot.
     pub blob: PathBuf,
-    pub check: Check,
-    /// Downloaded by this run (not found in the cache).
-    pub downloaded: bool,
 }
 
-impl Fetched {
-    pub fn downloaded_bytes(&self) -> u64 {
-        self.files
-            .iter()
-            .filter(|f| f.downloaded)
-            .map(|f| f.size)
-            .sum()
-    }
-
-    /// The image's entries and a reader of their contents.
-    pub fn entries(&self) -> (Vec<Entry>, HubContents) {
-        let entries = self
-            .files
-            .iter()
-            .map(|f| Entry {
-                path: f.path.clone(),
-                kind: EntryKind::File {
-                    size: f.size,
-                    executable: false,
-                },
-            })
-            .collect();
+impl Cached {
+    /// A reader of the files' contents, by path.
+    pub fn contents(&self) -> HubContents {
         let blobs = self
             .files
             .iter()
-            .map(|f| (f.path.clone(), f.blob.clone()))
+            .map(|f| (f.file.path.clone(), f.blob.clone()))
             .collect();
-        (entries, HubContents { blobs })
-    }
-
-    /// sha256 the Hub publishes for each LFS file: the layer digests every byte it
-    /// reads, so cached LFS blobs are verified for free.
-    pub fn expected_sha256(&self) -> BTreeMap<String, String> {
-        api::expected_sha256(self.files.iter().map(|f| (f.path.as_str(), &f.check)))
-    }
-
-    /// Deletes the cached blob of `path` (after it proved corrupt).
-    pub fn evict(&self, path: &str) {
-        if let Some(f) = self.files.iter().find(|f| f.path == path) {
-            let _ = std::fs::remove_file(&f.blob);
-        }
-    }
-
-    /// Removes what this run downloaded (blobs and their snapshot links), for CI
-    /// machines with small disks. Files that were already cached stay.
-    pub fn remove_downloads(&self, sha: &CommitSha) -> io::Result<u64> {
-        let mut freed = 0;
-        for f in self.files.iter().filter(|f| f.downloaded) {
-            let link = self.cache.snapshot_file(sha, &f.path);
-            let _ = std::fs::remove_file(&link);
-            match std::fs::remove_file(&f.blob) {
-                Ok(()) => freed += f.size,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // Drop directories left empty, deepest first.
-        let snap = self.cache.snapshot_dir(sha);
-        let mut dirs: Vec<PathBuf> = walkdir::WalkDir::new(&snap)
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_dir())
-            .map(|e| e.into_path())
-            .collect();
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-        Ok(freed)
+        HubContents { blobs }
     }
 }
 
@@ -178,7 +114,7 @@ impl Contents for HubContents {
         let blob = self
             .blobs
             .get(path)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not a fetched file"))?;
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not a cached file"))?;
         Ok(Box::new(std::fs::File::open(blob)?))
     }
 }
@@ -245,126 +181,8 @@ fn select(
     Ok(wanted)
 }
 
-/// Lists, filters and downloads `model` at `sha` into the cache.
-pub fn fetch(
-    model: &ModelName,
-    sha: &CommitSha,
-    cfg: &HubConfig,
-    filter: &FileFilter,
-    progress: Arc<dyn FetchProgress>,
-) -> Result<Fetched, HubError> {
-    let cache = RepoCache::new(&cfg.cache_dir, model);
-    if cfg
-        .cancel
-        .as_ref()
-        .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-    {
-        return Err(HubError::Interrupted);
-    }
-    if cfg.offline {
-        return from_cache(model, sha, &cache, filter);
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| HubError::Io {
-            path: cfg.cache_dir.clone(),
-            source: e,
-        })?;
-    rt.block_on(fetch_online(model, sha, cfg, filter, &cache, progress))
-}
-
-async fn fetch_online(
-    model: &ModelName,
-    sha: &CommitSha,
-    cfg: &HubConfig,
-    filter: &FileFilter,
-    cache: &RepoCache,
-    progress: Arc<dyn FetchProgress>,
-) -> Result<Fetched, HubError> {
-    let http = Arc::new(http::Http::new(cfg)?);
-    let listed = tokio::select! {
-        listed = list_keeping(&http, model, sha, Some(cache)) => listed?,
-        () = cancelled(cfg) => return Err(HubError::Interrupted),
-    };
-    let wanted = select(listed, filter, model)?;
-    // One download per blob: paths sharing content share it in the cache.
-    let mut by_etag: BTreeMap<String, RemoteFile> = BTreeMap::new();
-    for f in &wanted {
-        by_etag
-            .entry(f.check.etag().to_string())
-            .or_insert_with(|| f.clone());
-    }
-    let permits = Arc::new(tokio::sync::Semaphore::new(cfg.jobs.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (etag, f) in by_etag {
-        let (http, cache, model, sha, progress, permits) = (
-            http.clone(),
-            cache.clone(),
-            model.clone(),
-            sha.clone(),
-            progress.clone(),
-            permits.clone(),
-        );
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("semaphore stays open");
-            let downloaded =
-                download::fetch_file(&http, &cache, &model, &sha, &f, &*progress).await?;
-            Ok::<_, HubError>((etag, downloaded))
-        });
-    }
-    let mut downloaded: BTreeMap<String, bool> = BTreeMap::new();
-    loop {
-        // Aborted tasks stop at their next await: a file being written stays
-        // `.incomplete` and is resumed by the next run; nothing unverified is renamed.
-        let joined = tokio::select! {
-            joined = tasks.join_next() => joined,
-            () = cancelled(cfg) => {
-                tasks.abort_all();
-                return Err(HubError::Interrupted);
-            }
-        };
-        let Some(joined) = joined else { break };
-        match joined {
-            Ok(Ok((etag, d))) => {
-                downloaded.insert(etag, d);
-            }
-            Ok(Err(e)) => {
-                tasks.abort_all();
-                return Err(e);
-            }
-            Err(e) => {
-                tasks.abort_all();
-                return Err(HubError::Network {
-                    url: model.to_string(),
-                    msg: format!("download task failed: {e}"),
-                });
-            }
-        }
-    }
-    let mut files = Vec::with_capacity(wanted.len());
-    for f in wanted {
-        let etag = f.check.etag().to_string();
-        cache
-            .link(sha, &f.path, &etag)
-            .map_err(error::io(cache.snapshot_file(sha, &f.path)))?;
-        files.push(CachedFile {
-            blob: cache.blob(&etag),
-            downloaded: downloaded.get(&etag).copied().unwrap_or(false),
-            path: f.path,
-            size: f.size,
-            check: f.check,
-        });
-    }
-    Ok(Fetched {
-        files,
-        cache: cache.clone(),
-    })
-}
-
 /// Resolves once `cfg.cancel` is set (never without one).
-async fn cancelled(cfg: &HubConfig) {
+pub async fn cancelled(cfg: &HubConfig) {
     let Some(flag) = &cfg.cancel else {
         return std::future::pending().await;
     };
@@ -375,12 +193,13 @@ async fn cancelled(cfg: &HubConfig) {
 
 /// `HF_HUB_OFFLINE=1`: the listing kept by an online build says which files the
 /// settings select, and every one of them must be in the cache, or nothing is built.
-fn from_cache(
+pub fn cached(
     model: &ModelName,
     sha: &CommitSha,
-    cache: &RepoCache,
+    cfg: &HubConfig,
     filter: &FileFilter,
-) -> Result<Fetched, HubError> {
+) -> Result<Cached, HubError> {
+    let cache = &RepoCache::new(&cfg.cache_dir, model);
     let Some(listed) = cache.kept_listing(model, sha)? else {
         if !cache.snapshot_dir(sha).is_dir() {
             return Err(HubError::NotCached {
@@ -400,13 +219,7 @@ fn from_cache(
     let mut missing = Vec::new();
     for f in wanted {
         match cached_copy(cache, sha, &f)? {
-            Some(blob) => files.push(CachedFile {
-                path: f.path,
-                size: f.size,
-                blob,
-                check: f.check,
-                downloaded: false,
-            }),
+            Some(blob) => files.push(CachedFile { file: f, blob }),
             None => missing.push(f.path),
         }
     }
@@ -419,10 +232,7 @@ fn from_cache(
             dir: cache.root().to_path_buf(),
         });
     }
-    Ok(Fetched {
-        files,
-        cache: cache.clone(),
-    })
+    Ok(Cached { files })
 }
 
 /// Where the cache holds `f`, checked against the listing (size, and git blob id; an
@@ -442,7 +252,7 @@ fn cached_copy(
             "does not match the listing of {} ({} bytes, {} {})",
             limits::shown(&f.path),
             f.size,
-            download::what(&f.check),
+            check::what(&f.check),
             f.check.etag()
         ),
     };
@@ -485,7 +295,7 @@ fn verify_blocking(blob: &std::path::Path, f: &RemoteFile) -> Result<bool, HubEr
         .enable_all()
         .build()
         .map_err(error::io(blob))?;
-    rt.block_on(download::verify_cached(blob, f))
+    rt.block_on(check::verify_cached(blob, f))
 }
 
 #[cfg(test)]

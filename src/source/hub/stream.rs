@@ -26,15 +26,16 @@
 //! assigned or it is opened, and released once the blob is in place or the job ends; a
 //! file whose lock another build holds is fetched without writing anything (waiting
 //! could deadlock two builds each reading two files). Without `cache`, nothing touches
-//! the disk. Retries, backoff,
-//! `Retry-After` and the commit check are those of the whole-file download; a dropped
-//! connection resumes its own window from the last byte received.
+//! the disk. Every window is retried with capped backoff, honouring `Retry-After`
+//! (`http.rs`), and checked against the pinned commit; a dropped connection resumes its
+//! own window from the last byte received. No file is ever asked for whole (the Hub's
+//! CDN refuses a GET without `Range` of a file above 50 GB).
 
 use super::api::{explain, resolve_url, Check, RemoteFile};
 use super::cache::{BlobLock, RepoCache};
+use super::check::{what, Hasher};
 use super::config::HubConfig;
-use super::download::{what, FetchProgress, Hasher};
-use super::error::HubError;
+use super::error::{self, HubError};
 use super::http::{describe, Attempt, Http};
 use crate::layer::Contents;
 use crate::names::{CommitSha, ModelName};
@@ -44,6 +45,24 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Told about transfers as they happen (progress bars, log lines).
+pub trait FetchProgress: Send + Sync {
+    fn begin(&self, path: &str, size: u64, resumed_from: u64);
+    fn advance(&self, path: &str, bytes: u64);
+    fn done(&self, path: &str);
+    fn retry(&self, path: &str, why: &str);
+}
+
+/// No output at all.
+pub struct Silent;
+
+impl FetchProgress for Silent {
+    fn begin(&self, _: &str, _: u64, _: u64) {}
+    fn advance(&self, _: &str, _: u64) {}
+    fn done(&self, _: &str) {}
+    fn retry(&self, _: &str, _: &str) {}
+}
 
 /// How a [`HubStream`] fetches.
 #[derive(Clone, Debug)]
@@ -171,7 +190,7 @@ pub struct HubStream {
 
 impl HubStream {
     /// Starts fetching `files` (the order the layer will open them; empty files are
-    /// never opened and never fetched) of `model` at `sha`.
+    /// never opened and never fetched, only checked) of `model` at `sha`.
     pub fn start(
         model: &ModelName,
         sha: &CommitSha,
@@ -185,6 +204,25 @@ impl HubStream {
             window: opts.window.max(1),
             ..opts
         };
+        let cache = RepoCache::new(&cfg.cache_dir, model);
+        // Empty files are never fetched (their bytes are known), but checked against the
+        // listing all the same and, with the cache, put there as a download would.
+        for f in files.iter().filter(|f| f.size == 0) {
+            let got = Hasher::new(&f.check, 0).finish();
+            if got != f.check.etag() {
+                return Err(HubError::Integrity {
+                    path: f.path.clone(),
+                    what: what(&f.check),
+                    expected: f.check.etag().to_string(),
+                    got,
+                });
+            }
+            if opts.cache {
+                cache
+                    .put_empty(sha, &f.path, &got)
+                    .map_err(error::io(cache.blob(&got)))?;
+            }
+        }
         let http = Http::new(cfg)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -195,7 +233,6 @@ impl HubStream {
                 path: cfg.cache_dir.clone(),
                 source: e,
             })?;
-        let cache = RepoCache::new(&cfg.cache_dir, model);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 jobs: BTreeMap::new(),
@@ -434,10 +471,9 @@ impl Shared {
         let mut st = self.lock();
         loop {
             if self.cancelled() {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    HubError::Interrupted,
-                ));
+                // Not `ErrorKind::Interrupted`: `read_to_end` and `read_exact` retry
+                // that kind, and a cancelled stream would answer it forever.
+                return Err(io::Error::other(HubError::Interrupted));
             }
             let job = st
                 .jobs

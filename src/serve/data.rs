@@ -3,8 +3,6 @@
 //! a request renders from memory and never reads a layer blob once they are there.
 
 use crate::digest::Digest;
-use crate::image::{ANNOTATION_REVISION, ANNOTATION_SOURCE};
-use crate::serve::store::Image;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -22,9 +20,9 @@ pub struct Overview {
     pub platforms: Vec<(String, Digest)>,
     /// The layers of the (first) manifest, in order.
     pub layers: Vec<LayerDesc>,
-    /// Artifacts about a tagged document (provenance): artifact type and digest, as the
-    /// referrers API lists them.
-    pub referrers: Vec<(String, Digest)>,
+    /// Artifacts about a tagged document (provenance): artifact type (if it has one)
+    /// and digest, as the referrers API lists them.
+    pub referrers: Vec<(Option<String>, Digest)>,
 }
 
 #[derive(Clone, Debug)]
@@ -35,34 +33,6 @@ pub struct LayerDesc {
 }
 
 impl Overview {
-    pub fn of(img: &Image) -> Overview {
-        Overview {
-            name: img.name.clone(),
-            tags: img.tags.iter().map(|(t, d)| (t.clone(), *d)).collect(),
-            revision: img.annotations.get(ANNOTATION_REVISION).cloned(),
-            source: img.annotations.get(ANNOTATION_SOURCE).cloned(),
-            platforms: img.manifests.clone(),
-            layers: img
-                .layers
-                .iter()
-                .map(|d| {
-                    let r = img.refs.get(d);
-                    LayerDesc {
-                        digest: *d,
-                        size: r.map_or(0, |r| r.size),
-                        media_type: r.map(|r| r.media_type.clone()).unwrap_or_default(),
-                    }
-                })
-                .collect(),
-            referrers: img
-                .referrers
-                .iter()
-                .filter(|r| img.tags.values().any(|d| *d == r.subject))
-                .map(|r| (r.artifact_type.clone(), r.digest))
-                .collect(),
-        }
-    }
-
     /// The tag a bare reference (`host/name`) pulls: `latest`, else the first one.
     pub fn default_tag(&self) -> Option<&(String, Digest)> {
         self.tags

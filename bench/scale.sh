@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Benchmark at real model size on a small machine: a generated model (default 100 GiB:
+# one file of half the model, above the Hub CDN's 50 GB whole-file limit, and shards of
+# at most 4 GiB) streamed with `depotai build ORG/MODEL --push … --no-cache` from a Hub
+# that generates the weights as it serves them into a registry that checks every blob's
+# digest and forgets its bytes. Neither server stores the model, so the only disk a run
+# uses is depotai's own.
+#
+#   bench/scale.sh [--size-gib N] [--big-file-threshold SIZE] [--big-file SIZE]
+#                  [--encoders "libdeflate isal"] [--check-threads] [--threads-encoder E]
+#                  [--work DIR] [--keep]
+#
+# One run per encoder (libdeflate, the default, and --encoder isal on x86-64), each into
+# a fresh registry; with --check-threads one more with --threads 1 (libdeflate, or the
+# encoder --threads-encoder names: isal takes half the CPU at 100 GiB), whose
+# index digest must equal the default run's. For each run it prints wall time; CPU
+# seconds of depotai (and per GiB), of the Hub and of the registry, and their sum over
+# the cores (the machine's limit: no run can be faster) beside the wall; peak RSS
+# (exact, from wait4, and the process tree's RSS sampled every 0.2 s); peak disk of the
+# depotai process tree (its HF_HOME, upload state, TMPDIR and working directory, plus
+# files it holds open for writing elsewhere or deleted, sampled every 0.2 s); the bytes
+# requested from the Hub (must be the model's size: every byte once); GETs without
+# Range of files above the threshold (must be 0: the CDN refuses them with 400); and the
+# blobs the registry verified (must be every config and layer, each uploaded once).
+#
+#   --size-gib N               model size in GiB (default 100; fractions allowed)
+#   --big-file SIZE            the one big file (default half the model)
+#   --big-file-threshold SIZE  the CDN's whole-file limit (default 50GB). Sizes take
+#                              K/M/G/T or KiB…TiB (binary) and KB…TB (decimal)
+#   --encoders LIST            default "libdeflate isal" (isal needs the cargo feature,
+#                              nasm and autotools; skipped off x86-64)
+#   --check-threads            also run with --threads 1 and compare the index digests
+#   --threads-encoder E        the encoder of that comparison (default libdeflate)
+#   --work DIR                 scratch directory (default a new /tmp/depotai-scale.XXXX)
+#
+# The generated weights' sha256s are computed once ever and kept in DEPOTAI_GEN_CACHE
+# (default ~/.cache/depotai/generated): the first run at 100 GiB hashes 100 GiB first.
+# Fails if a check fails: bytes from the Hub ≠ the model, a whole GET of a big file, a
+# blob not verified or uploaded twice, differing digests.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+
+size_gib=100
+threshold=50GB
+big=""
+encoders="libdeflate isal"
+check_threads=0
+threads_encoder=libdeflate
+work=""
+keep=0
+
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "scale.sh: $*" >&2; exit 1; }
+log() { echo "==> $*" >&2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --size-gib) size_gib="${2:?}"; shift 2 ;;
+    --big-file-threshold) threshold="${2:?}"; shift 2 ;;
+    --big-file) big="${2:?}"; shift 2 ;;
+    --encoders) encoders="${2:?}"; shift 2 ;;
+    --check-threads) check_threads=1; shift ;;
+    --threads-encoder) threads_encoder="$2"; shift 2 ;;
+    --work) work="${2:?}"; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+[[ "$size_gib" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--size-gib must be a number"
+if [[ $check_threads -eq 1 && " $encoders " != *" $threads_encoder "* ]]; then
+  encoders="$threads_encoder $encoders"  # --threads 1 is compared with that encoder's default run
+fi
+for e in $encoders; do
+  [[ "$e" == libdeflate || "$e" == isal ]] || die "unknown encoder $e (libdeflate, isal)"
+done
+if [[ " $encoders " == *" isal "* && "$(uname -m)" != x86_64 ]]; then
+  log "--encoder isal is x86-64 only: skipped"
+  encoders="${encoders//isal/}"
+fi
+command -v python3 >/dev/null || die "python3 is missing"
+command -v cargo >/dev/null || die "cargo is missing"
+
+features=()
+[[ " $encoders " == *" isal "* ]] && features=(--features isal)
+log "building depotai and the bench servers (release${features:+, ${features[*]}})"
+(cd "$root" && cargo build -q --release --locked "${features[@]}" \
+  --bin depotai --example bench_hub --example forgetful_registry)
+bin="$root/target/release"
+
+if [[ -z "$work" ]]; then
+  work="$(mktemp -d /tmp/depotai-scale.XXXXXX)"
+else
+  keep=1  # a directory given is the caller's
+fi
+mkdir -p "$work"
+cleanup() { if [[ $keep -eq 0 ]]; then rm -rf "$work"; fi; }
+trap cleanup EXIT
+
+python3 - "$bin" "$work" "$size_gib" "$threshold" "$big" "$encoders" "$check_threads" "$threads_encoder" <<'PY'
+import json, os, re, shutil, stat, subprocess, sys, time
+
+bin_dir, work, size_gib, threshold, big, encoders, check_threads, threads_encoder = sys.argv[1:]
+GIB, MIB = 1 << 30, 1 << 20
+NAME, SHA = "scale/model", "0123456789abcdef0123456789abcdef01234567"
+TICK = os.sysconf("SC_CLK_TCK")
+CORES = len(os.sched_getaffinity(0))
+
+
+def parse_size(s):
+    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", s)
+    units = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": MIB, "mib": MIB, "g": GIB,
+             "gib": GIB, "t": 1 << 40, "tib": 1 << 40, "kb": 10**3, "mb": 10**6,
+             "gb": 10**9, "tb": 10**12}
+    if not m or m.group(2).lower() not in units:
+        raise SystemExit(f"scale.sh: {s!r} is not a size such as 50GB or 3GiB")
+    return int(m.group(1)) * units[m.group(2).lower()]
+
+
+total = int(float(size_gib) * GIB)
+limit = parse_size(threshold)
+big = parse_size(big) if big else total // 2
+if big <= limit:
+    print(f"note: the big file ({big} bytes) is not above the threshold ({limit}): the Range "
+          "rule is not exercised at this size (lower it with --big-file-threshold)", file=sys.stderr)
+
+
+def wait_for(path, proc, what, seconds):
+    for _ in range(int(seconds * 10)):
+        if os.path.exists(path) and os.path.getsize(path):
+            return open(path).read().strip()
+        if proc.poll() is not None:
+            raise SystemExit(f"scale.sh: {what} exited with status {proc.returncode}")
+        time.sleep(0.1)
+    raise SystemExit(f"scale.sh: {what} did not start")
+
+
+def command(proc, line):
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())
+
+
+def cpu(pid):
+    """utime + stime of a live process (all its threads), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def du(dirs):
+    total = 0
+    for top in dirs:
+        for d, _, files in os.walk(top):
+            for f in files:
+                try:
+                    total += os.lstat(os.path.join(d, f)).st_blocks * 512
+                except OSError:
+                    pass
+    return total
+
+
+def open_files(pids, dirs):
+    """Blocks of regular files the processes hold open that `du` of `dirs` misses:
+    deleted ones, and ones open for writing elsewhere."""
+    seen, total = set(), 0
+    for p in pids:
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{p}/fd/{fd}")
+                st = os.stat(f"/proc/{p}/fd/{fd}")
+                with open(f"/proc/{p}/fdinfo/{fd}") as f:
+                    flags = int(f.read().split("flags:")[1].split()[0], 8)
+            except (OSError, IndexError, ValueError):
+                continue
+            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                continue
+            deleted = target.endswith(" (deleted)")
+            inside = any(target.startswith(d + "/") for d in dirs)
+            if deleted or (not inside and flags & 3):
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def rss(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) * 1024
+        except (OSError, StopIteration):
+            pass
+    return total
+
+
+base_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "DEPOTAI_", "HUGGING"))}
+if "DEPOTAI_GEN_CACHE" in os.environ:
+    base_env["DEPOTAI_GEN_CACHE"] = os.environ["DEPOTAI_GEN_CACHE"]
+
+def run(hub, endpoint, label, extra):
+    """One build into a fresh registry, measured."""
+    reg_file = os.path.join(work, f"registry-{label}.addr")
+    reg = subprocess.Popen([os.path.join(bin_dir, "examples/forgetful_registry"), reg_file],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        addr = wait_for(reg_file, reg, "forgetful_registry", 60)
+        command(hub, "clear")
+        d = {k: os.path.join(work, f"{label}-{k}") for k in ("home", "state", "tmp", "cwd")}
+        for p in d.values():
+            shutil.rmtree(p, ignore_errors=True)
+            os.makedirs(p)
+        env = dict(base_env, HF_ENDPOINT=endpoint, HF_HOME=d["home"],
+                   DEPOTAI_UPLOAD_STATE=d["state"], TMPDIR=d["tmp"])
+        cmd = [os.path.join(bin_dir, "depotai"), "build", NAME, "--sha", SHA, "--push",
+               f"{addr}/{NAME}:latest", "--insecure", "--no-cache", "--json"] + extra
+        print(f"==> {label}: depotai {' '.join(cmd[1:])}", file=sys.stderr)
+        hub_cpu0, reg_cpu0 = cpu(hub.pid), cpu(reg.pid)
+        watch = list(d.values())
+        out_path = os.path.join(work, f"{label}.json")
+        peak_disk = peak_rss = 0
+        with open(out_path, "wb") as out:
+            t0 = time.monotonic()
+            p = subprocess.Popen(cmd, env=env, cwd=d["cwd"], stdout=out)
+            while True:
+                pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+                if pid:
+                    break
+                pids = tree(p.pid)
+                peak_disk = max(peak_disk, du(watch) + open_files(pids, watch))
+                peak_rss = max(peak_rss, rss(pids))
+                time.sleep(0.2)
+            wall = time.monotonic() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"scale.sh: depotai failed ({label})")
+        hub_cpu, reg_cpu = cpu(hub.pid) - hub_cpu0, cpu(reg.pid) - reg_cpu0
+        built = json.load(open(out_path))
+        hs = command(hub, "stats")
+        rs = command(reg, "stats")
+    finally:
+        reg.kill()
+        reg.wait()
+    verified = {b["digest"]: b["uploads"] for b in rs["blobs"]}
+    wanted = set(built["config_digests"] + [l["digest"] for l in built["layers"]])
+    dep_cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "label": label, "wall": wall, "cpu": dep_cpu, "hub_cpu": hub_cpu, "reg_cpu": reg_cpu,
+        "floor": (dep_cpu + hub_cpu + reg_cpu) / CORES,
+        "rss": max(usage.ru_maxrss * 1024, peak_rss), "disk": peak_disk,
+        "hub_bytes": hs["file_bytes"], "refused": hs["refused"],
+        "big_files": sum(1 for f in hs["files"].values() if f["size"] > limit),
+        "whole_big": sum(f["gets_without_range"] for f in hs["files"].values() if f["size"] > limit),
+        "blobs_ok": sum(1 for w in wanted if verified.get(w) == 1), "blobs": len(wanted),
+        "all_once": all(v == 1 for v in verified.values()), "mismatches": rs["digest_mismatches"],
+        "index": built["index_digest"], "stored": built["layers_size"], "layers": len(built["layers"]),
+    }
+
+
+print(f"==> starting the generating Hub ({total} bytes; new files are hashed once)", file=sys.stderr)
+ep_file = os.path.join(work, "hub.endpoint")
+hub = subprocess.Popen([os.path.join(bin_dir, "examples/bench_hub"), "--whole-file-limit", str(limit),
+                        "--generate", str(total), "--big", str(big), NAME, SHA, ep_file],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=base_env)
+try:
+    endpoint = wait_for(ep_file, hub, "bench_hub", 6 * 3600)
+    runs = [run(hub, endpoint, e, ["--encoder", e]) for e in encoders.split()]
+    if check_threads == "1":
+        runs.append(run(hub, endpoint, f"{threads_encoder}-threads1",
+                        ["--encoder", threads_encoder, "--threads", "1"]))
+finally:
+    hub.kill()
+    hub.wait()
+
+gib = total / GIB
+print()
+print(f"model: {gib:g} GiB ({total} bytes), big file {big} bytes, whole-file limit {limit} bytes "
+      f"({runs[0]['big_files']} file above it); {runs[0]['layers']} layers; {CORES} cores")
+head = (f"{'run':<21}{'wall s':>8}{'floor s':>9}{'CPU s':>8}{'CPU s/GiB':>10}{'Hub CPU':>9}"
+        f"{'reg CPU':>9}{'peak RSS':>10}{'peak disk':>11}{'Hub bytes':>11}{'whole GETs':>11}"
+        f"{'verified':>10}")
+print(head)
+for r in runs:
+    print(f"{r['label']:<21}{r['wall']:>8.1f}{r['floor']:>9.1f}{r['cpu']:>8.1f}{r['cpu'] / gib:>10.2f}"
+          f"{r['hub_cpu']:>9.1f}{r['reg_cpu']:>9.1f}{r['rss'] / MIB:>6.0f} MiB{r['disk'] / 1024:>7.0f} KiB"
+          f"{r['hub_bytes'] / total:>10.4f}x{r['whole_big']:>11}{r['blobs_ok']:>5}/{r['blobs']:<4}")
+print("floor s = (depotai + Hub + registry CPU seconds) / cores: no wall time can be lower.")
+print("Hub bytes = file bytes the Hub served / model size (1 = every byte once).")
+failed = []
+for r in runs:
+    if r["hub_bytes"] != total:
+        failed.append(f"{r['label']}: the Hub served {r['hub_bytes']} bytes of a {total}-byte model")
+    if r["whole_big"] or r["refused"]:
+        failed.append(f"{r['label']}: {r['whole_big']} GETs without Range of a file above the limit, "
+                      f"{r['refused']} refused requests")
+    if r["blobs_ok"] != r["blobs"] or not r["all_once"] or r["mismatches"]:
+        failed.append(f"{r['label']}: the registry verified {r['blobs_ok']} of {r['blobs']} blobs once "
+                      f"({r['mismatches']} digest mismatches)")
+    print(f"{r['label']}: index {r['index']}, layers {r['stored']} bytes "
+          f"({r['stored'] / total:.3f} of the model); peak RSS {r['rss'] / MIB:.0f} MiB (target <= 512), "
+          f"peak disk {r['disk'] / 1024:.0f} KiB (target <= 64 MiB)")
+if check_threads == "1":
+    a = next(r for r in runs if r["label"] == threads_encoder)
+    b = runs[-1]
+    same = a["index"] == b["index"]
+    print(f"--threads 1 gives the same index digest as the default: {'yes' if same else 'NO'}")
+    if not same:
+        failed.append("--threads 1 changed the index digest")
+for f in failed:
+    print("FAILED: " + f, file=sys.stderr)
+sys.exit(1 if failed else 0)
+PY
