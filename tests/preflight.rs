@@ -2,7 +2,8 @@
 //! --push`, `build ORG/MODEL --push` and `build --all --push` find out that the registry
 //! would refuse them before the first Hub request, build or blob, and say so in one
 //! line naming the registry, the cause and the fix: nothing listening, TLS to a
-//! plain-HTTP port, a wrong password (401), a push that is denied (403).
+//! plain-HTTP port, a wrong password (401), a push that is denied (403, or 401 to the
+//! upload with credentials the registry otherwise takes).
 //!
 //! The 401 and TLS cases need Debian's `docker-registry` (and `htpasswd`); without them
 //! those tests say SKIP and pass (with `CI=true` they fail). The others need nothing.
@@ -13,7 +14,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use support::hostile::{Hostile, Reply};
+use support::hostile::{Guard, Hostile, Reply};
 use support::hub::{depotai_against, HubServer, Repo, RepoFile};
 use support::interop::{have, Registry};
 use support::*;
@@ -199,6 +200,54 @@ fn a_denied_push_is_found_with_one_upload_session_before_any_blob() {
     assert_refused(&o, &line);
     assert!(server.requests().is_empty(), "{:?}", server.requests());
     assert_eq!(reg.requests.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn credentials_that_open_the_registry_but_not_an_upload_are_denied_not_wrong() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = layout(tmp.path());
+    // Basic auth everywhere; the right credentials read, but an upload still answers 401.
+    let reg = Hostile::start();
+    reg.guard(Guard {
+        wanted: format!(
+            "Basic {}",
+            depotai::remote::auth::base64_encode(b"alice:s3cret")
+        ),
+        challenge: r#"Basic realm="reg""#.into(),
+        open: "/none".into(),
+    });
+    reg.route(
+        &format!("/v2/{MODEL}/blobs/uploads/"),
+        Reply::status(
+            401,
+            vec![("WWW-Authenticate".into(), r#"Basic realm="reg""#.into())],
+        ),
+    );
+    let reference = format!("{}/{MODEL}:latest", reg.addr);
+    let push = ["push", out.to_str().unwrap(), &reference, "--insecure"];
+    let (o, _) = run(tmp.path(), &push, Some(("alice", "s3cret")));
+    assert_refused(
+        &o,
+        &format!(
+            "cannot push to http://{}/: pushing to {MODEL} is denied (HTTP 401 to opening an upload); use credentials with push access to it",
+            reg.addr
+        ),
+    );
+    // The wrong password fails at /v2/ already.
+    let (o, _) = run(tmp.path(), &push, Some(("alice", "wrong")));
+    assert_refused(
+        &o,
+        &format!(
+            "cannot push to http://{}/: authentication failed (HTTP 401); check the username and password",
+            reg.addr
+        ),
+    );
+    assert!(!reg
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.starts_with("HEAD ") || l.starts_with("PUT ")));
 }
 
 #[test]

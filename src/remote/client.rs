@@ -325,6 +325,8 @@ impl Client {
             }
             let challenge =
                 bounded_header(first.headers(), WWW_AUTHENTICATE, limits::MAX_CHALLENGE_LEN)?;
+            // Not held across the requests that follow.
+            drop(first);
             let unauthorized = |e| match e {
                 RegistryError::Unauthorized { hint, .. } => {
                     refused(PushRefusal::Unauthorized { hint })
@@ -340,6 +342,8 @@ impl Client {
                 .map_err(unauthorized)?;
             status = again.status();
             authenticated = true;
+        } else {
+            drop(first);
         }
         if !status.is_success() {
             return Err(refused(PushRefusal::NotARegistry {
@@ -357,8 +361,11 @@ impl Client {
             .await;
         let resp = match opened {
             Ok(resp) => resp,
-            // Credentials that opened /v2/ but not an upload: no push access.
-            Err(RegistryError::Unauthorized { .. }) if authenticated => {
+            // Credentials that opened /v2/ but not an upload: no push access. (Without
+            // credentials, /v2/ may take an anonymous token: giving some is the fix.)
+            Err(RegistryError::Unauthorized { .. })
+                if authenticated && self.opts.credentials.is_some() =>
+            {
                 return Err(refused(PushRefusal::Denied {
                     repository: self.repository.clone(),
                     status: 401,
