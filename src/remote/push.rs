@@ -8,9 +8,10 @@
 //! `chunk_size` and a closing `PUT ?digest=`. A chunk whose transfer fails is not blindly
 //! resent: the upload's status (`GET` on the upload URL) says how much the registry has
 //! (`Range: 0-N`) and the upload continues from there; a run that was killed is
-//! continued by the next from the registry's offset. Every byte is hashed as it is read
-//! and must match the blob's digest before the closing `PUT`. Then each platform
-//! manifest is put by digest, the index under the tag, and the referrers.
+//! continued by the next from the registry's offset. The `PATCH` bodies are read from
+//! the files as they are sent, and the registry checks each blob against its digest at
+//! the closing `PUT`. Then each platform manifest is put by digest, the index under the
+//! tag, and the referrers.
 
 use super::client::Client;
 pub use super::upload::{referrers_fallback_tag, BlobAction, ReferrerReport};
@@ -25,10 +26,6 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub const DEFAULT_CHUNK_SIZE: u64 = 64 << 20;
-
-/// Blobs sent at once: the registry takes each upload in on one core (hashing and
-/// writing it), so a second one in flight keeps another core busy.
-pub const PARALLEL_BLOBS: usize = 2;
 
 #[derive(Clone, Debug)]
 pub struct PushOptions {
@@ -324,8 +321,9 @@ pub async fn push(
             *done[n].lock().unwrap_or_else(|p| p.into_inner()) = Some((action, up));
         }
     };
-    // Dropping the other worker on a failure drops its upload unfinished: nothing of it
-    // is committed.
+    // Two blobs in flight: the registry takes each upload in on one core (hashing and
+    // writing it), so a second one keeps another core busy. Dropping the other worker on
+    // a failure drops its upload unfinished: nothing of it is committed.
     tokio::try_join!(worker(), worker())?;
     let done: Vec<(BlobAction, Uploaded)> = done
         .into_iter()
