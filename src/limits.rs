@@ -12,6 +12,11 @@
 /// real one is a few KiB.
 pub const MAX_DOCUMENT: u64 = 4 << 20;
 
+/// Descriptors in one index or layers in one manifest (a registry's or a layout's): a
+/// multi-platform index has a handful, a manifest a few dozen layers at most, and a
+/// referrers index one entry per signature, attestation or SBOM of the image.
+pub const MAX_DESCRIPTORS: usize = 4096;
+
 /// Nesting depth of any JSON document read from outside (OCI documents, TOCs, Hub
 /// answers). Real ones nest at most 5 deep; serde_json's own limit (128) only keeps the
 /// stack safe, this one says clearly what is wrong well before that.

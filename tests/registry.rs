@@ -145,7 +145,9 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
         );
     }
 
-    // Again: every blob is already there; no upload request at all.
+    // Again: every blob is already there; no upload request at all but the check
+    // before the first blob (an upload session opened and cancelled).
+    proxy.take_requests();
     let second = json_of(&push(&out, &reference, &[]));
     assert!(second["blobs"]
         .as_array()
@@ -154,7 +156,15 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
         .all(|b| b["action"] == "exists"));
     assert_eq!(second["uploaded_bytes"], 0);
     let reqs = proxy.take_requests();
-    let uploads: Vec<_> = reqs
+    assert_eq!(
+        reqs[..2],
+        [
+            "GET /v2/ HTTP/1.1",
+            "POST /v2/acme/tiny-model/blobs/uploads/ HTTP/1.1"
+        ]
+    );
+    assert!(reqs[2].starts_with("DELETE /v2/acme/tiny-model/blobs/uploads/"));
+    let uploads: Vec<_> = reqs[3..]
         .iter()
         .filter(|r| r.contains("/blobs/uploads") || r.starts_with("PATCH"))
         .collect();
@@ -301,6 +311,103 @@ fn a_push_killed_mid_upload_is_continued_by_the_next_run() {
             .count(),
         0
     );
+}
+
+#[test]
+fn a_layout_is_pushed_two_blobs_at_once_biggest_first_with_no_chunk_held_in_memory() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write(&src, "config.json", br#"{"model_type": "bert"}"#);
+    write(&src, "a.bin", &pseudo_random(40 << 20, 1));
+    write(&src, "b.bin", &pseudo_random(36 << 20, 2));
+    let out = tmp.path().join("out");
+    // Stored, not compressed: each shard's layer is about its size.
+    let flags = [
+        "--quiet",
+        "--own-layer-above",
+        "1MiB",
+        "--compression-level",
+        "0",
+    ];
+    assert_ok(&build(&src, "acme/two", &out, &flags));
+    let reg = Registry::start();
+    let proxy = Proxy::start(&reg.addr);
+    let reference = format!("{}/acme/two:latest", proxy.addr);
+    let mut c = Command::new("/usr/bin/time");
+    c.args(["-f", "depotai-maxrss-kib=%M", env!("CARGO_BIN_EXE_depotai")])
+        .arg("push")
+        .arg(&out)
+        .arg(&reference)
+        .args(["--insecure", "--json", "--push-chunk-size", "32MiB"])
+        .env_remove("DEPOTAI_REGISTRY_USER")
+        .env("DEPOTAI_UPLOAD_STATE", tmp.path().join("upload-state"));
+    let (o, peak) = support::hostile::with_peak(c.output().unwrap());
+    let r = json_of(&o);
+    assert_eq!(r["index_digest"], Layout::read(&out).index_digest.as_str());
+    let reqs = proxy.take_requests();
+    // After the check (GET /v2/, an upload session opened and cancelled): both shards'
+    // uploads are open before the first of them is closed.
+    let opened: Vec<usize> = (3..reqs.len())
+        .filter(|&i| reqs[i].starts_with("POST /v2/acme/two/blobs/uploads/ "))
+        .collect();
+    let first_close = reqs
+        .iter()
+        .position(|l| l.starts_with("PUT ") && l.contains("digest="))
+        .unwrap();
+    assert!(opened.len() >= 2 && opened[1] < first_close, "{reqs:#?}");
+    // 40 MiB and 36 MiB in 32 MiB PATCHes: 2 + 2.
+    assert_eq!(
+        reqs.iter().filter(|l| l.starts_with("PATCH ")).count(),
+        4,
+        "{reqs:#?}"
+    );
+    // The PATCH bodies are read from the files as they are sent: two uploads of 32 MiB
+    // chunks take less memory than one such chunk held whole (as the push before
+    // this engine did, twice over).
+    let kib = peak.expect("/usr/bin/time reports the peak");
+    eprintln!("push: peak RSS {kib} KiB");
+    assert!(kib < 40 << 10, "peak RSS {kib} KiB");
+}
+
+#[test]
+fn a_layout_blob_that_is_not_its_digest_is_refused_at_the_put_and_nothing_is_tagged() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    big_tree(&src, 3 << 20);
+    let out = tmp.path().join("out");
+    assert_ok(&build(&src, "acme/big", &out, &["--quiet"]));
+    let blob = out
+        .join("blobs/sha256")
+        .join(&Layout::read(&out).layer_digest[7..]);
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[1000] ^= 1;
+    fs::write(&blob, &bytes).unwrap();
+    let reg = Registry::start();
+    // In one PUT (the default chunk size) and in PATCHes.
+    for (repo, extra) in [
+        ("one", &[][..]),
+        ("chunked", &["--push-chunk-size", "512KiB"][..]),
+    ] {
+        let reference = format!("{}/acme/{repo}:latest", reg.addr);
+        let o = push(&out, &reference, extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("HTTP 400") && err.contains("DIGEST_INVALID"),
+            "{err}"
+        );
+        assert!(o.stdout.is_empty());
+        let ls = run(&["ls", &reference, "--insecure"]);
+        assert_eq!(ls.status.code(), Some(1), "nothing is tagged");
+        assert!(String::from_utf8_lossy(&ls.stderr).contains("not found (HTTP 404)"));
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `depotai build --all CATALOGUE --push PREFIX`: every model streamed from the Hub
 //! emulator to a real registry (Debian's `docker-registry`) as it is built; a rerun on
-//! a fresh machine skips an unchanged catalogue with one manifest request per model and
-//! no Hub request at all.
+//! a fresh machine skips an unchanged catalogue with one manifest request per model
+//! (after the run's one check that the registry takes pushes) and no Hub request at all.
 //!
 //! A signal mid-stream ends the run at once, with 128 + the signal and no busy threads.
 //!
@@ -142,8 +142,23 @@ fn a_catalogue_is_streamed_to_the_registry_and_a_fresh_rerun_skips_it_with_one_r
     );
     assert_eq!(second["models"][0]["index_digest"], alpha_index);
     assert_eq!(server.requests().len(), 0, "no Hub request at all");
+    let reqs = proxy.take_requests();
+    // Once for the run, the check that the registry takes pushes (an upload session
+    // opened and cancelled); then one GET of each tag.
+    assert_eq!(reqs.len(), 5, "{reqs:#?}");
     assert_eq!(
-        proxy.take_requests(),
+        reqs[..2],
+        [
+            "GET /v2/ HTTP/1.1",
+            "POST /v2/mirror/acme/alpha/blobs/uploads/ HTTP/1.1"
+        ]
+    );
+    assert!(
+        reqs[2].starts_with("DELETE /v2/mirror/acme/alpha/blobs/uploads/"),
+        "{reqs:#?}"
+    );
+    assert_eq!(
+        reqs[3..],
         [
             "GET /v2/mirror/acme/alpha/manifests/latest HTTP/1.1",
             "GET /v2/mirror/acme/beta/manifests/v2 HTTP/1.1"

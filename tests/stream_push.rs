@@ -528,7 +528,9 @@ fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_
     assert_eq!(first["status"], "built");
     assert_eq!(first["reason"], "not in the registry");
 
-    // Same commit, same settings: one manifest request, nothing asked of the Hub.
+    // Same commit, same settings: after the check that the registry takes the push (an
+    // upload session opened and cancelled), one manifest request, nothing asked of the
+    // Hub.
     env.server.clear_requests();
     proxy.take_requests();
     let second = push(&[]);
@@ -536,10 +538,17 @@ fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_
     assert_eq!(second["reason"], "up to date");
     assert_eq!(second["index_digest"], first["index_digest"]);
     assert_eq!(second["push"]["uploaded_bytes"], 0);
+    let reqs = proxy.take_requests();
+    assert_eq!(reqs.len(), 4, "{reqs:#?}");
     assert_eq!(
-        proxy.take_requests(),
-        ["GET /v2/acme/streamed/manifests/v1 HTTP/1.1"]
+        reqs[..2],
+        [
+            "GET /v2/ HTTP/1.1",
+            "POST /v2/acme/streamed/blobs/uploads/ HTTP/1.1"
+        ]
     );
+    assert!(reqs[2].starts_with("DELETE /v2/acme/streamed/blobs/uploads/"));
+    assert_eq!(reqs[3], "GET /v2/acme/streamed/manifests/v1 HTTP/1.1");
     assert_eq!(env.server.requests().len(), 0, "no Hub request at all");
     // Without --json the skip is one line, on a terminal or in a CI log alike.
     let o = env

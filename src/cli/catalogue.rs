@@ -126,6 +126,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let started = Instant::now();
     let catalogue = Catalogue::load(&o.file)?;
     let selected = catalogue.select(o.shard);
+    // Once, before any model: a registry that would refuse the pushes stops the run.
+    if let (Some(prefix), Some(e)) = (&o.push, selected.first()) {
+        let r = Reference::parse(&format!("{prefix}/{}:{}", e.name.registry_path(), e.tag))?;
+        super::push::push_client(&r, &o.push_flags.registry)?;
+    }
     let total = selected.len();
     let stop = Stop::install()?;
     let say = |line: String| {

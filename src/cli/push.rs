@@ -8,6 +8,7 @@ use depotai::remote::push::{self, PushEvent, PushOptions, PushReport};
 use depotai::remote::{Client, ClientOptions, Reference};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// How to reach a registry: shared by push, ls and get.
 #[derive(Args, Debug, Clone, Default)]
@@ -35,17 +36,9 @@ impl RegistryFlags {
     /// Docker config's credentials for the registry.
     pub fn client(&self, reference: &Reference, push: bool) -> anyhow::Result<Client> {
         let credentials = if let Some(u) = &self.username {
-            let mut p = String::new();
-            std::io::stdin()
-                .read_to_string(&mut p)
-                .context("reading the password from stdin")?;
-            let p = p.trim_end_matches(['\n', '\r']).to_string();
-            if p.is_empty() {
-                bail!("--password-stdin: stdin was empty");
-            }
             Some(Credentials {
                 username: u.clone(),
-                password: p,
+                password: password_from_stdin()?,
             })
         } else if let Some(c) = auth::from_env() {
             Some(c)
@@ -60,6 +53,35 @@ impl RegistryFlags {
         };
         Ok(Client::new(reference, opts, push)?)
     }
+}
+
+/// The password `--password-stdin` gives, read once: a run makes several clients (the
+/// check before a build and the push after it, a catalogue's models).
+fn password_from_stdin() -> anyhow::Result<String> {
+    static PASSWORD: OnceLock<Result<String, String>> = OnceLock::new();
+    let read = PASSWORD.get_or_init(|| {
+        let mut p = String::new();
+        std::io::stdin()
+            .read_to_string(&mut p)
+            .map_err(|e| format!("reading the password from stdin: {e}"))?;
+        let p = p.trim_end_matches(['\n', '\r']).to_string();
+        if p.is_empty() {
+            return Err("--password-stdin: stdin was empty".into());
+        }
+        Ok(p)
+    });
+    match read {
+        Ok(p) => Ok(p.clone()),
+        Err(e) => bail!("{e}"),
+    }
+}
+
+/// A client for `reference` once the registry has shown it would take a push there
+/// ([`Client::check_push`]): before anything is downloaded, built or sent.
+pub fn push_client(reference: &Reference, flags: &RegistryFlags) -> anyhow::Result<Client> {
+    let client = flags.client(reference, true)?;
+    runtime()?.block_on(client.check_push())?;
+    Ok(client)
 }
 
 /// Runtime for the async library calls.
@@ -102,9 +124,12 @@ pub struct PushFlags {
 }
 
 pub fn run(args: PushArgs) -> anyhow::Result<()> {
+    let r = Reference::parse(&args.reference)?;
+    let client = push_client(&r, &args.flags.registry)?;
     let report = push_layout(
         &args.layout,
-        &args.reference,
+        &r,
+        client,
         &args.flags,
         args.quiet || args.json,
     )?;
@@ -114,61 +139,49 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where unfinished chunked uploads are remembered: `DEPOTAI_UPLOAD_STATE`, else
-/// `$XDG_CACHE_HOME/depotai/uploads`, else `~/.cache/depotai/uploads`.
-fn upload_state_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("DEPOTAI_UPLOAD_STATE") {
-        return Some(PathBuf::from(d));
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(cache.join("depotai/uploads"))
-}
-
-/// Pushes a layout and prints a one-line summary on stderr unless `quiet`.
+/// Pushes a layout with a client from [`push_client`] and prints a one-line summary on
+/// stderr unless `quiet`.
 pub fn push_layout(
     layout: &Path,
-    reference: &str,
+    r: &Reference,
+    client: Client,
     flags: &PushFlags,
     quiet: bool,
 ) -> anyhow::Result<PushReport> {
-    let r = Reference::parse(reference)?;
-    let client = flags.registry.client(&r, true)?;
     let opts = PushOptions {
         chunk_size: flags.push_chunk_size,
         mount_from: flags.mount_from.clone(),
-        state_dir: upload_state_dir(),
+        state_dir: depotai::job::upload_state_dir(),
     };
-    let mut bar: Option<Progress> = None;
-    let mut last = 0u64;
-    let mut on_event = |e: PushEvent<'_>| match e {
-        PushEvent::BlobStart { digest, size } => {
-            last = 0;
-            bar = Some(Progress::bytes(size, &digest.hex()[..12], quiet));
+    let bar: OnceLock<Progress> = OnceLock::new();
+    let on_event = |e: PushEvent<'_>| match e {
+        PushEvent::Start { bytes, .. } => {
+            let _ = bar.set(Progress::bytes(bytes, &format!("pushing {r}"), quiet));
         }
-        PushEvent::BlobProgress { sent, .. } => {
-            if let Some(b) = &bar {
-                b.advance(sent.saturating_sub(last));
+        PushEvent::Progress(n) => {
+            if let Some(b) = bar.get() {
+                b.advance(n);
             }
-            last = sent;
         }
         PushEvent::Resume { offset, why, .. } => {
             if !quiet {
                 eprintln!("upload interrupted ({why}); resuming at byte {offset}");
             }
-            last = offset.min(last);
         }
-        PushEvent::BlobDone { .. } => {
-            if let Some(b) = bar.take() {
-                b.finish();
-            }
-        }
+        PushEvent::BlobDone { .. } => {}
     };
-    let rt = runtime()?;
-    let report = rt
-        .block_on(push::push(&client, layout, &r, opts, &mut on_event))
-        .with_context(|| format!("pushing {} to {r}", layout.display()))?;
+    // Two workers: the connections of the two uploads in flight are driven beside the
+    // task that hashes and hands over their bytes.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let pushed = rt.block_on(push::push(Arc::new(client), layout, r, opts, &on_event));
+    if let Some(b) = bar.get() {
+        b.finish();
+    }
+    let report = pushed.with_context(|| format!("pushing {} to {r}", layout.display()))?;
     if !quiet {
         let up = report
             .blobs

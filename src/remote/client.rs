@@ -19,7 +19,7 @@
 //!   [`Client::fetched_bytes`].
 
 use super::auth::{parse_challenge, Challenge, Credentials};
-use super::{Reference, RegistryError};
+use super::{PushRefusal, Reference, RegistryError, NO_CREDENTIALS};
 use crate::http::{follow, same_origin, Credential, FollowError};
 use crate::limits::{self, BodyError};
 use crate::units::human_bytes;
@@ -106,6 +106,43 @@ fn describe(e: &reqwest::Error) -> String {
         src = s.source();
     }
     crate::redact::text(&msg)
+}
+
+/// What kind of transport failure an error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// Nothing listens at the address.
+    Refused,
+    /// The TLS handshake failed (not TLS at the other end, or a certificate refused).
+    Tls,
+    TimedOut,
+    Other,
+}
+
+/// Reads the kind from the types in the error's source chain, never from its text:
+/// rustls reports a failed handshake as an `InvalidData` I/O error while connecting
+/// (which hyper wraps in an I/O error of its own).
+fn transport_failure(e: &reqwest::Error) -> Transport {
+    if e.is_timeout() {
+        return Transport::TimedOut;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let mut io = s.downcast_ref::<std::io::Error>();
+        while let Some(err) = io {
+            match err.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Transport::Refused,
+                std::io::ErrorKind::InvalidData if e.is_connect() => return Transport::Tls,
+                std::io::ErrorKind::TimedOut => return Transport::TimedOut,
+                _ => {}
+            }
+            io = err
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<std::io::Error>());
+        }
+        src = s.source();
+    }
+    Transport::Other
 }
 
 /// An `Authorization` value, marked sensitive (HTTP/2 never indexes it).
@@ -236,6 +273,155 @@ impl Client {
         self.http.request(method, url)
     }
 
+    /// Checks, before anything is downloaded or sent, that the registry would take a
+    /// push to this repository: its host name resolves, it answers `GET /v2/` (once:
+    /// nothing listening or a failed TLS handshake is reported at once, not retried),
+    /// the credentials are accepted, and an upload session can be opened (it is
+    /// cancelled with `DELETE` straight away). The causes are typed
+    /// ([`PushRefusal`]); redirects and a 401 from elsewhere are treated as in
+    /// [`Client::send`].
+    pub async fn check_push(&self) -> Result<(), RegistryError> {
+        let refused = |cause| RegistryError::CannotPush {
+            registry: self.base.to_string(),
+            cause,
+        };
+        if let Some(host) = self.base.domain() {
+            let port = self.base.port_or_known_default().unwrap_or(443);
+            if tokio::net::lookup_host((host, port)).await.is_err() {
+                return Err(refused(PushRefusal::Dns {
+                    host: host.to_string(),
+                }));
+            }
+        }
+        let v2 = self
+            .base
+            .join("v2/")
+            .expect("/v2/ is a valid path on any base URL");
+        // Reachable: one anonymous try.
+        let req = self
+            .http
+            .get(v2.clone())
+            .build()
+            .map_err(|e| RegistryError::Network {
+                url: v2.to_string(),
+                msg: describe(&e),
+            })?;
+        let count = |_: &Url, _: &Response| {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+        };
+        let first = match follow(&self.http, req, None, count).await {
+            Ok(resp) => resp,
+            Err(FollowError::Send(e)) => return Err(refused(self.unreachable(&e).await)),
+            Err(e) => return Err(redirect_error(e)),
+        };
+        // Credentials: the challenge answered, /v2/ asked again with them.
+        let mut authenticated = false;
+        let mut status = first.status();
+        if status == StatusCode::UNAUTHORIZED {
+            if !same_origin(first.url(), &self.base) {
+                return Err(RegistryError::ForeignChallenge {
+                    url: first.url().to_string(),
+                });
+            }
+            let challenge =
+                bounded_header(first.headers(), WWW_AUTHENTICATE, limits::MAX_CHALLENGE_LEN)?;
+            // Not held across the requests that follow.
+            drop(first);
+            let unauthorized = |e| match e {
+                RegistryError::Unauthorized { hint, .. } => {
+                    refused(PushRefusal::Unauthorized { hint })
+                }
+                e => e,
+            };
+            self.authenticate(v2.as_str(), challenge.as_deref())
+                .await
+                .map_err(unauthorized)?;
+            let again = self
+                .send(|| self.http.get(v2.clone()))
+                .await
+                .map_err(unauthorized)?;
+            status = again.status();
+            authenticated = true;
+        } else {
+            drop(first);
+        }
+        if !status.is_success() {
+            return Err(refused(PushRefusal::NotARegistry {
+                status: status.as_u16(),
+            }));
+        }
+        // Push allowed: an upload session opened, and cancelled.
+        let uploads = self.url("blobs/uploads/");
+        let opened = self
+            .send(|| {
+                self.http
+                    .post(uploads.clone())
+                    .header(reqwest::header::CONTENT_LENGTH, "0")
+            })
+            .await;
+        let resp = match opened {
+            Ok(resp) => resp,
+            // Credentials that opened /v2/ but not an upload: no push access. (Without
+            // credentials, /v2/ may take an anonymous token: giving some is the fix.)
+            Err(RegistryError::Unauthorized { .. })
+                if authenticated && self.opts.credentials.is_some() =>
+            {
+                return Err(refused(PushRefusal::Denied {
+                    repository: self.repository.clone(),
+                    status: 401,
+                }))
+            }
+            Err(RegistryError::Unauthorized { hint, .. }) => {
+                return Err(refused(PushRefusal::Unauthorized { hint }))
+            }
+            Err(e) => return Err(e),
+        };
+        match resp.status() {
+            StatusCode::ACCEPTED => {
+                // Cancelling is a courtesy: an abandoned session expires anyway.
+                if let Some(loc) = header(resp.headers(), reqwest::header::LOCATION) {
+                    if let Ok(loc) = self.resolve(&loc) {
+                        let _ = self.send_with(|| self.http.delete(loc.clone()), 0).await;
+                    }
+                }
+                Ok(())
+            }
+            s if s.is_success() => Ok(()),
+            StatusCode::FORBIDDEN => Err(refused(PushRefusal::Denied {
+                repository: self.repository.clone(),
+                status: 403,
+            })),
+            s => Err(refused(PushRefusal::NoUploads {
+                repository: self.repository.clone(),
+                status: s.as_u16(),
+            })),
+        }
+    }
+
+    /// Why the registry could not be reached. A failed TLS handshake is told apart:
+    /// when the port answers plain HTTP, `--insecure` is the fix.
+    async fn unreachable(&self, e: &reqwest::Error) -> PushRefusal {
+        let detail = describe(e);
+        match transport_failure(e) {
+            Transport::Refused => PushRefusal::ConnectionRefused,
+            Transport::TimedOut => PushRefusal::Timeout { detail },
+            Transport::Tls => {
+                // The same port, asked in plain HTTP (once, without credentials).
+                let mut plain = self.base.join("v2/").expect("a valid path");
+                let port = self.base.port_or_known_default();
+                let speaks_http = plain.set_scheme("http").is_ok()
+                    && plain.set_port(port).is_ok()
+                    && self.http.get(plain).send().await.is_ok();
+                if speaks_http {
+                    PushRefusal::PlainHttp
+                } else {
+                    PushRefusal::Tls { detail }
+                }
+            }
+            Transport::Other => PushRefusal::Transport { detail },
+        }
+    }
+
     /// Sends the request `build` makes, retrying transient failures and answering auth
     /// challenges. Returns any response that is not a transient failure or a 401 (the
     /// caller judges the status); a 401 after authenticating is an error.
@@ -307,14 +493,11 @@ impl Client {
                 Err(FollowError::Send(e)) => {
                     let msg = describe(&e);
                     // TLS failures do not go away by trying again.
-                    if msg.contains("InvalidContentType") {
+                    if transport_failure(&e) == Transport::Tls {
                         return Err(RegistryError::Network {
                             url,
-                            msg: format!("{msg} (the registry speaks plain HTTP? pass --insecure)"),
+                            msg: format!("{msg} (the TLS handshake failed: a registry that speaks plain HTTP needs --insecure; otherwise check its certificate)"),
                         });
-                    }
-                    if msg.contains("certificate") || msg.contains("HandshakeFailure") {
-                        return Err(RegistryError::Network { url, msg });
                     }
                     (msg, None)
                 }
@@ -342,7 +525,7 @@ impl Client {
 
     fn unauthorized(&self, url: &str, _resp: &Response) -> RegistryError {
         let hint = if self.opts.credentials.is_none() {
-            "; no credentials: pass --username with --password-stdin, set DEPOTAI_REGISTRY_USER and DEPOTAI_REGISTRY_PASSWORD, or log in with docker login".to_string()
+            format!("; {NO_CREDENTIALS}")
         } else {
             "; check the username and password".to_string()
         };
@@ -353,11 +536,9 @@ impl Client {
     }
 
     async fn authenticate(&self, url: &str, challenge: Option<&str>) -> Result<(), RegistryError> {
-        let no_creds = || {
-            RegistryError::Unauthorized {
+        let no_creds = || RegistryError::Unauthorized {
             url: url.to_string(),
-            hint: "; no credentials: pass --username with --password-stdin, set DEPOTAI_REGISTRY_USER and DEPOTAI_REGISTRY_PASSWORD, or log in with docker login".to_string(),
-        }
+            hint: format!("; {NO_CREDENTIALS}"),
         };
         match challenge.and_then(parse_challenge) {
             Some(Challenge::Bearer {

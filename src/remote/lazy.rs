@@ -196,7 +196,7 @@ pub(crate) async fn manifest(
 /// An index or manifest from a registry: its shape checked (depth, descriptors) before
 /// it is parsed; `r` names it in messages.
 pub fn parse_manifest_document(bytes: &[u8], r: &str) -> Result<serde_json::Value, RegistryError> {
-    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, MAX_DESCRIPTORS)
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, limits::MAX_DESCRIPTORS)
         .map_err(|e| bad(format!("manifest {}: {e}", shown(r))))?;
     serde_json::from_slice(bytes).map_err(|e| {
         bad(format!(
@@ -476,10 +476,6 @@ pub async fn open_layer<S: Source>(
     let blob = source.blob(&digest, size)?;
     open_estargz(&blob, md, digest, toc_digest).await
 }
-
-/// Descriptors in one index or layers in one manifest: a multi-platform index has a
-/// handful, a manifest a few dozen layers at most.
-const MAX_DESCRIPTORS: usize = 4096;
 
 /// A layer's digest as a manifest gives it, checked before it goes into a URL.
 fn blob_digest(digest: &str) -> Result<(), RegistryError> {

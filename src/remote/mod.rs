@@ -80,6 +80,51 @@ pub enum RegistryError {
     /// `.partial` between the last write and the rename; that entry is removed.
     #[error("{0} was replaced while get wrote it (removed): run get again")]
     OutputReplaced(String),
+    /// The registry would not take a push: found by [`Client::check_push`] before
+    /// anything is downloaded or sent.
+    #[error("cannot push to {}: {cause}", redact(registry))]
+    CannotPush {
+        registry: String,
+        cause: PushRefusal,
+    },
+}
+
+/// What to do when a registry asks for credentials and there are none.
+pub(crate) const NO_CREDENTIALS: &str = "no credentials: pass --username with --password-stdin, set DEPOTAI_REGISTRY_USER and DEPOTAI_REGISTRY_PASSWORD, or log in with docker login";
+
+/// Why a registry would not take a push ([`RegistryError::CannotPush`]), each with its
+/// fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushRefusal {
+    #[error(
+        "connection refused (nothing listens there); start the registry or correct the address"
+    )]
+    ConnectionRefused,
+    #[error(
+        "the host name {} does not resolve (DNS); check the registry's name",
+        redact(host)
+    )]
+    Dns { host: String },
+    #[error("the TLS handshake failed: that port speaks plain HTTP; pass --insecure to push over plain HTTP")]
+    PlainHttp,
+    #[error("the TLS handshake failed ({}); check the address and the registry's certificate, or pass --insecure for a plain-HTTP registry", redact(detail))]
+    Tls { detail: String },
+    #[error(
+        "no answer in time ({}); check the address and the network",
+        redact(detail)
+    )]
+    Timeout { detail: String },
+    #[error("{}; check the address and the network", redact(detail))]
+    Transport { detail: String },
+    #[error("GET /v2/ answered HTTP {status}, so it is no OCI registry; check the address")]
+    NotARegistry { status: u16 },
+    /// `hint` says what to do, as [`RegistryError::Unauthorized`]'s does.
+    #[error("authentication failed (HTTP 401){}", redact(hint))]
+    Unauthorized { hint: String },
+    #[error("pushing to {} is denied (HTTP {status} to opening an upload); use credentials with push access to it", redact(repository))]
+    Denied { repository: String, status: u16 },
+    #[error("{} takes no uploads (HTTP {status} to opening one); push to a registry that accepts pushes", redact(repository))]
+    NoUploads { repository: String, status: u16 },
 }
 
 fn redact(s: &str) -> String {

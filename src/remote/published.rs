@@ -5,7 +5,8 @@
 
 use super::client::Client;
 use super::lazy::manifest;
-use super::push::{parse_layout_document, read_blob, read_document, referrers_fallback_tag};
+use super::push::{parse_layout_document, read_blob, read_document};
+use super::upload::referrers_fallback_tag;
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
 use crate::image::descriptor_platform;

@@ -1,37 +1,58 @@
-//! Uploading blobs to a registry as they are produced, and documents from memory.
+//! The one upload engine: every blob and document depotai puts into a registry goes
+//! through an [`Uploader`], whether a layer of the streamed build as it is produced
+//! ([`BlobSink`]), a blob of a layout that `push` sends ([`Uploader::upload_file`]) or a
+//! document from memory ([`Uploader::publish`]).
 //!
 //! A [`BlobSink`] is a `Write` for the layer writer: bytes are cut into chunks of
 //! `chunk_size` and handed (through a queue of one chunk) to an upload task that sends
 //! each as a `PATCH` of the upload session while the next chunk is being produced; the
 //! closing `PUT ?digest=` carries the digest, known only once the last byte is written
 //! (computed by the task, or given by a writer that digests its bytes anyway, as a layer
-//! does). Memory is about three chunks whatever the blob's size.
+//! does). Memory is about three chunks whatever the blob's size. A layout's file goes
+//! through the same task in `PATCH`es of `chunk_size` whose bodies are read from the
+//! file as they are sent, so a chunk of any size costs a few MiB of memory; a file of
+//! at most one chunk goes in one `PUT` instead. Its digest is known, and the registry
+//! checks the bytes against it at the closing `PUT`. A blob the registry has (`HEAD`)
+//! is not sent, and with a mount source one it can mount
+//! (`POST …/blobs/uploads/?mount=…&from=…`) is not either.
 //!
 //! A `PATCH` that fails is not blindly resent: the registry is asked how much it holds
-//! (`GET` on the upload URL, `Range: 0-N`) and the upload goes on from there, as
-//! `push` does. With a state directory and a key (what the blob is made of: the bytes
-//! are reproducible, so the same key gives the same bytes), the upload URL, the offset
-//! acknowledged and a CRC-32 of the bytes up to it are remembered after every chunk. A
-//! rerun of a killed push regenerates the blob, sends nothing the registry already holds
-//! for that upload, and checks the regenerated prefix against the remembered CRC; the
-//! registry checks the whole by the final digest. If either check fails the blob is
-//! started over ([`UploadError::Stale`]: the caller produces it again). A finished blob's
-//! digest is remembered too, so a later run can skip producing it ([`Uploader::known`]).
+//! (`GET` on the upload URL, `Range: 0-N`) and the upload goes on from there. With a
+//! state directory and a key (what the blob is made of: the bytes are reproducible, so
+//! the same key gives the same bytes; a layout's blob is keyed by its digest), the
+//! upload URL, the offset acknowledged and a CRC-32 of the bytes up to it are remembered
+//! after every chunk. A rerun of a killed push regenerates (or re-reads) the blob, sends
+//! nothing the registry already holds for that upload, and checks a regenerated prefix
+//! against the remembered CRC; the registry checks the whole by the final digest. If
+//! either check fails the blob is started over ([`UploadError::Stale`]: a layer is
+//! produced again, a file is simply sent again). A finished layer's digest is remembered
+//! too, so a later run can skip producing it ([`Uploader::known`]).
 //!
 //! [`Uploader::publish`] puts configs, then the platform manifests by digest, then the
-//! index under the tag, last: a tag never points at an incomplete image.
+//! index under the tag, last: a tag never points at an incomplete image. Referrers
+//! follow, listed under the fallback tag (`sha256-<hex>`) on registries without the
+//! referrers API.
 
 use super::client::{header, Client};
-use super::push::{upload_offset, with_digest};
+use super::lazy::parse_manifest_document;
 use super::RegistryError;
 use crate::digest::{Digest, Hasher};
+use crate::limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use std::fs::File;
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Default PATCH size of a streamed blob: small enough that the queue (one chunk being
 /// filled, one waiting, one being sent) stays at 24 MiB per layer, with two layers made
@@ -62,6 +83,46 @@ pub struct Uploaded {
     pub resumed_from: u64,
 }
 
+/// How a blob got into the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobAction {
+    /// The registry had it.
+    Exists,
+    /// Mounted from another repository of the registry.
+    Mounted,
+    Uploaded,
+}
+
+/// What an upload tells as it goes.
+#[derive(Debug)]
+pub enum UploadEvent<'a> {
+    /// The registry took this many more bytes of the blob.
+    Sent(u64),
+    /// A transfer failed (`why`) and goes on from the registry's `offset`.
+    Resumed { offset: u64, why: &'a str },
+    /// An upload an earlier run left goes on at `offset`: those bytes are not sent.
+    Continued { offset: u64 },
+}
+
+/// A referrer of an image as [`Uploader::publish`] put it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReferrerReport {
+    pub digest: String,
+    pub artifact_type: String,
+    /// The registry has the referrers API (it answered with `OCI-Subject`); otherwise
+    /// the referrer is listed under the fallback tag.
+    pub referrers_api: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_tag: Option<String>,
+}
+
+/// The tag the OCI 1.1 distribution spec uses, on registries without the referrers
+/// API, for the index of an image's referrers: `sha256-<hex>`.
+pub fn referrers_fallback_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
 /// Uploads to one repository of a registry.
 #[derive(Clone)]
 pub struct Uploader {
@@ -69,6 +130,8 @@ pub struct Uploader {
     handle: Handle,
     chunk_size: usize,
     state_dir: Option<PathBuf>,
+    /// A repository of the same registry to mount blobs from.
+    mount_from: Option<String>,
 }
 
 /// What is remembered of an unfinished upload.
@@ -77,8 +140,10 @@ struct Pending {
     location: String,
     offset: u64,
     /// CRC-32 of the blob's first `offset` bytes: an early check that a rerun makes the
-    /// same bytes (the registry checks the whole blob's sha256 at the end anyway).
-    prefix_crc32: u32,
+    /// same bytes (the registry checks the whole blob's sha256 at the end anyway). None
+    /// for a file, whose bytes the upload never holds.
+    #[serde(default)]
+    prefix_crc32: Option<u32>,
 }
 
 /// What is remembered of a finished blob.
@@ -87,6 +152,42 @@ struct Done {
     digest: String,
     size: u64,
 }
+
+/// One blob for the upload task ([`Uploader::stream`]).
+struct Spec<'a> {
+    /// Names the upload across runs (`None`: no memory).
+    key: Option<&'a str>,
+    /// Remember the finished blob under `key` (a layer: its digest is not known before
+    /// it is made; a blob named by its digest needs no such memory).
+    remember_done: bool,
+    /// Digest the bytes as they come (else the writer gives the digest).
+    hashing: bool,
+    /// An upload session already open (by a mount that did not take).
+    session: Option<Url>,
+}
+
+/// Where the upload task gets the blob's bytes.
+enum Feed {
+    /// Chunks a writer hands over ([`BlobSink`]).
+    Writer(mpsc::Receiver<Msg>),
+    /// A layout's file of `size` bytes whose digest is known: sent in ranges read as
+    /// they go out.
+    File {
+        file: Arc<File>,
+        size: u64,
+        digest: Digest,
+    },
+}
+
+/// The bytes of one `PATCH`: a chunk in memory, or a file (read from where the
+/// transfer starts, again after a failed one).
+enum Part<'a> {
+    Memory(bytes::Bytes),
+    File(&'a Arc<File>),
+}
+
+/// Events nobody listens to.
+fn unheard(_: UploadEvent<'_>) {}
 
 impl Uploader {
     /// `handle` runs the uploads; the sinks may be written from any other thread.
@@ -101,7 +202,18 @@ impl Uploader {
             handle,
             chunk_size: chunk_size.clamp(1, 1 << 30) as usize,
             state_dir,
+            mount_from: None,
         }
+    }
+
+    /// Mounts blobs of known digest from `repository` (of the same registry) instead of
+    /// uploading them, when that repository has them.
+    pub fn with_mount_from(mut self, repository: Option<String>) -> Uploader {
+        if let Some(from) = &repository {
+            self.client.add_scope(format!("repository:{from}:pull"));
+        }
+        self.mount_from = repository;
+        self
     }
 
     pub fn client(&self) -> &Client {
@@ -199,7 +311,13 @@ impl Uploader {
         let key = key.map(str::to_string);
         let slot = failed.clone();
         let task = self.handle.spawn(async move {
-            let r = up.stream(key.as_deref(), hashing, rx).await;
+            let spec = Spec {
+                key: key.as_deref(),
+                remember_done: true,
+                hashing,
+                session: None,
+            };
+            let r = up.stream(spec, Feed::Writer(rx), &unheard).await;
             if let Err(e) = &r {
                 let stale = match e {
                     UploadError::Stale { key } => Some(key.clone()),
@@ -219,22 +337,40 @@ impl Uploader {
         }
     }
 
-    /// Opens an upload session.
-    async fn start(&self) -> Result<Url, RegistryError> {
+    /// Opens an upload session; with `mount` and a mount source, asks the registry to
+    /// mount that blob instead: `None` when it did.
+    async fn open(&self, mount: Option<&Digest>) -> Result<Option<Url>, RegistryError> {
         let c = &self.client;
-        let url = c.url("blobs/uploads/");
+        let mut url = c.url("blobs/uploads/");
+        let mount = mount.zip(self.mount_from.as_deref());
+        if let Some((d, from)) = mount {
+            url.query_pairs_mut()
+                .append_pair("mount", &d.to_string())
+                .append_pair("from", from);
+        }
         let resp = c
             .send(|| {
                 c.request(Method::POST, url.clone())
                     .header(CONTENT_LENGTH, "0")
             })
             .await?;
-        if resp.status() != StatusCode::ACCEPTED {
-            return Err(c.status_error(resp).await);
+        match resp.status() {
+            StatusCode::CREATED if mount.is_some() => Ok(None),
+            StatusCode::ACCEPTED => {
+                let loc = header(resp.headers(), LOCATION).ok_or_else(|| {
+                    RegistryError::Protocol("upload session without a Location".into())
+                })?;
+                Ok(Some(c.resolve(&loc)?))
+            }
+            _ => Err(c.status_error(resp).await),
         }
-        let loc = header(resp.headers(), LOCATION)
-            .ok_or_else(|| RegistryError::Protocol("upload session without a Location".into()))?;
-        c.resolve(&loc)
+    }
+
+    /// Opens an upload session (no mount).
+    async fn start(&self) -> Result<Url, RegistryError> {
+        self.open(None).await?.ok_or_else(|| {
+            RegistryError::Protocol("the registry mounted a blob it was not asked to".into())
+        })
     }
 
     /// How many bytes the registry holds for the upload at `loc` (and its current URL).
@@ -257,10 +393,11 @@ impl Uploader {
     /// The upload task: PATCH each chunk as it comes, then PUT with the digest.
     async fn stream(
         &self,
-        key: Option<&str>,
-        hashing: bool,
-        mut rx: mpsc::Receiver<Msg>,
+        spec: Spec<'_>,
+        feed: Feed,
+        events: &(dyn Fn(UploadEvent<'_>) + Sync),
     ) -> Result<Uploaded, UploadError> {
+        let key = spec.key;
         // An earlier run's upload the registry still has: skip what it holds.
         let mut resumed: Option<(u64, Option<u32>)> = None;
         let mut loc = None;
@@ -271,102 +408,132 @@ impl Uploader {
                 if let Ok((url, held)) = self.status(&url).await {
                     if held > 0 {
                         // Only a prefix we know the CRC of can be checked early.
-                        let check = (held == p.offset).then_some(p.prefix_crc32);
+                        let check = p.prefix_crc32.filter(|_| held == p.offset);
                         resumed = Some((held, check));
                         loc = Some(url);
+                        events(UploadEvent::Continued { offset: held });
                     }
                 }
             }
         }
-        let mut loc = match loc {
-            Some(l) => l,
-            None => {
+        let mut loc = match (loc, spec.session) {
+            (Some(l), _) => l,
+            (None, session) => {
                 if let Some(k) = key {
                     self.forget(k);
                 }
-                self.start().await?
+                match session {
+                    Some(s) => s,
+                    None => self.start().await?,
+                }
+            }
+        };
+        let stale = || UploadError::Stale {
+            key: key.unwrap_or_default().to_string(),
+        };
+        let remember = |loc: &Url, offset: u64, crc: Option<u32>| {
+            if let Some(k) = key {
+                let pending = Pending {
+                    location: loc.to_string(),
+                    offset,
+                    prefix_crc32: crc,
+                };
+                self.save(k, "pending", &pending);
             }
         };
         let skip = resumed.as_ref().map_or(0, |r| r.0);
-        let mut hasher = hashing.then(Hasher::new);
-        let mut crc = libdeflater::Crc::new();
-        let mut offset = 0u64; // bytes of the blob seen
         let mut sent = 0u64;
-        let mut finished = None;
-        while let Some(msg) = rx.recv().await {
-            let chunk = match msg {
-                Msg::Data(d) => d,
-                Msg::Finish(given) => {
-                    finished = Some(given);
-                    break;
-                }
-            };
-            let start = offset;
-            let end = start + chunk.len() as u64;
-            if let Some((held, Some(prefix))) = &resumed {
-                if start < *held && end >= *held {
-                    let mut c = libdeflater::Crc::with_initial(crc.sum());
-                    c.update(&chunk[..(*held - start) as usize]);
-                    if c.sum() != *prefix {
-                        if let Some(k) = key {
-                            self.forget(k);
-                        }
-                        return Err(UploadError::Stale {
-                            key: key.unwrap_or_default().to_string(),
-                        });
+        let (size, digest) = match feed {
+            Feed::File { file, size, digest } => {
+                if size < skip {
+                    if let Some(k) = key {
+                        self.forget(k);
                     }
+                    return Err(stale());
                 }
+                let chunk = self.chunk_size as u64;
+                let mut offset = skip;
+                while offset < size {
+                    let end = size.min(offset + chunk);
+                    loc = self
+                        .patch(loc, Part::File(&file), offset, end, events)
+                        .await?;
+                    sent += end - offset;
+                    offset = end;
+                    remember(&loc, offset, None);
+                }
+                (size, digest)
             }
-            if let Some(h) = &mut hasher {
-                h.update(&chunk);
-            }
-            crc.update(&chunk);
-            offset = end;
-            if end <= skip {
-                continue;
-            }
-            let from = skip.saturating_sub(start) as usize;
-            // The chunk becomes the request body as is: no copy per PATCH.
-            let body = bytes::Bytes::from(chunk).slice(from..);
-            let n = body.len() as u64;
-            loc = self.patch(loc, body, start + from as u64).await?;
-            sent += n;
-            if let Some(k) = key {
-                self.save(
-                    k,
-                    "pending",
-                    &Pending {
-                        location: loc.to_string(),
-                        offset,
-                        prefix_crc32: crc.sum(),
-                    },
-                );
-            }
-        }
-        let size = offset;
-        let digest = match (finished, hasher.map(Hasher::finish)) {
-            // The producer gave up: no PUT, nothing committed.
-            (None, _) => return Err(UploadError::Unfinished),
-            (Some(Some(given)), Some(computed)) if computed != given => {
-                return Err(RegistryError::Protocol(format!(
-                    "the blob was written as {given} but its bytes are {computed}"
-                ))
-                .into())
-            }
-            (Some(Some(given)), _) => given,
-            (Some(None), Some(computed)) => computed,
-            (Some(None), None) => {
-                return Err(RegistryError::Protocol(
-                    "a blob the writer digests was finished without its digest".into(),
-                )
-                .into())
+            Feed::Writer(mut rx) => {
+                let mut hasher = spec.hashing.then(Hasher::new);
+                let mut crc = libdeflater::Crc::new();
+                let mut offset = 0u64; // bytes of the blob seen
+                let mut finished = None;
+                while let Some(msg) = rx.recv().await {
+                    let chunk = match msg {
+                        Msg::Data(d) => d,
+                        Msg::Finish(given) => {
+                            finished = Some(given);
+                            break;
+                        }
+                    };
+                    let start = offset;
+                    let end = start + chunk.len() as u64;
+                    if let Some((held, Some(prefix))) = &resumed {
+                        if start < *held && end >= *held {
+                            let mut c = libdeflater::Crc::with_initial(crc.sum());
+                            c.update(&chunk[..(*held - start) as usize]);
+                            if c.sum() != *prefix {
+                                if let Some(k) = key {
+                                    self.forget(k);
+                                }
+                                return Err(stale());
+                            }
+                        }
+                    }
+                    if let Some(h) = &mut hasher {
+                        h.update(&chunk);
+                    }
+                    crc.update(&chunk);
+                    offset = end;
+                    if end <= skip {
+                        continue;
+                    }
+                    let from = skip.saturating_sub(start) as usize;
+                    // The chunk becomes the request body as is: no copy per PATCH.
+                    let body = bytes::Bytes::from(chunk).slice(from..);
+                    let at = start + from as u64;
+                    loc = self.patch(loc, Part::Memory(body), at, end, events).await?;
+                    sent += end - at;
+                    remember(&loc, offset, Some(crc.sum()));
+                }
+                let digest = match (finished, hasher.map(Hasher::finish)) {
+                    // The producer gave up: no PUT, nothing committed.
+                    (None, _) => return Err(UploadError::Unfinished),
+                    (Some(Some(given)), Some(computed)) if computed != given => {
+                        return Err(RegistryError::Protocol(format!(
+                            "the blob was written as {given} but its bytes are {computed}"
+                        ))
+                        .into())
+                    }
+                    (Some(Some(given)), _) => given,
+                    (Some(None), Some(computed)) => computed,
+                    (Some(None), None) => {
+                        return Err(RegistryError::Protocol(
+                            "a blob the writer digests was finished without its digest".into(),
+                        )
+                        .into())
+                    }
+                };
+                if offset < skip {
+                    if let Some(k) = key {
+                        self.forget(k);
+                    }
+                    return Err(stale());
+                }
+                (offset, digest)
             }
         };
-        if size < skip {
-            return Err(UploadError::Stale {
-                key: key.unwrap_or_default().to_string(),
-            });
-        }
         let c = &self.client;
         let url = with_digest(loc, &digest);
         let resp = c
@@ -381,22 +548,22 @@ impl Uploader {
             }
             if resumed.is_some() && resp.status() == StatusCode::BAD_REQUEST {
                 // DIGEST_INVALID: the registry's part was not these bytes.
-                return Err(UploadError::Stale {
-                    key: key.unwrap_or_default().to_string(),
-                });
+                return Err(stale());
             }
             return Err(c.status_error(resp).await.into());
         }
         if let Some(k) = key {
             self.forget(k);
-            self.save(
-                k,
-                "done",
-                &Done {
-                    digest: digest.to_string(),
-                    size,
-                },
-            );
+            if spec.remember_done {
+                self.save(
+                    k,
+                    "done",
+                    &Done {
+                        digest: digest.to_string(),
+                        size,
+                    },
+                );
+            }
         }
         Ok(Uploaded {
             digest,
@@ -406,15 +573,25 @@ impl Uploader {
         })
     }
 
-    /// Sends `data` (the blob's bytes from `at`), continuing from the registry's own
-    /// offset when a transfer fails. Returns the upload's next URL.
-    async fn patch(&self, mut loc: Url, data: bytes::Bytes, at: u64) -> Result<Url, UploadError> {
+    /// Sends the blob's bytes `at..end` (`part`: those bytes in memory, or the file),
+    /// continuing from the registry's own offset when a transfer fails. Returns the
+    /// upload's next URL.
+    async fn patch(
+        &self,
+        mut loc: Url,
+        part: Part<'_>,
+        at: u64,
+        end: u64,
+        events: &(dyn Fn(UploadEvent<'_>) + Sync),
+    ) -> Result<Url, UploadError> {
         let c = &self.client;
-        let end = at + data.len() as u64;
         let mut from = at;
         let mut failures = 0u32;
         while from < end {
-            let part = data.slice((from - at) as usize..);
+            let body = || match &part {
+                Part::Memory(data) => reqwest::Body::from(data.slice((from - at) as usize..)),
+                Part::File(file) => file_body(file, from, end - from),
+            };
             let range = format!("{from}-{}", end - 1);
             let sent = c
                 .send_with(
@@ -422,8 +599,8 @@ impl Uploader {
                         c.request(Method::PATCH, loc.clone())
                             .header(CONTENT_TYPE, "application/octet-stream")
                             .header(CONTENT_RANGE, range.clone())
-                            .header(CONTENT_LENGTH, part.len())
-                            .body(part.clone())
+                            .header(CONTENT_LENGTH, end - from)
+                            .body(body())
                     },
                     0,
                 )
@@ -433,6 +610,7 @@ impl Uploader {
                     if let Some(l) = header(resp.headers(), LOCATION) {
                         loc = c.resolve(&l)?;
                     }
+                    events(UploadEvent::Sent(end - from));
                     from = end;
                     continue;
                 }
@@ -459,30 +637,116 @@ impl Uploader {
                 ))
                 .into());
             }
+            events(UploadEvent::Resumed {
+                offset: held,
+                why: &why,
+            });
             from = held;
         }
         Ok(loc)
     }
 
-    /// Puts a small blob (a config) from memory, unless the registry has it.
+    /// Puts the layout file `path` (`size` bytes, which must be `digest`) unless the
+    /// registry has it or can mount it: in one `PUT` when it is at most a chunk, else in
+    /// `PATCH`es as a layer is sent, continuing an upload an earlier run left (the
+    /// digest is its key). The registry checks the bytes against `digest` at the
+    /// closing `PUT`.
+    pub async fn upload_file(
+        &self,
+        path: &Path,
+        digest: &Digest,
+        size: u64,
+        events: &(dyn Fn(UploadEvent<'_>) + Sync),
+    ) -> Result<(BlobAction, Uploaded), RegistryError> {
+        let key = digest.to_string();
+        let done = |sent, resumed_from| Uploaded {
+            digest: *digest,
+            size,
+            sent,
+            resumed_from,
+        };
+        if self.exists(digest).await? {
+            self.forget(&key);
+            return Ok((BlobAction::Exists, done(0, 0)));
+        }
+        let file = Arc::new(File::open(path).map_err(|e| RegistryError::io(path.display(), e))?);
+        // An earlier run's upload is continued rather than mounted or started afresh.
+        let mut pending = self.load::<Pending>(&key, "pending").is_some();
+        loop {
+            let session = if pending {
+                None
+            } else {
+                match self.open(Some(digest)).await? {
+                    None => return Ok((BlobAction::Mounted, done(0, 0))),
+                    some => some,
+                }
+            };
+            if let (Some(session), true) = (&session, size <= self.chunk_size as u64) {
+                self.put_whole(session.clone(), digest, size, || file_body(&file, 0, size))
+                    .await?;
+                events(UploadEvent::Sent(size));
+                return Ok((BlobAction::Uploaded, done(size, 0)));
+            }
+            let spec = Spec {
+                key: Some(&key),
+                remember_done: false,
+                hashing: false,
+                session,
+            };
+            let feed = Feed::File {
+                file: file.clone(),
+                size,
+                digest: *digest,
+            };
+            return match self.stream(spec, feed, events).await {
+                Ok(u) => Ok((BlobAction::Uploaded, u)),
+                // The earlier run's part was other bytes: start afresh, once.
+                Err(UploadError::Stale { .. }) if pending => {
+                    pending = false;
+                    continue;
+                }
+                Err(UploadError::Registry(e)) => Err(e),
+                Err(e) => Err(RegistryError::Protocol(format!("{}: {e}", path.display()))),
+            };
+        }
+    }
+
+    /// Sends a whole blob of `size` bytes in the `PUT` that closes the session at
+    /// `session`.
+    async fn put_whole(
+        &self,
+        session: Url,
+        d: &Digest,
+        size: u64,
+        body: impl Fn() -> reqwest::Body,
+    ) -> Result<(), RegistryError> {
+        let c = &self.client;
+        let url = with_digest(session, d);
+        let resp = c
+            .send(|| {
+                c.request(Method::PUT, url.clone())
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, size)
+                    .body(body())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(c.status_error(resp).await);
+        }
+        Ok(())
+    }
+
+    /// Puts a small blob (a config) from memory, unless the registry has it (or can
+    /// mount it).
     pub async fn put_blob(&self, bytes: &[u8]) -> Result<Digest, RegistryError> {
         let d = Digest::of(bytes);
         if self.exists(&d).await? {
             return Ok(d);
         }
-        let c = &self.client;
-        let url = with_digest(self.start().await?, &d);
-        let body = bytes::Bytes::copy_from_slice(bytes);
-        let resp = c
-            .send(|| {
-                c.request(Method::PUT, url.clone())
-                    .header(CONTENT_TYPE, "application/octet-stream")
-                    .header(CONTENT_LENGTH, body.len())
-                    .body(body.clone())
-            })
-            .await?;
-        if !resp.status().is_success() {
-            return Err(c.status_error(resp).await);
+        if let Some(session) = self.open(Some(&d)).await? {
+            let body = bytes::Bytes::copy_from_slice(bytes);
+            self.put_whole(session, &d, body.len() as u64, || body.clone().into())
+                .await?;
         }
         Ok(d)
     }
@@ -528,7 +792,7 @@ impl Uploader {
                 return Err(RegistryError::DigestMismatch {
                     what: format!("manifest {reference} as stored by the registry"),
                     expected: d.to_string(),
-                    actual: got,
+                    actual: limits::one_line(&got, 100),
                 });
             }
         }
@@ -536,21 +800,20 @@ impl Uploader {
     }
 
     /// Lists a referrer of `subject` under the fallback tag (`sha256-<hex>`), for
-    /// registries without the referrers API: the index there gains its descriptor.
+    /// registries without the referrers API: the index there (read within the limits on
+    /// any document from a registry) gains its descriptor unless it lists it already.
+    /// Returns the tag.
     async fn add_to_fallback(
         &self,
         subject: &Digest,
         referrer: &[u8],
         artifact_type: &str,
-    ) -> Result<(), RegistryError> {
-        const INDEX: &str = "application/vnd.oci.image.index.v1+json";
-        let tag = super::push::referrers_fallback_tag(subject);
+    ) -> Result<String, RegistryError> {
+        let tag = referrers_fallback_tag(subject);
         let url = self.client.url(&format!("manifests/{tag}"));
         let mut entries: Vec<serde_json::Value> =
-            match self.client.get_bytes(&url, Some(INDEX), None).await {
-                Ok((b, _)) => serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| {
-                    RegistryError::Protocol(format!("referrers fallback index: {e}"))
-                })?["manifests"]
+            match self.client.get_bytes(&url, Some(INDEX_TYPE), None).await {
+                Ok((b, _)) => parse_manifest_document(&b, &tag)?["manifests"]
                     .as_array()
                     .cloned()
                     .unwrap_or_default(),
@@ -562,11 +825,9 @@ impl Uploader {
             .iter()
             .any(|e| e["digest"].as_str() == Some(d.as_str()))
         {
-            let annotations = serde_json::from_slice::<serde_json::Value>(referrer)
-                .map(|v| v["annotations"].clone())
-                .unwrap_or_default();
+            let annotations = parse_manifest_document(referrer, &d)?["annotations"].clone();
             let mut desc = serde_json::json!({
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": MANIFEST_TYPE,
                 "digest": d,
                 "size": referrer.len(),
                 "artifactType": artifact_type,
@@ -578,20 +839,31 @@ impl Uploader {
         }
         let index = crate::image::canonical_json(&serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": INDEX,
+            "mediaType": INDEX_TYPE,
             "manifests": entries,
         }));
-        self.put_manifest(&tag, &index, INDEX).await?;
-        Ok(())
+        // What we write must pass the limits we read with.
+        if entries.len() > limits::MAX_DESCRIPTORS || index.len() as u64 > limits::MAX_DOCUMENT {
+            return Err(RegistryError::Protocol(format!(
+                "the referrers fallback index {tag} would list {} referrers in {} bytes, more than {} or {} bytes",
+                entries.len(),
+                index.len(),
+                limits::MAX_DESCRIPTORS,
+                limits::MAX_DOCUMENT
+            )));
+        }
+        self.put_manifest(&tag, &index, INDEX_TYPE).await?;
+        Ok(tag)
     }
 
     /// Publishes an image whose layers are already in the registry: the configs, each
-    /// platform manifest by digest, then the index under `tag`, last.
+    /// platform manifest by digest, then the index under `tag`, last; then the
+    /// referrers, with their blobs.
     pub async fn publish(
         &self,
         image: &ImageDocuments<'_>,
         tag: &str,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<ReferrerReport>, RegistryError> {
         for config in image.configs {
             self.put_blob(config).await?;
         }
@@ -602,24 +874,127 @@ impl Uploader {
         let (bytes, media_type) = image.index;
         let index = self.put_manifest(tag, bytes, media_type).await?;
         // Referrers after the image they refer to, so the subject exists when they land.
+        let mut reports = Vec::new();
         for r in image.referrers {
             for b in &r.blobs {
                 self.put_blob(b).await?;
             }
-            let (_, subject) = self
+            let (digest, subject) = self
                 .put_manifest_subject(
                     &Digest::of(r.manifest).to_string(),
                     r.manifest,
-                    "application/vnd.oci.image.manifest.v1+json",
+                    MANIFEST_TYPE,
                 )
                 .await?;
-            if subject.as_deref() != Some(index.to_string().as_str()) {
-                self.add_to_fallback(&index, r.manifest, r.artifact_type)
-                    .await?;
-            }
+            let referrers_api = subject.as_deref() == Some(index.to_string().as_str());
+            let fallback_tag = if referrers_api {
+                None
+            } else {
+                Some(
+                    self.add_to_fallback(&index, r.manifest, r.artifact_type)
+                        .await?,
+                )
+            };
+            reports.push(ReferrerReport {
+                digest: digest.to_string(),
+                artifact_type: r.artifact_type.to_string(),
+                referrers_api,
+                fallback_tag,
+            });
         }
-        Ok(())
+        Ok(reports)
     }
+}
+
+/// Pieces a file body is read in.
+const FILE_PIECE: u64 = 1 << 20;
+
+/// A request body of `len` bytes of `file` from `offset`, read on a blocking thread as it
+/// is sent (two pieces ahead at most): a `PATCH` of a layout's blob holds no chunk in
+/// memory.
+fn file_body(file: &Arc<File>, offset: u64, len: u64) -> reqwest::Body {
+    let (tx, rx) = mpsc::channel(2);
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || {
+        let end = offset + len;
+        let mut at = offset;
+        while at < end {
+            let mut piece = vec![0u8; FILE_PIECE.min(end - at) as usize];
+            let read = file.read_exact_at(&mut piece, at).map(|()| piece.into());
+            let failed = read.is_err();
+            // The request is gone (sent or failed): stop reading.
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+            at = end.min(at + FILE_PIECE);
+        }
+    });
+    reqwest::Body::wrap(FileRange {
+        rx: Mutex::new(rx),
+        left: len,
+    })
+}
+
+/// See [`file_body`].
+struct FileRange {
+    rx: Mutex<mpsc::Receiver<io::Result<bytes::Bytes>>>,
+    left: u64,
+}
+
+impl http_body::Body for FileRange {
+    type Data = bytes::Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, io::Error>>> {
+        let next = self
+            .rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .poll_recv(cx);
+        match next {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(piece))) => {
+                self.left = self.left.saturating_sub(piece.len() as u64);
+                Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) if self.left > 0 => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before the blob",
+            )))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// Parses `Range: 0-N` of an upload status: the registry has N+1 bytes.
+fn upload_offset(range: Option<String>) -> Option<u64> {
+    let r = range?;
+    let r = r.trim().strip_prefix("bytes=").unwrap_or(r.trim());
+    let (_, end) = r.split_once('-')?;
+    let end: u64 = end.trim().parse().ok()?;
+    // "0-0" is what the CNCF registry says for an empty upload.
+    if end == 0 {
+        Some(0)
+    } else {
+        end.checked_add(1)
+    }
+}
+
+fn with_digest(mut url: Url, d: &Digest) -> Url {
+    url.query_pairs_mut().append_pair("digest", &d.to_string());
+    url
 }
 
 /// The documents of an image, in memory.
@@ -735,5 +1110,20 @@ impl Drop for BlobSink {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ranges_parse() {
+        assert_eq!(upload_offset(Some("0-1023".into())), Some(1024));
+        assert_eq!(upload_offset(Some("bytes=0-9".into())), Some(10));
+        assert_eq!(upload_offset(Some("0-0".into())), Some(0));
+        assert_eq!(upload_offset(None), None);
+        // A registry cannot make the offset wrap around.
+        assert_eq!(upload_offset(Some("0-18446744073709551615".into())), None);
     }
 }

@@ -9,6 +9,7 @@ mod support;
 // The second round's cases (issue 22), one file per seam.
 mod builder;
 mod credentials;
+mod fallback;
 mod get_serve;
 mod hub_cache;
 

@@ -74,8 +74,14 @@ pub struct Hostile {
     /// Each request's whole head (request line with its query, and every header), for
     /// tests of what a server was sent.
     pub heads: Arc<Mutex<Vec<String>>>,
+    /// `METHOD /path` and the body of each `PUT` of a manifest (documents a client
+    /// writes), for tests of what it wrote.
+    pub manifests_put: Arc<Mutex<Vec<Written>>>,
     guard: Arc<Mutex<Option<Guard>>>,
 }
+
+/// A document a client wrote: `METHOD /path` and the body.
+pub type Written = (String, Vec<u8>);
 
 /// Authentication a [`Hostile`] asks for: every path but `open` answers 401 with
 /// `WWW-Authenticate: challenge` unless the request carries `Authorization: wanted`.
@@ -91,6 +97,7 @@ struct Shared {
     routes: Arc<Mutex<HashMap<String, Reply>>>,
     log: Arc<Mutex<Vec<String>>>,
     heads: Arc<Mutex<Vec<String>>>,
+    manifests_put: Arc<Mutex<Vec<Written>>>,
     guard: Arc<Mutex<Option<Guard>>>,
 }
 
@@ -174,11 +181,23 @@ fn answer(mut s: TcpStream, sh: &Shared) {
     };
     let head = String::from_utf8_lossy(&head).to_string();
     sh.heads.lock().unwrap().push(head.clone());
-    drain_body(&mut s, &head);
     let line = head.lines().next().unwrap_or("").to_string();
     let mut parts = line.split(' ');
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("").to_string();
+    let length = header_of(&head, "content-length").and_then(|v| v.parse::<u64>().ok());
+    match length {
+        // A manifest (at most the 4 MiB registries take) is kept.
+        Some(n) if method == "PUT" && path.contains("/manifests/") && n <= 4 << 20 => {
+            let mut body = Vec::new();
+            let _ = (&mut s).take(n).read_to_end(&mut body);
+            sh.manifests_put
+                .lock()
+                .unwrap()
+                .push((format!("{method} {path}"), body));
+        }
+        _ => drain_body(&mut s, &head),
+    }
     let range_line = head
         .lines()
         .find(|l| l.to_ascii_lowercase().starts_with("range:"))
@@ -235,12 +254,14 @@ impl Hostile {
             routes: Arc::default(),
             requests: Arc::default(),
             heads: Arc::default(),
+            manifests_put: Arc::default(),
             guard: Arc::default(),
         };
         let shared = Arc::new(Shared {
             routes: h.routes.clone(),
             log: h.requests.clone(),
             heads: h.heads.clone(),
+            manifests_put: h.manifests_put.clone(),
             guard: h.guard.clone(),
         });
         std::thread::spawn(move || {

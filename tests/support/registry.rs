@@ -18,12 +18,13 @@ pub struct Proxy {
     pub cut_done: Arc<AtomicBool>,
 }
 
-const METHODS: [&[u8]; 5] = [
+const METHODS: [&[u8]; 6] = [
     b"GET /v2/",
     b"HEAD /v2/",
     b"PUT /v2/",
     b"POST /v2/",
     b"PATCH /v2/",
+    b"DELETE /v2/",
 ];
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {

@@ -310,6 +310,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let Some(dir) = &args.from_dir else {
         return stream::run(&args, &name, req, push);
     };
+    // The registry would take the push: checked before the build.
+    let pushing = match push {
+        Some(r) => {
+            let client = super::push::push_client(&r, &args.push_flags.registry)?;
+            Some((r, client))
+        }
+        None => None,
+    };
     // The image being built is never part of its own input.
     let source = DirSource::scan_leaving_out(dir, Some(&req.output))?;
     let (entries, contents) = source.into_entries();
@@ -329,10 +337,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .say(args.quiet);
     }
 
-    let pushed = match &push {
-        Some(r) => Some(super::push::push_layout(
+    let pushed = match pushing {
+        Some((r, client)) => Some(super::push::push_layout(
             &report.output,
-            &r.to_string(),
+            &r,
+            client,
             &args.push_flags,
             args.quiet || args.json,
         )?),

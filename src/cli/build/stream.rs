@@ -28,7 +28,8 @@ pub(super) fn run(
     let pushed_to = push.as_ref().map(Reference::to_string);
     let registry = match push {
         Some(reference) => {
-            let client = args.push_flags.registry.client(&reference, true)?;
+            // Before the first Hub request: the registry would take the push.
+            let client = crate::cli::push::push_client(&reference, &args.push_flags.registry)?;
             Some(RegistryTarget {
                 client,
                 reference,
