@@ -51,7 +51,7 @@ fn replay(target: &str, data: &[u8]) {
             }
         }
         "oci_documents" => {
-            let _ = depotai::remote::lazy::parse_manifest_document(data, "fuzz");
+            let _ = depotai::remote::parse_manifest_document(data, "fuzz");
             let _ = depotai::serve::store::parse_document(data);
             let _ = depotai::remote::push::parse_layout_document(data, "fuzz");
         }

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = depotai::remote::lazy::parse_manifest_document(data, "fuzz");
+    let _ = depotai::remote::parse_manifest_document(data, "fuzz");
     let _ = depotai::serve::store::parse_document(data);
     let _ = depotai::remote::push::parse_layout_document(data, "fuzz");
 });

@@ -19,7 +19,7 @@
 
 use super::client::Client;
 use super::push::{parse_layout_document, read_blob, read_document};
-use super::RegistryError;
+use super::{parse_manifest_document, RegistryError};
 use crate::digest::{Digest, Hasher};
 use crate::layer::estargz::reader as estargz_reader;
 use crate::layer::estargz::{FOOTER_SIZE, TOC_DIGEST_ANNOTATION};
@@ -191,20 +191,6 @@ pub(crate) async fn manifest(
         }
     }
     Ok((parse_manifest_document(&bytes, r)?, d))
-}
-
-/// An index or manifest from a registry: its shape checked (depth, descriptors) before
-/// it is parsed; `r` names it in messages.
-pub fn parse_manifest_document(bytes: &[u8], r: &str) -> Result<serde_json::Value, RegistryError> {
-    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, limits::MAX_DESCRIPTORS)
-        .map_err(|e| bad(format!("manifest {}: {e}", shown(r))))?;
-    serde_json::from_slice(bytes).map_err(|e| {
-        bad(format!(
-            "manifest {}: {}",
-            shown(r),
-            limits::one_line(&e.to_string(), 200)
-        ))
-    })
 }
 
 /// Where an image is read from: a registry ([`Registry`]) or an OCI layout directory

@@ -245,6 +245,16 @@ impl fmt::Display for Reference {
     }
 }
 
+/// An index or manifest from a registry: its shape checked (depth, descriptors) before
+/// it is parsed; `r` names it in messages. (Here, below both readers and the uploader.)
+pub fn parse_manifest_document(bytes: &[u8], r: &str) -> Result<serde_json::Value, RegistryError> {
+    use crate::limits::{self, shown};
+    let bad = |what: String| RegistryError::Protocol(format!("manifest {}: {what}", shown(r)));
+    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, limits::MAX_DESCRIPTORS)
+        .map_err(|e| bad(e.to_string()))?;
+    serde_json::from_slice(bytes).map_err(|e| bad(limits::one_line(&e.to_string(), 200)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,8 +34,7 @@
 //! referrers API.
 
 use super::client::{header, Client};
-use super::lazy::parse_manifest_document;
-use super::RegistryError;
+use super::{parse_manifest_document, RegistryError};
 use crate::digest::{Digest, Hasher};
 use crate::limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
