@@ -154,7 +154,17 @@ pub enum TocLimit {
 
 /// The bound of a layer of `entries` written with `opts`, and the first path (in layer
 /// order) at which it passes a reader's limit, if it does.
-pub fn toc_bound<'a>(
+pub fn toc_bound(entries: &[Entry], opts: &Options) -> (TocBound, Option<(TocLimit, String)>) {
+    if opts.prefix.is_empty() {
+        return bound_of(entries, opts);
+    }
+    // Under a prefix every name is longer and its directories are entries too: bound
+    // the names the layer will hold.
+    let (named, _) = super::under_prefix(entries.to_vec(), &[], &opts.prefix);
+    bound_of(&named, opts)
+}
+
+fn bound_of<'a>(
     entries: &'a [Entry],
     opts: &Options,
 ) -> (TocBound, Option<(TocLimit, String)>) {
