@@ -533,6 +533,25 @@ mod tests {
     }
 
     #[test]
+    fn a_models_prefix_is_parsed_as_a_tar_path_and_a_relative_one_is_reported_at_its_line() {
+        let t = format!(
+            "models:\n  - name: kserve/m\n    sha: {A}\n    prefix: /models/\n  - {{name: gpt2, sha: {A}}}\n"
+        );
+        let c = Catalogue::parse(&t, "x").unwrap();
+        assert_eq!(c.entries[0].prefix, "models");
+        assert_eq!(c.entries[1].prefix, "", "no prefix: the root");
+        assert_eq!(
+            problems(&format!(
+                "models:\n  - name: a/b\n    sha: {A}\n    prefix: models\n  - name: c/d\n    sha: {A}\n    prefix: /a/../b\n"
+            )),
+            [
+                "cat.yaml:4: --prefix \"models\" is not absolute: name the directory the files go under in the image, such as /models",
+                "cat.yaml:7: --prefix \"/a/../b\" is not a directory an image may hold: empty, '.' or '..' component",
+            ]
+        );
+    }
+
+    #[test]
     fn malformed_yaml_is_reported_at_its_line() {
         let p = problems(&format!(
             "models:\n  - name: gpt2\n    sha: {A}\n  - name: [oops\n    sha: {A}\n"

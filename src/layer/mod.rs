@@ -536,7 +536,11 @@ pub(crate) fn plan(
         let wanted = wanted.trim_start_matches("./").trim_matches('/');
         if !by_path.contains_key(wanted) {
             // Named as the user gave it, without the prefix.
-            let skip = if prefix.is_empty() { 0 } else { prefix.len() + 1 };
+            let skip = if prefix.is_empty() {
+                0
+            } else {
+                prefix.len() + 1
+            };
             return Err(LayerError::PrefetchNotFound {
                 path: wanted[skip..].to_string(),
             });
@@ -736,7 +740,10 @@ mod tests {
             plan(vec![file("a")], &["nope".into()], true, ""),
             Err(LayerError::PrefetchNotFound { .. })
         ));
-        assert!(matches!(plan(vec![], &[], true, ""), Err(LayerError::Empty)));
+        assert!(matches!(
+            plan(vec![], &[], true, ""),
+            Err(LayerError::Empty)
+        ));
         let dir = Entry {
             path: "d".into(),
             kind: EntryKind::Directory,

@@ -343,6 +343,12 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
 /// root entries aside); 7 estargz-check verifies every layer against the manifest, the
 /// config and the annotations.
 pub fn oci_check(layout: &Path, source: &Path, work: &Path) -> Vec<String> {
+    oci_check_under(layout, source, work, "")
+}
+
+/// [`oci_check`] of an image built with `--prefix /PREFIX`: step 6 finds `source` under
+/// `PREFIX` (relative, e.g. `models`) and nothing else beside eStargz's root entries.
+pub fn oci_check_under(layout: &Path, source: &Path, work: &Path, prefix: &str) -> Vec<String> {
     let mut report = Vec::new();
     let tagged = Layout::read(layout);
     let tag = tagged.layout_index["manifests"][0]["annotations"]
@@ -469,6 +475,17 @@ pub fn oci_check(layout: &Path, source: &Path, work: &Path) -> Vec<String> {
         "stargz.index.json",
     ] {
         got.remove(reserved);
+    }
+    if !prefix.is_empty() {
+        // Only the prefix's directories beside the root entries; the files below it.
+        let inside = |k: &str| {
+            k == prefix
+                || k.starts_with(&format!("{prefix}/"))
+                || prefix.starts_with(&format!("{k}/"))
+        };
+        let above: Vec<&String> = got.keys().filter(|k| !inside(k)).collect();
+        assert!(above.is_empty(), "outside --prefix /{prefix}: {above:?}");
+        got = tree(&rootfs.join(prefix));
     }
     assert_eq!(got, tree(source), "unpacked tree vs source");
     report.push(format!("6 unpacked tree == source ({} paths)", got.len()));
