@@ -325,3 +325,66 @@ fn reference_checkers_pass_every_layer_of_a_prefixed_image_in_both_formats() {
         );
     }
 }
+
+#[test]
+fn a_hub_build_under_a_prefix_records_it_and_verify_rebuilds_the_same_image() {
+    use support::hub::{depotai_against, Content, HubServer, Repo, RepoFile};
+    const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let server = HubServer::start(vec![Repo::new(
+        "acme/model",
+        SHA_A,
+        vec![
+            RepoFile::regular("config.json", r#"{"model_type": "llama"}"#),
+            RepoFile::lfs(
+                "model.safetensors",
+                Content::Generated {
+                    size: 2 << 20,
+                    seed: 1,
+                },
+            ),
+        ],
+    )]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let built = summary(
+        &depotai_against(&server, &tmp.path().join("hf"))
+            .args(["build", "acme/model", "--sha", SHA_A, "--json"])
+            .args([
+                "--own-layer-above",
+                "1MiB",
+                "--prefix",
+                "/models",
+                "--output",
+            ])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    let record: Value =
+        serde_json::from_slice(&fs::read(out.join("depotai-build.json")).unwrap()).unwrap();
+    assert_eq!(record["settings"]["prefix"], "models");
+    // The weights' own layer holds them under the prefix too.
+    let ls = depotai().arg("ls").arg(&out).output().unwrap();
+    assert_ok(&ls);
+    let listing = String::from_utf8(ls.stdout).unwrap();
+    assert!(
+        listing.contains(" /models/model.safetensors\n"),
+        "{listing}"
+    );
+    assert!(listing.contains(" /models/config.json\n"), "{listing}");
+
+    // verify reads the prefix from the provenance's settings and rebuilds the same bytes.
+    let o = depotai_against(&server, &tmp.path().join("hf-verify"))
+        .arg("verify")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = summary(&o);
+    assert_eq!(v["verified"], true, "{v:#}");
+    assert_eq!(v["layers"].as_array().unwrap().len(), 2, "{v:#}");
+    assert_eq!(
+        Layout::read(&out).index_digest,
+        built["index_digest"].as_str().unwrap()
+    );
+}
