@@ -216,6 +216,7 @@ fn ls_and_get_name_the_files_under_the_prefix_and_the_record_keeps_it() {
 fn a_relative_dotted_or_reserved_prefix_is_refused_in_one_line_with_nothing_written() {
     let tmp = tempfile::tempdir().unwrap();
     for (prefix, says) in [
+        ("", "--prefix \"\" is not absolute: name the directory the files go under in the image, such as /models"),
         ("models", "--prefix \"models\" is not absolute: name the directory the files go under in the image, such as /models"),
         ("/models/../etc", "--prefix \"/models/../etc\" is not a directory an image may hold: empty, '.' or '..' component"),
         ("//models", "--prefix \"//models\" is not a directory an image may hold: absolute name"),

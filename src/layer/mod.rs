@@ -381,11 +381,9 @@ pub enum LayerError {
 /// The `--prefix` of a build (`/models`, `/models/`, `/opt/ml/model`) as the relative
 /// tar path every file goes under (`models`), checked with the one path policy
 /// ([`names::check_path`]): absolute, no `.`/`..` or empty components, and no first
-/// component that eStargz reserves at the root. An empty argument is no prefix.
+/// component that eStargz reserves at the root. An empty argument is refused (not
+/// absolute) rather than taken for the root: no prefix is no `--prefix`.
 pub fn parse_prefix(arg: &str) -> Result<String, LayerError> {
-    if arg.is_empty() {
-        return Ok(String::new());
-    }
     let Some(rest) = arg.strip_prefix('/') else {
         return Err(LayerError::PrefixNotAbsolute(arg.to_string()));
     };
