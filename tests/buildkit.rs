@@ -17,8 +17,10 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::interop::{have, run_checked, skip_or_fail, tree, Registry};
+use std::time::Instant;
+use support::interop::{
+    have, is_root, run_checked, skip_or_fail, stop_and_unmount, tree, wait_until_ready, Registry,
+};
 use support::registry::Proxy;
 use support::*;
 
@@ -50,10 +52,7 @@ fn have_buildkit(extra: &[&str]) -> Option<PathBuf> {
     if !have(&tools) {
         return None;
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
+    let root = is_root();
     if !root || !Path::new("/dev/fuse").exists() {
         skip_or_fail("BuildKit's stargz snapshotter needs root and /dev/fuse");
         return None;
@@ -113,18 +112,9 @@ impl Buildkitd {
             dir,
             bin: bin.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !d.log().contains("running server on") {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("buildkitd exited ({status}):\n{}", d.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "buildkitd did not start:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log_path = d.dir.path().join("buildkitd.log");
+        let log = move || fs::read_to_string(&log_path).unwrap_or_default();
+        wait_until_ready(&mut d.child, &log, "running server on", "buildkitd");
         d
     }
 
@@ -174,31 +164,7 @@ impl Buildkitd {
 
 impl Drop for Buildkitd {
     fn drop(&mut self) {
-        // SIGTERM lets buildkitd unmount its FUSE layers; SIGKILL only if it hangs.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Whatever is still mounted under our root (deepest first), so the tempdir can go.
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
+        stop_and_unmount(&mut self.child, self.dir.path());
     }
 }
 

@@ -14,11 +14,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::interop::{have, run_checked, skip_or_fail, tree, Registry};
+use std::process::{Child, Command};
+use support::interop::{
+    have, is_root, run_checked, skip_or_fail, stop_and_unmount, tree, wait_until_ready, Registry,
+};
 use support::*;
 
 const TINY: &str = "fixtures/tiny-model";
@@ -37,10 +37,7 @@ fn have_containerd(extra: &[&str]) -> bool {
     if !have(&tools) {
         return false;
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
+    let root = is_root();
     if !root {
         skip_or_fail("containerd mounts snapshots: the image volume test needs root");
     }
@@ -81,23 +78,15 @@ impl Containerd {
             .spawn()
             .expect("containerd");
         let mut c = Containerd { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !c.log().contains("containerd successfully booted") {
-            if let Ok(Some(status)) = c.child.try_wait() {
-                panic!("containerd exited ({status}):\n{}", c.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not start:\n{}",
-                c.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log_path = c.dir.path().join("containerd.log");
+        let log = move || fs::read_to_string(&log_path).unwrap_or_default();
+        wait_until_ready(
+            &mut c.child,
+            &log,
+            "containerd successfully booted",
+            "containerd",
+        );
         c
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
 
     fn ctr(&self) -> Command {
@@ -138,30 +127,7 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Whatever is still mounted under our directory (deepest first), so it can go.
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
+        stop_and_unmount(&mut self.child, self.dir.path());
     }
 }
 
@@ -176,43 +142,6 @@ fn snapshotter() -> &'static str {
         "overlayfs"
     } else {
         "native"
-    }
-}
-
-/// `depotai serve` on a free port: the child and its address.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start(root: &Path) -> Serve {
-        let mut child = depotai()
-            .args(["serve", "--quiet", "--addr", "127.0.0.1:0", "--root"])
-            .arg(root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .expect("serve prints its address")
-            .trim_end_matches('/')
-            .to_string();
-        Serve { child, addr }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -318,7 +247,7 @@ fn containerd_mounts_images_from_depotai_serve_with_exactly_the_models_files() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     build_cases(&root);
-    let serve = Serve::start(&root);
+    let serve = serve(&root);
     let ctd = Containerd::start();
     for line in mount_every_case(&ctd, &serve.addr) {
         eprintln!("containerd: {line}");

@@ -96,6 +96,60 @@ fn missing_commands(commands: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Whether the tests run as root (what mounting daemons need).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+/// Waits (at most a minute) until `log()` holds `ready`, panicking with the log if the
+/// daemon `child` (named `what`) exits first or never gets there.
+pub fn wait_until_ready(child: &mut Child, log: &dyn Fn() -> String, ready: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log().contains(ready) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}):\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops a daemon that mounts things (buildkitd, containerd): SIGTERM, so it unmounts
+/// what it can, SIGKILL only if it hangs; then whatever is still mounted under `dir`
+/// (deepest first), so the directory can go.
+pub fn stop_and_unmount(child: &mut Child, dir: &Path) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let root = dir.to_string_lossy().into_owned();
+    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&root))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").args(["-l", &m]).status();
+    }
+}
+
 /// Reports a test that cannot run here: `SKIP` normally, a failure under `CI=true`.
 pub fn skip_or_fail(msg: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
