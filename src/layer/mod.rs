@@ -753,6 +753,51 @@ mod tests {
     }
 
     #[test]
+    fn under_a_prefix_its_directories_lead_the_landmark_stays_at_the_root_and_prefetch_names_the_models_path(
+    ) {
+        let p = plan(
+            vec![file("stargz.index.json"), file("w.bin"), file("cfg.json")],
+            &["cfg.json".into()],
+            true,
+            "opt/ml",
+        )
+        .unwrap();
+        // A model file named like the TOC is no longer at the root: nothing to reserve.
+        assert_eq!(
+            names(&p),
+            [
+                "opt",
+                "opt/ml",
+                "opt/ml/cfg.json",
+                ".prefetch.landmark",
+                "opt/ml/stargz.index.json",
+                "opt/ml/w.bin"
+            ]
+        );
+        match plan(vec![file("a")], &["nope".into()], true, "models") {
+            Err(LayerError::PrefetchNotFound { path }) => assert_eq!(path, "nope"),
+            other => panic!("{other:?}"),
+        }
+        for (arg, want) in [
+            ("/models", Ok("models")),
+            ("/models/", Ok("models")),
+            ("/opt/ml/model", Ok("opt/ml/model")),
+            ("models", Err("not absolute")),
+            ("", Err("not absolute")),
+            ("/", Err("empty name")),
+            ("/a//b", Err("empty, '.' or '..' component")),
+            ("/a/./b", Err("empty, '.' or '..' component")),
+            ("/.no.prefetch.landmark", Err("eStargz keeps at the root")),
+        ] {
+            match (parse_prefix(arg), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{arg:?}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{arg:?}: {e}"),
+                (got, w) => panic!("{arg:?}: {got:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn without_landmarks_the_order_is_plain_and_no_name_is_reserved() {
         let plan = plan(
             vec![
