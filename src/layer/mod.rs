@@ -149,11 +149,7 @@ impl Options {
 
     /// The bytes to skip in a tar name for the model's path: the prefix and its `/`.
     pub(crate) fn prefix_len(&self) -> usize {
-        if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        }
+        prefix_len(&self.prefix)
     }
 
     /// The effective level, if the format and encoder accept it (and the encoder this
@@ -400,6 +396,15 @@ pub fn parse_prefix(arg: &str) -> Result<String, LayerError> {
     Ok(rel.to_string())
 }
 
+/// The bytes `prefix` (relative, [`parse_prefix`]) and its `/` put before a model's path.
+fn prefix_len(prefix: &str) -> usize {
+    if prefix.is_empty() {
+        0
+    } else {
+        prefix.len() + 1
+    }
+}
+
 /// `entries` and `prefetch` as tar paths under `prefix` (unchanged without one).
 pub(crate) fn under_prefix(
     mut entries: Vec<Entry>,
@@ -534,13 +539,8 @@ pub(crate) fn plan(
         let wanted = wanted.trim_start_matches("./").trim_matches('/');
         if !by_path.contains_key(wanted) {
             // Named as the user gave it, without the prefix.
-            let skip = if prefix.is_empty() {
-                0
-            } else {
-                prefix.len() + 1
-            };
             return Err(LayerError::PrefetchNotFound {
-                path: wanted[skip..].to_string(),
+                path: wanted[prefix_len(prefix)..].to_string(),
             });
         }
         let mut chain: Vec<&str> = Vec::new();
