@@ -11,7 +11,7 @@
 # ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/checkers/<hash of the sources,
 # go.mod, go.sum and the Go version>/, so a rerun takes a moment. Only Debian's apt and
 # the Go module proxy are used; GOTOOLCHAIN=local. Go is ${DEPOTAI_GO:-/usr/local/go/bin/go}.
-# Services the packages ship (docker-registry) are not left running.
+# Services the packages ship (docker-registry, containerd) are not left running.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +29,7 @@ PKGS=(
   uidmap          # newuidmap for podman
   jq zstd curl
   apache2-utils   # htpasswd, for the basic-auth registry test
+  containerd      # containerd 1.6 + ctr: pull, unpack and mount as an image volume (tests/image_volume.rs)
 )
 
 if [[ "${1:-}" != "--checkers" ]]; then
@@ -61,7 +62,7 @@ if [[ "${1:-}" != "--checkers" ]]; then
       exit 1
     fi
     if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
-      $SUDO systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+      $SUDO systemctl disable --now docker-registry.service containerd.service >/dev/null 2>&1 || true
     fi
     echo "install-interop: packages installed in $(( $(date +%s) - t0 )) s" >&2
   fi

@@ -7,6 +7,7 @@
 //!     tag: latest                                    # optional (default latest); `tagAs` too
 //!     include: ["*.json", "*.safetensors"]           # optional globs
 //!     exclude: ["*.onnx"]                            # optional globs
+//!     prefix: /models                                # optional: the files under /models
 //! ```
 //!
 //! The whole file is checked before anything is downloaded, and every problem is
@@ -35,6 +36,9 @@ pub struct CatalogueEntry {
     pub tag: String,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
+    /// The directory the files go under in the image, as a relative tar path
+    /// ([`crate::layer::parse_prefix`]); empty: the root.
+    pub prefix: String,
     /// Where the entry starts in the file (1-based).
     pub line: usize,
 }
@@ -98,7 +102,7 @@ impl CatalogueError {
     }
 }
 
-const ENTRY_KEYS: &str = "name, sha, tag (or tagAs), include, exclude";
+const ENTRY_KEYS: &str = "name, sha, tag (or tagAs), include, exclude, prefix";
 
 impl Catalogue {
     /// Reads and validates a catalogue file; messages name it as `path` is spelled.
@@ -309,6 +313,7 @@ impl Validator {
                 ("tagAs", "tag"),
                 ("include", "include"),
                 ("exclude", "exclude"),
+                ("prefix", "prefix"),
             ],
             ENTRY_KEYS,
             "in a model",
@@ -359,12 +364,21 @@ impl Validator {
             None => Some(Vec::new()),
             Some(&(kl, n)) => self.globs("exclude", kl, n),
         };
+        let prefix = match keys.get("prefix") {
+            None => Some(String::new()),
+            Some(&(kl, n)) => self.string("prefix", kl, n).and_then(|s| {
+                crate::layer::parse_prefix(s)
+                    .map_err(|e| self.problem(n.line(), e.to_string()))
+                    .ok()
+            }),
+        };
         Some(CatalogueEntry {
             name: name?,
             sha: sha?,
             tag: tag?,
             include: include?,
             exclude: exclude?,
+            prefix: prefix?,
             line,
         })
     }
@@ -516,6 +530,25 @@ mod tests {
             .unwrap()
             .entries
             .is_empty());
+    }
+
+    #[test]
+    fn a_models_prefix_is_parsed_as_a_tar_path_and_a_relative_one_is_reported_at_its_line() {
+        let t = format!(
+            "models:\n  - name: kserve/m\n    sha: {A}\n    prefix: /models/\n  - {{name: gpt2, sha: {A}}}\n"
+        );
+        let c = Catalogue::parse(&t, "x").unwrap();
+        assert_eq!(c.entries[0].prefix, "models");
+        assert_eq!(c.entries[1].prefix, "", "no prefix: the root");
+        assert_eq!(
+            problems(&format!(
+                "models:\n  - name: a/b\n    sha: {A}\n    prefix: models\n  - name: c/d\n    sha: {A}\n    prefix: /a/../b\n"
+            )),
+            [
+                "cat.yaml:4: --prefix \"models\" is not absolute: name the directory the files go under in the image, such as /models",
+                "cat.yaml:7: --prefix \"/a/../b\" is not a directory an image may hold: empty, '.' or '..' component",
+            ]
+        );
     }
 
     #[test]

@@ -430,7 +430,9 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     let mut keys = Vec::with_capacity(plan.layers.len());
     for planned in &plan.layers {
         keys.push(layer_key(&job.req, &planned.entries, &by_path));
-        let laid = layer::plan(planned.entries.clone(), &planned.prefetch, landmarks)
+        // Without the prefix: it changes the names, not the order, and the stream
+        // fetches by the model's paths.
+        let laid = layer::plan(planned.entries.clone(), &planned.prefetch, landmarks, "")
             .map_err(BuildError::from)?;
         for p in laid {
             if let Planned::Source(Entry {

@@ -183,7 +183,13 @@ pub fn default_output(name: &ModelName) -> PathBuf {
 pub fn plan_layers(entries: Vec<Entry>, req: &BuildRequest) -> Result<LayerPlan, BuildError> {
     req.layer.check_chunk_size()?;
     let landmarks = req.layer.format == layer::Format::Estargz;
-    let plan = plan::plan(entries, &req.layer.prefetch, landmarks, &req.plan)?;
+    let plan = plan::plan(
+        entries,
+        &req.layer.prefetch,
+        landmarks,
+        &req.layer.prefix,
+        &req.plan,
+    )?;
     for l in &plan.layers {
         layer::bound::check_toc_bound(&l.entries, &req.layer)?;
     }

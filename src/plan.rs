@@ -182,17 +182,20 @@ fn under(path: &str, prefix: &str) -> bool {
             && path.as_bytes()[prefix.len()] == b'/')
 }
 
-/// Splits `entries` into layers. `prefetch` are the `--prefetch` paths and `landmarks`
-/// whether the format has prefetch landmarks (eStargz); the whole set is validated once
-/// here (unsafe paths, duplicates, a file that is also a directory, reserved names,
-/// prefetch paths that do not exist), since no single layer sees all of it.
+/// Splits `entries` into layers. `prefetch` are the `--prefetch` paths, `landmarks`
+/// whether the format has prefetch landmarks (eStargz) and `prefix` the `--prefix` the
+/// layers put the files under; the whole set is validated once here, as the image will
+/// name it (unsafe paths, duplicates, a file that is also a directory, reserved names,
+/// prefetch paths that do not exist), since no single layer sees all of it. The plan
+/// itself is of the model's paths: the prefix changes no layer's files.
 pub fn plan(
     entries: Vec<Entry>,
     prefetch: &[String],
     landmarks: bool,
+    prefix: &str,
     opts: &PlanOptions,
 ) -> Result<LayerPlan, PlanError> {
-    layer::check_entries(&entries, prefetch, landmarks)?;
+    layer::check_entries(&entries, prefetch, landmarks, prefix)?;
     let prefetch: Vec<String> = prefetch
         .iter()
         .map(|p| p.trim_start_matches("./").trim_matches('/').to_string())
@@ -348,6 +351,7 @@ mod tests {
             ],
             &[],
             true,
+            "",
             &PlanOptions::default(),
         )
         .unwrap();
@@ -377,6 +381,7 @@ mod tests {
             vec![file("w.bin", 70 * M), file("README.md", 1)],
             &[],
             true,
+            "",
             &opts,
         )
         .unwrap();
@@ -388,6 +393,7 @@ mod tests {
             ],
             &[],
             true,
+            "",
             &opts,
         )
         .unwrap();
@@ -400,6 +406,7 @@ mod tests {
             vec![file("w.bin", 70 * M), file("README.md", 1)],
             &[],
             true,
+            "",
             &PlanOptions {
                 mode: LayerMode::Single,
                 ..PlanOptions::default()
@@ -416,6 +423,7 @@ mod tests {
             vec![file("a.bin", 70 * M), file("b.bin", 70 * M)],
             &[],
             true,
+            "",
             &PlanOptions::default(),
         )
         .unwrap();
@@ -432,7 +440,7 @@ mod tests {
             .map(|i| file(&format!("shard-{i:02}.bin"), 70 * M))
             .chain([file("config.json", 1)])
             .collect();
-        let p = plan(files.clone(), &[], true, &opts).unwrap();
+        let p = plan(files.clone(), &[], true, "", &opts).unwrap();
         assert!(p.layers.len() <= 5, "{}", p.layers.len());
         assert_eq!(p.layers.last().unwrap().role, LayerRole::SmallFiles);
         let grouped: usize = p.layers.iter().map(|l| l.entries.len()).sum();
@@ -449,7 +457,7 @@ mod tests {
         // keeps exactly its entries.
         let mut changed = files.clone();
         changed[7] = file("shard-07.bin", 71 * M);
-        let q = plan(changed, &[], true, &opts).unwrap();
+        let q = plan(changed, &[], true, "", &opts).unwrap();
         let differing = p
             .layers
             .iter()
@@ -460,7 +468,7 @@ mod tests {
         // Adding a file changes only its own group.
         let mut added = files;
         added.push(file("shard-99.bin", 70 * M));
-        let r = plan(added, &[], true, &opts).unwrap();
+        let r = plan(added, &[], true, "", &opts).unwrap();
         let same = p.layers.iter().filter(|l| r.layers.contains(l)).count();
         assert!(same >= p.layers.len() - 2, "{same}");
     }
@@ -475,6 +483,7 @@ mod tests {
             vec![file("model-00001.safetensors", 12 << 30)],
             &[],
             true,
+            "",
             &opts,
         )
         .unwrap_err()
@@ -491,6 +500,7 @@ mod tests {
             small,
             &[],
             true,
+            "",
             &PlanOptions {
                 max_layer_size: Some(100 * M),
                 ..PlanOptions::default()
@@ -516,6 +526,7 @@ mod tests {
             ],
             &["unet".into(), "./README.md".into()],
             true,
+            "",
             &PlanOptions::default(),
         )
         .unwrap();
@@ -544,6 +555,7 @@ mod tests {
             vec![file("a", 70 * M), file("a/b", 1)],
             &[],
             true,
+            "",
             &PlanOptions::default(),
         )
         .unwrap_err();
@@ -556,6 +568,7 @@ mod tests {
                 vec![file("x", 1)],
                 &[],
                 true,
+                "",
                 &PlanOptions {
                     max_layers: 1,
                     ..Default::default()

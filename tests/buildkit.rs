@@ -17,8 +17,10 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::interop::{have, run_checked, skip_or_fail, tree, Registry};
+use std::time::Instant;
+use support::interop::{
+    have, is_root, run_checked, skip_or_fail, stop_and_unmount, tree, wait_until_ready, Registry,
+};
 use support::registry::Proxy;
 use support::*;
 
@@ -50,10 +52,7 @@ fn have_buildkit(extra: &[&str]) -> Option<PathBuf> {
     if !have(&tools) {
         return None;
     }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout == b"0\n");
+    let root = is_root();
     if !root || !Path::new("/dev/fuse").exists() {
         skip_or_fail("BuildKit's stargz snapshotter needs root and /dev/fuse");
         return None;
@@ -113,18 +112,9 @@ impl Buildkitd {
             dir,
             bin: bin.to_path_buf(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !d.log().contains("running server on") {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("buildkitd exited ({status}):\n{}", d.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "buildkitd did not start:\n{}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log_path = d.dir.path().join("buildkitd.log");
+        let log = move || fs::read_to_string(&log_path).unwrap_or_default();
+        wait_until_ready(&mut d.child, &log, "running server on", "buildkitd");
         d
     }
 
@@ -174,31 +164,7 @@ impl Buildkitd {
 
 impl Drop for Buildkitd {
     fn drop(&mut self) {
-        // SIGTERM lets buildkitd unmount its FUSE layers; SIGKILL only if it hangs.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Whatever is still mounted under our root (deepest first), so the tempdir can go.
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").args(["-l", &m]).status();
-        }
+        stop_and_unmount(&mut self.child, self.dir.path());
     }
 }
 
@@ -309,15 +275,27 @@ fn assert_remote_snapshots(bk: &Buildkitd, layers: usize) {
 /// Bytes served for these blobs so far, and the requests' log lines.
 type Served<'a> = dyn Fn(&[String]) -> (u64, Vec<String>) + 'a;
 
-/// The single-file COPY from `image` (whose layout is `layout`, built from `src`) on a
-/// buildkitd fetching `fetch_chunk` bytes at a time, checked against `served` (bytes of the
-/// layers served so far, with the requests, read after the build). Returns the bytes
-/// fetched.
+/// Where a source file is in an image built with `--prefix /PREFIX` (`prefix` relative,
+/// empty for none): its TOC name.
+fn in_image(prefix: &str, file: &str) -> String {
+    if prefix.is_empty() {
+        file.to_string()
+    } else {
+        format!("{prefix}/{file}")
+    }
+}
+
+/// The single-file COPY from `image` (whose layout is `layout`, built from `src` under
+/// `prefix`) on a buildkitd fetching `fetch_chunk` bytes at a time, checked against
+/// `served` (bytes of the layers served so far, with the requests, read after the
+/// build). Returns the bytes fetched.
+#[allow(clippy::too_many_arguments)]
 fn copy_one_file(
     bk: &Buildkitd,
     image: &str,
     src: &Path,
     layout: &Path,
+    prefix: &str,
     work: &Path,
     fetch_chunk: u64,
     served: &Served,
@@ -325,12 +303,13 @@ fn copy_one_file(
     let layers = amd64_layers(layout);
     let digests: Vec<String> = layers.iter().map(|(d, _)| d.clone()).collect();
     let image_size: u64 = layers.iter().map(|(_, b)| b.len() as u64).sum();
-    let (tocs, chunks, grid) = lazy_budget(&layers, "config.json", fetch_chunk);
+    let file = in_image(prefix, "config.json");
+    let (tocs, chunks, grid) = lazy_budget(&layers, &file, fetch_chunk);
 
     let t0 = Instant::now();
     let one = work.join("one");
     bk.build(
-        &format!("FROM scratch\nCOPY --link --from={image} /config.json /\n"),
+        &format!("FROM scratch\nCOPY --link --from={image} /{file} /\n"),
         &one,
     );
     let secs = t0.elapsed().as_secs_f64();
@@ -351,7 +330,7 @@ fn copy_one_file(
     assert_remote_snapshots(bk, layers.len());
     let (fetched, requests) = served(&digests);
     eprintln!(
-        "buildkit: COPY /config.json from {image}: {fetched} bytes of the layers fetched \
+        "buildkit: COPY /{file} from {image}: {fetched} bytes of the layers fetched \
          ({} layer(s), {image_size} bytes; TOCs+footers {tocs}, file chunks {chunks}, \
          those rounded out to the {fetch_chunk}-byte fetch grid {grid}) in {secs:.1} s",
         layers.len()
@@ -376,18 +355,27 @@ fn copy_one_file(
     fetched
 }
 
-/// The whole image COPYed: the source tree, byte for byte.
-fn copy_everything(bk: &Buildkitd, image: &str, src: &Path, work: &Path) {
+/// The whole image COPYed: the source tree under `prefix`, byte for byte.
+fn copy_everything(bk: &Buildkitd, image: &str, src: &Path, prefix: &str, work: &Path) {
     let all = work.join("all");
     bk.build(
         &format!("FROM scratch\nCOPY --link --from={image} / /\n"),
         &all,
     );
     // The snapshotter hides eStargz's own root entries (landmark, TOC): the tree is the
-    // source's, byte for byte.
-    assert_eq!(tree(&all), tree(src));
+    // source's, byte for byte, under the prefix and nothing beside it.
+    let top: Vec<String> = tree(&all)
+        .into_keys()
+        .filter(|k| !k.contains('/'))
+        .collect();
+    let want_top = prefix.split('/').next().filter(|p| !p.is_empty());
+    if let Some(p) = want_top {
+        assert_eq!(top, [p], "only the prefix at the root");
+    }
+    let files = all.join(prefix);
+    assert_eq!(tree(&files), tree(src));
     assert_eq!(
-        fs::read(all.join("model.safetensors")).unwrap(),
+        fs::read(files.join("model.safetensors")).unwrap(),
         fs::read(src.join("model.safetensors")).unwrap()
     );
 }
@@ -471,33 +459,46 @@ fn build_model(tmp: &Path, flags: &[&str]) -> (PathBuf, PathBuf) {
     (src, out)
 }
 
-/// Against `depotai serve`: the image built with `flags` has `want_layers` layers.
-fn serve_case(flags: &[&str], want_layers: usize) {
+/// Against `depotai serve`: the image built with `flags` (with `--prefix /PREFIX` when
+/// `prefix` is not empty) has `want_layers` layers.
+fn serve_case(flags: &[&str], prefix: &str, want_layers: usize) {
     let Some(bin) = have_buildkit(&[]) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (src, out) = build_model(tmp.path(), flags);
+    let dir = format!("/{prefix}");
+    let mut flags = flags.to_vec();
+    if !prefix.is_empty() {
+        flags.extend(["--prefix", &dir]);
+    }
+    let (src, out) = build_model(tmp.path(), &flags);
     assert_eq!(amd64_layers(&out).len(), want_layers);
     let serve = Serve::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
     let bk = Buildkitd::start(&bin, &[&serve.addr], FETCH_CHUNK);
     let work = tmp.path().join("work");
     let image = format!("{}/acme/model", serve.addr);
-    copy_one_file(&bk, &image, &src, &out, &work, FETCH_CHUNK, &|d| {
+    copy_one_file(&bk, &image, &src, &out, prefix, &work, FETCH_CHUNK, &|d| {
         serve.blob_bytes(d)
     });
-    copy_everything(&bk, &image, &src, &work);
+    copy_everything(&bk, &image, &src, prefix, &work);
 }
 
 /// The default build: the ≥ 64 MiB weights in a layer of their own, the rest on top.
 #[test]
 fn buildkit_copies_one_file_from_depotai_serve_fetching_only_its_chunks() {
-    serve_case(&[], 2);
+    serve_case(&[], "", 2);
+}
+
+/// `--prefix /models` (KServe's layout): `COPY --link --from=… /models/config.json /`
+/// fetches no more than the same COPY from an unprefixed image.
+#[test]
+fn buildkit_copies_models_config_json_from_a_prefixed_image_fetching_only_its_chunks() {
+    serve_case(&[], "models", 2);
 }
 
 #[test]
 fn buildkit_copies_one_file_from_a_single_layer_image_fetching_only_its_chunks() {
-    serve_case(&["--layers", "single"], 1);
+    serve_case(&["--layers", "single"], "", 1);
 }
 
 /// The same COPY on a builder with the snapshotter's default fetch size (what
@@ -514,9 +515,16 @@ fn buildkit_with_the_default_fetch_size_fetches_only_the_grid_pieces_of_the_file
     let bk = Buildkitd::start(&bin, &[&serve.addr], DEFAULT_FETCH_CHUNK);
     let image = format!("{}/acme/model", serve.addr);
     let work = tmp.path().join("work");
-    copy_one_file(&bk, &image, &src, &out, &work, DEFAULT_FETCH_CHUNK, &|d| {
-        serve.blob_bytes(d)
-    });
+    copy_one_file(
+        &bk,
+        &image,
+        &src,
+        &out,
+        "",
+        &work,
+        DEFAULT_FETCH_CHUNK,
+        &|d| serve.blob_bytes(d),
+    );
 }
 
 #[test]
@@ -544,7 +552,7 @@ fn buildkit_copies_one_file_from_a_registry_it_was_pushed_to_fetching_only_its_c
     let work = tmp.path().join("work");
     let down_before = proxy.down_bytes.load(std::sync::atomic::Ordering::SeqCst);
     let image = format!("{}/acme/model", proxy.addr);
-    copy_one_file(&bk, &image, &src, &out, &work, FETCH_CHUNK, &|d| {
+    copy_one_file(&bk, &image, &src, &out, "", &work, FETCH_CHUNK, &|d| {
         let down = proxy.down_bytes.load(std::sync::atomic::Ordering::SeqCst) - down_before;
         let (layers, lines) = access_log_bytes(&reg.log()[log_before..], d);
         eprintln!("buildkit: the proxy sent {down} bytes in all (documents and headers included)");
@@ -553,5 +561,5 @@ fn buildkit_copies_one_file_from_a_registry_it_was_pushed_to_fetching_only_its_c
         assert!(down < layers + SLACK, "{down} bytes through the proxy");
         (layers, lines)
     });
-    copy_everything(&bk, &image, &src, &work);
+    copy_everything(&bk, &image, &src, "", &work);
 }

@@ -482,6 +482,50 @@ fn a_changed_sha_rebuilds_only_that_model() {
 }
 
 #[test]
+fn a_models_prefix_puts_its_files_under_it_and_changing_it_rebuilds_only_that_model() {
+    let env = Env::new();
+    let with_prefix = |prefix: &str| {
+        good_catalogue(SHA).replace(
+            "  - name: solo\n",
+            &format!("  - name: solo\n    prefix: {prefix}\n"),
+        )
+    };
+    let cat = env.catalogue(&with_prefix("/models"));
+    assert_ok(&env.all(&cat, &[]));
+    let names = |model: &str| -> Vec<String> {
+        read_layer(&Layout::read(&env.out().join(model)).blob)
+            .toc
+            .entries
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
+    };
+    assert!(
+        names("solo").contains(&"models/config.json".to_string()),
+        "{:?}",
+        names("solo")
+    );
+    assert!(names("acme/beta").iter().all(|n| !n.starts_with("models/")));
+    // The same catalogue again: every model up to date, the prefixed one too.
+    let r = report(&env.all(&cat, &[]));
+    assert_eq!(statuses(&r), all_with(&GOOD, "skipped"));
+    // Another prefix is another image: only that model is built again.
+    let cat = env.catalogue(&with_prefix("/opt/ml/model"));
+    let r = report(&env.all(&cat, &[]));
+    let mut want = all_with(&GOOD, "skipped");
+    want.insert("solo".into(), "built".into());
+    assert_eq!(statuses(&r), want);
+    let solo = r["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "solo")
+        .unwrap();
+    assert_eq!(solo["reason"], "built with other settings");
+    assert!(names("solo").contains(&"opt/ml/model/config.json".to_string()));
+}
+
+#[test]
 fn an_invalid_catalogue_reports_every_problem_and_downloads_nothing() {
     let env = Env::new();
     let cat = env.catalogue(&format!(

@@ -1139,3 +1139,40 @@ fn a_catalogue_of_109_models_renders_in_under_200ms_from_memory() {
     assert!(page.contains("data-path=\"weights.bin\""));
     assert!(!page.contains("data-path=\"model.safetensors\""));
 }
+
+#[test]
+fn a_prefixed_images_page_lists_its_files_under_the_prefix_and_copies_models_config_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    assert_ok(&build(
+        Path::new(TINY),
+        "acme/kserve",
+        &root.join("acme/kserve"),
+        &["--quiet", "--prefix", "/models"],
+    ));
+    let s = Serve::start(&root);
+    let page = s.get("/acme/kserve.json");
+    assert_eq!(page.status, 200);
+    let j = page.json();
+    let paths: Vec<&str> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"models/config.json"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .all(|p| *p == "models" || p.starts_with("models/")),
+        "{paths:?}"
+    );
+    // The example copies the top config.json of the model, under the prefix.
+    assert_eq!(
+        j["examples"]["one_file"],
+        format!(
+            "COPY --link --from={}/acme/kserve /models/config.json .",
+            s.addr
+        )
+    );
+}

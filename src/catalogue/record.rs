@@ -44,6 +44,10 @@ pub struct BuildSettings {
     pub layers: String,
     pub own_layer_above: u64,
     pub max_layers: usize,
+    /// `--prefix` as a relative tar path (`models`). Left out when empty, so the
+    /// settings of a build without one (and their digest on the index) are as before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
 }
 
 impl BuildSettings {
@@ -62,6 +66,7 @@ impl BuildSettings {
             chunk_size: self.chunk_size,
             prefetch: self.prefetch.clone(),
             level: Some(self.compression_level),
+            prefix: self.prefix.clone(),
             ..layer::Options::default()
         })
     }
@@ -106,6 +111,7 @@ impl BuildSettings {
             prefetch: layer.prefetch.clone(),
             include: include.to_vec(),
             exclude: exclude.to_vec(),
+            prefix: layer.prefix.clone(),
         }
     }
 }

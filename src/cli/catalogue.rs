@@ -100,8 +100,22 @@ impl Outcome {
     }
 }
 
+/// The layer options of one model: the command line's, under the entry's `prefix`.
+fn layer_options(e: &CatalogueEntry, o: &Options) -> layer::Options {
+    layer::Options {
+        prefix: e.prefix.clone(),
+        ..o.layer.clone()
+    }
+}
+
 fn wanted_record(e: &CatalogueEntry, o: &Options) -> BuildRecord {
-    let settings = BuildSettings::new(&o.layer, &o.plan, &o.platforms, &e.include, &e.exclude);
+    let settings = BuildSettings::new(
+        &layer_options(e, o),
+        &o.plan,
+        &o.platforms,
+        &e.include,
+        &e.exclude,
+    );
     BuildRecord::new(&e.name, &e.sha, &e.tag, settings)
 }
 
@@ -292,7 +306,7 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
             tag: e.tag.clone(),
             output,
             platforms: o.platforms.clone(),
-            layer: o.layer.clone(),
+            layer: layer_options(e, o),
             plan: o.plan.clone(),
             expected_digests: Default::default(),
             index_annotations: job::settings_annotations(&want.settings),

@@ -154,10 +154,17 @@ pub enum TocLimit {
 
 /// The bound of a layer of `entries` written with `opts`, and the first path (in layer
 /// order) at which it passes a reader's limit, if it does.
-pub fn toc_bound<'a>(
-    entries: &'a [Entry],
-    opts: &Options,
-) -> (TocBound, Option<(TocLimit, String)>) {
+pub fn toc_bound(entries: &[Entry], opts: &Options) -> (TocBound, Option<(TocLimit, String)>) {
+    if opts.prefix.is_empty() {
+        return bound_of(entries, opts);
+    }
+    // Under a prefix every name is longer and its directories are entries too: bound
+    // the names the layer will hold.
+    let (named, _) = super::under_prefix(entries.to_vec(), &[], &opts.prefix);
+    bound_of(&named, opts)
+}
+
+fn bound_of<'a>(entries: &'a [Entry], opts: &Options) -> (TocBound, Option<(TocLimit, String)>) {
     let format = opts.format;
     let chunk_size = opts.chunk_size.max(1);
     // The layer's paths in tar order, the parents it adds included (as directories).
@@ -353,11 +360,16 @@ mod tests {
 
     #[test]
     fn the_bound_holds_every_built_toc_and_tar_split_within_a_fifth_above() {
-        for format in [Format::Estargz, Format::ZstdChunked] {
+        // Under a prefix, every name is longer and its directories are entries too.
+        let cases = [Format::Estargz, Format::ZstdChunked]
+            .into_iter()
+            .flat_map(|f| [(f, ""), (f, "opt/ml/model")]);
+        for (format, prefix) in cases {
             let opts = Options {
                 format,
                 chunk_size: limits::MIN_CHUNK_SIZE,
                 threads: 2,
+                prefix: prefix.to_string(),
                 ..Options::default()
             };
             let (bound, crossed) = toc_bound(&entries(), &opts);

@@ -112,6 +112,16 @@ pub(crate) struct Rules {
     pub end_of_archive: bool,
     /// Compute each file's CRC-64 (for the tar-split).
     pub crc64: bool,
+    /// Bytes of `--prefix` (and its `/`) before the model's path in a file's tar name.
+    pub prefix_len: usize,
+}
+
+impl Rules {
+    /// The model's path of a source file's tar name: what the source opens it by and
+    /// what the layer's file digests are keyed by (the Hub's names).
+    pub(crate) fn source_path<'a>(&self, name: &'a str) -> &'a str {
+        name.get(self.prefix_len..).unwrap_or(name)
+    }
 }
 
 /// Hears the uncompressed tar stream as the reader cuts it, without the payloads.
@@ -381,8 +391,9 @@ fn read_and_cut(
         let mut crc = rules.crc64.then(|| CRC64.digest());
         let mut reader: Option<Box<dyn Read + Send + '_>> = match p {
             Planned::Source(e) if size > 0 => {
-                Some(contents.open(&e.path).map_err(|source| LayerError::Read {
-                    path: e.path.clone(),
+                let path = rules.source_path(&e.path);
+                Some(contents.open(path).map_err(|source| LayerError::Read {
+                    path: path.to_string(),
                     source,
                 })?)
             }

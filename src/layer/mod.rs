@@ -94,6 +94,10 @@ pub struct Options {
     pub level: Option<i32>,
     /// The deflate encoder of eStargz members (zstd:chunked has only zstd).
     pub encoder: Encoder,
+    /// The directory every file of the model goes under in the layer (`--prefix`), as
+    /// a relative tar path such as `models` ([`parse_prefix`]); empty: the root. The
+    /// TOC, the landmarks' place at the root excepted, and every tar name follow it.
+    pub prefix: String,
 }
 
 impl Options {
@@ -143,6 +147,11 @@ impl Options {
         }
     }
 
+    /// The bytes to skip in a tar name for the model's path: the prefix and its `/`.
+    pub(crate) fn prefix_len(&self) -> usize {
+        prefix_len(&self.prefix)
+    }
+
     /// The effective level, if the format and encoder accept it (and the encoder this
     /// CPU).
     pub(crate) fn checked_level(&self) -> Result<i32, LayerError> {
@@ -171,6 +180,7 @@ impl Default for Options {
             prefetch: Vec::new(),
             level: None,
             encoder: Encoder::default(),
+            prefix: String::new(),
         }
     }
 }
@@ -356,15 +366,73 @@ pub enum LayerError {
     },
     #[error("--prefetch applies to eStargz only: {0} has no landmark and pulls files on demand")]
     PrefetchUnsupported(Format),
+    #[error("--prefix {0:?} is not absolute: name the directory the files go under in the image, such as /models")]
+    PrefixNotAbsolute(String),
+    #[error("--prefix {prefix:?} is not a directory an image may hold: {why}")]
+    InvalidPrefix { prefix: String, why: PathRule },
+    #[error("--prefix {0:?} starts with a name eStargz keeps at the root of every layer (stargz.index.json and the landmarks)")]
+    PrefixReserved(String),
 }
 
-/// Validates a whole set of entries as one image, before it is split into layers:
-/// unsafe paths, duplicates, a file that is also a directory, reserved names (with
-/// `landmarks`), no file at all, and `--prefetch` paths that are not in the image.
+/// The `--prefix` of a build (`/models`, `/models/`, `/opt/ml/model`) as the relative
+/// tar path every file goes under (`models`), checked with the one path policy
+/// ([`names::check_path`]): absolute, no `.`/`..` or empty components, and no first
+/// component that eStargz reserves at the root. An empty argument is refused (not
+/// absolute) rather than taken for the root: no prefix is no `--prefix`.
+pub fn parse_prefix(arg: &str) -> Result<String, LayerError> {
+    let Some(rest) = arg.strip_prefix('/') else {
+        return Err(LayerError::PrefixNotAbsolute(arg.to_string()));
+    };
+    // One trailing slash names the same directory; `//` is an empty component.
+    let rel = rest.strip_suffix('/').unwrap_or(rest);
+    names::check_path(rel).map_err(|why| LayerError::InvalidPrefix {
+        prefix: arg.to_string(),
+        why,
+    })?;
+    let first = rel.split('/').next().unwrap_or_default();
+    if [TOC_NAME, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK].contains(&first) {
+        return Err(LayerError::PrefixReserved(arg.to_string()));
+    }
+    Ok(rel.to_string())
+}
+
+/// The bytes `prefix` (relative, [`parse_prefix`]) and its `/` put before a model's path.
+fn prefix_len(prefix: &str) -> usize {
+    if prefix.is_empty() {
+        0
+    } else {
+        prefix.len() + 1
+    }
+}
+
+/// `entries` and `prefetch` as tar paths under `prefix` (unchanged without one).
+pub(crate) fn under_prefix(
+    mut entries: Vec<Entry>,
+    prefetch: &[String],
+    prefix: &str,
+) -> (Vec<Entry>, Vec<String>) {
+    if prefix.is_empty() {
+        return (entries, prefetch.to_vec());
+    }
+    for e in &mut entries {
+        e.path = format!("{prefix}/{}", e.path);
+    }
+    let prefetch = prefetch
+        .iter()
+        .map(|p| format!("{prefix}/{}", p.trim_start_matches("./").trim_matches('/')))
+        .collect();
+    (entries, prefetch)
+}
+
+/// Validates a whole set of entries as one image under `prefix`, before it is split
+/// into layers: unsafe paths, duplicates, a file that is also a directory, reserved
+/// names (with `landmarks`), no file at all, and `--prefetch` paths that are not in
+/// the image.
 pub fn check_entries(
     entries: &[Entry],
     prefetch: &[String],
     landmarks: bool,
+    prefix: &str,
 ) -> Result<(), LayerError> {
     if !entries
         .iter()
@@ -372,7 +440,7 @@ pub fn check_entries(
     {
         return Err(LayerError::Empty);
     }
-    plan(entries.to_vec(), prefetch, landmarks).map(|_| ())
+    plan(entries.to_vec(), prefetch, landmarks, prefix).map(|_| ())
 }
 
 pub(crate) const NO_PREFETCH_LANDMARK: &str = ".no.prefetch.landmark";
@@ -392,11 +460,19 @@ pub(crate) enum Planned {
 /// everything below it) come first, then `.prefetch.landmark`; otherwise
 /// `.no.prefetch.landmark` leads. Without `landmarks` (zstd:chunked) there is neither
 /// landmark, no reordering, and no reserved name.
+///
+/// With a `prefix` ([`parse_prefix`]) every path, prefetch paths too, is taken under
+/// it first, so its directories are parents like any other; the landmarks stay at the
+/// root, where readers look for them. A common prefix keeps the byte order of the
+/// paths, so the files come in the same order with or without one.
 pub(crate) fn plan(
     entries: Vec<Entry>,
     prefetch: &[String],
     landmarks: bool,
+    prefix: &str,
 ) -> Result<Vec<Planned>, LayerError> {
+    let (entries, prefetch) = under_prefix(entries, prefetch, prefix);
+    let prefetch = &prefetch[..];
     let mut by_path: BTreeMap<String, Entry> = BTreeMap::new();
     for e in entries {
         names::check_path(&e.path).map_err(|why| LayerError::InvalidPath {
@@ -462,8 +538,9 @@ pub(crate) fn plan(
     for wanted in prefetch {
         let wanted = wanted.trim_start_matches("./").trim_matches('/');
         if !by_path.contains_key(wanted) {
+            // Named as the user gave it, without the prefix.
             return Err(LayerError::PrefetchNotFound {
-                path: wanted.to_string(),
+                path: wanted[prefix_len(prefix)..].to_string(),
             });
         }
         let mut chain: Vec<&str> = Vec::new();
@@ -577,6 +654,7 @@ mod tests {
             vec![file("b/c/d.txt"), file("a-b"), file("a/x"), file("B")],
             &[],
             true,
+            "",
         )
         .unwrap();
         assert_eq!(
@@ -606,6 +684,7 @@ mod tests {
             ],
             &["m/cfg.json".into(), "d".into()],
             true,
+            "",
         )
         .unwrap();
         assert_eq!(
@@ -637,37 +716,85 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    plan(vec![file(bad)], &[], true),
+                    plan(vec![file(bad)], &[], true, ""),
                     Err(LayerError::InvalidPath { .. })
                 ),
                 "{bad:?}"
             );
         }
         assert!(matches!(
-            plan(vec![file("a"), file("a")], &[], true),
+            plan(vec![file("a"), file("a")], &[], true, ""),
             Err(LayerError::Duplicate { .. })
         ));
         assert!(matches!(
-            plan(vec![file("stargz.index.json")], &[], true),
+            plan(vec![file("stargz.index.json")], &[], true, ""),
             Err(LayerError::Reserved { .. })
         ));
         assert!(matches!(
-            plan(vec![file("a"), file("a/b")], &[], true),
+            plan(vec![file("a"), file("a/b")], &[], true, ""),
             Err(LayerError::NotADirectory { .. })
         ));
         assert!(matches!(
-            plan(vec![file("a")], &["nope".into()], true),
+            plan(vec![file("a")], &["nope".into()], true, ""),
             Err(LayerError::PrefetchNotFound { .. })
         ));
-        assert!(matches!(plan(vec![], &[], true), Err(LayerError::Empty)));
+        assert!(matches!(
+            plan(vec![], &[], true, ""),
+            Err(LayerError::Empty)
+        ));
         let dir = Entry {
             path: "d".into(),
             kind: EntryKind::Directory,
         };
         assert!(matches!(
-            check_entries(&[dir], &[], true),
+            check_entries(&[dir], &[], true, ""),
             Err(LayerError::Empty)
         ));
+    }
+
+    #[test]
+    fn under_a_prefix_its_directories_lead_the_landmark_stays_at_the_root_and_prefetch_names_the_models_path(
+    ) {
+        let p = plan(
+            vec![file("stargz.index.json"), file("w.bin"), file("cfg.json")],
+            &["cfg.json".into()],
+            true,
+            "opt/ml",
+        )
+        .unwrap();
+        // A model file named like the TOC is no longer at the root: nothing to reserve.
+        assert_eq!(
+            names(&p),
+            [
+                "opt",
+                "opt/ml",
+                "opt/ml/cfg.json",
+                ".prefetch.landmark",
+                "opt/ml/stargz.index.json",
+                "opt/ml/w.bin"
+            ]
+        );
+        match plan(vec![file("a")], &["nope".into()], true, "models") {
+            Err(LayerError::PrefetchNotFound { path }) => assert_eq!(path, "nope"),
+            other => panic!("{other:?}"),
+        }
+        for (arg, want) in [
+            ("/models", Ok("models")),
+            ("/models/", Ok("models")),
+            ("/opt/ml/model", Ok("opt/ml/model")),
+            ("models", Err("not absolute")),
+            ("", Err("not absolute")),
+            ("/", Err("empty name")),
+            ("/a//b", Err("empty, '.' or '..' component")),
+            ("/a/./b", Err("empty, '.' or '..' component")),
+            ("/.no.prefetch.landmark", Err("eStargz keeps at the root")),
+        ] {
+            match (parse_prefix(arg), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{arg:?}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{arg:?}: {e}"),
+                (got, w) => panic!("{arg:?}: {got:?}, want {w:?}"),
+            }
+        }
     }
 
     #[test]
@@ -680,6 +807,7 @@ mod tests {
             ],
             &[],
             false,
+            "",
         )
         .unwrap();
         assert_eq!(
@@ -687,7 +815,7 @@ mod tests {
             [".prefetch.landmark", "b", "b/c", "stargz.index.json"]
         );
         assert!(matches!(
-            super::plan(vec![file("a")], &["a".into()], false),
+            super::plan(vec![file("a")], &["a".into()], false, ""),
             Err(LayerError::PrefetchUnsupported(_))
         ));
     }

@@ -226,20 +226,41 @@ impl Files {
 
     /// The file a "copy one file" example should copy: a small configuration file at the
     /// top (`config.json` first), never `.gitattributes` or other dot files when there is
-    /// anything else.
+    /// anything else. The top is the directory every file is under: the root, or the
+    /// `--prefix` of an image built with one (`/models/config.json`).
     pub fn example(&self) -> Option<&FileEntry> {
-        self.entries
-            .iter()
-            .filter(|e| e.kind == Kind::File)
-            .min_by_key(|e| (example_rank(&e.path), e.size, e.path.as_str()))
+        let files = || self.entries.iter().filter(|e| e.kind == Kind::File);
+        let top = files()
+            .map(|e| e.path.rsplit_once('/').map_or("", |(dir, _)| dir))
+            .reduce(common_dir)
+            .unwrap_or_default();
+        files().min_by_key(|e| (example_rank(&e.path, top), e.size, e.path.as_str()))
     }
 }
 
-fn example_rank(path: &str) -> u8 {
-    let (top, base) = match path.rsplit_once('/') {
-        Some((_, b)) => (false, b),
-        None => (true, path),
-    };
+/// The longest directory both `a` and `b` are (or lie) under, component by component.
+fn common_dir<'a>(a: &'a str, b: &str) -> &'a str {
+    let mut end = 0;
+    for ((i, x), y) in a
+        .split('/')
+        .scan(0, |at, c| {
+            let start = *at;
+            *at += c.len() + 1;
+            Some((start, c))
+        })
+        .zip(b.split('/'))
+    {
+        if x != y {
+            break;
+        }
+        end = i + x.len();
+    }
+    &a[..end]
+}
+
+fn example_rank(path: &str, top_dir: &str) -> u8 {
+    let (dir, base) = path.rsplit_once('/').unwrap_or(("", path));
+    let top = dir == top_dir;
     let lower = base.to_ascii_lowercase();
     let ext = |e: &str| lower.ends_with(e);
     let small_text = ext(".json") || ext(".txt") || ext(".yaml") || ext(".yml") || ext(".md");
@@ -378,6 +399,18 @@ mod tests {
         assert_eq!(f.example().unwrap().path, "generation_config.json");
         let f = Files::merge(vec![Ok(vec![reg(".gitattributes", 1)])]);
         assert_eq!(f.example().unwrap().path, ".gitattributes");
+        // Under a --prefix the top is the prefix's directory.
+        let f = Files::merge(vec![Ok(vec![
+            reg("models/1_Pooling/config.json", 2),
+            reg("models/config.json", 700),
+            reg("models/model.safetensors", 90_000_000),
+        ])]);
+        assert_eq!(f.example().unwrap().path, "models/config.json");
+        assert_eq!(common_dir("models/a", "models/b"), "models");
+        assert_eq!(common_dir("models/a", "models/a"), "models/a");
+        assert_eq!(common_dir("models", "models/1_Pooling"), "models");
+        assert_eq!(common_dir("models", "modelsX"), "");
+        assert_eq!(common_dir("", "models"), "");
     }
 
     #[test]

@@ -517,42 +517,13 @@ fn a_file_listed_with_an_absurd_size_is_refused_before_download() {
 
 mod serve_attack {
     use super::support::{build, pseudo_random, write, Layout};
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::process::{Child, Stdio};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    pub(super) struct Served {
-        pub(super) child: Child,
-        pub(super) addr: String,
-    }
-
-    impl Drop for Served {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    pub(super) fn serve(root: &std::path::Path) -> Served {
-        let mut child = super::support::depotai()
-            .arg("serve")
-            .arg("--root")
-            .arg(root)
-            .args(["--addr", "127.0.0.1:0", "--quiet"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let addr = first.trim().rsplit_once("http://").unwrap().1.to_string();
-        Served { child, addr }
-    }
+    pub(super) use super::support::serve;
 
     /// One request on a new connection; the status and the body.
     pub(super) fn request(addr: &str, method: &str, path: &str, headers: &str) -> (u16, Vec<u8>) {

@@ -96,6 +96,60 @@ fn missing_commands(commands: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Whether the tests run as root (what mounting daemons need).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n")
+}
+
+/// Waits (at most a minute) until `log()` holds `ready`, panicking with the log if the
+/// daemon `child` (named `what`) exits first or never gets there.
+pub fn wait_until_ready(child: &mut Child, log: &dyn Fn() -> String, ready: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log().contains(ready) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}):\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops a daemon that mounts things (buildkitd, containerd): SIGTERM, so it unmounts
+/// what it can, SIGKILL only if it hangs; then whatever is still mounted under `dir`
+/// (deepest first), so the directory can go.
+pub fn stop_and_unmount(child: &mut Child, dir: &Path) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let root = dir.to_string_lossy().into_owned();
+    let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&root))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").args(["-l", &m]).status();
+    }
+}
+
 /// Reports a test that cannot run here: `SKIP` normally, a failure under `CI=true`.
 pub fn skip_or_fail(msg: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -343,6 +397,12 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
 /// root entries aside); 7 estargz-check verifies every layer against the manifest, the
 /// config and the annotations.
 pub fn oci_check(layout: &Path, source: &Path, work: &Path) -> Vec<String> {
+    oci_check_under(layout, source, work, "")
+}
+
+/// [`oci_check`] of an image built with `--prefix /PREFIX`: step 6 finds `source` under
+/// `PREFIX` (relative, e.g. `models`) and nothing else beside eStargz's root entries.
+pub fn oci_check_under(layout: &Path, source: &Path, work: &Path, prefix: &str) -> Vec<String> {
     let mut report = Vec::new();
     let tagged = Layout::read(layout);
     let tag = tagged.layout_index["manifests"][0]["annotations"]
@@ -469,6 +529,17 @@ pub fn oci_check(layout: &Path, source: &Path, work: &Path) -> Vec<String> {
         "stargz.index.json",
     ] {
         got.remove(reserved);
+    }
+    if !prefix.is_empty() {
+        // Only the prefix's directories beside the root entries; the files below it.
+        let inside = |k: &str| {
+            k == prefix
+                || k.starts_with(&format!("{prefix}/"))
+                || prefix.starts_with(&format!("{k}/"))
+        };
+        let above: Vec<&String> = got.keys().filter(|k| !inside(k)).collect();
+        assert!(above.is_empty(), "outside --prefix /{prefix}: {above:?}");
+        got = tree(&rootfs.join(prefix));
     }
     assert_eq!(got, tree(source), "unpacked tree vs source");
     report.push(format!("6 unpacked tree == source ({} paths)", got.len()));

@@ -35,6 +35,45 @@ pub fn build(dir: &Path, name: &str, out: &Path, extra: &[&str]) -> Output {
     c.output().expect("run depotai")
 }
 
+/// `depotai serve --root ROOT --quiet` on a free port, stopped on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`, as it printed it.
+    pub addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(root: &Path) -> Served {
+    use std::io::BufRead;
+    let mut child = depotai()
+        .arg("serve")
+        .arg("--root")
+        .arg(root)
+        .args(["--addr", "127.0.0.1:0", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .rsplit_once("http://")
+        .unwrap_or_else(|| panic!("depotai serve did not start: {first:?}"))
+        .1
+        .trim_end_matches('/')
+        .to_string();
+    Served { child, addr }
+}
+
 pub fn assert_ok(o: &Output) {
     assert!(
         o.status.success(),

@@ -97,6 +97,11 @@ pub struct BuildArgs {
     /// Files (or directories) to put first, before a `.prefetch.landmark` (eStargz only).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub(super) prefetch: Vec<String>,
+    /// Put every file of the model under this directory of the image (e.g. /models, for
+    /// KServe's oci+native:// and Kubernetes image volumes). Absolute; part of what the
+    /// digests depend on. With --all: the catalogue's `prefix:` of each model.
+    #[arg(long, value_name = "DIR", conflicts_with = "all")]
+    pub(super) prefix: Option<String>,
     /// Platforms of the image index, comma-separated (the layers are shared)
     /// [default: linux/amd64,linux/arm64].
     #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
@@ -217,6 +222,10 @@ fn layer_options(args: &BuildArgs) -> anyhow::Result<layer::Options> {
         prefetch: args.prefetch.clone(),
         level: args.compression_level,
         encoder: args.encoder.parse().map_err(anyhow::Error::msg)?,
+        prefix: match &args.prefix {
+            Some(p) => layer::parse_prefix(p)?,
+            None => String::new(),
+        },
     };
     // Up front, before anything is downloaded: a chunk size readers can live with, and
     // ISA-L only where its bytes are proven.

@@ -25,7 +25,7 @@ pub fn build<W: Write + Send>(
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerInfo, W), LayerError> {
-    let planned = plan(entries, &opts.prefetch, true)?;
+    let planned = plan(entries, &opts.prefetch, true, &opts.prefix)?;
     let rules = Rules {
         codec: match opts.encoder {
             Encoder::Libdeflate => Codec::Gzip(level),
@@ -36,6 +36,7 @@ pub fn build<W: Write + Send>(
         payload_alone: false,
         end_of_archive: false,
         crc64: false,
+        prefix_len: opts.prefix_len(),
     };
     let (written, read) = members::write_members(&planned, contents, rules, None, out, progress)?;
     // The records hold what the TOC needs; the planned entries are done with.
@@ -139,7 +140,7 @@ fn finish<W: Write>(
             c.digest(&r.name)?;
         }
         if let (Some(d), true) = (r.digest, r.from_source) {
-            file_digests.push((r.name.clone(), d));
+            file_digests.push((rules.source_path(&r.name).to_string(), d));
         }
     }
     let toc = TocOf {

@@ -30,7 +30,7 @@ pub fn build<W: Write + Send>(
     out: W,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(LayerInfo, W), LayerError> {
-    let planned = plan(entries, &opts.prefetch, false)?;
+    let planned = plan(entries, &opts.prefetch, false, &opts.prefix)?;
     let rules = Rules {
         codec: Codec::Zstd(level),
         chunk_size: opts.chunk_size,
@@ -38,6 +38,7 @@ pub fn build<W: Write + Send>(
         payload_alone: true,
         end_of_archive: true,
         crc64: true,
+        prefix_len: opts.prefix_len(),
     };
     let mut tar_split = TarSplitWriter::new(level)?;
     let (written, read) = members::write_members(
@@ -156,7 +157,7 @@ fn finish<W: Write>(
             }
         }
         if let (Some(d), true) = (r.digest, r.from_source) {
-            file_digests.push((r.name.clone(), d));
+            file_digests.push((rules.source_path(&r.name).to_string(), d));
         }
     }
     let (tar_split, tar_split_uncompressed) = tar_split.finish()?;
