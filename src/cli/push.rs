@@ -156,7 +156,12 @@ pub fn push_layout(
     let bar: OnceLock<Progress> = OnceLock::new();
     let on_event = |e: PushEvent<'_>| match e {
         PushEvent::Start { bytes, .. } => {
-            let _ = bar.set(Progress::bytes(bytes, &format!("pushing {r}"), quiet));
+            let _ = bar.set(Progress::bytes(
+                "upload",
+                bytes,
+                &format!("pushing {r}"),
+                quiet,
+            ));
         }
         PushEvent::Progress(n) => {
             if let Some(b) = bar.get() {
