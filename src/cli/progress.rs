@@ -57,14 +57,18 @@ impl Bars {
 
     /// A line of text (a title), cut to the terminal's width.
     pub fn text(&self, text: &str) -> Text {
+        let line = TextLine(Arc::new(Mutex::new(text.to_string())));
         let bar = self.multi.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new_spinner());
-            bar.set_style(ProgressStyle::with_template("{wide_msg}").expect("valid template"));
-            bar.set_message(text.to_string());
+            bar.set_style(
+                ProgressStyle::with_template("{text}")
+                    .expect("valid template")
+                    .with_key("text", line.clone()),
+            );
             bar.enable_steady_tick(REDRAW);
             bar
         });
-        Text { bar }
+        Text { bar, line }
     }
 
     /// The bars for one job's events (see [`JobBars::event`]); `pushing`: it uploads
@@ -83,13 +87,34 @@ impl Bars {
 /// A line of text among the bars.
 pub struct Text {
     bar: Option<ProgressBar>,
+    line: TextLine,
 }
 
 impl Text {
     pub fn set(&self, text: &str) {
+        *self.line.0.lock().unwrap_or_else(|p| p.into_inner()) = text.to_string();
         if let Some(b) = &self.bar {
-            b.set_message(text.to_string());
+            b.tick();
         }
+    }
+}
+
+/// Draws a line of text cut to the terminal's width.
+#[derive(Clone)]
+struct TextLine(Arc<Mutex<String>>);
+
+impl ProgressTracker for TextLine {
+    fn clone_box(&self) -> Box<dyn ProgressTracker> {
+        Box::new(self.clone())
+    }
+
+    fn tick(&mut self, _: &ProgressState, _: Instant) {}
+
+    fn reset(&mut self, _: &ProgressState, _: Instant) {}
+
+    fn write(&self, _: &ProgressState, w: &mut dyn std::fmt::Write) {
+        let text = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = w.write_str(&cut(text, width()));
     }
 }
 
