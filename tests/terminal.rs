@@ -243,12 +243,6 @@ fn the_totals_are_on_the_screen_before_the_first_byte_and_no_line_wraps() {
         assert!(r.chars().count() < usize::from(cols), "{r:?} fills the row");
     }
     assert_eq!(t.wrapped(), None, "a line wrapped");
-    // The Hub was asked for the files' bytes, none came: the totals did not wait.
-    assert!(env
-        .server
-        .requests()
-        .iter()
-        .any(|r| r.file_path().as_deref() == Some(SHARD1)));
     t.ctrl_c();
     assert_eq!(t.exit_code(10), 130);
 }
@@ -379,4 +373,78 @@ fn ctrl_c_takes_the_bars_away_and_leaves_the_interrupted_line() {
         last.starts_with("depotai: error: building acme/terminal") && last.contains("interrupted"),
         "{rows:?}"
     );
+}
+
+#[test]
+fn build_all_shows_the_run_above_the_current_models_bars() {
+    let tmp = tempfile::tempdir().unwrap();
+    const SECOND_SHA: &str = "1111111111111111111111111111111111111111";
+    let second = Repo::new(
+        "acme/second",
+        SECOND_SHA,
+        vec![RepoFile::lfs(
+            "weights.safetensors",
+            Content::Generated {
+                size: 5 * MIB,
+                seed: 13,
+            },
+        )],
+    );
+    let server = HubServer::start(vec![repo(), second]);
+    // The first model builds; the second stays before its first byte.
+    server.inject(Fault::Stall {
+        path: "weights.safetensors".into(),
+        after_bytes: 0,
+        times: 1000,
+    });
+    let catalogue = tmp.path().join("models.yaml");
+    std::fs::write(
+        &catalogue,
+        format!("models:\n  - name: {MODEL}\n    sha: {SHA}\n  - name: acme/second\n    sha: {SECOND_SHA}\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let mut t = Term::spawn(
+        &server,
+        &tmp.path().join("hf-home"),
+        100,
+        &[
+            "build",
+            "--all",
+            catalogue.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    let run = t.row("the run's line", |r| r.contains("model 2 of 2"));
+    assert!(
+        run.starts_with(&format!(
+            "{}: model 2 of 2; 1 built, 0 skipped, 0 failed so far; ",
+            catalogue.display()
+        )),
+        "{run:?}"
+    );
+    let download = t.row("the second model's download", |r| {
+        r.starts_with("download") && r.contains("0 B / 5.0 MiB")
+    });
+    let title = t.row("the second model's title", |r| {
+        r == "[2/2] acme/second: 1 file, 5.0 MiB, 1 layer"
+    });
+    let rows = t.rows();
+    let at = |want: &str| {
+        rows.iter()
+            .position(|r| r == want)
+            .unwrap_or_else(|| panic!("no {want:?}: {rows:?}"))
+    };
+    let (run_at, title_at, bar_at) = (at(&run), at(&title), at(&download));
+    assert!(run_at < title_at && title_at < bar_at, "{rows:?}");
+    // The first model's result line stays above the bars.
+    assert!(
+        rows[..run_at]
+            .iter()
+            .any(|r| r.starts_with("[1/2] acme/terminal: built in ")),
+        "{rows:?}"
+    );
+    t.ctrl_c();
+    assert_eq!(t.exit_code(10), 130);
 }

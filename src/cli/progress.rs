@@ -94,7 +94,9 @@ impl Text {
     pub fn set(&self, text: &str) {
         *self.line.0.lock().unwrap_or_else(|p| p.into_inner()) = text.to_string();
         if let Some(b) = &self.bar {
-            b.tick();
+            // Drawn from the line above; setting the message redraws it now (a tick
+            // would wait for the steady one).
+            b.set_message(text.to_string());
         }
     }
 }
@@ -333,7 +335,7 @@ fn cut(s: String, width: usize) -> String {
 }
 
 /// `18s`, `3m05s`, `1h02m`.
-fn duration(d: Duration) -> String {
+pub fn duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..=59 => format!("{s}s"),
