@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_secs(5);
 /// No byte for this long is a stall.
 pub const STALL: Duration = Duration::from_secs(3);
+/// Samples of a bar's bytes closer than this are one.
+const SAMPLE: Duration = Duration::from_millis(50);
 /// How often the bars are redrawn without new bytes (so a stall's clock runs).
 const REDRAW: Duration = Duration::from_millis(250);
 
@@ -217,7 +219,11 @@ impl Rate {
     fn add(&self, n: u64, now: Instant) {
         let pos = self.pos.fetch_add(n, Ordering::Relaxed) + n;
         let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        s.push_back((now, pos));
+        // At most one sample per 50 ms: a few hundred in the window, however many reads.
+        match s.back_mut() {
+            Some(last) if now.saturating_duration_since(last.0) < SAMPLE => last.1 = pos,
+            _ => s.push_back((now, pos)),
+        }
         // Keep one sample older than the window: the rate is measured from it.
         while s.len() > 2 && s.get(1).is_some_and(|&(t, _)| now - t > WINDOW) {
             s.pop_front();
@@ -552,6 +558,24 @@ mod tests {
         };
         let mib = rate / (1 << 20) as f64;
         assert!((0.9..1.2).contains(&mib), "{mib} MiB/s");
+    }
+
+    #[test]
+    fn a_bar_keeps_a_bounded_history_however_many_reads() {
+        let t = Instant::now();
+        let r = Rate::new(t);
+        // A read every 10 µs for 20 s.
+        for i in 1..=2_000_000u64 {
+            r.add(4096, t + Duration::from_micros(10 * i));
+        }
+        let kept = r.samples.lock().unwrap().len();
+        // One sample per 50 ms over the 5 s window, and one older.
+        assert!(kept <= 102, "{kept} samples");
+        let Pace::Rate(rate, _) = r.pace(1 << 50, t + Duration::from_secs(20)) else {
+            panic!("no rate")
+        };
+        let mib = rate / (1 << 20) as f64;
+        assert!((380.0..400.0).contains(&mib), "{mib} MiB/s");
     }
 
     #[test]
