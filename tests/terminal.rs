@@ -286,6 +286,23 @@ fn a_resumed_download_is_announced_with_where_it_goes_on() {
     let note = t.row("a resume note", |r| r.starts_with("resuming "));
     assert_eq!(note, format!("resuming {SHARD1} at 2.0 MiB of 6.0 MiB"));
     assert_eq!(t.exit_code(30), 0, "{}", t.text());
+    // Done: the bars are gone, the note stays above the result line.
+    let rows: Vec<String> = t.rows().into_iter().filter(|r| !r.is_empty()).collect();
+    assert!(
+        rows.iter()
+            .all(|r| bar(std::slice::from_ref(r), "download").is_none()
+                && bar(std::slice::from_ref(r), "compress").is_none()),
+        "{rows:?}"
+    );
+    // The result line (long: it wraps, as a printed line may) comes after the note.
+    let result = rows
+        .iter()
+        .position(|r| r.starts_with("built acme/terminal -> "));
+    let noted = rows.iter().position(|r| *r == note);
+    assert!(
+        matches!((noted, result), (Some(a), Some(b)) if a < b),
+        "{rows:?}"
+    );
     // Only the rest of the shard was asked for.
     let ranges: Vec<String> = env
         .server
