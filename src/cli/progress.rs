@@ -11,10 +11,11 @@
 //! `stalled` and for how long instead of a rate and a time left.
 
 use depotai::job::Event;
+use depotai::pipeline::LayerEvent;
 use depotai::units::human_bytes;
 use indicatif::style::ProgressTracker;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -161,6 +162,18 @@ impl Meter {
         self.rate.add(n, Instant::now());
         if let Some(b) = &self.bar {
             b.inc(n);
+            // Bytes fetched again (a file that failed its check) are more than the
+            // total said: the total grows rather than the bar running past its end.
+            if b.length().is_some_and(|len| b.position() > len) {
+                b.set_length(b.position());
+            }
+        }
+    }
+
+    /// `more` bytes on top of the total (a layer built again).
+    pub fn add_to_total(&self, more: u64) {
+        if let Some(b) = &self.bar {
+            b.inc_length(more);
         }
     }
 
@@ -367,6 +380,8 @@ pub struct JobBars<'a> {
 struct JobState {
     /// The title once the job is planned.
     title: String,
+    /// Each layer's content bytes, as it started.
+    layers: BTreeMap<usize, u64>,
     content: u64,
     read: u64,
     download: Option<Meter>,
@@ -448,6 +463,18 @@ impl JobBars<'_> {
                     }
                 }
             }
+            Event::Layer(LayerEvent::Started {
+                n, content_bytes, ..
+            }) => {
+                st.layers.insert(*n, *content_bytes);
+            }
+            // The layer's bytes are read (and compressed) once more.
+            Event::Layer(LayerEvent::Retrying { n, .. }) => {
+                let more = st.layers.get(n).copied().unwrap_or(0);
+                if let Some(m) = &st.compress {
+                    m.add_to_total(more);
+                }
+            }
             Event::Resuming { path, from, size } if !quiet => self.bars.say(&format!(
                 "resuming {path} at {} of {}",
                 human_bytes(*from),
@@ -495,6 +522,63 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bars drawn nowhere, whose lengths and positions can be read.
+    fn undrawn() -> Bars {
+        Bars {
+            multi: Some(MultiProgress::with_draw_target(ProgressDrawTarget::hidden())),
+        }
+    }
+
+    fn length(m: &Option<Meter>) -> Option<u64> {
+        m.as_ref()?.bar.as_ref()?.length()
+    }
+
+    #[test]
+    fn a_layer_built_again_and_a_file_fetched_again_grow_their_totals() {
+        let bars = undrawn();
+        let job = bars.job("acme/m", false);
+        job.event(
+            &Event::Planned {
+                files: 2,
+                content_bytes: 100,
+                layers: 2,
+            },
+            true,
+        );
+        job.event(
+            &Event::Fetching {
+                download_bytes: 100,
+                cached_bytes: 0,
+                resumed_bytes: 0,
+            },
+            true,
+        );
+        let role = depotai::plan::LayerRole::All;
+        job.event(
+            &Event::Layer(LayerEvent::Started {
+                n: 1,
+                role: &role,
+                content_bytes: 60,
+            }),
+            true,
+        );
+        job.event(&Event::Read(30), true);
+        let error = depotai::pipeline::BuildError::Destination("x".into());
+        job.event(
+            &Event::Layer(LayerEvent::Retrying {
+                n: 1,
+                error: &error,
+            }),
+            true,
+        );
+        job.event(&Event::Downloaded(130), true);
+        let st = job.state.lock().unwrap();
+        // Layer 1's 60 bytes are read again; 30 bytes more were downloaded than listed.
+        assert_eq!(length(&st.compress), Some(160));
+        assert_eq!(length(&st.download), Some(130));
+        assert!(st.upload.is_none());
+    }
 
     #[test]
     fn a_line_never_exceeds_the_width() {
