@@ -488,7 +488,7 @@ impl JobBars<'_> {
 /// A progress bar over `total` bytes for one command (a local build, a push): shown only
 /// when stderr is a terminal and not `quiet`.
 pub struct Progress {
-    _bars: Bars,
+    bars: Bars,
     _title: Text,
     meter: Meter,
 }
@@ -499,7 +499,7 @@ impl Progress {
         let title = bars.text(message);
         let meter = bars.bytes(label, total);
         Progress {
-            _bars: bars,
+            bars,
             _title: title,
             meter,
         }
@@ -507,6 +507,11 @@ impl Progress {
 
     pub fn advance(&self, n: u64) {
         self.meter.advance(n);
+    }
+
+    /// Prints `line` on stderr, above the bar while it is drawn.
+    pub fn say(&self, line: &str) {
+        self.bars.say(line);
     }
 
     pub fn finish(&self) {

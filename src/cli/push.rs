@@ -170,7 +170,11 @@ pub fn push_layout(
         }
         PushEvent::Resume { offset, why, .. } => {
             if !quiet {
-                eprintln!("upload interrupted ({why}); resuming at byte {offset}");
+                let line = format!("upload interrupted ({why}); resuming at byte {offset}");
+                match bar.get() {
+                    Some(b) => b.say(&line),
+                    None => eprintln!("{line}"),
+                }
             }
         }
         PushEvent::BlobDone { .. } => {}
