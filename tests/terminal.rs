@@ -465,3 +465,40 @@ fn build_all_shows_the_run_above_the_current_models_bars() {
     t.ctrl_c();
     assert_eq!(t.exit_code(10), 130);
 }
+
+#[test]
+fn without_a_terminal_nothing_is_drawn_and_a_resume_is_still_said() {
+    let env = Env::new();
+    let blobs = env.hf_home().join("hub/models--acme--terminal/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let content = shard1();
+    std::fs::write(
+        blobs.join(format!("{}.incomplete", content.sha256_hex())),
+        content.read(0, 2 * MIB as usize),
+    )
+    .unwrap();
+    let out = env.tmp.path().join("out/acme/terminal");
+    let o = support::hub::depotai_against(&env.server, &env.hf_home())
+        .args(["build", MODEL, "--sha", SHA, "--output"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    support::assert_ok(&o);
+    let err = String::from_utf8(o.stderr).unwrap();
+    // No escape sequences, no carriage returns, no bar: plain lines for a log.
+    assert!(
+        !err.contains('\x1b') && !err.contains('\r') && !err.contains("download"),
+        "{err:?}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("resuming {SHARD1} at 2.0 MiB of 6.0 MiB"),
+        "{err}"
+    );
+    // Then the result (its wording is the result lines' business).
+    assert!(
+        lines[1..].iter().any(|l| l.contains("acme/terminal")),
+        "{err}"
+    );
+}
