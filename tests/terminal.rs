@@ -502,3 +502,27 @@ fn without_a_terminal_nothing_is_drawn_and_a_resume_is_still_said() {
         "{err}"
     );
 }
+
+#[test]
+fn a_stalled_build_on_a_terminal_uses_almost_no_cpu() {
+    let env = Env::new();
+    stall_everything(&env.server);
+    let mut t = env.build(100, &[]);
+    t.row("a stalled download", |r| {
+        r.starts_with("download") && r.contains("stalled")
+    });
+    let pid = t.child.process_id().unwrap();
+    // utime + stime, in clock ticks (100 a second on Linux).
+    let ticks = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = ticks() - before;
+    // The redraws (4 a second) and the job's transfer ticker (10 a second) only.
+    assert!(used <= 10, "{used} ticks of CPU in 3 s while stalled");
+    t.ctrl_c();
+    assert_eq!(t.exit_code(10), 130);
+}
