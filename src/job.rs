@@ -313,8 +313,8 @@ impl RetryEvents<'_> {
     }
 }
 
-/// A writer that counts what goes through it into `1` (a layer's bytes given to the
-/// registry).
+/// A writer that adds the bytes written through it to its counter (a layer's bytes
+/// given to the registry).
 struct Counted<W>(W, Arc<AtomicU64>);
 
 impl<W: Write> Write for Counted<W> {
@@ -652,11 +652,16 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     let (ticking, ticks) = std::sync::mpsc::channel::<()>();
     let built = std::thread::scope(|s| {
         let (tell, retries) = (&tell, &retries);
-        s.spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ticks.recv_timeout(TICK) {
-                tell.drain(retries);
-            }
-        });
+        // Without the thread (none could be started) the counts are told at each
+        // layer's events and at the end: later, but not wrong.
+        let _ = std::thread::Builder::new()
+            .name("job-events".into())
+            .spawn_scoped(s, move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ticks.recv_timeout(TICK)
+                {
+                    tell.drain(retries);
+                }
+            });
         let built = pipeline::build_planned_with(
             plan,
             &contents,
