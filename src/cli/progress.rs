@@ -586,6 +586,44 @@ mod tests {
     }
 
     #[test]
+    fn the_upload_total_is_the_content_then_scaled_by_the_ratio_then_exact() {
+        let bars = undrawn();
+        let job = bars.job("acme/m", true);
+        job.event(
+            &Event::Planned {
+                files: 1,
+                content_bytes: 1000,
+                layers: 1,
+            },
+            true,
+        );
+        job.event(
+            &Event::Fetching {
+                download_bytes: 0,
+                cached_bytes: 1000,
+                resumed_bytes: 0,
+            },
+            true,
+        );
+        let upload = |job: &JobBars<'_>| {
+            let st = job.state.lock().unwrap();
+            let m = st.upload.as_ref().unwrap();
+            (length(&st.upload), m.rate.estimated.load(Ordering::Relaxed))
+        };
+        // Before the first byte: the content's size, marked as an estimate.
+        assert_eq!(upload(&job), (Some(1000), true));
+        job.event(&Event::Read(500), true);
+        job.event(&Event::Uploading(400), true);
+        assert_eq!(upload(&job), (Some(800), true));
+        job.event(&Event::Read(500), true);
+        job.event(&Event::Uploading(420), true);
+        // Every byte read: the compressed size is known.
+        assert_eq!(upload(&job), (Some(820), false));
+        // All of it in the cache: no download bar.
+        assert!(job.state.lock().unwrap().download.is_none());
+    }
+
+    #[test]
     fn a_line_never_exceeds_the_width() {
         let pace = Pace::Rate(4.0 * 1024.0 * 1024.0, Some(Duration::from_secs(75)));
         for width in [20, 40, 60, 80, 200] {
