@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The index annotation that records the build settings (a digest of them).
@@ -168,6 +168,25 @@ pub enum Event<'a> {
     Layer(LayerEvent<'a>),
     /// Content bytes read into the layers (cumulative count not kept: a delta).
     Read(u64),
+    /// Told once, after [`Event::Planned`] and before the first byte is fetched: what
+    /// the Hub stream has to download (`download_bytes`), what the cache holds whole
+    /// (`cached_bytes`) and the partial downloads of an earlier run it goes on from
+    /// (`resumed_bytes`, not fetched again). They add up to the content bytes.
+    Fetching {
+        download_bytes: u64,
+        cached_bytes: u64,
+        resumed_bytes: u64,
+    },
+    /// Bytes received from the Hub since the last such event (a delta), told about
+    /// every [`TICK`] while bytes arrive, from another thread than the layers'.
+    Downloaded(u64),
+    /// `path`'s earlier partial download goes on at byte `from` of `size` (the bytes
+    /// before it are read back from the cache).
+    Resuming { path: &'a str, from: u64, size: u64 },
+    /// Layer bytes given to the registry's uploads since the last such event (a delta,
+    /// told like [`Event::Downloaded`]): sent in PATCHes at most a few chunks later,
+    /// or, for a layer an earlier run uploaded, found there and not sent.
+    Uploading(u64),
     /// A transfer failed and is retried.
     Retry { path: &'a str, why: &'a str },
     /// Layer `n`'s blob is in the registry (told after the image is published).
@@ -225,20 +244,39 @@ pub struct HubReport {
     pub freed_bytes: u64,
 }
 
-/// Reports download retries as events.
+/// How often transfer counts are told ([`Event::Downloaded`], [`Event::Uploading`]).
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Reports what the stream and the uploads did as events.
 struct RetryEvents<'a>(&'a (dyn Fn(Event<'_>) + Sync));
 
-/// The stream's progress goes through a `'static` trait object; retries are queued
-/// and told on the calling thread.
+/// The stream's progress goes through a `'static` trait object, called on the
+/// stream's tasks: bytes are counted, retries and resumes queued, and all of it told
+/// by the job's own threads ([`RetryEvents::drain`]).
 #[derive(Default)]
-struct Retries(Mutex<Vec<(String, String)>>);
+struct Retries {
+    retries: Mutex<Vec<(String, String)>>,
+    resumes: Mutex<Vec<(String, u64, u64)>>,
+    downloaded: AtomicU64,
+    /// Layer bytes given to the registry ([`SinkWriter`], [`Counted`]).
+    uploading: Arc<AtomicU64>,
+}
 
 impl FetchProgress for Retries {
-    fn begin(&self, _: &str, _: u64, _: u64) {}
-    fn advance(&self, _: &str, _: u64) {}
+    fn begin(&self, path: &str, size: u64, resumed_from: u64) {
+        if resumed_from > 0 {
+            self.resumes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((path.to_string(), resumed_from, size));
+        }
+    }
+    fn advance(&self, _: &str, bytes: u64) {
+        self.downloaded.fetch_add(bytes, Ordering::Relaxed);
+    }
     fn done(&self, _: &str) {}
     fn retry(&self, path: &str, why: &str) {
-        self.0
+        self.retries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((path.to_string(), why.to_string()));
@@ -246,14 +284,48 @@ impl FetchProgress for Retries {
 }
 
 impl RetryEvents<'_> {
+    /// Tells what was queued or counted since the last call. Called from the layers'
+    /// thread and the ticker at once: each count is taken (swapped) by one of them.
     fn drain(&self, r: &Retries) {
-        let queued = std::mem::take(&mut *r.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let resumes = std::mem::take(&mut *r.resumes.lock().unwrap_or_else(|p| p.into_inner()));
+        for (path, from, size) in resumes {
+            (self.0)(Event::Resuming {
+                path: &path,
+                from,
+                size,
+            });
+        }
+        let queued = std::mem::take(&mut *r.retries.lock().unwrap_or_else(|p| p.into_inner()));
         for (path, why) in queued {
             (self.0)(Event::Retry {
                 path: &path,
                 why: &why,
             });
         }
+        let down = r.downloaded.swap(0, Ordering::Relaxed);
+        if down > 0 {
+            (self.0)(Event::Downloaded(down));
+        }
+        let up = r.uploading.swap(0, Ordering::Relaxed);
+        if up > 0 {
+            (self.0)(Event::Uploading(up));
+        }
+    }
+}
+
+/// A writer that adds the bytes written through it to its counter (a layer's bytes
+/// given to the registry).
+struct Counted<W>(W, Arc<AtomicU64>);
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(b)?;
+        self.1.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -450,6 +522,34 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         .map(|f| std::fs::metadata(cache.blob(f.check.etag())).is_ok_and(|m| m.len() == f.size))
         .collect();
     let retries = Arc::new(Retries::default());
+    // What the stream will fetch, from the same look at the cache it makes (a file
+    // another process finishes meanwhile is read from the cache instead).
+    let (mut download_bytes, mut cached_bytes, mut resumed_bytes) = (0, 0, 0);
+    for (f, before) in files.iter().zip(&cached_before) {
+        let partial = || {
+            std::fs::metadata(cache.incomplete(f.check.etag())).map_or(0, |m| {
+                if m.len() < f.size {
+                    m.len()
+                } else {
+                    0
+                }
+            })
+        };
+        match (offline.is_some() || *before, job.stream.cache) {
+            (true, _) => cached_bytes += f.size,
+            (false, true) => {
+                let had = partial();
+                resumed_bytes += had;
+                download_bytes += f.size - had;
+            }
+            (false, false) => download_bytes += f.size,
+        }
+    }
+    on_event(Event::Fetching {
+        download_bytes,
+        cached_bytes,
+        resumed_bytes,
+    });
     let source = match &offline {
         Some(cached) => Source::Cache(cached.contents()),
         None => Source::Stream(HubStream::start(
@@ -501,6 +601,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
                 uploads: uploads.clone(),
                 closing: None,
                 present: BTreeMap::new(),
+                uploading: retries.uploading.clone(),
                 // Two layers at once read two files at once: not with `--jobs 1`.
                 parallel: job.hub.jobs.clamp(1, 2),
             }))
@@ -548,15 +649,33 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         stop: cancel.as_deref().unwrap_or(&never),
         why: "interrupted",
     };
-    let built = pipeline::build_planned_with(
-        plan,
-        &contents,
-        &req,
-        dest,
-        &extra,
-        &|n| on_event(Event::Read(n)),
-        &hooks,
-    );
+    // Transfers are told as they happen, also while the layers wait for bytes (a stall
+    // shows as no bytes, not as silence until the next read).
+    let (ticking, ticks) = std::sync::mpsc::channel::<()>();
+    let built = std::thread::scope(|s| {
+        let (tell, retries) = (&tell, &retries);
+        // Without the thread (none could be started) the counts are told at each
+        // layer's events and at the end: later, but not wrong.
+        let _ = std::thread::Builder::new()
+            .name("job-events".into())
+            .spawn_scoped(s, move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = ticks.recv_timeout(TICK)
+                {
+                    tell.drain(retries);
+                }
+            });
+        let built = pipeline::build_planned_with(
+            plan,
+            &contents,
+            &req,
+            dest,
+            &extra,
+            &|n| on_event(Event::Read(n)),
+            &hooks,
+        );
+        drop(ticking);
+        built
+    });
     tell.drain(&retries);
     let mut stats = match &source {
         Source::Stream(s) => s.stats(),
@@ -623,6 +742,8 @@ struct RegistryDestination {
     present: BTreeMap<usize, (Digest, u64)>,
     /// Layers made and uploaded at once.
     parallel: usize,
+    /// Counts the layer bytes given to the uploads ([`Event::Uploading`]).
+    uploading: Arc<AtomicU64>,
 }
 
 type Closing = (
@@ -662,7 +783,7 @@ impl Destination for RegistryDestination {
             let handle = self.uploader.handle();
             if let Ok(Some(known)) = handle.block_on(self.uploader.known(key)) {
                 self.present.insert(n, known);
-                return Ok(Box::new(io::sink()));
+                return Ok(Box::new(Counted(io::sink(), self.uploading.clone())));
             }
         }
         self.present.remove(&n);
@@ -672,7 +793,7 @@ impl Destination for RegistryDestination {
         let sink = self.uploader.sink_digested_by_writer(key);
         let slot = Arc::new(Mutex::new(Some(sink)));
         self.sinks.insert(n, slot.clone());
-        Ok(Box::new(SinkWriter(slot)))
+        Ok(Box::new(Counted(SinkWriter(slot), self.uploading.clone())))
     }
 
     /// Two (unless `--jobs 1`): the registry takes each upload in on one core (hashing

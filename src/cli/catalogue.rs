@@ -18,6 +18,7 @@
 //! (143). A second signal exits at once; the `.NAME.partial-PID` it may leave is removed
 //! by the next run.
 
+use super::progress::Bars;
 use super::signals::Stop;
 use anyhow::anyhow;
 use depotai::catalogue::record::{self, BuildRecord, BuildSettings, Freshness, ImageSummary};
@@ -147,9 +148,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     }
     let total = selected.len();
     let stop = Stop::install()?;
+    // On a terminal: a line for the whole run above the current model's bars.
+    let bars = Bars::new(o.quiet);
     let say = |line: String| {
         if !o.quiet {
-            eprintln!("{line}");
+            bars.say(&line);
         }
     };
     let shard = o
@@ -167,12 +170,23 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         None => say(format!("{}: {total} models{shard}", o.file.display())),
     }
     let mut outcomes: Vec<Option<Outcome>> = (0..total).map(|_| None).collect();
+    let run_line = bars.text("");
     for (i, e) in selected.iter().enumerate() {
         if stop.is_set() {
             break;
         }
+        let done = |s: Status| outcomes.iter().flatten().filter(|r| r.status == s).count();
+        run_line.set(&format!(
+            "{}: model {} of {total}; {} built, {} skipped, {} failed so far; {}",
+            o.file.display(),
+            i + 1,
+            done(Status::Built),
+            done(Status::Skipped),
+            done(Status::Failed),
+            super::progress::duration(started.elapsed()),
+        ));
         let n = format!("[{}/{total}] {}", i + 1, e.name);
-        let r = build_one(e, &o, &stop, &n);
+        let r = build_one(e, &o, &stop, &n, &bars);
         match (&r.status, &r.error, &r.image) {
             (Status::Built, _, Some(img)) => say(format!(
                 "{n}: built in {:.1}s ({} in {} layer{})",
@@ -182,11 +196,13 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 if img.layers.len() == 1 { "" } else { "s" }
             )),
             (Status::Skipped, _, _) => say(format!("{n}: up to date, skipped")),
-            (_, Some(err), _) => eprintln!("{n}: {}: {err}", r.status.as_str()),
+            (_, Some(err), _) => bars.say(&format!("{n}: {}: {err}", r.status.as_str())),
             _ => {}
         }
         outcomes[i] = Some(r);
     }
+    // The table and the last lines are printed without bars.
+    drop(run_line);
     finish(&o, &catalogue, &selected, outcomes, started, &stop)
 }
 
@@ -256,7 +272,7 @@ fn finish(
 
 /// One model: skipped if up to date, else streamed into its layout or the registry.
 /// Never stops the run.
-fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
+fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str, bars: &Bars) -> Outcome {
     let t = Instant::now();
     let mut r = Outcome::new(Status::Failed, String::new());
     let want = wanted_record(e, o);
@@ -291,12 +307,12 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
                 Freshness::Stale(why) => r.reason = why,
             }
             if !o.quiet {
-                eprintln!("{n}: building at {} ({})", e.sha, r.reason);
+                bars.say(&format!("{n}: building at {} ({})", e.sha, r.reason));
             }
         } else if o.force {
             r.reason = "--force".into();
             if !o.quiet {
-                eprintln!("{n}: streaming at {} (--force)", e.sha);
+                bars.say(&format!("{n}: streaming at {} (--force)", e.sha));
             }
         }
         let hub = super::hub::config(o.jobs, stop);
@@ -326,21 +342,25 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
             delete_downloads: o.delete_downloads,
         };
         let quiet = o.quiet;
-        let on_event = |ev: Event<'_>| match ev {
-            Event::TagChecked {
-                reference,
-                published,
-            } if !quiet && !matches!(published, job::Published::UpToDate(_)) => {
-                eprintln!("{n}: streaming to {reference} ({published})")
+        let shown = bars.job(n, o.push.is_some());
+        let on_event = |ev: Event<'_>| {
+            shown.event(&ev, quiet);
+            match ev {
+                Event::TagChecked {
+                    reference,
+                    published,
+                } if !quiet && !matches!(published, job::Published::UpToDate(_)) => {
+                    bars.say(&format!("{n}: streaming to {reference} ({published})"))
+                }
+                Event::Retry { path, why } if !quiet => {
+                    bars.say(&format!("  {}: retrying {path}: {why}", e.name))
+                }
+                Event::Layer(LayerEvent::Retrying { n: layer, error }) if !quiet => bars.say(&format!(
+                    "  {}: layer {layer}: {error}; fetching its files again and building it once more",
+                    e.name
+                )),
+                _ => {}
             }
-            Event::Retry { path, why } if !quiet => {
-                eprintln!("  {}: retrying {path}: {why}", e.name)
-            }
-            Event::Layer(LayerEvent::Retrying { n: layer, error }) if !quiet => eprintln!(
-                "  {}: layer {layer}: {error}; fetching its files again and building it once more",
-                e.name
-            ),
-            _ => {}
         };
         Ok(Some(job::run_hub(job, &on_event)?))
     })();

@@ -156,7 +156,12 @@ pub fn push_layout(
     let bar: OnceLock<Progress> = OnceLock::new();
     let on_event = |e: PushEvent<'_>| match e {
         PushEvent::Start { bytes, .. } => {
-            let _ = bar.set(Progress::bytes(bytes, &format!("pushing {r}"), quiet));
+            let _ = bar.set(Progress::bytes(
+                "upload",
+                bytes,
+                &format!("pushing {r}"),
+                quiet,
+            ));
         }
         PushEvent::Progress(n) => {
             if let Some(b) = bar.get() {
@@ -165,7 +170,11 @@ pub fn push_layout(
         }
         PushEvent::Resume { offset, why, .. } => {
             if !quiet {
-                eprintln!("upload interrupted ({why}); resuming at byte {offset}");
+                let line = format!("upload interrupted ({why}); resuming at byte {offset}");
+                match bar.get() {
+                    Some(b) => b.say(&line),
+                    None => eprintln!("{line}"),
+                }
             }
         }
         PushEvent::BlobDone { .. } => {}

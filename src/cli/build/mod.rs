@@ -373,7 +373,12 @@ fn build_with_bar(
     req: &BuildRequest,
     quiet: bool,
 ) -> Result<BuildReport, BuildError> {
-    let bar = Progress::bytes(content_size(&entries), &format!("building {name}"), quiet);
+    let bar = Progress::bytes(
+        "compress",
+        content_size(&entries),
+        &format!("building {name}"),
+        quiet,
+    );
     let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
     bar.finish();
     report

@@ -4,7 +4,7 @@
 
 use super::{summary_json, BuildArgs};
 use crate::cli::lines::Finished;
-use crate::cli::progress::Progress;
+use crate::cli::progress::Bars;
 use crate::cli::signals::Stop;
 use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
 use depotai::names::ModelName;
@@ -12,7 +12,6 @@ use depotai::pipeline::{BuildRequest, LayerEvent};
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
 use depotai::source::hub::FileFilter;
-use std::sync::Mutex;
 
 /// `push` is the `--push` reference with its tag settled (see `push_reference`).
 pub(super) fn run(
@@ -56,27 +55,25 @@ pub(super) fn run(
         delete_downloads: args.delete_downloads,
     };
     let quiet = args.quiet || args.json;
-    let bar: Mutex<Option<Progress>> = Mutex::new(None);
-    let on_event = |e: Event<'_>| match e {
-        Event::Planned { content_bytes, .. } => {
-            let b = Progress::bytes(content_bytes, &format!("streaming {name}"), args.quiet);
-            *bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+    let bars = Bars::new(args.quiet);
+    let title = match &pushed_to {
+        Some(r) => format!("{name} to {r}"),
+        None => format!("{name} into {}", req.output.display()),
+    };
+    let shown = bars.job(&title, pushed_to.is_some());
+    let on_event = |e: Event<'_>| {
+        shown.event(&e, quiet);
+        match e {
+            Event::Retry { path, why } if !quiet => bars.say(&format!("{path}: {why}; retrying")),
+            Event::Layer(LayerEvent::Retrying { n, error }) if !quiet => bars.say(&format!(
+                "layer {n}: {error}; fetching its files again and building it once more"
+            )),
+            _ => {}
         }
-        Event::Read(n) => {
-            if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
-                b.advance(n);
-            }
-        }
-        Event::Retry { path, why } if !quiet => eprintln!("{path}: {why}; retrying"),
-        Event::Layer(LayerEvent::Retrying { n, error }) if !quiet => {
-            eprintln!("layer {n}: {error}; fetching its files again and building it once more")
-        }
-        _ => {}
     };
     let result = job::run_hub(job, &on_event);
-    if let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        b.finish();
-    }
+    // The bars go before the result's or the error's line.
+    drop(shown);
     let outcome = match (result, stop.interrupted()) {
         (Ok(o), _) => o,
         // Exit status 128 + the signal.
