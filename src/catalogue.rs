@@ -15,6 +15,7 @@
 //! was built from exactly what the catalogue asks for.
 
 pub mod record;
+pub mod run;
 mod yaml;
 
 use crate::image;

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod provenance;
 pub mod redact;
 pub mod remote;
+pub mod report;
 pub mod serve;
 pub mod source;
 pub mod units;

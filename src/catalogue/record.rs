@@ -26,7 +26,7 @@ pub const RECORD_FILE: &str = "depotai-build.json";
 pub const RECORD_VERSION: u32 = 2;
 
 /// The settings the image bytes depend on (threads and download jobs do not).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BuildSettings {
     /// `estargz` or `zstd-chunked`.
     pub format: String,
@@ -247,6 +247,13 @@ pub enum Freshness {
     UpToDate(ImageSummary),
     /// Why it must be built.
     Stale(String),
+}
+
+/// The record of the layout in `dir`, if it has a readable one (what `push` names the
+/// model and commit of a layout by).
+pub fn read(dir: &Path) -> Option<BuildRecord> {
+    let bytes = std::fs::read(dir.join(RECORD_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Compares the record in `dir` with `want` and checks that the layout is whole (its
