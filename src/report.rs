@@ -4,7 +4,9 @@
 //! `ImageReport` per model and a [`Summary`]). Bytes are integers, layers are numbered
 //! from 1 (as the web page and `inspect` number them), `output` is there only when a
 //! layout was written. `schema/report.schema.json` is generated from these types
-//! ([`schema_json`]); a test fails when the committed file differs.
+//! ([`schema_json`]); a test fails when the committed file differs. Every struct denies
+//! unknown fields, so the schema says `additionalProperties: false` and a key a command
+//! printed outside these types would fail the validation of its output.
 //!
 //! The command line renders the same reports as lines (`cli/lines.rs`), so a CI log and
 //! `--json` say the same things.
@@ -66,6 +68,7 @@ impl Outcome {
 
 /// One image: what it is, what happened to it, where it went, what it cost.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ImageReport {
     /// The model as on the Hub (`org/model`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,12 +91,12 @@ pub struct ImageReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<String>,
     /// One manifest per platform, in index order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<ManifestReport>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub config_digests: Vec<String>,
     /// Bottom layer first, numbered from 1.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<LayerReport>,
     /// Regular files in the image.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +148,7 @@ pub struct ImageReport {
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ManifestReport {
     /// `os/arch`, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,6 +157,7 @@ pub struct ManifestReport {
 }
 
 #[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LayerReport {
     /// From 1, bottom first.
     pub number: usize,
@@ -180,12 +185,13 @@ pub struct LayerReport {
 
 /// Where an image went in a registry, and how each blob got there.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PushedReport {
     /// `REGISTRY/REPO:TAG`.
     pub reference: String,
     /// The digest the tag points at (the index).
     pub digest: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blobs: Vec<BlobReport>,
     /// Failed chunks continued from the registry's upload status within this run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,11 +202,12 @@ pub struct PushedReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
     /// Referrers of the index pushed after it (the provenance).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<ReferrerReport>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BlobReport {
     /// The layer it is, numbered from 1 (for a streamed build's layers).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +227,7 @@ pub struct BlobReport {
 
 /// `verify`: the rebuild against the image.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VerifyReport {
     /// Where the claim came from: the provenance (and where it was found), or
     /// annotations and settings.
@@ -235,6 +243,7 @@ pub struct VerifyReport {
 
 /// `inspect`: the image's provenance.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProvenanceReport {
     /// Where it was found (`referrers API`, `fallback tag`, `layout`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -251,6 +260,7 @@ pub struct ProvenanceReport {
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FileReport {
     pub path: String,
     pub size: u64,
@@ -259,6 +269,7 @@ pub struct FileReport {
 
 /// `build --all`: the run.
 #[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RunReport {
     /// The catalogue file.
     pub catalogue: String,
@@ -274,6 +285,7 @@ pub struct RunReport {
 
 /// A run summed up: models by result, bytes, time.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Summary {
     pub models: usize,
     pub built: usize,
@@ -486,6 +498,8 @@ impl ImageReport {
         }
         self.uploaded_bytes = Some(p.uploaded_bytes);
         self.skipped_bytes = Some(size.saturating_sub(p.uploaded_bytes));
+        // A layout's blobs are what the registry stores of it.
+        self.stored_bytes.get_or_insert(size);
         self.push = Some(PushedReport {
             reference: p.reference.clone(),
             digest: p.index_digest.clone(),

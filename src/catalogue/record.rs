@@ -249,13 +249,6 @@ pub enum Freshness {
     Stale(String),
 }
 
-/// The record of the layout in `dir`, if it has a readable one (what `push` names the
-/// model and commit of a layout by).
-pub fn read(dir: &Path) -> Option<BuildRecord> {
-    let bytes = std::fs::read(dir.join(RECORD_FILE)).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 /// Compares the record in `dir` with `want` and checks that the layout is whole (its
 /// documents parse and every blob they name is there with the right size). Reads a few
 /// small files; no network.

@@ -142,17 +142,23 @@ pub fn run(args: PushArgs) -> anyhow::Result<()> {
         &args.flags,
         args.quiet || args.json,
     )?;
-    // The model and commit, from the layout's build record when it has one.
+    // The model and commit, from the layout's provenance when it has one (else the
+    // line names the layout).
     let mut report = ImageReport::new(Outcome::Pushed);
-    if let Some(rec) = depotai::catalogue::record::read(&args.layout) {
-        report.name = Some(rec.name);
-        report.sha = Some(rec.sha);
-        report.tag = Some(rec.tag);
-        report.settings = Some(rec.settings);
+    let provenance = depotai::remote::published::from_layout(&args.layout)
+        .ok()
+        .and_then(|img| img.provenance)
+        .and_then(|bytes| depotai::provenance::Provenance::parse(&bytes).ok());
+    match provenance {
+        Some(p) => {
+            report.name = Some(p.model);
+            report.image = Some(p.image);
+            report.sha = Some(p.revision);
+            report.settings = Some(p.settings);
+        }
+        None => report.name = Some(args.layout.display().to_string()),
     }
-    report.name = report
-        .name
-        .or_else(|| Some(args.layout.display().to_string()));
+    report.tag = r.tag.clone();
     let mut report = report.with_push(&pushed);
     report.seconds = round_seconds(started.elapsed().as_secs_f64());
     if args.json {
