@@ -157,7 +157,7 @@ fn statuses(r: &Value) -> BTreeMap<String, String> {
         .map(|m| {
             (
                 m["name"].as_str().unwrap().to_string(),
-                m["status"].as_str().unwrap().to_string(),
+                m["result"].as_str().unwrap().to_string(),
             )
         })
         .collect()
@@ -212,7 +212,7 @@ fn builds_every_model_then_a_rerun_skips_all_with_no_request_and_touches_nothing
     assert_ok(&o);
     let r = report(&o);
     assert_eq!(statuses(&r), all_with(&GOOD, "built"));
-    assert_eq!(r["counts"]["built"], 4);
+    assert_eq!(r["summary"]["built"], 4);
     assert_eq!(r["catalogue_models"], 4);
 
     // Each image where the README says, readable, tagged as the catalogue asks.
@@ -339,7 +339,7 @@ fn a_broken_model_fails_alone_and_is_plain_to_see() {
     want.insert("acme/nope".into(), "failed".into());
     want.insert("acme/broken".into(), "failed".into());
     assert_eq!(statuses(&r), want);
-    assert_eq!(r["counts"]["failed"], 2);
+    assert_eq!(r["summary"]["failed"], 2);
     let nope = &r["models"][4];
     assert!(
         nope["error"]

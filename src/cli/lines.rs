@@ -36,14 +36,14 @@ impl Finished<'_> {
                 parts.push("up to date (same commit and settings; --force rebuilds)".into())
             }
             _ => {
-                if let (Some(files), Some(stored)) = (r.files, r.stored_bytes) {
-                    if !r.layers.is_empty() {
-                        parts.push(format!(
-                            "{} in {}",
-                            count(files, "file", "files"),
-                            count(r.layers.len() as u64, "layer", "layers")
-                        ));
-                    }
+                if let (Some(files), false) = (r.files, r.layers.is_empty()) {
+                    parts.push(format!(
+                        "{} in {}",
+                        count(files, "file", "files"),
+                        count(r.layers.len() as u64, "layer", "layers")
+                    ));
+                }
+                if let Some(stored) = r.stored_bytes {
                     parts.push(format!("{} stored", human_bytes(stored)));
                 }
             }
