@@ -162,7 +162,9 @@ pub struct LayerReport {
     /// From 1, bottom first.
     pub number: usize,
     pub digest: String,
-    pub size: u64,
+    /// Bytes of the blob (not known to `verify`, which compares digests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// `files`, `large file`, ... (the plan's role).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
@@ -232,7 +234,7 @@ pub struct VerifyReport {
     /// Where the claim came from: the provenance (and where it was found), or
     /// annotations and settings.
     pub claim_from: String,
-    /// `huggingface` or `directory`.
+    /// Where the rebuild read the files (the model on the Hub).
     pub source: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuilt_index_digest: Option<String>,
@@ -417,7 +419,7 @@ impl ImageReport {
             .map(|(i, l)| LayerReport {
                 number: i + 1,
                 digest: l.info.digest.to_string(),
-                size: l.info.size,
+                size: Some(l.info.size),
                 role: Some(l.role.to_string()),
                 media_type: Some(l.info.media_type.to_string()),
                 diff_id: Some(l.info.diff_id.to_string()),
@@ -577,7 +579,7 @@ impl ImageReport {
                 .map(|(i, l)| LayerReport {
                     number: i + 1,
                     digest: l.digest.clone(),
-                    size: l.size,
+                    size: Some(l.size),
                     role: Some(l.role.clone()),
                     media_type: Some(l.media_type.clone()),
                     diff_id: Some(l.diff_id.clone()),

@@ -190,7 +190,8 @@ pub fn verify(
             .provenance
             .as_ref()
             .and_then(|p| p.layer_of(path))
-            .map(|(n, l)| (n, l.role.clone()))
+            // Numbered from 1 (see `Difference`).
+            .map(|(n, l)| (n + 1, l.role.clone()))
     };
 
     let listed = hub::list(&claim.model, &claim.sha, cfg, &filter, false)?;

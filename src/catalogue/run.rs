@@ -230,7 +230,7 @@ fn with_summary(mut r: ImageReport, s: &ImageSummary) -> ImageReport {
         .map(|(i, (d, size))| report::LayerReport {
             number: i + 1,
             digest: d.clone(),
-            size: *size,
+            size: Some(*size),
             ..Default::default()
         })
         .collect();
