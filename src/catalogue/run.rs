@@ -20,13 +20,13 @@
 use super::record::{self, BuildRecord, BuildSettings, Freshness, ImageSummary};
 use super::{Catalogue, CatalogueEntry, Shard};
 use crate::image::{remove_stale_siblings, Platform};
-use crate::job::{self, HubJob, HubOutcome, RegistryTarget};
+use crate::job::{self, HubJob, HubOutcome, JobError, RegistryTarget};
 use crate::layer;
 use crate::pipeline::BuildRequest;
 use crate::plan::PlanOptions;
 use crate::remote::{Client, ClientOptions, Reference, RegistryError};
 use crate::report::{self, ImageReport, ManifestReport, Outcome, PushedReport, RunReport, Summary};
-use crate::source::hub::{FileFilter, HubConfig, StreamOptions};
+use crate::source::hub::{FileFilter, HubConfig, HubError, StreamOptions};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -239,6 +239,22 @@ fn with_summary(mut r: ImageReport, s: &ImageSummary) -> ImageReport {
     r
 }
 
+/// Why one model failed (its report's `error`; the run goes on).
+#[derive(Debug, thiserror::Error)]
+enum ModelError {
+    /// Its reference or the registry client.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Its globs (checked with the catalogue already), the Hub, the build.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Hub(#[from] HubError),
+}
+
+/// How a model's job ended, and the reference it went to (with a registry).
+type Streamed = (HubOutcome, Option<String>);
+
 /// One model: skipped if up to date, else streamed into its layout or the registry.
 /// Never stops the run: what went wrong is in the report.
 fn build_one(
@@ -249,71 +265,7 @@ fn build_one(
 ) -> ImageReport {
     let t = Instant::now();
     let mut report = base_report(e, req, Outcome::Failed);
-    let result =
-        (|| -> Result<Option<(HubOutcome, Option<String>)>, Box<dyn std::error::Error>> {
-            let want = req.wanted_record(e);
-            let output = e.output(&req.output_root);
-            let registry = match (&req.registry, req.reference(e)) {
-                (Some(r), Some(reference)) => {
-                    let reference = reference?;
-                    Some(RegistryTarget {
-                        client: Client::new(&reference, r.client.clone(), true)?,
-                        reference,
-                        chunk_size: r.chunk_size,
-                        state_dir: r.state_dir.clone(),
-                        skip_if_published: !req.force,
-                    })
-                }
-                _ => None,
-            };
-            if registry.is_none() {
-                // Up to date? Reads the record and the layout on disk only.
-                remove_stale_siblings(&output);
-                let why = match record::check(&output, &want) {
-                    Freshness::UpToDate(image) if !req.force => {
-                        let mut r = with_summary(base_report(e, req, Outcome::Skipped), &image);
-                        r.reason = Some("up to date".into());
-                        r.output = Some(output.display().to_string());
-                        report = r;
-                        return Ok(None);
-                    }
-                    Freshness::UpToDate(_) => "--force".to_string(),
-                    Freshness::Stale(why) => why,
-                };
-                building(&why);
-                report.reason = Some(why);
-            } else if req.force {
-                building("--force");
-                report.reason = Some("--force".into());
-            }
-            let reference = registry.as_ref().map(|r| r.reference.to_string());
-            let build = BuildRequest {
-                name: e.name.clone(),
-                sha: e.sha.clone(),
-                tag: e.tag.clone(),
-                output,
-                platforms: req.platforms.clone(),
-                layer: req.layer.clone(),
-                plan: req.plan.clone(),
-                expected_digests: Default::default(),
-                index_annotations: job::settings_annotations(&want.settings),
-                // Made from the listing by the job (with the files).
-                record: None,
-            };
-            let job = HubJob {
-                req: build,
-                hub: req.hub.clone(),
-                filter: FileFilter::new(&e.include, &e.exclude)?,
-                include: e.include.clone(),
-                exclude: e.exclude.clone(),
-                stream: req.stream.clone(),
-                layout: registry.is_none(),
-                registry,
-                max_scratch: None,
-                delete_downloads: req.delete_downloads,
-            };
-            Ok(Some((job::run_hub(job, on_job)?, reference)))
-        })();
+    let result = stream_one(e, req, &mut report, on_job, building);
     let seconds = t.elapsed().as_secs_f64();
     let mut report = match result {
         Ok(None) => report,
@@ -355,10 +307,83 @@ fn build_one(
             } else {
                 Outcome::Failed
             };
-            report.error = Some(report::one_line(err.as_ref()));
+            report.error = Some(report::one_line(&err));
             report
         }
     };
     report.seconds = seconds;
     report
+}
+
+/// The model's job, unless its layout is up to date (then `report` says so and the
+/// answer is `None`). `report.reason` gets why it is built.
+fn stream_one(
+    e: &CatalogueEntry,
+    req: &RunRequest,
+    report: &mut ImageReport,
+    on_job: &(dyn Fn(job::Event<'_>) + Sync),
+    building: &dyn Fn(&str),
+) -> Result<Option<Streamed>, ModelError> {
+    let want = req.wanted_record(e);
+    let output = e.output(&req.output_root);
+    let registry = match (&req.registry, req.reference(e)) {
+        (Some(r), Some(reference)) => {
+            let reference = reference?;
+            Some(RegistryTarget {
+                client: Client::new(&reference, r.client.clone(), true)?,
+                reference,
+                chunk_size: r.chunk_size,
+                state_dir: r.state_dir.clone(),
+                skip_if_published: !req.force,
+            })
+        }
+        _ => None,
+    };
+    if registry.is_none() {
+        // Up to date? Reads the record and the layout on disk only.
+        remove_stale_siblings(&output);
+        let why = match record::check(&output, &want) {
+            Freshness::UpToDate(image) if !req.force => {
+                let mut r = with_summary(base_report(e, req, Outcome::Skipped), &image);
+                r.reason = Some("up to date".into());
+                r.output = Some(output.display().to_string());
+                *report = r;
+                return Ok(None);
+            }
+            Freshness::UpToDate(_) => "--force".to_string(),
+            Freshness::Stale(why) => why,
+        };
+        building(&why);
+        report.reason = Some(why);
+    } else if req.force {
+        building("--force");
+        report.reason = Some("--force".into());
+    }
+    let reference = registry.as_ref().map(|r| r.reference.to_string());
+    let build = BuildRequest {
+        name: e.name.clone(),
+        sha: e.sha.clone(),
+        tag: e.tag.clone(),
+        output,
+        platforms: req.platforms.clone(),
+        layer: req.layer.clone(),
+        plan: req.plan.clone(),
+        expected_digests: Default::default(),
+        index_annotations: job::settings_annotations(&want.settings),
+        // Made from the listing by the job (with the files).
+        record: None,
+    };
+    let job = HubJob {
+        req: build,
+        hub: req.hub.clone(),
+        filter: FileFilter::new(&e.include, &e.exclude)?,
+        include: e.include.clone(),
+        exclude: e.exclude.clone(),
+        stream: req.stream.clone(),
+        layout: registry.is_none(),
+        registry,
+        max_scratch: None,
+        delete_downloads: req.delete_downloads,
+    };
+    Ok(Some((job::run_hub(job, on_job)?, reference)))
 }
