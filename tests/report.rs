@@ -541,3 +541,71 @@ fn a_streamed_push_reports_where_it_went_and_a_rerun_is_skipped() {
     assert_eq!(v["uploaded_bytes"], 0);
     insta::assert_snapshot!("build_push_skipped_json", snapshot_json(&v, &hosts));
 }
+
+#[test]
+fn build_all_push_reports_each_model_pushed_then_skipped_with_the_run_summed() {
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let reg = Registry::start();
+    let server = HubServer::start(vec![
+        hub_repo("acme/alpha", ALPHA_SHA, 1),
+        hub_repo("acme/beta", BETA_SHA, 2),
+    ]);
+    let hosts = [
+        (reg.addr.as_str(), "REGISTRY"),
+        (server.endpoint.as_str(), "HUB"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("models.yaml"),
+        format!(
+            "models:\n  - name: acme/alpha\n    sha: {ALPHA_SHA}\n  - name: acme/beta\n    sha: {BETA_SHA}\n    tag: v2\n"
+        ),
+    )
+    .unwrap();
+    let prefix = format!("{}/models", reg.addr);
+    let all = |extra: &[&str]| {
+        depotai_against(&server, &tmp.path().join("hf"))
+            .current_dir(tmp.path())
+            .env("DEPOTAI_UPLOAD_STATE", tmp.path().join("upload-state"))
+            .env_remove("DEPOTAI_REGISTRY_USER")
+            .args([
+                "build",
+                "--all",
+                "models.yaml",
+                "--push",
+                &prefix,
+                "--insecure",
+            ])
+            .args(["--own-layer-above", "100KiB", "--no-cache"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = all(&["--json"]);
+    assert_ok(&o);
+    let v = report(&o);
+    for m in v["models"].as_array().unwrap() {
+        assert_eq!(m["result"], "pushed", "{m}");
+        assert!(m.get("output").is_none(), "no layout was written: {m}");
+        assert_eq!(m["push"]["digest"], m["index_digest"]);
+    }
+    assert_eq!(v["summary"]["pushed"], 2);
+    let sent: u64 = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["uploaded_bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(v["summary"]["uploaded_bytes"], sent);
+    insta::assert_snapshot!("build_all_push_json", snapshot_json(&v, &hosts));
+
+    // Again: both tags carry their commit and settings; one line each, and the sums.
+    let o = all(&[]);
+    assert_ok(&o);
+    insta::assert_snapshot!(
+        "build_all_push_again_lines",
+        snapshot_lines(&o.stderr, &hosts)
+    );
+}
