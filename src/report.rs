@@ -312,6 +312,7 @@ impl Summary {
         };
         for r in reports {
             match r.result {
+                // `verify` and `inspect` make no run: a rebuild is counted as built.
                 Outcome::Built | Outcome::Verified | Outcome::Inspected => s.built += 1,
                 Outcome::Pushed => s.pushed += 1,
                 Outcome::Skipped => s.skipped += 1,
