@@ -609,3 +609,37 @@ fn build_all_push_reports_each_model_pushed_then_skipped_with_the_run_summed() {
         snapshot_lines(&o.stderr, &hosts)
     );
 }
+
+#[test]
+fn a_build_from_the_hub_into_a_layout_reports_downloads_and_its_layout() {
+    let server = HubServer::start(vec![hub_repo("acme/alpha", ALPHA_SHA, 1)]);
+    let hosts = [(server.endpoint.as_str(), "HUB")];
+    let tmp = tempfile::tempdir().unwrap();
+    let build = |extra: &[&str]| {
+        depotai_against(&server, &tmp.path().join("hf"))
+            .current_dir(tmp.path())
+            .args(["build", "acme/alpha", "--sha", ALPHA_SHA])
+            .args(["--own-layer-above", "100KiB"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = build(&["--json"]);
+    assert_ok(&o);
+    let v = report(&o);
+    assert_eq!(v["result"], "built");
+    assert_eq!(v["output"], "out/acme/alpha");
+    assert!(v.get("push").is_none(), "{v}");
+    assert_eq!(
+        (&v["downloaded_bytes"], &v["cached_bytes"]),
+        (
+            &serde_json::json!(v["content_bytes"]),
+            &serde_json::json!(0)
+        )
+    );
+    insta::assert_snapshot!("build_hub_json", snapshot_json(&v, &hosts));
+    // Again, from the cache: the same image, and its line.
+    let o = build(&[]);
+    assert_ok(&o);
+    insta::assert_snapshot!("build_hub_again_lines", snapshot_lines(&o.stderr, &hosts));
+}
