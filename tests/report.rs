@@ -643,3 +643,24 @@ fn a_build_from_the_hub_into_a_layout_reports_downloads_and_its_layout() {
     assert_ok(&o);
     insta::assert_snapshot!("build_hub_again_lines", snapshot_lines(&o.stderr, &hosts));
 }
+
+/// The README quotes these snapshots; they drift together or the test says which.
+#[test]
+fn the_readme_quotes_the_line_snapshots_as_they_are() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for name in [
+        "build_from_dir_lines",
+        "build_all_lines",
+        "push_again_lines",
+    ] {
+        let snap =
+            std::fs::read_to_string(root().join(format!("tests/snapshots/report__{name}.snap")))
+                .unwrap();
+        // After insta's front matter (`---` … `---`).
+        let body = snap.splitn(3, "---\n").nth(2).unwrap().trim_end();
+        assert!(
+            readme.contains(&format!("```text\n{body}\n```")),
+            "the README's quote of the snapshot {name} differs from it:\n{body}"
+        );
+    }
+}
