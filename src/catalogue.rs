@@ -16,6 +16,7 @@
 //! was built from exactly what the catalogue asks for.
 
 pub mod record;
+pub mod run;
 mod yaml;
 
 use crate::image;

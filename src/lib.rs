@@ -8,8 +8,9 @@
 //! or the command line; the CLI lives in the binary. [`job`] is the one Hub build job
 //! (streamed into a layout, a registry or both), [`provenance`] the in-toto statement
 //! each image carries, [`verify`] the rebuild that checks one. [`catalogue`] is the list
-//! of models `build --all` builds. [`serve`] serves built images over the OCI
-//! Distribution API (the registry server); [`remote`] is the client side of that
+//! of models `build --all` builds, and `catalogue::run` builds them. [`report`] is what
+//! every `--json` prints (one serialisable type, with a JSON Schema). [`serve`] serves
+//! built images over the OCI Distribution API (the registry server); [`remote`] is the client side of that
 //! protocol (push, upload, lazy `ls` / `get`),
 //! named as go-containerregistry names its client. [`limits`] bounds what untrusted
 //! parties may make us allocate. [`http`] is what the Hub and registry clients share:
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod provenance;
 pub mod redact;
 pub mod remote;
+pub mod report;
 pub mod serve;
 pub mod source;
 pub mod units;

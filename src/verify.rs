@@ -40,7 +40,8 @@ pub enum VerifyError {
 }
 
 /// The first way the published image and the rebuild differ.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Layers are numbered from 1, as `inspect` and the web page number them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Difference {
     /// A file's bytes at the commit are not what the provenance recorded.
@@ -189,7 +190,8 @@ pub fn verify(
             .provenance
             .as_ref()
             .and_then(|p| p.layer_of(path))
-            .map(|(n, l)| (n, l.role.clone()))
+            // Numbered from 1 (see `Difference`).
+            .map(|(n, l)| (n + 1, l.role.clone()))
     };
 
     let listed = hub::list(&claim.model, &claim.sha, cfg, &filter, false)?;
@@ -334,7 +336,7 @@ fn compare(published: &PublishedImage, claim: &Claim, report: &BuildReport) -> O
                 if want.sha256 != digest.hex() {
                     return Some(Difference::File {
                         path: path.clone(),
-                        layer: Some(n),
+                        layer: Some(n + 1),
                         role: Some(l.role.to_string()),
                         expected: format!("sha256:{}", want.sha256),
                         actual: digest.to_string(),
@@ -353,7 +355,7 @@ fn compare(published: &PublishedImage, claim: &Claim, report: &BuildReport) -> O
     for (n, (have, built)) in layers.iter().zip(&report.layers).enumerate() {
         if have.digest != built.info.digest.to_string() {
             return Some(Difference::Layer {
-                layer: n,
+                layer: n + 1,
                 role: built.role.to_string(),
                 expected: have.digest.clone(),
                 actual: built.info.digest.to_string(),

@@ -157,7 +157,7 @@ fn statuses(r: &Value) -> BTreeMap<String, String> {
         .map(|m| {
             (
                 m["name"].as_str().unwrap().to_string(),
-                m["status"].as_str().unwrap().to_string(),
+                m["result"].as_str().unwrap().to_string(),
             )
         })
         .collect()
@@ -212,7 +212,7 @@ fn builds_every_model_then_a_rerun_skips_all_with_no_request_and_touches_nothing
     assert_ok(&o);
     let r = report(&o);
     assert_eq!(statuses(&r), all_with(&GOOD, "built"));
-    assert_eq!(r["counts"]["built"], 4);
+    assert_eq!(r["summary"]["built"], 4);
     assert_eq!(r["catalogue_models"], 4);
 
     // Each image where the README says, readable, tagged as the catalogue asks.
@@ -339,7 +339,7 @@ fn a_broken_model_fails_alone_and_is_plain_to_see() {
     want.insert("acme/nope".into(), "failed".into());
     want.insert("acme/broken".into(), "failed".into());
     assert_eq!(statuses(&r), want);
-    assert_eq!(r["counts"]["failed"], 2);
+    assert_eq!(r["summary"]["failed"], 2);
     let nope = &r["models"][4];
     assert!(
         nope["error"]
@@ -782,4 +782,98 @@ fn the_example_workflow_is_valid_yaml_with_an_8_shard_matrix_that_streams_to_the
     assert!(step["env"]["DEPOTAI_REGISTRY_USER"].as_str().is_some());
     assert!(step["env"]["DEPOTAI_REGISTRY_PASSWORD"].as_str().is_some());
     assert!(!text.contains("skopeo copy"));
+}
+
+/// The run itself is the library's (`depotai::catalogue::run`): called without the
+/// command line, it tells every job event with the model it belongs to, a `Finished`
+/// event per model in catalogue order, and returns one report per model and the sums;
+/// a second run of the same request skips every model with no Hub request.
+#[test]
+fn the_library_run_tells_each_models_events_and_returns_its_reports() {
+    use depotai::catalogue::run::{run, RunEvent, RunRequest};
+    use depotai::catalogue::Catalogue;
+    use depotai::report::Outcome;
+    use std::sync::Mutex;
+
+    let env = Env::new();
+    let catalogue = Catalogue::parse(&good_catalogue(SHA), "models.yaml").unwrap();
+    let mut hub = depotai::source::hub::HubConfig::from_env();
+    hub.endpoint = env.server.endpoint.clone();
+    hub.cache_dir = env.cache();
+    hub.token = None;
+    hub.offline = false;
+    let req = RunRequest {
+        file: "models.yaml".into(),
+        shard: None,
+        force: false,
+        output_root: env.out(),
+        layer: depotai::layer::Options::default(),
+        plan: depotai::plan::PlanOptions::default(),
+        platforms: depotai::image::default_platforms(),
+        hub,
+        stream: depotai::source::hub::StreamOptions::default(),
+        delete_downloads: false,
+        registry: None,
+    };
+    let seen: Mutex<Vec<String>> = Mutex::default();
+    let on_event = |e: RunEvent<'_>| {
+        let line = match e {
+            RunEvent::Started { total } => format!("started {total}"),
+            RunEvent::Building { entry, why, .. } => format!("building {} ({why})", entry.name),
+            RunEvent::Job {
+                entry,
+                event: depotai::job::Event::Planned { files, .. },
+                ..
+            } => format!("planned {} ({files} files)", entry.name),
+            RunEvent::Job { .. } => return,
+            RunEvent::Finished {
+                index,
+                total,
+                entry,
+                report,
+            } => format!(
+                "finished {}/{total} {} {}",
+                index + 1,
+                entry.name,
+                report.result.as_str()
+            ),
+        };
+        seen.lock().unwrap().push(line);
+    };
+    let first = run(&catalogue, &req, &on_event).unwrap();
+    let mut want = vec!["started 4".to_string()];
+    for (i, (n, files)) in GOOD.iter().zip([3, 2, 2, 1]).enumerate() {
+        want.push(format!("building {n} (not built yet)"));
+        want.push(format!("planned {n} ({files} files)"));
+        want.push(format!("finished {}/4 {n} built", i + 1));
+    }
+    assert_eq!(*seen.lock().unwrap(), want);
+    let names: Vec<&str> = first
+        .models
+        .iter()
+        .map(|m| m.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, GOOD);
+    assert!(first.models.iter().all(|m| m.result == Outcome::Built
+        && m.output.is_some()
+        && m.layers.first().is_some_and(|l| l.number == 1)));
+    assert_eq!((first.summary.models, first.summary.built), (4, 4));
+    let stored: u64 = first.models.iter().map(|m| m.stored_bytes.unwrap()).sum();
+    assert_eq!(first.summary.stored_bytes, stored);
+
+    seen.lock().unwrap().clear();
+    let before = env.server.requests().len();
+    let again = run(&catalogue, &req, &on_event).unwrap();
+    assert_eq!(env.server.requests().len(), before, "no Hub request");
+    assert_eq!((again.summary.skipped, again.summary.built), (4, 0));
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1 + 4,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    let index = |r: &depotai::report::RunReport| -> Vec<Option<String>> {
+        r.models.iter().map(|m| m.index_digest.clone()).collect()
+    };
+    assert_eq!(index(&again), index(&first));
 }

@@ -82,8 +82,8 @@ fn isal_golden_digests_of_the_bundled_example_are_unchanged() {
     let out = tmp.path().join("out");
     let s = build_json(Path::new(TINY), &out, &["--encoder", "isal"]);
     assert_golden(&s, &golden("tiny-model.isal.golden.json"));
-    assert_eq!(s["encoder"], "isal");
-    assert_eq!(s["compression_level"], 2);
+    assert_eq!(s["settings"]["encoder"], "isal");
+    assert_eq!(s["settings"]["compression_level"], 2);
     let l = Layout::read(&out);
     assert_eq!(l.layer_annotation(ENCODER_ANNOTATION), "isal-2");
     // Same files as libdeflate's layer; only the compressed bytes differ.
@@ -119,8 +119,8 @@ fn level_0_golden_digests_are_unchanged_and_every_member_is_stored() {
     let out = tmp.path().join("out");
     let s = build_json(Path::new(TINY), &out, &["--compression-level", "0"]);
     assert_golden(&s, &golden("tiny-model.level0.golden.json"));
-    assert_eq!(s["encoder"], "libdeflate");
-    assert_eq!(s["compression_level"], 0);
+    assert_eq!(s["settings"]["encoder"], "libdeflate");
+    assert_eq!(s["settings"]["compression_level"], 0);
     let l = Layout::read(&out);
     let layer = read_layer(&l.blob);
     // Each member's first deflate block is a final stored block (BFINAL 1, BTYPE 00)
@@ -327,13 +327,13 @@ fn encoder_flags_and_levels_are_checked() {
         &["--encoder", "libdeflate"],
     );
     assert_golden(&a, &golden("tiny-model.golden.json"));
-    assert_eq!(a["encoder"], "libdeflate");
+    assert_eq!(a["settings"]["encoder"], "libdeflate");
     let z = build_json(
         Path::new(TINY),
         &tmp.path().join("z"),
         &["--format", "zstd-chunked"],
     );
-    assert_eq!(z["encoder"], "zstd");
+    assert_eq!(z["settings"]["encoder"], "zstd");
 }
 
 // ISA-L is offered (and built) on x86-64 only.
@@ -378,11 +378,11 @@ fn the_encoder_is_recorded_so_changing_it_rebuilds_and_keeping_it_skips() {
             .unwrap()
     };
     let m = all(&[]);
-    assert_eq!(m["status"], "built");
+    assert_eq!(m["result"], "built");
     assert_eq!(record()["settings"]["encoder"], "libdeflate");
     let m = all(&["--encoder", "isal"]);
     assert_eq!(
-        (&m["status"], &m["reason"]),
+        (&m["result"], &m["reason"]),
         (&"built".into(), &"built with other settings".into())
     );
     assert_eq!(record()["settings"]["encoder"], "isal");
@@ -392,7 +392,7 @@ fn the_encoder_is_recorded_so_changing_it_rebuilds_and_keeping_it_skips() {
     assert_eq!(m["layers"][0]["digest"], l.layer_digest.as_str());
     let m = all(&["--encoder", "isal"]);
     assert_eq!(
-        (&m["status"], &m["reason"]),
+        (&m["result"], &m["reason"]),
         (&"skipped".into(), &"up to date".into())
     );
     let m = all(&["--encoder", "isal", "--compression-level", "1"]);

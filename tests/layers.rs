@@ -194,7 +194,7 @@ fn push_quiet(layout: &Path, reference: &str) {
 }
 
 fn uploaded(push: &Value) -> Vec<String> {
-    push["blobs"]
+    push["push"]["blobs"]
         .as_array()
         .unwrap()
         .iter()
@@ -219,7 +219,7 @@ fn pushing_a_new_revision_uploads_only_the_layers_that_changed() {
     let path = |v: &Value| Path::new(v["output"].as_str().unwrap()).to_path_buf();
 
     let (_, first_bytes) = push_counted(&proxy, &path(&a), &reference);
-    let total: u64 = a["layers_size"].as_u64().unwrap();
+    let total: u64 = a["stored_bytes"].as_u64().unwrap();
     assert!(first_bytes > total, "{first_bytes} <= {total}");
 
     // README changed: only the small-files layer and the documents go up.

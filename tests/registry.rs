@@ -102,7 +102,7 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
 
     let first = json_of(&push(&out, &reference, &[]));
     assert_eq!(first["index_digest"], layout.index_digest.as_str());
-    assert!(first["blobs"]
+    assert!(first["push"]["blobs"]
         .as_array()
         .unwrap()
         .iter()
@@ -149,7 +149,7 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
     // before the first blob (an upload session opened and cancelled).
     proxy.take_requests();
     let second = json_of(&push(&out, &reference, &[]));
-    assert!(second["blobs"]
+    assert!(second["push"]["blobs"]
         .as_array()
         .unwrap()
         .iter()
@@ -178,7 +178,7 @@ fn push_round_trips_through_skopeo_and_a_second_push_uploads_no_blob() {
     let other = format!("{}/acme/other:v1", proxy.addr);
     let third = json_of(&push(&out, &other, &["--mount-from", "acme/tiny-model"]));
     assert!(
-        third["blobs"]
+        third["push"]["blobs"]
             .as_array()
             .unwrap()
             .iter()
@@ -214,7 +214,7 @@ fn an_interrupted_chunked_upload_resumes_where_the_registry_stopped() {
         proxy.cut_done.load(Ordering::SeqCst),
         "the proxy never cut a PATCH"
     );
-    assert!(report["resumed"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["push"]["resumed"].as_u64().unwrap() >= 1, "{report}");
     let reqs = proxy.take_requests();
     assert!(
         reqs.iter().filter(|r| r.starts_with("PATCH")).count() >= 7,
@@ -274,9 +274,9 @@ fn a_push_killed_mid_upload_is_continued_by_the_next_run() {
     proxy.take_requests();
 
     let r = json_of(&push(&out, &reference, &["--push-chunk-size", "512KiB"]));
-    assert_eq!(r["resumed_bytes"], 2 * 512 * 1024, "{r}");
+    assert_eq!(r["push"]["resumed_bytes"], 2 * 512 * 1024, "{r}");
     // Everything uploaded in this run, minus what the earlier run had sent already.
-    let uploaded: u64 = r["blobs"]
+    let uploaded: u64 = r["push"]["blobs"]
         .as_array()
         .unwrap()
         .iter()
@@ -718,7 +718,7 @@ fn build_push_builds_and_pushes_in_one_go() {
     );
     let s = json_of(&o);
     assert_eq!(
-        s["push"]["index_digest"],
+        s["push"]["digest"],
         Layout::read(&out).index_digest.as_str()
     );
     let o = run(&["ls", &reference, "--insecure", "--json"]);

@@ -73,7 +73,7 @@ fn statuses(report: &Value) -> Vec<(String, String, String)> {
         .map(|m| {
             (
                 m["name"].as_str().unwrap().to_string(),
-                m["status"].as_str().unwrap().to_string(),
+                m["result"].as_str().unwrap().to_string(),
                 m["reason"].as_str().unwrap_or_default().to_string(),
             )
         })
@@ -114,17 +114,17 @@ fn a_catalogue_is_streamed_to_the_registry_and_a_fresh_rerun_skips_it_with_one_r
         [
             (
                 "acme/alpha".into(),
-                "built".into(),
+                "pushed".into(),
                 "not in the registry".into()
             ),
             (
                 "acme/beta".into(),
-                "built".into(),
+                "pushed".into(),
                 "not in the registry".into()
             )
         ]
     );
-    assert_eq!(first["counts"]["built"], 2);
+    assert_eq!(first["summary"]["pushed"], 2);
     // Bounded disk: nothing of either model stayed on this machine.
     assert!(!tmp.path().join("run1/hub").exists());
     let alpha_index = first["models"][0]["index_digest"].clone();
@@ -178,12 +178,12 @@ fn a_catalogue_is_streamed_to_the_registry_and_a_fresh_rerun_skips_it_with_one_r
         [
             (
                 "acme/alpha".into(),
-                "built".into(),
+                "pushed".into(),
                 "built with other settings".into()
             ),
             (
                 "acme/beta".into(),
-                "built".into(),
+                "pushed".into(),
                 "built with other settings".into()
             )
         ]

@@ -170,7 +170,7 @@ fn a_hub_layout_build_a_from_dir_build_a_streamed_push_and_verify_give_one_index
         .unwrap();
     assert!(registry_manifest(&reg.addr, "acme/streamed", &format!("sha256-{index_hex}")).is_ok());
     // Every layer went up in this run, each as the digest the layout has.
-    let uploaded: Vec<String> = pushed["push"]["layers"]
+    let uploaded: Vec<String> = pushed["push"]["blobs"]
         .as_array()
         .unwrap()
         .iter()
@@ -179,7 +179,7 @@ fn a_hub_layout_build_a_from_dir_build_a_streamed_push_and_verify_give_one_index
     assert_eq!(uploaded, layer_digests(&want));
     // No layout and, with --no-cache, nothing of the model on disk.
     assert!(!env.tmp.path().join("out").exists());
-    assert_eq!(pushed["output"], Value::Null);
+    assert_eq!(pushed.get("output"), None, "no layout was written");
     assert_eq!(model_dirs(&env.hf_home()), Vec::<PathBuf>::new());
     let content: u64 = env.files.iter().map(|f| f.content.len()).sum();
     assert_eq!(pushed["downloaded_bytes"], content);
@@ -202,9 +202,12 @@ fn a_hub_layout_build_a_from_dir_build_a_streamed_push_and_verify_give_one_index
     c.env_remove("DEPOTAI_REGISTRY_USER")
         .args(["verify", &reference, "--insecure", "--json"]);
     let verified = json_of(&c.output().unwrap());
-    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["result"], "verified", "{verified}");
     assert_eq!(verified["index_digest"], want["index_digest"]);
-    assert_eq!(verified["rebuilt_index_digest"], want["index_digest"]);
+    assert_eq!(
+        verified["verify"]["rebuilt_index_digest"],
+        want["index_digest"]
+    );
 }
 
 #[test]
@@ -370,7 +373,7 @@ fn a_push_killed_midway_is_resumed_by_a_rerun_with_the_same_digests() {
     let want = env.layout_build();
     assert_eq!(pushed["index_digest"], want["index_digest"]);
     assert_eq!(layer_digests(&pushed), layer_digests(&want));
-    let big = &pushed["push"]["layers"][0];
+    let big = &pushed["push"]["blobs"][0];
     assert_eq!(big["resumed_from"], held, "{pushed}");
     assert_eq!(
         big["sent"].as_u64().unwrap(),
@@ -498,8 +501,8 @@ fn a_second_push_of_the_same_layers_verifies_them_but_sends_none_again() {
             .unwrap(),
     );
     assert_eq!(second["index_digest"], first["index_digest"]);
-    assert_eq!(second["push"]["uploaded_bytes"], 0);
-    for l in second["push"]["layers"].as_array().unwrap() {
+    assert_eq!(second["uploaded_bytes"], 0);
+    for l in second["push"]["blobs"].as_array().unwrap() {
         assert_eq!(l["sent"], 0, "{l}");
     }
     let reqs = proxy.take_requests();
@@ -525,7 +528,7 @@ fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_
         json_of(&env.build(&args).output().unwrap())
     };
     let first = push(&[]);
-    assert_eq!(first["status"], "built");
+    assert_eq!(first["result"], "pushed");
     assert_eq!(first["reason"], "not in the registry");
 
     // Same commit, same settings: after the check that the registry takes the push (an
@@ -534,10 +537,10 @@ fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_
     env.server.clear_requests();
     proxy.take_requests();
     let second = push(&[]);
-    assert_eq!(second["status"], "skipped", "{second}");
+    assert_eq!(second["result"], "skipped", "{second}");
     assert_eq!(second["reason"], "up to date");
     assert_eq!(second["index_digest"], first["index_digest"]);
-    assert_eq!(second["push"]["uploaded_bytes"], 0);
+    assert_eq!(second["uploaded_bytes"], 0);
     let reqs = proxy.take_requests();
     assert_eq!(reqs.len(), 4, "{reqs:#?}");
     assert_eq!(
@@ -570,7 +573,7 @@ fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_
 
     // --force builds it again (from the Hub), to the same image.
     let forced = push(&["--force"]);
-    assert_eq!(forced["status"], "built");
+    assert_eq!(forced["result"], "pushed");
     assert_eq!(forced["reason"], "--force");
     assert_eq!(forced["index_digest"], first["index_digest"]);
     assert!(
@@ -587,7 +590,7 @@ fn a_second_push_of_an_unchanged_image_is_skipped_with_one_manifest_request_and_
 
     // Other settings: the tag is stale, and says why.
     let other = push(&["--chunk-size", "1MiB"]);
-    assert_eq!(other["status"], "built");
+    assert_eq!(other["result"], "pushed");
     assert_eq!(other["reason"], "built with other settings");
     assert_ne!(other["index_digest"], first["index_digest"]);
     assert_eq!(

@@ -176,10 +176,11 @@ fn the_layout_holds_a_deterministic_provenance_that_in_totos_bindings_accept() {
             .output()
             .unwrap(),
     );
-    assert_eq!(j["model"], "acme/model");
-    assert_eq!(j["revision"], SHA_A);
+    assert_eq!(j["name"], "acme/model");
+    assert_eq!(j["sha"], SHA_A);
     assert_eq!(j["index_digest"], index);
-    assert_eq!(j["files"].as_array().unwrap().len(), 4);
+    assert_eq!(j["provenance"]["files"].as_array().unwrap().len(), 4);
+    assert_eq!(j["files"], 4);
     assert_eq!(j["layers"].as_array().unwrap().len(), 3);
     assert_eq!(j["settings"]["layers"], "per-file");
 
@@ -213,8 +214,8 @@ fn a_layout_verifies_and_a_file_the_hub_serves_differently_is_named_with_its_lay
             .unwrap()
     };
     let ok = json_of(&verify(&["--json"]));
-    assert_eq!(ok["verified"], true, "{ok:#}");
-    assert_eq!(ok["claim_from"], "provenance (layout)");
+    assert_eq!(ok["result"], "verified", "{ok:#}");
+    assert_eq!(ok["verify"]["claim_from"], "provenance (layout)");
     assert_eq!(ok["layers"].as_array().unwrap().len(), 3);
     // Streamed: nothing went into the cache it was given.
     assert!(!tmp.path().join("hf-verify/hub").exists());
@@ -231,17 +232,18 @@ fn a_layout_verifies_and_a_file_the_hub_serves_differently_is_named_with_its_lay
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains(&format!("file {SHARD2} (layer 1: {SHARD2}) differs")),
+        // Layers are numbered from 1: shard 2 is in the second.
+        err.contains(&format!("file {SHARD2} (layer 2: {SHARD2}) differs")),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let o = verify(&["--json"]);
     assert_eq!(o.status.code(), Some(1));
     let j: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(j["verified"], false);
-    assert_eq!(j["difference"]["kind"], "file");
-    assert_eq!(j["difference"]["path"], SHARD2);
-    assert_eq!(j["difference"]["layer"], 1);
+    assert_eq!(j["result"], "failed");
+    assert_eq!(j["verify"]["difference"]["kind"], "file");
+    assert_eq!(j["verify"]["difference"]["path"], SHARD2);
+    assert_eq!(j["verify"]["difference"]["layer"], 2);
 }
 
 fn push(layout: &Path, reference: &str) -> Value {
@@ -286,9 +288,9 @@ fn a_pushed_image_verifies_and_still_does_after_skopeo_copies_it_to_another_regi
     let p = push(&out, &reference);
     // docker-registry 2.8 has no referrers API: the spec's fallback tag lists it.
     let fallback = format!("sha256-{}", &index[7..]);
-    assert_eq!(p["referrers"][0]["digest"], referrer.as_str());
-    assert_eq!(p["referrers"][0]["referrers_api"], false);
-    assert_eq!(p["referrers"][0]["fallback_tag"], fallback.as_str());
+    assert_eq!(p["push"]["referrers"][0]["digest"], referrer.as_str());
+    assert_eq!(p["push"]["referrers"][0]["referrers_api"], false);
+    assert_eq!(p["push"]["referrers"][0]["fallback_tag"], fallback.as_str());
     // skopeo reads the fallback tag: an index naming the referrer.
     let raw = run_checked(Command::new("skopeo").args([
         "inspect",
@@ -321,9 +323,9 @@ fn a_pushed_image_verifies_and_still_does_after_skopeo_copies_it_to_another_regi
             .unwrap()
     };
     let v = json_of(&verify(&reference, &[]));
-    assert_eq!(v["verified"], true, "{v:#}");
+    assert_eq!(v["result"], "verified", "{v:#}");
     assert_eq!(
-        v["claim_from"],
+        v["verify"]["claim_from"],
         format!("provenance (fallback tag {fallback})").as_str()
     );
     assert_eq!(v["index_digest"], index);
@@ -340,8 +342,8 @@ fn a_pushed_image_verifies_and_still_does_after_skopeo_copies_it_to_another_regi
         "the default settings give other layers"
     );
     let v = json_of(&verify(&copied, &["--setting", "own_layer_above=1MiB"]));
-    assert_eq!(v["verified"], true, "{v:#}");
-    assert_eq!(v["claim_from"], "annotations and settings");
+    assert_eq!(v["result"], "verified", "{v:#}");
+    assert_eq!(v["verify"]["claim_from"], "annotations and settings");
     // (skopeo 1.9 cannot copy the fallback tag's index with --preserve-digests: "Manifest
     // list must be converted to type application/vnd.oci.image.index.v1+json", so the
     // mirror has no provenance and the settings are given.)
@@ -356,7 +358,7 @@ fn a_registry_serving_a_different_layer_fails_verify_naming_that_layer() {
     let tmp = tempfile::tempdir().unwrap();
     build_from_hub(&server, tmp.path(), &tmp.path().join("good"));
     // The same files but shard 2, built as the same model and commit: a valid eStargz
-    // image whose layer 1 is another one.
+    // image whose layer 2 is another one.
     let src = tmp.path().join("src");
     write(&src, "README.md", b"# a model\n");
     write(&src, "config.json", br#"{"model_type": "llama"}"#);
@@ -397,7 +399,7 @@ fn a_registry_serving_a_different_layer_fails_verify_naming_that_layer() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains(&format!(
-            "layer 1 ({SHARD2}) differs: the image has sha256:"
+            "layer 2 ({SHARD2}) differs: the image has sha256:"
         )),
         "{err}"
     );

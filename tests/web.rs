@@ -788,9 +788,10 @@ fn json_twins_list_the_catalogue_and_each_models_digests_layers_and_files() {
         })
         .collect();
     assert_eq!(from.len(), 10);
-    assert!(from.contains(&("config.json", 35, 2)), "{from:?}");
-    assert!(from.contains(&("model-00001-of-00002.safetensors", 300_000, 1)));
-    assert!(from.contains(&("vocab.txt", 182, 0)));
+    // Layers numbered from 1, as the page shows them.
+    assert!(from.contains(&("config.json", 35, 3)), "{from:?}");
+    assert!(from.contains(&("model-00001-of-00002.safetensors", 300_000, 2)));
+    assert!(from.contains(&("vocab.txt", 182, 1)));
     // A per-file layer build, as `build` plans it: the large file in a layer of its own,
     // the rest in one layer on top (built now, served without a restart).
     let pf = build_as(
@@ -829,7 +830,7 @@ fn json_twins_list_the_catalogue_and_each_models_digests_layers_and_files() {
         .collect();
     assert_eq!(layer_of.len(), 9);
     for (path, layer) in layer_of {
-        assert_eq!(layer, u64::from(path != "model.safetensors"), "{path}");
+        assert_eq!(layer, 1 + u64::from(path != "model.safetensors"), "{path}");
     }
 
     let html = s.req("GET", "/acme/stacked", &h).text();

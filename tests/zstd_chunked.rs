@@ -636,7 +636,7 @@ fn golden_digests_of_the_bundled_example_are_unchanged() {
     );
     assert_ok(&o);
     let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(summary["format"], "zstd-chunked");
+    assert_eq!(summary["settings"]["format"], "zstd-chunked");
     assert_eq!(summary["index_digest"], golden["index_digest"]);
     for key in ["digest", "diff_id", "toc_digest", "size"] {
         assert_eq!(
@@ -690,7 +690,7 @@ fn layout_shares_one_tar_zstd_layer_between_platforms_and_reports_it() {
         s["layers"][0]["media_type"],
         "application/vnd.oci.image.layer.v1.tar+zstd"
     );
-    assert_eq!(s["compression_level"], 3);
+    assert_eq!(s["settings"]["compression_level"], 3);
     assert_eq!(s["files"], 9);
     assert_eq!(
         s["layers"][0]["toc_digest"].as_str().unwrap(),

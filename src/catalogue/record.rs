@@ -26,7 +26,7 @@ pub const RECORD_FILE: &str = "depotai-build.json";
 pub const RECORD_VERSION: u32 = 2;
 
 /// The settings the image bytes depend on (threads and download jobs do not).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BuildSettings {
     /// `estargz` or `zstd-chunked`.
     pub format: String,

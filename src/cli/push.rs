@@ -1,11 +1,13 @@
 //! `depotai push LAYOUT REF` (and `build --push REF`): an image layout to a registry.
 
+use super::lines::{summary_line, Finished};
 use super::progress::Progress;
 use anyhow::{bail, Context};
 use clap::Args;
 use depotai::remote::auth::{self, Credentials};
 use depotai::remote::push::{self, PushEvent, PushOptions, PushReport};
 use depotai::remote::{Client, ClientOptions, Reference};
+use depotai::report::{round_seconds, ImageReport, Outcome, Report, Summary};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -35,6 +37,11 @@ impl RegistryFlags {
     /// A client for `reference`: flags, else DEPOTAI_REGISTRY_USER/PASSWORD, else the
     /// Docker config's credentials for the registry.
     pub fn client(&self, reference: &Reference, push: bool) -> anyhow::Result<Client> {
+        Ok(Client::new(reference, self.options(reference)?, push)?)
+    }
+
+    /// How to reach `reference`'s registry: plain HTTP or not, and the credentials.
+    pub fn options(&self, reference: &Reference) -> anyhow::Result<ClientOptions> {
         let credentials = if let Some(u) = &self.username {
             Some(Credentials {
                 username: u.clone(),
@@ -46,12 +53,11 @@ impl RegistryFlags {
             auth::from_docker_config(&reference.registry)
                 .with_context(|| format!("credentials for {}", reference.registry))?
         };
-        let opts = ClientOptions {
+        Ok(ClientOptions {
             insecure: self.insecure,
             credentials,
             ..Default::default()
-        };
-        Ok(Client::new(reference, opts, push)?)
+        })
     }
 }
 
@@ -123,24 +129,55 @@ pub struct PushFlags {
     pub mount_from: Option<String>,
 }
 
+/// Prints the `Finished` line of the push and a last line summing it (without a
+/// terminal too), or with `--json` the push's report.
 pub fn run(args: PushArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let r = Reference::parse(&args.reference)?;
     let client = push_client(&r, &args.flags.registry)?;
-    let report = push_layout(
+    let pushed = push_layout(
         &args.layout,
         &r,
         client,
         &args.flags,
         args.quiet || args.json,
     )?;
+    // The model and commit, from the layout's provenance when it has one (else the
+    // line names the layout).
+    let mut report = ImageReport::new(Outcome::Pushed);
+    let provenance = depotai::remote::published::from_layout(&args.layout)
+        .ok()
+        .and_then(|img| img.provenance)
+        .and_then(|bytes| depotai::provenance::Provenance::parse(&bytes).ok());
+    match provenance {
+        Some(p) => {
+            report.name = Some(p.model);
+            report.image = Some(p.image);
+            report.sha = Some(p.revision);
+            report.settings = Some(p.settings);
+        }
+        None => report.name = Some(args.layout.display().to_string()),
+    }
+    report.tag = r.tag.clone();
+    let mut report = report.with_push(&pushed);
+    report.seconds = round_seconds(started.elapsed().as_secs_f64());
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!(
+            "{}",
+            serde_json::to_string(&Report::Image(Box::new(report)))?
+        );
+        return Ok(());
+    }
+    Finished(&report).say(args.quiet);
+    if !args.quiet {
+        let summary = Summary::of(std::slice::from_ref(&report), report.seconds);
+        eprintln!("{}", summary_line("image", &summary));
     }
     Ok(())
 }
 
-/// Pushes a layout with a client from [`push_client`] and prints a one-line summary on
-/// stderr unless `quiet`.
+/// Pushes a layout with a client from [`push_client`], with a progress bar on a
+/// terminal unless `quiet`; the caller says what was pushed.
 pub fn push_layout(
     layout: &Path,
     r: &Reference,
@@ -190,25 +227,5 @@ pub fn push_layout(
     if let Some(b) = bar.get() {
         b.finish();
     }
-    let report = pushed.with_context(|| format!("pushing {} to {r}", layout.display()))?;
-    if !quiet {
-        let up = report
-            .blobs
-            .iter()
-            .filter(|b| b.action == push::BlobAction::Uploaded)
-            .count();
-        let mounted = report
-            .blobs
-            .iter()
-            .filter(|b| b.action == push::BlobAction::Mounted)
-            .count();
-        eprintln!(
-            "pushed {r}: {} blobs ({up} uploaded, {mounted} mounted, {} already there), {} bytes sent\n  index {}",
-            report.blobs.len(),
-            report.blobs.len() - up - mounted,
-            report.uploaded_bytes,
-            report.index_digest
-        );
-    }
-    Ok(report)
+    pushed.with_context(|| format!("pushing {} to {r}", layout.display()))
 }

@@ -13,6 +13,7 @@ use depotai::plan::PlanOptions;
 use depotai::provenance::Provenance;
 use depotai::remote::published::{self, PublishedImage};
 use depotai::remote::Reference;
+use depotai::report::{ImageReport, Report};
 use depotai::source::hub::HubConfig;
 use depotai::verify::{self, Claim};
 
@@ -170,13 +171,18 @@ fn claim(img: &PublishedImage, args: &VerifyArgs) -> anyhow::Result<(Claim, Stri
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let img = read(&args.target, &args.registry)?;
     let (claim, from) = claim(&img, &args)?;
     let cfg = HubConfig::from_env();
     let outcome = verify::verify(&img, &claim, &cfg, &from)
         .with_context(|| format!("rebuilding {} at {}", claim.model, claim.sha))?;
     if args.json {
-        println!("{}", serde_json::to_string(&outcome)?);
+        let report = ImageReport::verified(&outcome, started.elapsed().as_secs_f64());
+        println!(
+            "{}",
+            serde_json::to_string(&Report::Image(Box::new(report)))?
+        );
     }
     match &outcome.difference {
         None => {
@@ -185,7 +191,8 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                     "verified {} ({} at {}, from its {})",
                     outcome.index_digest, outcome.model, outcome.revision, outcome.claim_from
                 );
-                for (n, l) in outcome.layers.iter().enumerate() {
+                // Numbered from 1, as `inspect`, `--json` and the web page number them.
+                for (n, l) in (1..).zip(&outcome.layers) {
                     println!("  layer {n}  {}  {}", l.digest, l.role);
                 }
             }
@@ -211,22 +218,16 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     };
     let p = Provenance::parse(bytes)?;
     if args.json {
-        let v = serde_json::json!({
-            "index_digest": img.index_digest,
-            "provenance_from": img.provenance_from,
-            "model": p.model,
-            "revision": p.revision,
-            "source": p.source,
-            "hub_url": (p.source == "huggingface")
-                .then(|| format!("https://huggingface.co/{}/tree/{}", p.model, p.revision)),
-            "tag": p.tag,
-            "tool": p.tool,
-            "settings": p.settings,
-            "files": p.files,
-            "layers": p.layers,
-            "statement": serde_json::from_slice::<serde_json::Value>(bytes)?,
-        });
-        println!("{v}");
+        let report = ImageReport::inspected(
+            &img.index_digest,
+            &p,
+            serde_json::from_slice(bytes)?,
+            img.provenance_from.as_deref(),
+        );
+        println!(
+            "{}",
+            serde_json::to_string(&Report::Image(Box::new(report)))?
+        );
         return Ok(());
     }
     println!("image     {}", img.index_digest);
@@ -252,7 +253,7 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         p.settings.platforms.join(",")
     );
     println!("layers");
-    for (n, l) in p.layers.iter().enumerate() {
+    for (n, l) in (1..).zip(&p.layers) {
         println!(
             "  {n}  {}  {:>10}  {} ({} files)",
             l.digest,

@@ -83,7 +83,7 @@ pub struct Uploaded {
 }
 
 /// How a blob got into the registry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BlobAction {
     /// The registry had it.
@@ -105,7 +105,7 @@ pub enum UploadEvent<'a> {
 }
 
 /// A referrer of an image as [`Uploader::publish`] put it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ReferrerReport {
     pub digest: String,
     pub artifact_type: String,

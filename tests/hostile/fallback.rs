@@ -132,8 +132,8 @@ fn a_fallback_index_keeps_its_entries_and_lists_the_referrer_once() {
     crate::support::assert_ok(&o.0);
     let report: Value = serde_json::from_slice(&o.0.stdout).unwrap();
     let tag = format!("sha256-{}", &report["index_digest"].as_str().unwrap()[7..]);
-    assert_eq!(report["referrers"][0]["referrers_api"], false);
-    assert_eq!(report["referrers"][0]["fallback_tag"], tag.as_str());
+    assert_eq!(report["push"]["referrers"][0]["referrers_api"], false);
+    assert_eq!(report["push"]["referrers"][0]["fallback_tag"], tag.as_str());
     let puts = reg.manifests_put.lock().unwrap().clone();
     let (_, body) = puts
         .iter()

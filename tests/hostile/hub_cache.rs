@@ -184,7 +184,7 @@ fn an_offline_build_after_a_partial_include_is_refused_naming_a_missing_file() {
     assert_ok(&o);
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let m = &report["models"][0];
-    assert_eq!(m["status"], "built", "{report}");
+    assert_eq!(m["result"], "built", "{report}");
     assert_eq!(m["reason"], "built with other settings", "{report}");
     assert_eq!(m["files"], 7);
     let whole = env.out(catalogue_out);

@@ -17,6 +17,7 @@ use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::plan::PlanOptions;
 use depotai::remote::Reference;
+use depotai::report::{round_seconds, ImageReport, Outcome, Report};
 use depotai::source::DirSource;
 use std::path::PathBuf;
 
@@ -317,7 +318,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     req.index_annotations = depotai::job::settings_annotations(&settings);
 
     let Some(dir) = &args.from_dir else {
-        return stream::run(&args, &name, req, push);
+        return stream::run(&args, &name, req, settings, push);
     };
     // The registry would take the push: checked before the build.
     let pushing = match push {
@@ -330,38 +331,40 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     // The image being built is never part of its own input.
     let source = DirSource::scan_leaving_out(dir, Some(&req.output))?;
     let (entries, contents) = source.into_entries();
-    req.record = Some(BuildRecord::from_directory(&name, &sha, &req.tag, settings));
-    let report = build_with_bar(&name, entries, &contents, &req, args.quiet)
+    req.record = Some(BuildRecord::from_directory(
+        &name,
+        &sha,
+        &req.tag,
+        settings.clone(),
+    ));
+    let started = std::time::Instant::now();
+    let built = build_with_bar(&name, entries, &contents, &req, args.quiet)
         .with_context(|| format!("building {name} from {}", dir.display()))?;
-    if !args.json {
-        Finished {
-            result: "built",
-            name: name.as_str(),
-            dest: &report.output.display().to_string(),
-            index: &report.index_digest.to_string(),
-            built: Some((report.files(), report.layers.len(), report.layers_size())),
-            sent: None,
-            seconds: report.seconds,
-        }
-        .say(args.quiet);
-    }
-
-    let pushed = match pushing {
-        Some((r, client)) => Some(super::push::push_layout(
-            &report.output,
+    let mut report = ImageReport::for_request(Outcome::Built, &req, settings).with_build(&built);
+    report.output = Some(built.output.display().to_string());
+    if let Some((r, client)) = pushing {
+        let pushed = super::push::push_layout(
+            &built.output,
             &r,
             client,
             &args.push_flags,
             args.quiet || args.json,
-        )?),
-        None => None,
-    };
-    if args.json {
-        let mut s = summary_json(&name, &req, &report);
-        if let Some(p) = pushed {
-            s["push"] = serde_json::to_value(p)?;
-        }
-        println!("{s}");
+        )?;
+        report = report.with_push(&pushed);
+    }
+    report.seconds = round_seconds(started.elapsed().as_secs_f64());
+    say_report(report, args.json, args.quiet)
+}
+
+/// A single build's report: with `--json` on stdout, else its `Finished` line.
+fn say_report(report: ImageReport, json: bool, quiet: bool) -> anyhow::Result<()> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&Report::Image(Box::new(report)))?
+        );
+    } else {
+        Finished(&report).say(quiet);
     }
     Ok(())
 }
@@ -382,40 +385,4 @@ fn build_with_bar(
     let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
     bar.finish();
     report
-}
-
-fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_json::Value {
-    serde_json::json!({
-        "name": name.as_str(),
-        "image": name.registry_path(),
-        "sha": req.sha.as_str(),
-        "tag": r.tag,
-        "format": req.layer.format.name(),
-        "layer_mode": req.plan.mode.name(),
-        "output": r.output.display().to_string(),
-        "index_digest": r.index_digest.to_string(),
-        "manifests": r.manifests.iter().map(|(p, d)| serde_json::json!({
-            "platform": p.to_string(), "digest": d.to_string()
-        })).collect::<Vec<_>>(),
-        "config_digests": r.configs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-        "layers": r.layers.iter().map(|l| serde_json::json!({
-            "role": l.role.to_string(),
-            "digest": l.info.digest.to_string(),
-            "media_type": l.info.media_type,
-            "size": l.info.size,
-            "diff_id": l.info.diff_id.to_string(),
-            "uncompressed_size": l.info.uncompressed_size,
-            "toc_digest": l.info.toc_digest.to_string(),
-            "toc_entries": l.info.toc_entries,
-            "content_bytes": l.info.content_bytes,
-            "files": l.info.file_digests.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "layers_size": r.layers_size(),
-        "files": r.files(),
-        "content_bytes": r.content_bytes(),
-        "chunk_size": req.layer.chunk_size,
-        "compression_level": req.layer.effective_level(),
-        "encoder": req.layer.encoder_name(),
-        "seconds": (r.seconds * 1000.0).round() / 1000.0,
-    })
 }

@@ -2,15 +2,16 @@
 //! ([`depotai::job`]) into a layout, a registry (`--push`) or both. This file only turns
 //! flags into a job and the job's events into a bar, lines and a JSON summary.
 
-use super::{summary_json, BuildArgs};
-use crate::cli::lines::Finished;
+use super::BuildArgs;
 use crate::cli::progress::Bars;
 use crate::cli::signals::Stop;
+use depotai::catalogue::record::BuildSettings;
 use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
 use depotai::names::ModelName;
 use depotai::pipeline::{BuildRequest, LayerEvent};
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
+use depotai::report::{round_seconds, ImageReport, Outcome, PushedReport};
 use depotai::source::hub::FileFilter;
 
 /// `push` is the `--push` reference with its tag settled (see `push_reference`).
@@ -18,6 +19,7 @@ pub(super) fn run(
     args: &BuildArgs,
     name: &ModelName,
     req: BuildRequest,
+    settings: BuildSettings,
     push: Option<Reference>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -41,6 +43,8 @@ pub(super) fn run(
         None => None,
     };
     let sha = req.sha.clone();
+    // Without --push the layout is the only destination; with it, only on request.
+    let layout = args.output.is_some() || args.push.is_none();
     let job = HubJob {
         req: req.clone(),
         hub,
@@ -48,8 +52,7 @@ pub(super) fn run(
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         stream: crate::cli::hub::stream_options(args.connections.into(), args.no_cache),
-        // Without --push the layout is the only destination; with it, only on request.
-        layout: args.output.is_some() || args.push.is_none(),
+        layout,
         registry,
         max_scratch: args.max_scratch,
         delete_downloads: args.delete_downloads,
@@ -66,7 +69,8 @@ pub(super) fn run(
         match e {
             Event::Retry { path, why } if !quiet => bars.say(&format!("{path}: {why}; retrying")),
             Event::Layer(LayerEvent::Retrying { n, error }) if !quiet => bars.say(&format!(
-                "layer {n}: {error}; fetching its files again and building it once more"
+                "layer {}: {error}; fetching its files again and building it once more",
+                n + 1
             )),
             _ => {}
         }
@@ -85,93 +89,39 @@ pub(super) fn run(
         }
     };
     let report = match outcome {
-        HubOutcome::Built(report) => report,
-        HubOutcome::UpToDate(index) => {
-            let reference = pushed_to.unwrap_or_default();
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "name": name.as_str(),
-                        "image": name.registry_path(),
-                        "sha": sha.as_str(),
-                        "tag": req.tag,
-                        "status": "skipped",
-                        "reason": "up to date",
-                        "output": null,
-                        "index_digest": index.to_string(),
-                        "downloaded_bytes": 0,
-                        "push": {"reference": reference, "index_digest": index.to_string(),
-                                 "uploaded_bytes": 0, "resumed_bytes": 0, "layers": []},
-                    })
-                );
-            } else {
-                Finished {
-                    result: "skipped",
-                    name: name.as_str(),
-                    dest: &reference,
-                    index: &index.to_string(),
-                    built: None,
-                    sent: None,
-                    seconds: started.elapsed().as_secs_f64(),
-                }
-                .say(args.quiet);
+        HubOutcome::Built(hub) => {
+            let mut r = ImageReport::for_request(Outcome::Built, &req, settings)
+                .with_hub_job(&hub, pushed_to.as_deref());
+            if r.reason.is_none() && args.force && args.push.is_some() {
+                r.reason = Some("--force".into());
             }
-            return Ok(());
+            if layout {
+                r.output = Some(hub.build.output.display().to_string());
+            }
+            if args.delete_downloads {
+                r.freed_bytes = Some(hub.freed_bytes);
+            }
+            r
+        }
+        HubOutcome::UpToDate(index) => {
+            let mut r = ImageReport::for_request(Outcome::Skipped, &req, settings);
+            r.reason = Some("up to date".into());
+            r.index_digest = Some(index.to_string());
+            r.downloaded_bytes = Some(0);
+            r.uploaded_bytes = Some(0);
+            r.push = Some(PushedReport {
+                reference: pushed_to.unwrap_or_default(),
+                digest: index.to_string(),
+                blobs: Vec::new(),
+                resumed: None,
+                resumed_bytes: 0,
+                requests: None,
+                referrers: Vec::new(),
+            });
+            r
         }
     };
-    let build = &report.build;
-    if args.json {
-        let mut s = summary_json(name, &req, build);
-        s["status"] = "built".into();
-        s["reason"] = match &report.published {
-            Some(p) => p.to_string().into(),
-            None if args.force && args.push.is_some() => "--force".into(),
-            None => serde_json::Value::Null,
-        };
-        s["downloaded_bytes"] = report.stream.downloaded_bytes.into();
-        s["cached_bytes"] = report.stream.cached_bytes.into();
-        s["refetched"] = serde_json::json!(report.stream.failures);
-        if args.output.is_none() && args.push.is_some() {
-            s["output"] = serde_json::Value::Null;
-        }
-        if args.delete_downloads {
-            s["freed_bytes"] = report.freed_bytes.into();
-        }
-        if let Some(r) = &pushed_to {
-            s["push"] = serde_json::json!({
-                "reference": r,
-                "index_digest": build.index_digest.to_string(),
-                "uploaded_bytes": report.uploads.iter().map(|(_, u)| u.sent).sum::<u64>(),
-                "resumed_bytes": report.uploads.iter().map(|(_, u)| u.resumed_from).sum::<u64>(),
-                "layers": report.uploads.iter().map(|(n, u)| serde_json::json!({
-                    "layer": n,
-                    "digest": u.digest.to_string(),
-                    "size": u.size,
-                    "sent": u.sent,
-                    "resumed_from": u.resumed_from,
-                })).collect::<Vec<_>>(),
-            });
-        }
-        println!("{s}");
-    } else {
-        let layout = build.output.display().to_string();
-        Finished {
-            result: if pushed_to.is_some() {
-                "pushed"
-            } else {
-                "built"
-            },
-            name: name.as_str(),
-            dest: pushed_to.as_deref().unwrap_or(&layout),
-            index: &build.index_digest.to_string(),
-            built: Some((build.files(), build.layers.len(), build.layers_size())),
-            sent: pushed_to
-                .is_some()
-                .then(|| report.uploads.iter().map(|(_, u)| u.sent).sum()),
-            seconds: started.elapsed().as_secs_f64(),
-        }
-        .say(args.quiet);
-    }
-    Ok(())
+    let mut report = report;
+    report.seconds = round_seconds(started.elapsed().as_secs_f64());
+    super::say_report(report, args.json, args.quiet)
 }

@@ -124,7 +124,8 @@ fn file<'a>(image: &str, e: &'a FileEntry) -> File<'a> {
         size: e.size,
         kind: e.kind.as_str(),
         target: e.target.as_deref(),
-        layer: e.layer,
+        // Numbered from 1, as the page shows it and every `--json` numbers layers.
+        layer: e.layer + 1,
         copy: copy_line(image, &e.path, "."),
     }
 }
