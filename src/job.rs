@@ -365,12 +365,10 @@ fn worth_retrying(e: &BuildError) -> bool {
         BuildError::Layer(LayerError::Read { source, .. }) => io_inner(source),
         BuildError::Layer(LayerError::Write(source)) => io_inner(source),
         BuildError::ContentMismatch { .. } => true,
-        BuildError::Destination(msg) => msg.contains(STALE_MARK),
+        BuildError::StaleUpload { .. } => true,
         _ => false,
     }
 }
-
-const STALE_MARK: &str = "uploaded again from the start";
 
 /// Runs `job`, telling `on_event` what happens.
 pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubOutcome, JobError> {
@@ -647,10 +645,7 @@ impl Write for SinkWriter {
 }
 
 fn upload_error(e: UploadError) -> BuildError {
-    match e {
-        UploadError::Stale { .. } => BuildError::Destination(format!("{e}")),
-        other => BuildError::Destination(format!("uploading a layer: {other}")),
-    }
+    BuildError::Destination(format!("uploading a layer: {e}"))
 }
 
 impl Destination for RegistryDestination {
@@ -690,10 +685,11 @@ impl Destination for RegistryDestination {
                 if let Some(key) = self.keys.get(n) {
                     self.uploader.forget_done(key);
                 }
-                return Err(BuildError::Destination(format!(
-                    "layer {n} came out as {} but an earlier run uploaded {digest} for it; it must be {STALE_MARK}",
-                    info.digest
-                )));
+                return Err(BuildError::StaleUpload {
+                    layer: n,
+                    built: info.digest,
+                    remembered: digest,
+                });
             }
             let up = Uploaded {
                 digest,
@@ -869,4 +865,26 @@ pub fn upload_state_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
     Some(cache.join("depotai/uploads"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_upload_is_retried_by_its_type_and_a_message_saying_so_is_not() {
+        let (a, b) = (Digest::of(b"built"), Digest::of(b"remembered"));
+        let stale = BuildError::StaleUpload {
+            layer: 2,
+            built: a,
+            remembered: b,
+        };
+        assert!(worth_retrying(&stale));
+        assert_eq!(
+            stale.to_string(),
+            format!("layer 2 came out as {a} but an earlier run uploaded {b} for it; it must be uploaded again from the start")
+        );
+        // The same words in a destination's message decide nothing.
+        assert!(!worth_retrying(&BuildError::Destination(stale.to_string())));
+    }
 }
