@@ -35,7 +35,8 @@ use crate::image::ANNOTATION_REVISION;
 use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo, Planned, Stoppable};
 use crate::names::CommitSha;
 use crate::pipeline::{
-    self, BuildError, BuildReport, BuildRequest, Destination, Hooks, LayerEvent, LayoutDestination,
+    self, BuildError, BuildReport, BuildRequest, Destination, DigestOnly, Hooks, LayerEvent,
+    LayoutDestination,
 };
 use crate::remote::upload::{
     BlobSink, ImageDocuments, ReferrerDocument, UploadError, Uploaded, Uploader,
@@ -144,7 +145,12 @@ pub struct HubJob {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub stream: StreamOptions,
-    /// Write the OCI layout to `req.output`.
+    /// The files, already listed at `req.sha` by [`hub::list`] with `filter` applied
+    /// (`verify` compares them with a provenance first): planned as they are, not
+    /// listed again. `None`: the job lists them (or, offline, reads the kept listing).
+    pub listing: Option<Vec<RemoteFile>>,
+    /// Write the OCI layout to `req.output`. With no layout and no registry the image
+    /// is only digested (`verify`'s rebuild): no byte of it is kept.
     pub layout: bool,
     pub registry: Option<RegistryTarget>,
     /// Refuse to start when the job would write more than this many bytes to disk
@@ -275,7 +281,10 @@ impl Source {
 
 /// The files to build and, offline, the cache's copies of them (every selected file of
 /// the kept listing, or an error naming what is missing).
-fn remote_files(job: &HubJob) -> Result<(Vec<RemoteFile>, Option<hub::Cached>), HubError> {
+fn remote_files(job: &mut HubJob) -> Result<(Vec<RemoteFile>, Option<hub::Cached>), HubError> {
+    if let Some(files) = job.listing.take() {
+        return Ok((files, None));
+    }
     let (name, sha) = (&job.req.name, &job.req.sha);
     if job.hub.offline {
         let cached = hub::cached(name, sha, &job.hub, &job.filter)?;
@@ -371,7 +380,10 @@ fn worth_retrying(e: &BuildError) -> bool {
 }
 
 /// Runs `job`, telling `on_event` what happens.
-pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubOutcome, JobError> {
+pub fn run_hub(
+    mut job: HubJob,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<HubOutcome, JobError> {
     if job.hub.offline && !job.stream.cache {
         return Err(JobError::OfflineWithoutCache);
     }
@@ -406,7 +418,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             tag_held = Some(found);
         }
     }
-    let (files, offline) = remote_files(&job)?;
+    let (files, offline) = remote_files(&mut job)?;
     let entries = entries_of(&files);
     let plan = pipeline::plan_layers(entries, &job.req)?;
     let (need, what) = scratch_need(&job, &files);
@@ -509,7 +521,8 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             second: r,
         }),
         (false, Some(r)) => r,
-        (_, None) => Box::new(LayoutDestination::create(&req.output)?),
+        (true, None) => Box::new(LayoutDestination::create(&req.output)?),
+        (false, None) => Box::new(DigestOnly),
     };
 
     let tell = RetryEvents(on_event);

@@ -306,6 +306,7 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
             include: e.include.clone(),
             exclude: e.exclude.clone(),
             stream: super::hub::stream_options(o.connections, o.no_cache),
+            listing: None,
             layout: registry.is_none(),
             registry,
             max_scratch: None,

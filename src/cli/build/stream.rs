@@ -49,6 +49,7 @@ pub(super) fn run(
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         stream: crate::cli::hub::stream_options(args.connections.into(), args.no_cache),
+        listing: None,
         // Without --push the layout is the only destination; with it, only on request.
         layout: args.output.is_some() || args.push.is_none(),
         registry,
