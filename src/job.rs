@@ -30,8 +30,8 @@
 
 use crate::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
 use crate::digest::Digest;
+use crate::image::media::{self, ANNOTATION_REVISION, ANNOTATION_SETTINGS};
 use crate::image::ImageDocs;
-use crate::image::ANNOTATION_REVISION;
 use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo, Planned, Stoppable};
 use crate::names::CommitSha;
 use crate::pipeline::{
@@ -53,15 +53,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The index annotation that records the build settings (a digest of them).
-pub const SETTINGS_ANNOTATION: &str = "io.depotai.settings";
-
 /// The index annotations that say what an image was built with: the digest of its
 /// [`BuildSettings`] (byte-relevant settings, platforms, layer plan, file globs).
 pub fn settings_annotations(settings: &BuildSettings) -> BTreeMap<String, String> {
     let json = serde_json::to_vec(settings).expect("settings serialise");
     [(
-        SETTINGS_ANNOTATION.to_string(),
+        ANNOTATION_SETTINGS.to_string(),
         Digest::of(&json).to_string(),
     )]
     .into()
@@ -117,9 +114,8 @@ pub async fn published(
     annotations: &BTreeMap<String, String>,
 ) -> Result<Published, RegistryError> {
     let url = client.url(&format!("manifests/{tag}"));
-    let accept =
-        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
-    let bytes = match client.get_bytes(&url, Some(accept), None).await {
+    let accept = media::accept(&[media::OCI_INDEX, media::OCI_MANIFEST]);
+    let bytes = match client.get_bytes(&url, Some(&accept), None).await {
         Ok((bytes, _)) => bytes,
         Err(RegistryError::NotFound { .. }) => return Ok(Published::Absent),
         Err(e) => return Err(e),
@@ -130,7 +126,7 @@ pub async fn published(
     if revision.as_deref() != Some(sha.as_str()) {
         return Ok(Published::OtherCommit(revision));
     }
-    if note(SETTINGS_ANNOTATION).as_ref() != annotations.get(SETTINGS_ANNOTATION) {
+    if note(ANNOTATION_SETTINGS).as_ref() != annotations.get(ANNOTATION_SETTINGS) {
         return Ok(Published::OtherSettings);
     }
     Ok(Published::UpToDate(Digest::of(&bytes)))
@@ -738,13 +734,11 @@ impl Destination for RegistryDestination {
         docs: &ImageDocs,
         _extra: &[(&str, Vec<u8>)],
     ) -> Result<PathBuf, BuildError> {
-        const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-        const INDEX: &str = "application/vnd.oci.image.index.v1+json";
         let configs: Vec<&[u8]> = docs.configs.iter().map(|c| c.bytes.as_slice()).collect();
         let manifests: Vec<(&[u8], &str)> = docs
             .manifests
             .iter()
-            .map(|(_, m)| (m.bytes.as_slice(), MANIFEST))
+            .map(|(_, m)| (m.bytes.as_slice(), media::OCI_MANIFEST))
             .collect();
         let referrers: Vec<ReferrerDocument<'_>> = docs
             .referrers
@@ -758,7 +752,7 @@ impl Destination for RegistryDestination {
         let image = ImageDocuments {
             configs: &configs,
             manifests: &manifests,
-            index: (&docs.index.bytes, INDEX),
+            index: (&docs.index.bytes, media::OCI_INDEX),
             referrers: &referrers,
         };
         let mut this = self;

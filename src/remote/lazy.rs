@@ -34,8 +34,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
-
 /// How the layer's chunks are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -177,7 +175,15 @@ pub(crate) async fn manifest(
         return Err(bad(format!("not a digest or tag: {}", shown(r))));
     }
     let url = client.url(&format!("manifests/{r}"));
-    let (bytes, headers) = client.get_bytes(&url, Some(ACCEPT), None).await?;
+    let (bytes, headers) = client
+        .get_bytes(
+            &url,
+            Some(&crate::image::media::accept(
+                &crate::image::media::MANIFEST_TYPES,
+            )),
+            None,
+        )
+        .await?;
     let d = Digest::of(&bytes).to_string();
     if r.starts_with("sha256:") {
         check_digest(&format!("manifest {r}"), &bytes, r)?;

@@ -10,11 +10,9 @@ use super::upload::referrers_fallback_tag;
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
 use crate::image::descriptor_platform;
-use crate::provenance::ARTIFACT_TYPE;
+use crate::image::media::{IN_TOTO, OCI_INDEX};
 use serde_json::Value;
 use std::path::Path;
-
-const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// One layer descriptor of a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +80,7 @@ fn pick_referrer(index: &Value) -> Option<String> {
     index["manifests"]
         .as_array()?
         .iter()
-        .find(|d| d["artifactType"] == ARTIFACT_TYPE)
+        .find(|d| d["artifactType"] == IN_TOTO)
         .and_then(|d| d["digest"].as_str())
         .map(str::to_string)
 }
@@ -106,11 +104,10 @@ pub async fn from_registry(
     }
     // The referrers API first; a registry without it answers 404 (or an error page),
     // and the spec's fallback tag holds the same list.
-    let filter =
-        percent_encoding::utf8_percent_encode(ARTIFACT_TYPE, percent_encoding::NON_ALPHANUMERIC);
+    let filter = percent_encoding::utf8_percent_encode(IN_TOTO, percent_encoding::NON_ALPHANUMERIC);
     let url = client.url(&format!("referrers/{index_digest}?artifactType={filter}"));
     let mut found = None;
-    if let Ok((b, _)) = client.get_bytes(&url, Some(INDEX), None).await {
+    if let Ok((b, _)) = client.get_bytes(&url, Some(OCI_INDEX), None).await {
         if let Some(d) = serde_json::from_slice::<Value>(&b)
             .ok()
             .and_then(|v| pick_referrer(&v))
@@ -173,7 +170,7 @@ pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
     }
     let mut provenance = None;
     for e in entries.iter().skip(1) {
-        if e["artifactType"] != ARTIFACT_TYPE {
+        if e["artifactType"] != IN_TOTO {
             continue;
         }
         let m = doc(e["digest"].as_str().unwrap_or_default(), "referrer")?;

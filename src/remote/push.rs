@@ -18,6 +18,7 @@ pub use super::upload::{referrers_fallback_tag, BlobAction, ReferrerReport};
 use super::upload::{ImageDocuments, ReferrerDocument, UploadEvent, Uploaded, Uploader};
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
+use crate::image::media::{self, OCI_INDEX, OCI_MANIFEST};
 use crate::limits;
 use serde::Serialize;
 use std::io::Read;
@@ -162,9 +163,6 @@ fn media_type(v: &serde_json::Value, default: &str) -> String {
         .to_string()
 }
 
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-
 impl LayoutImage {
     /// Reads the image the layout's `index.json` points at (the first entry).
     pub fn read(root: &Path) -> Result<LayoutImage, RegistryError> {
@@ -177,15 +175,14 @@ impl LayoutImage {
         let d = first["digest"].as_str().unwrap_or_default();
         let (idx_d, idx_b) = read_blob(root, d)?;
         let idx = parse_layout_document(&idx_b, "image index")?;
-        let idx_type = media_type(&idx, first["mediaType"].as_str().unwrap_or(INDEX_TYPE));
+        let idx_type = media_type(&idx, first["mediaType"].as_str().unwrap_or(OCI_INDEX));
         let mut manifests = Vec::new();
         let mut blobs: Vec<LayoutBlob> = Vec::new();
-        let descs: Vec<serde_json::Value> =
-            if idx_type.contains("index") || idx_type.contains("manifest.list") {
-                idx["manifests"].as_array().cloned().unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+        let descs: Vec<serde_json::Value> = if media::is_index(&idx_type) {
+            idx["manifests"].as_array().cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut add = |desc: &serde_json::Value| -> Result<(), RegistryError> {
             let d = desc["digest"].as_str().unwrap_or_default();
             let d = Digest::parse(d)
@@ -212,7 +209,7 @@ impl LayoutImage {
             for m in &descs {
                 let (md, mb) = read_blob(root, m["digest"].as_str().unwrap_or_default())?;
                 let mv = parse_layout_document(&mb, "manifest")?;
-                let mt = media_type(&mv, m["mediaType"].as_str().unwrap_or(MANIFEST_TYPE));
+                let mt = media_type(&mv, m["mediaType"].as_str().unwrap_or(OCI_MANIFEST));
                 manifest_docs.push((md, mb, mt));
             }
         }

@@ -16,7 +16,8 @@
 
 use super::data::{Files, LayerDesc, Overview, TocFile};
 use crate::digest::Digest;
-use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::image::media::{self, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::image::validate_tag;
 use crate::layer::estargz::reader as estargz_reader;
 use crate::layer::estargz::{Toc, FOOTER_SIZE};
 use crate::layer::reader::{read_now, BadLayer, LocalBlob, ReadError};
@@ -44,19 +45,6 @@ const MAX_IMAGE_DOCUMENTS: u64 = 64 << 20;
 const MAX_NAME: usize = 255;
 /// Index → index → manifest nesting deeper than this is not followed.
 const MAX_DEPTH: usize = 8;
-
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-fn is_index_type(mt: &str) -> bool {
-    mt == MEDIA_TYPE_OCI_INDEX || mt == MEDIA_TYPE_DOCKER_LIST
-}
-
-fn is_manifest_type(mt: &str) -> bool {
-    mt == MEDIA_TYPE_OCI_MANIFEST || mt == MEDIA_TYPE_DOCKER_MANIFEST || is_index_type(mt)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -458,7 +446,7 @@ impl Store {
             media_type: d.media_type.clone(),
             size: d.size,
         });
-        if !is_manifest_type(&d.media_type) || !visited.insert(digest) || depth >= MAX_DEPTH {
+        if !media::is_manifest(&d.media_type) || !visited.insert(digest) || depth >= MAX_DEPTH {
             return;
         }
         let held: u64 = img.docs.values().map(|b| b.len() as u64).sum();
@@ -541,7 +529,7 @@ impl Store {
             None => return Err(StoreError::ManifestUnknown),
         };
         let r = img.refs.get(&digest).ok_or(StoreError::ManifestUnknown)?;
-        if !is_manifest_type(&r.media_type) {
+        if !media::is_manifest(&r.media_type) {
             return Err(StoreError::ManifestUnknown);
         }
         let bytes = img
@@ -561,7 +549,7 @@ impl Store {
         let img = self.image(name)?;
         let digest = Digest::parse(digest).ok_or(StoreError::DigestInvalid)?;
         let r = img.refs.get(&digest).ok_or(StoreError::BlobUnknown)?;
-        if is_manifest_type(&r.media_type) {
+        if media::is_manifest(&r.media_type) {
             let bytes = img.docs.get(&digest).ok_or(StoreError::BlobUnknown)?;
             return Ok(Blob {
                 digest,
@@ -614,7 +602,7 @@ impl Store {
             .collect();
         let index = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "mediaType": media::OCI_INDEX,
             "manifests": manifests,
         });
         Ok(Bytes::from(crate::image::canonical_json(&index)))
@@ -856,7 +844,9 @@ fn overview(img: &Image) -> Overview {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::media::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
     use crate::image::ANNOTATION_REVISION;
+    use crate::layer::estargz::MEDIA_TYPE as LAYER;
 
     #[test]
     fn names_follow_the_oci_grammar() {
@@ -918,12 +908,12 @@ mod tests {
         let l = put(layer);
         let cfg = put(b"{}");
         let man = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{l}","size":{}}}]}}"#,
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"{LAYER}","digest":"{l}","size":{}}}]}}"#,
             layer.len()
         );
         let m = put(man.as_bytes());
         let idx = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_INDEX}","manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","digest":"{m}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}],"annotations":{{"{ANNOTATION_REVISION}":"abc"}}}}"#,
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{m}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}],"annotations":{{"{ANNOTATION_REVISION}":"abc"}}}}"#,
             man.len()
         );
         let i = put(idx.as_bytes());
@@ -931,7 +921,7 @@ mod tests {
         fs::write(
             dir.join("index.json"),
             format!(
-                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_INDEX}","digest":"{i}","size":{},"annotations":{{"{ANNOTATION_REF_NAME}":"{tag}"}}}}]}}"#,
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_INDEX}","digest":"{i}","size":{},"annotations":{{"{ANNOTATION_REF_NAME}":"{tag}"}}}}]}}"#,
                 idx.len()
             ),
         )
@@ -948,7 +938,7 @@ mod tests {
         assert_eq!(s.catalog(), ["acme/a", "b"]);
         let m = s.manifest("acme/a", "latest").unwrap();
         assert_eq!(m.digest, i);
-        assert_eq!(m.media_type, MEDIA_TYPE_OCI_INDEX);
+        assert_eq!(m.media_type, OCI_INDEX);
         assert_eq!(
             s.image("acme/a").unwrap().annotations[ANNOTATION_REVISION],
             "abc"
