@@ -5,6 +5,7 @@
 
 mod layout;
 pub mod media;
+pub mod read;
 
 pub use layout::{remove_stale_siblings, LayoutWriter};
 

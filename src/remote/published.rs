@@ -5,12 +5,12 @@
 
 use super::client::Client;
 use super::lazy::manifest;
-use super::push::{parse_layout_document, read_blob, read_document};
 use super::upload::referrers_fallback_tag;
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
 use crate::image::descriptor_platform;
 use crate::image::media::{IN_TOTO, OCI_INDEX};
+use crate::image::read::{self, Layout};
 use serde_json::Value;
 use std::path::Path;
 
@@ -147,36 +147,31 @@ pub async fn from_registry(
     })
 }
 
-/// Reads the tagged image of an OCI layout directory, with its provenance.
+/// Reads the tagged image of an OCI layout directory, with its provenance, through the
+/// one layout reader ([`crate::image::read`]).
 pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
-    // Bounded and digest-checked as `push` reads a layout.
-    let read = |digest: &str| read_blob(dir, digest).map(|(_, b)| b);
-    let doc = |digest: &str, what: &str| parse_layout_document(&read(digest)?, what);
-    let top = parse_layout_document(&read_document(&dir.join("index.json"))?, "index.json")?;
+    let layout = Layout::new(dir);
+    let top = layout.index_json()?;
     let entries = top["manifests"].as_array().cloned().unwrap_or_default();
-    let first = entries
-        .first()
-        .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?;
-    let index_digest = first["digest"].as_str().unwrap_or_default().to_string();
-    let index = doc(&index_digest, "image index")?;
+    let first = read::first_image(&top)?;
+    let (index_digest, _, index) = layout.document(first, "image index")?;
+    let index_digest = index_digest.to_string();
     let mut manifests = Vec::new();
     for d in index["manifests"].as_array().into_iter().flatten() {
-        let digest = d["digest"].as_str().unwrap_or_default();
-        manifests.push((
-            descriptor_platform(d),
-            digest.to_string(),
-            doc(digest, "manifest")?,
-        ));
+        let (digest, _, manifest) = layout.document(d, "manifest")?;
+        manifests.push((descriptor_platform(d), digest.to_string(), manifest));
     }
     let mut provenance = None;
     for e in entries.iter().skip(1) {
         if e["artifactType"] != IN_TOTO {
             continue;
         }
-        let m = doc(e["digest"].as_str().unwrap_or_default(), "referrer")?;
+        let (_, _, m) = layout.document(e, "referrer")?;
         if m["subject"]["digest"].as_str() == Some(index_digest.as_str()) {
-            let statement = m["layers"][0]["digest"].as_str().unwrap_or_default();
-            provenance = Some(read(statement)?);
+            // Read as it is (bounded and digest-checked): `Provenance::parse` judges it.
+            let statement = &m["layers"][0];
+            let digest = read::digest_of(statement)?;
+            provenance = Some(layout.document_bytes(&digest, statement["size"].as_u64())?);
             break;
         }
     }
