@@ -67,7 +67,8 @@ impl Files for PlainFiles {
             Err(e) => return Err(e),
         };
         let m = f.metadata()?;
-        Ok(m.is_file().then(|| (f, m.len())))
+        let len = m.len();
+        Ok(m.is_file().then_some((f, len)))
     }
 }
 
