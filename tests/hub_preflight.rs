@@ -9,6 +9,7 @@
 
 mod support;
 
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -115,13 +116,29 @@ fn verify_with_nothing_listening_at_the_hub_fails_at_once_naming_the_endpoint() 
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
 
+/// A plain-HTTP server that answers whatever arrives with `400 Bad Request` at once, as
+/// one does to a TLS ClientHello; its address.
+fn plain_http_server() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    addr
+}
+
 #[test]
 fn verify_against_tls_on_a_plain_http_hub_says_the_handshake_failed() {
     let server = HubServer::start(vec![Repo::new(MODEL, SHA, files())]);
     let tmp = tempfile::tempdir().unwrap();
     let out = layout(&server, tmp.path());
-    server.clear_requests();
-    let https = server.endpoint.replacen("http://", "https://", 1);
+    let https = format!("https://{}", plain_http_server());
     let (o, took) = verify(&server, tmp.path(), &out, Some(&https), None);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -137,8 +154,6 @@ fn verify_against_tls_on_a_plain_http_hub_says_the_handshake_failed() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
-    // The handshake never got as far as an HTTP request.
-    assert!(log(&server).is_empty(), "{:?}", log(&server));
 }
 
 #[test]
@@ -186,5 +201,25 @@ fn a_refused_token_an_unknown_model_or_commit_costs_one_request_and_is_named() {
     assert!(
         asked[1..].iter().any(|r| r.contains("/tree/")),
         "the listing follows the check: {asked:?}"
+    );
+}
+
+#[test]
+fn verify_against_a_hub_name_that_does_not_resolve_says_dns() {
+    let server = HubServer::start(vec![Repo::new(MODEL, SHA, files())]);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = layout(&server, tmp.path());
+    // `.invalid` never resolves (RFC 6761). No time bound: a resolver that cannot be
+    // reached answers only after its own timeout.
+    let (o, _) = verify(
+        &server,
+        tmp.path(),
+        &out,
+        Some("http://hub.depotai.invalid"),
+        None,
+    );
+    assert_refused(
+        &o,
+        "cannot read from the Hub at http://hub.depotai.invalid: the host name hub.depotai.invalid does not resolve (DNS); check HF_ENDPOINT",
     );
 }
