@@ -37,8 +37,6 @@ pub enum VerifyError {
     #[error(transparent)]
     Hub(#[from] HubError),
     #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error(transparent)]
     Job(#[from] JobError),
 }
 
