@@ -288,8 +288,8 @@ fn descriptor(v: &serde_json::Value) -> Result<(Digest, u64), String> {
 /// Through the one layout reader ([`crate::image::read`]): every document bounded,
 /// size- and digest-checked, every blob there with its size.
 fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
-    let layout = Layout::new(dir);
     let s = |e: read::LayoutError| e.to_string();
+    let layout = Layout::open(dir).map_err(s)?;
     let top = layout.index_json().map_err(s)?;
     let top = read::first_image(&top).map_err(s)?;
     if top["annotations"][crate::image::ANNOTATION_REF_NAME].as_str() != Some(tag) {

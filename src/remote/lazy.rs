@@ -328,7 +328,7 @@ impl Layout {
     /// The layout at `root` and the digest of the image its `index.json` names first
     /// (the image index `open` starts from).
     pub fn open(root: &Path) -> Result<(Layout, String), RegistryError> {
-        let layout = read::Layout::new(root);
+        let layout = read::Layout::open(root)?;
         let top = layout.index_json()?;
         let first = read::digest_of(read::first_image(&top)?)?.to_string();
         let layout = Layout {

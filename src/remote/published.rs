@@ -150,7 +150,7 @@ pub async fn from_registry(
 /// Reads the tagged image of an OCI layout directory, with its provenance, through the
 /// one layout reader ([`crate::image::read`]).
 pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
-    let layout = Layout::new(dir);
+    let layout = Layout::open(dir)?;
     let top = layout.index_json()?;
     let entries = top["manifests"].as_array().cloned().unwrap_or_default();
     let first = read::first_image(&top)?;

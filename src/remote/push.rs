@@ -119,7 +119,7 @@ impl LayoutImage {
     /// Reads the image the layout's `index.json` points at (the first entry), through
     /// the one layout reader ([`crate::image::read`]): bounded, size- and digest-checked.
     pub fn read(root: &Path) -> Result<LayoutImage, RegistryError> {
-        let layout = Layout::new(root);
+        let layout = Layout::open(root)?;
         let top = layout.index_json()?;
         let first = read::first_image(&top)?;
         let (idx_d, idx_b, idx) = layout.document(first, "image index")?;

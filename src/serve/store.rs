@@ -400,7 +400,12 @@ impl Store {
     }
 
     fn scan(&self, name: &str, dir: PathBuf, key: FileKey) -> Result<Image, StoreError> {
-        let raw = match self.layout(&dir).index_json_bytes() {
+        let layout = self.layout(&dir);
+        // Not an image layout of a version we read: no image here.
+        if layout.check_version().is_err() {
+            return Err(StoreError::NameUnknown);
+        }
+        let raw = match layout.index_json_bytes() {
             Ok(raw) => raw,
             Err(LayoutError::Io { path, source }) => {
                 return Err(StoreError::Io {
