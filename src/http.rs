@@ -20,6 +20,43 @@ pub fn same_origin(a: &Url, b: &Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
+/// What kind of transport failure an error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Nothing listens at the address.
+    Refused,
+    /// The TLS handshake failed (not TLS at the other end, or a certificate refused).
+    Tls,
+    TimedOut,
+    Other,
+}
+
+/// Reads the kind from the types in the error's source chain, never from its text:
+/// rustls reports a failed handshake as an `InvalidData` I/O error while connecting
+/// (which hyper wraps in an I/O error of its own).
+pub fn transport_failure(e: &reqwest::Error) -> Transport {
+    if e.is_timeout() {
+        return Transport::TimedOut;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        let mut io = s.downcast_ref::<std::io::Error>();
+        while let Some(err) = io {
+            match err.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Transport::Refused,
+                std::io::ErrorKind::InvalidData if e.is_connect() => return Transport::Tls,
+                std::io::ErrorKind::TimedOut => return Transport::TimedOut,
+                _ => {}
+            }
+            io = err
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<std::io::Error>());
+        }
+        src = s.source();
+    }
+    Transport::Other
+}
+
 /// An `Authorization` value and the origin it was issued for.
 #[derive(Clone, Copy)]
 pub struct Credential<'a> {

@@ -30,12 +30,13 @@
 
 use crate::catalogue::record::{BuildRecord, BuildSettings, RECORD_FILE};
 use crate::digest::Digest;
+use crate::image::media::{self, ANNOTATION_REVISION, ANNOTATION_SETTINGS};
 use crate::image::ImageDocs;
-use crate::image::ANNOTATION_REVISION;
 use crate::layer::{self, Entry, EntryKind, LayerError, LayerInfo, Planned, Stoppable};
 use crate::names::CommitSha;
 use crate::pipeline::{
-    self, BuildError, BuildReport, BuildRequest, Destination, Hooks, LayerEvent, LayoutDestination,
+    self, BuildError, BuildReport, BuildRequest, Destination, DigestOnly, Hooks, LayerEvent,
+    LayoutDestination,
 };
 use crate::remote::upload::{
     BlobSink, ImageDocuments, ReferrerDocument, UploadError, Uploaded, Uploader,
@@ -52,15 +53,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The index annotation that records the build settings (a digest of them).
-pub const SETTINGS_ANNOTATION: &str = "io.depotai.settings";
-
 /// The index annotations that say what an image was built with: the digest of its
 /// [`BuildSettings`] (byte-relevant settings, platforms, layer plan, file globs).
 pub fn settings_annotations(settings: &BuildSettings) -> BTreeMap<String, String> {
     let json = serde_json::to_vec(settings).expect("settings serialise");
     [(
-        SETTINGS_ANNOTATION.to_string(),
+        ANNOTATION_SETTINGS.to_string(),
         Digest::of(&json).to_string(),
     )]
     .into()
@@ -116,9 +114,8 @@ pub async fn published(
     annotations: &BTreeMap<String, String>,
 ) -> Result<Published, RegistryError> {
     let url = client.url(&format!("manifests/{tag}"));
-    let accept =
-        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
-    let bytes = match client.get_bytes(&url, Some(accept), None).await {
+    let accept = media::accept(&[media::OCI_INDEX, media::OCI_MANIFEST]);
+    let bytes = match client.get_bytes(&url, Some(&accept), None).await {
         Ok((bytes, _)) => bytes,
         Err(RegistryError::NotFound { .. }) => return Ok(Published::Absent),
         Err(e) => return Err(e),
@@ -129,7 +126,7 @@ pub async fn published(
     if revision.as_deref() != Some(sha.as_str()) {
         return Ok(Published::OtherCommit(revision));
     }
-    if note(SETTINGS_ANNOTATION).as_ref() != annotations.get(SETTINGS_ANNOTATION) {
+    if note(ANNOTATION_SETTINGS).as_ref() != annotations.get(ANNOTATION_SETTINGS) {
         return Ok(Published::OtherSettings);
     }
     Ok(Published::UpToDate(Digest::of(&bytes)))
@@ -144,7 +141,12 @@ pub struct HubJob {
     pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub stream: StreamOptions,
-    /// Write the OCI layout to `req.output`.
+    /// The files, already listed at `req.sha` by [`hub::list`] with `filter` applied
+    /// (`verify` compares them with a provenance first): planned as they are, not
+    /// listed again. `None`: the job lists them (or, offline, reads the kept listing).
+    pub listing: Option<Vec<RemoteFile>>,
+    /// Write the OCI layout to `req.output`. With no layout and no registry the image
+    /// is only digested (`verify`'s rebuild): no byte of it is kept.
     pub layout: bool,
     pub registry: Option<RegistryTarget>,
     /// Refuse to start when the job would write more than this many bytes to disk
@@ -347,7 +349,10 @@ impl Source {
 
 /// The files to build and, offline, the cache's copies of them (every selected file of
 /// the kept listing, or an error naming what is missing).
-fn remote_files(job: &HubJob) -> Result<(Vec<RemoteFile>, Option<hub::Cached>), HubError> {
+fn remote_files(job: &mut HubJob) -> Result<(Vec<RemoteFile>, Option<hub::Cached>), HubError> {
+    if let Some(files) = job.listing.take() {
+        return Ok((files, None));
+    }
     let (name, sha) = (&job.req.name, &job.req.sha);
     if job.hub.offline {
         let cached = hub::cached(name, sha, &job.hub, &job.filter)?;
@@ -437,15 +442,16 @@ fn worth_retrying(e: &BuildError) -> bool {
         BuildError::Layer(LayerError::Read { source, .. }) => io_inner(source),
         BuildError::Layer(LayerError::Write(source)) => io_inner(source),
         BuildError::ContentMismatch { .. } => true,
-        BuildError::Destination(msg) => msg.contains(STALE_MARK),
+        BuildError::StaleUpload { .. } => true,
         _ => false,
     }
 }
 
-const STALE_MARK: &str = "uploaded again from the start";
-
 /// Runs `job`, telling `on_event` what happens.
-pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubOutcome, JobError> {
+pub fn run_hub(
+    mut job: HubJob,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<HubOutcome, JobError> {
     if job.hub.offline && !job.stream.cache {
         return Err(JobError::OfflineWithoutCache);
     }
@@ -480,7 +486,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             tag_held = Some(found);
         }
     }
-    let (files, offline) = remote_files(&job)?;
+    let (files, offline) = remote_files(&mut job)?;
     let entries = entries_of(&files);
     let plan = pipeline::plan_layers(entries, &job.req)?;
     let (need, what) = scratch_need(&job, &files);
@@ -614,7 +620,8 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
             second: r,
         }),
         (false, Some(r)) => r,
-        (_, None) => Box::new(LayoutDestination::create(&req.output)?),
+        (true, None) => Box::new(LayoutDestination::create(&req.output)?),
+        (false, None) => Box::new(DigestOnly),
     };
 
     let tell = RetryEvents(on_event);
@@ -770,10 +777,7 @@ impl Write for SinkWriter {
 }
 
 fn upload_error(e: UploadError) -> BuildError {
-    match e {
-        UploadError::Stale { .. } => BuildError::Destination(format!("{e}")),
-        other => BuildError::Destination(format!("uploading a layer: {other}")),
-    }
+    BuildError::Destination(format!("uploading a layer: {e}"))
 }
 
 impl Destination for RegistryDestination {
@@ -813,10 +817,11 @@ impl Destination for RegistryDestination {
                 if let Some(key) = self.keys.get(n) {
                     self.uploader.forget_done(key);
                 }
-                return Err(BuildError::Destination(format!(
-                    "layer {n} came out as {} but an earlier run uploaded {digest} for it; it must be {STALE_MARK}",
-                    info.digest
-                )));
+                return Err(BuildError::StaleUpload {
+                    layer: n,
+                    built: info.digest,
+                    remembered: digest,
+                });
             }
             let up = Uploaded {
                 digest,
@@ -852,13 +857,11 @@ impl Destination for RegistryDestination {
         docs: &ImageDocs,
         _extra: &[(&str, Vec<u8>)],
     ) -> Result<PathBuf, BuildError> {
-        const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-        const INDEX: &str = "application/vnd.oci.image.index.v1+json";
         let configs: Vec<&[u8]> = docs.configs.iter().map(|c| c.bytes.as_slice()).collect();
         let manifests: Vec<(&[u8], &str)> = docs
             .manifests
             .iter()
-            .map(|(_, m)| (m.bytes.as_slice(), MANIFEST))
+            .map(|(_, m)| (m.bytes.as_slice(), media::OCI_MANIFEST))
             .collect();
         let referrers: Vec<ReferrerDocument<'_>> = docs
             .referrers
@@ -872,7 +875,7 @@ impl Destination for RegistryDestination {
         let image = ImageDocuments {
             configs: &configs,
             manifests: &manifests,
-            index: (&docs.index.bytes, INDEX),
+            index: (&docs.index.bytes, media::OCI_INDEX),
             referrers: &referrers,
         };
         let mut this = self;
@@ -992,4 +995,26 @@ pub fn upload_state_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))?;
     Some(cache.join("depotai/uploads"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_upload_is_retried_by_its_type_and_a_message_saying_so_is_not() {
+        let (a, b) = (Digest::of(b"built"), Digest::of(b"remembered"));
+        let stale = BuildError::StaleUpload {
+            layer: 2,
+            built: a,
+            remembered: b,
+        };
+        assert!(worth_retrying(&stale));
+        assert_eq!(
+            stale.to_string(),
+            format!("layer 2 came out as {a} but an earlier run uploaded {b} for it; it must be uploaded again from the start")
+        );
+        // The same words in a destination's message decide nothing.
+        assert!(!worth_retrying(&BuildError::Destination(stale.to_string())));
+    }
 }

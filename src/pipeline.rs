@@ -33,6 +33,15 @@ pub enum BuildError {
     },
     #[error("the {role} layer came out at {} ({size} bytes), more than the layer limit of {} ({limit} bytes)", human_bytes(*size), human_bytes(*limit))]
     BlobTooLarge { role: String, size: u64, limit: u64 },
+    /// Layer `layer` came out other than the blob an earlier run uploaded for it (and
+    /// remembered as done): that memory is forgotten, and the layer is worth building
+    /// and uploading again.
+    #[error("layer {layer} came out as {built} but an earlier run uploaded {remembered} for it; it must be uploaded again from the start")]
+    StaleUpload {
+        layer: usize,
+        built: Digest,
+        remembered: Digest,
+    },
     #[error("{0}")]
     Destination(String),
 }

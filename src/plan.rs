@@ -137,26 +137,6 @@ pub struct LayerPlan {
     pub layers: Vec<PlannedLayer>,
 }
 
-impl LayerPlan {
-    /// Every non-empty file in the order the layers read them: what a source that
-    /// downloads ahead should fetch first.
-    pub fn read_order(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for l in &self.layers {
-            let mut files: Vec<&Entry> = l
-                .entries
-                .iter()
-                .filter(|e| matches!(e.kind, EntryKind::File { size, .. } if size > 0))
-                .collect();
-            files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
-            // Prefetched files are read first within their layer.
-            files.sort_by_key(|e| !l.prefetch.iter().any(|p| under(&e.path, p)));
-            out.extend(files.into_iter().map(|e| e.path.clone()));
-        }
-        out
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
@@ -362,16 +342,6 @@ mod tests {
             .map(|e| e.path.as_str())
             .collect();
         assert_eq!(small, ["README.md", "config.json", "almost.bin"]);
-        assert_eq!(
-            p.read_order(),
-            [
-                "a/b.bin",
-                "z.safetensors",
-                "README.md",
-                "almost.bin",
-                "config.json"
-            ]
-        );
     }
 
     #[test]

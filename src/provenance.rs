@@ -11,7 +11,7 @@
 
 use crate::catalogue::record::{BuildRecord, BuildSettings};
 use crate::digest::Digest;
-use crate::image::{canonical_json, Blob, Referrer};
+use crate::image::{canonical_json, media, Blob, Referrer};
 use crate::names::ModelName;
 use crate::plan::BuiltLayer;
 use oci_spec::image::{DescriptorBuilder, ImageManifestBuilder, MediaType};
@@ -21,17 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
-/// The referrer's `artifactType` and the statement blob's media type.
-pub const ARTIFACT_TYPE: &str = "application/vnd.in-toto+json";
 /// What a depotai build is: documented in the README ("Provenance").
 pub const BUILD_TYPE: &str = "https://depotai.dev/provenance/build/v1";
 pub const BUILDER_ID: &str = "https://depotai.dev/provenance/builder/cli";
-/// The annotation in-toto tooling reads to know a layer's predicate.
-pub const PREDICATE_ANNOTATION: &str = "in-toto.io/predicate-type";
-/// The media type of the referrer's config: a small document naming the subject it
-/// describes. Not the OCI 1.1 empty config `{}`: that blob would be the same for every
-/// image, so runs pushing different models at once (CI shards) race to upload it.
-pub const REFERRER_CONFIG_TYPE: &str = "application/vnd.depotai.provenance.config.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvenanceError {
@@ -485,21 +477,26 @@ pub fn referrer(statement: Vec<u8>, index: &Blob) -> Result<Referrer, Provenance
     let digest = |b: &Blob| -> oci_spec::image::Digest {
         b.digest.to_string().parse().expect("valid OCI digest")
     };
-    let predicate: HashMap<String, String> =
-        [(PREDICATE_ANNOTATION.to_string(), PREDICATE_TYPE.to_string())].into();
+    let predicate: HashMap<String, String> = [(
+        media::ANNOTATION_PREDICATE_TYPE.to_string(),
+        PREDICATE_TYPE.to_string(),
+    )]
+    .into();
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .artifact_type(MediaType::Other(ARTIFACT_TYPE.to_string()))
+        .artifact_type(MediaType::Other(media::IN_TOTO.to_string()))
         .config(
             DescriptorBuilder::default()
-                .media_type(MediaType::Other(REFERRER_CONFIG_TYPE.to_string()))
+                .media_type(MediaType::Other(
+                    media::DEPOTAI_PROVENANCE_CONFIG.to_string(),
+                ))
                 .digest(digest(&config))
                 .size(config.bytes.len() as u64)
                 .build()?,
         )
         .layers(vec![DescriptorBuilder::default()
-            .media_type(MediaType::Other(ARTIFACT_TYPE.to_string()))
+            .media_type(MediaType::Other(media::IN_TOTO.to_string()))
             .digest(digest(&statement))
             .size(statement.bytes.len() as u64)
             .annotations(predicate.clone())
@@ -515,7 +512,7 @@ pub fn referrer(statement: Vec<u8>, index: &Blob) -> Result<Referrer, Provenance
         .build()?;
     Ok(Referrer {
         manifest: Blob::new(canonical_json(&manifest)),
-        artifact_type: ARTIFACT_TYPE.to_string(),
+        artifact_type: media::IN_TOTO.to_string(),
         blobs: vec![statement, config],
     })
 }
@@ -558,7 +555,7 @@ mod tests {
                 role: "small files".into(),
                 digest: Digest::of(b"layer").to_string(),
                 diff_id: Digest::of(b"tar").to_string(),
-                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                media_type: crate::layer::estargz::MEDIA_TYPE.into(),
                 size: 100,
                 files: vec!["config.json".into(), "w eights/a.bin".into()],
             }],
@@ -631,9 +628,9 @@ mod tests {
         let b = referrer(provenance().statement(), &index).unwrap();
         assert_eq!(a.manifest.bytes, b.manifest.bytes);
         let m: Value = serde_json::from_slice(&a.manifest.bytes).unwrap();
-        assert_eq!(m["artifactType"], ARTIFACT_TYPE);
+        assert_eq!(m["artifactType"], media::IN_TOTO);
         assert_eq!(m["subject"]["digest"], index.digest.to_string());
-        assert_eq!(m["config"]["mediaType"], REFERRER_CONFIG_TYPE);
+        assert_eq!(m["config"]["mediaType"], media::DEPOTAI_PROVENANCE_CONFIG);
         // The config names the subject, so two images never share it (no upload race
         // between runs pushing different models at once).
         let config: Value = serde_json::from_slice(&a.blobs[1].bytes).unwrap();

@@ -1,22 +1,23 @@
 //! `verify`: rebuild a published image from the Hub and compare. A build is a pure
 //! function of (model, commit, settings), so anyone can check an image without trusting
 //! its publisher: read what it claims to be (its provenance, or its source/revision
-//! annotations and explicit settings), list the Hub at that commit, stream every file
-//! through the same pipeline into a destination that only hashes, and compare the
+//! annotations and explicit settings), check that the Hub answers and has that commit,
+//! list it there, rebuild the image by the build's own job ([`crate::job::run_hub`])
+//! with no layout and no registry (the layers are only hashed), and compare the
 //! digests of every file, layer, config, manifest and the index. The first difference
 //! is named precisely: which file of which layer, or which document.
 
 use crate::catalogue::record::BuildSettings;
 use crate::image::Platform;
-use crate::layer::{Entry, EntryKind};
+use crate::job::{self, Event, HubJob, HubOutcome, JobError};
+use crate::layer::LayerError;
 use crate::names::{CommitSha, ModelName};
-use crate::pipeline::{self, BuildError, BuildReport, BuildRequest, DigestOnly};
+use crate::pipeline::{BuildError, BuildReport, BuildRequest};
 use crate::provenance::{self, Provenance, ProvenanceFile};
 use crate::remote::published::PublishedImage;
-use crate::source::hub::{self, Check, FileFilter, HubConfig, HubError, RemoteFile};
+use crate::source::hub::{self, Check, FileFilter, HubConfig, HubError, RemoteFile, StreamOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// What the image is claimed to be built from.
 #[derive(Clone, Debug)]
@@ -36,7 +37,7 @@ pub enum VerifyError {
     #[error(transparent)]
     Hub(#[from] HubError),
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Job(#[from] JobError),
 }
 
 /// The first way the published image and the rebuild differ.
@@ -162,12 +163,43 @@ fn listing_matches(f: &RemoteFile, p: &ProvenanceFile) -> Option<String> {
     }
 }
 
-/// Rebuilds `claim` from the Hub (`cfg`) and compares it with `published`.
+/// A file whose bytes failed their check, as the build names it: its path, what was
+/// expected and what came. Read from the error's types, never from its text.
+fn mismatch(e: &BuildError) -> Option<(String, String, String)> {
+    match e {
+        BuildError::ContentMismatch {
+            path,
+            expected,
+            got,
+        } => Some((path.clone(), expected.clone(), got.clone())),
+        BuildError::Layer(LayerError::Read { source, .. } | LayerError::Write(source)) => {
+            match source.get_ref()?.downcast_ref::<HubError>()? {
+                HubError::Integrity {
+                    path,
+                    what,
+                    expected,
+                    got,
+                } => Some((
+                    path.clone(),
+                    format!("{what} {expected}"),
+                    format!("{what} {got}"),
+                )),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Rebuilds `claim` from the Hub (`cfg`) by the build's own job, telling `on_event` what
+/// it does, and compares the result with `published`. The Hub is checked first
+/// ([`hub::check`]).
 pub fn verify(
     published: &PublishedImage,
     claim: &Claim,
     cfg: &HubConfig,
     claim_from: &str,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Outcome, VerifyError> {
     let layer = claim.settings.layer_options().map_err(VerifyError::Claim)?;
     let plan = claim.settings.plan_options().map_err(VerifyError::Claim)?;
@@ -194,6 +226,9 @@ pub fn verify(
             .map(|(n, l)| (n + 1, l.role.clone()))
     };
 
+    // One quick request first: a Hub that is down, a wrong endpoint or token, an
+    // unknown repository or commit is told at once, not after the listing's retries.
+    hub::check(&claim.model, &claim.sha, cfg)?;
     let listed = hub::list(&claim.model, &claim.sha, cfg, &filter, false)?;
     if let Some(p) = &claim.provenance {
         let by_path: BTreeMap<&str, &RemoteFile> =
@@ -229,16 +264,6 @@ pub fn verify(
         }
     }
 
-    let entries: Vec<Entry> = listed
-        .iter()
-        .map(|f| Entry {
-            path: f.path.clone(),
-            kind: EntryKind::File {
-                size: f.size,
-                executable: false,
-            },
-        })
-        .collect();
     let req = BuildRequest {
         name: claim.model.clone(),
         sha: claim.sha.clone(),
@@ -247,72 +272,55 @@ pub fn verify(
         platforms,
         layer,
         plan,
-        expected_digests: hub::expected_sha256(listed.iter().map(|f| (f.path.as_str(), &f.check))),
+        // Filled in by the job from the listing.
+        expected_digests: BTreeMap::new(),
         // The published index records its settings; the rebuild must too.
         index_annotations: crate::job::settings_annotations(&claim.settings),
         record: None,
     };
-    let planned = pipeline::plan_layers(entries, &req)?;
-    let order = planned.read_order();
-    let by_path: BTreeMap<String, RemoteFile> =
-        listed.into_iter().map(|f| (f.path.clone(), f)).collect();
-    let files: Vec<RemoteFile> = order
-        .iter()
-        .filter_map(|p| by_path.get(p).cloned())
-        .collect();
-    let mut stream_cfg = cfg.clone();
-    stream_cfg.offline = false;
-    let stream = hub::HubStream::start(
-        &claim.model,
-        &claim.sha,
-        &stream_cfg,
-        files,
-        hub::StreamOptions {
+    let mut hub_cfg = cfg.clone();
+    hub_cfg.offline = false;
+    // The build's own job, with no layout and no registry: the image is only digested.
+    let job = HubJob {
+        req,
+        hub: hub_cfg,
+        filter,
+        include: claim.settings.include.clone(),
+        exclude: claim.settings.exclude.clone(),
+        stream: StreamOptions {
+            // A rebuild for checking writes nothing, not even into the Hub cache.
             cache: false,
-            // `req.expected_digests` holds every LFS file's sha256.
-            reader_checks_sha256: true,
-            ..hub::StreamOptions::default()
+            ..StreamOptions::default()
         },
-        Arc::new(hub::Silent),
-    )?;
-    let built: Result<BuildReport, BuildError> =
-        pipeline::build_planned(planned, &stream, &req, Box::new(DigestOnly), &[], &|_| {});
-    outcome.downloaded_bytes = stream.stats().downloaded_bytes;
-    let report = match built {
-        Ok(r) => r,
-        Err(e) => {
-            // The Hub served bytes that do not match its own listing: name the file.
-            let failures = stream.stats().failures;
-            if let Some(path) = failures.first() {
-                let (layer, role) = layer_of(path).unzip();
-                outcome.difference = Some(Difference::File {
-                    path: path.clone(),
-                    layer,
-                    role,
-                    expected: "the bytes the Hub lists".into(),
-                    actual: format!("other bytes ({e})"),
-                });
-                return Ok(outcome);
-            }
-            if let BuildError::ContentMismatch {
-                path,
-                expected,
-                got,
-            } = &e
-            {
-                let (layer, role) = layer_of(path).unzip();
-                outcome.difference = Some(Difference::File {
-                    path: path.clone(),
-                    layer,
-                    role,
-                    expected: expected.clone(),
-                    actual: got.clone(),
-                });
-                return Ok(outcome);
-            }
-            return Err(e.into());
-        }
+        listing: Some(listed),
+        layout: false,
+        registry: None,
+        max_scratch: None,
+        delete_downloads: false,
     };
+    let report = match job::run_hub(job, on_event) {
+        Ok(HubOutcome::Built(r)) => *r,
+        Ok(HubOutcome::UpToDate(_)) => unreachable!("no registry, so no tag is looked at"),
+        Err(JobError::Build(e)) => match mismatch(&e) {
+            // The Hub served bytes that do not match its own listing, twice (the job
+            // fetches a file that fails its check once more): name the file.
+            Some((path, expected, actual)) => {
+                let (layer, role) = layer_of(&path).unzip();
+                outcome.difference = Some(Difference::File {
+                    path,
+                    layer,
+                    role,
+                    expected,
+                    actual,
+                });
+                return Ok(outcome);
+            }
+            None => return Err(JobError::Build(e).into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    outcome.downloaded_bytes = report.stream.downloaded_bytes;
+    let report = report.build;
     outcome.rebuilt_index_digest = Some(report.index_digest.to_string());
     outcome.difference = compare(published, claim, &report);
     outcome.verified = outcome.difference.is_none();

@@ -159,3 +159,40 @@ fn an_output_that_is_not_an_image_is_never_overwritten() {
     );
     assert_eq!(fs::read(out.join("thesis.tex")).unwrap(), b"years of work");
 }
+
+#[test]
+fn a_directory_whose_oci_layout_is_not_version_1_0_0_is_no_layout_to_inspect_or_ls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    assert_ok(&build(
+        Path::new("fixtures/tiny-model"),
+        "acme/m",
+        &out,
+        &[],
+    ));
+    fs::write(out.join("oci-layout"), r#"{"imageLayoutVersion":"9.9.9"}"#).unwrap();
+    let why = format!(
+        "layout: {}: not an OCI image layout (oci-layout gives version \"9.9.9\", not 1.0.0)",
+        out.display()
+    );
+    for args in [
+        vec!["inspect", out.to_str().unwrap()],
+        vec!["ls", out.to_str().unwrap()],
+    ] {
+        let o = depotai().args(&args).output().unwrap();
+        fails_with(&o, &why);
+    }
+    // Without the file at all.
+    fs::remove_file(out.join("oci-layout")).unwrap();
+    let o = depotai()
+        .args(["inspect", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    fails_with(
+        &o,
+        &format!(
+            "{}: not an OCI image layout (no oci-layout file)",
+            out.display()
+        ),
+    );
+}

@@ -53,7 +53,7 @@ fn replay(target: &str, data: &[u8]) {
         "oci_documents" => {
             let _ = depotai::remote::parse_manifest_document(data, "fuzz");
             let _ = depotai::serve::store::parse_document(data);
-            let _ = depotai::remote::push::parse_layout_document(data, "fuzz");
+            let _ = depotai::image::read::parse::<serde_json::Value>(data, "fuzz");
         }
         "dir_names" => {
             let Ok(text) = std::str::from_utf8(data) else {

@@ -102,6 +102,7 @@ fn run(server: &HubServer, home: &Path, registry: Option<&Forgetful>) -> (HubRep
             record: None,
         },
         hub,
+        listing: None,
         filter: FileFilter::new(&[], &[]).unwrap(),
         include: Vec::new(),
         exclude: Vec::new(),

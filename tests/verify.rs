@@ -12,7 +12,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use support::hub::{depotai_against, generated_bytes, Content, Fault, HubServer, Repo, RepoFile};
+use support::hub::{
+    depotai_against, generated_bytes, Content, Fault, HubServer, Origin, Repo, RepoFile,
+};
 use support::interop::{have, run_checked, skip_or_fail, Registry};
 use support::*;
 
@@ -512,4 +514,42 @@ fn serve_answers_the_referrers_api_with_artifact_type_filtering() {
     assert_eq!(sha256(&body), referrer);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn verify_fetches_a_file_that_fails_its_check_once_more_as_a_build_does() {
+    let server = hub();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    build_from_hub(&server, tmp.path(), &out);
+    // One bad answer for shard 2: the rebuild runs the build's job, which fetches the file
+    // again and rebuilds its layer (a rebuild of its own would report a difference).
+    server.inject(Fault::WrongBytes {
+        path: SHARD2.into(),
+        times: 1,
+    });
+    server.clear_requests();
+    let v = json_of(
+        &depotai_against(&server, &tmp.path().join("hf-verify"))
+            .args(["verify", "--json"])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v["verified"], true, "{v:#}");
+    assert_eq!(v["difference"], Value::Null);
+    let from_cdn = |path: &str| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.origin == Origin::Cdn && r.method == "GET")
+            .filter(|r| r.file_path().as_deref() == Some(path))
+            .count()
+    };
+    assert_eq!(from_cdn(SHARD2), 2, "{:?}", server.requests());
+    assert_eq!(from_cdn("model-00001-of-00002.safetensors"), 1);
+    // Both shards, shard 2 twice, and the two small files; nothing kept in the cache.
+    let small = ("# a model\n".len() + r#"{"model_type": "llama"}"#.len()) as u64;
+    assert_eq!(v["downloaded_bytes"], 3 * SHARD + small, "{v:#}");
+    assert!(!tmp.path().join("hf-verify/hub").exists());
 }

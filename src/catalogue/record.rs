@@ -11,6 +11,8 @@
 //! bytes. It is not part of the image (no blob or descriptor refers to it), so copying
 //! the image with `skopeo copy oci:DIR:TAG …` leaves it behind.
 
+use crate::digest::Digest;
+use crate::image::read::{self, Layout};
 use crate::image::Platform;
 use crate::layer;
 use crate::names::{CommitSha, ModelName};
@@ -282,70 +284,51 @@ pub fn check(dir: &Path, want: &BuildRecord) -> Freshness {
     }
 }
 
-fn descriptor(v: &serde_json::Value) -> Result<(String, u64), String> {
-    let digest = v["digest"]
-        .as_str()
-        .filter(|d| {
-            d.strip_prefix("sha256:")
-                .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        })
-        .ok_or("a descriptor without a sha256 digest")?;
+/// A descriptor's digest and size.
+fn descriptor(v: &serde_json::Value) -> Result<(Digest, u64), String> {
+    let digest = read::digest_of(v).map_err(|e| e.to_string())?;
     let size = v["size"].as_u64().ok_or("a descriptor without a size")?;
-    Ok((digest.to_string(), size))
+    Ok((digest, size))
 }
 
-/// Checks that the blob of a descriptor is present with its size; returns its path.
-fn blob(dir: &Path, (digest, size): &(String, u64)) -> Result<std::path::PathBuf, String> {
-    let p = dir.join("blobs/sha256").join(&digest[7..]);
-    match std::fs::metadata(&p) {
-        Ok(m) if m.len() == *size => Ok(p),
-        Ok(m) => Err(format!("blob {digest} has {} bytes, not {size}", m.len())),
-        Err(_) => Err(format!("blob {digest} is missing")),
-    }
-}
-
-fn json(path: &Path) -> Result<serde_json::Value, String> {
-    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))
-}
-
+/// Through the one layout reader ([`crate::image::read`]): every document bounded,
+/// size- and digest-checked, every blob there with its size.
 fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
-    let layout = json(&dir.join("index.json"))?;
-    let top = layout["manifests"]
-        .as_array()
-        .and_then(|m| m.first())
-        .ok_or("index.json lists no image")?;
+    let s = |e: read::LayoutError| e.to_string();
+    let layout = Layout::open(dir).map_err(s)?;
+    let top = layout.index_json().map_err(s)?;
+    let top = read::first_image(&top).map_err(s)?;
     if top["annotations"][crate::image::ANNOTATION_REF_NAME].as_str() != Some(tag) {
         return Err(format!("index.json does not tag it {tag}"));
     }
     let index_desc = descriptor(top)?;
-    let index = json(&blob(dir, &index_desc)?)?;
+    let (_, _, index) = layout.document(top, "image index").map_err(s)?;
     let mut manifests = Vec::new();
     let mut layers: Option<Vec<(String, u64)>> = None;
     for m in index["manifests"]
         .as_array()
         .ok_or("the index has no manifests")?
     {
-        let d = descriptor(m)?;
-        let man = json(&blob(dir, &d)?)?;
-        blob(dir, &descriptor(&man["config"])?)?;
+        let (d, _, man) = layout.document(m, "manifest").map_err(s)?;
+        let (config, size) = descriptor(&man["config"])?;
+        layout.blob(&config, Some(size)).map_err(s)?;
         let mut these = Vec::new();
         for l in man["layers"]
             .as_array()
             .ok_or("a manifest without layers")?
         {
-            let ld = descriptor(l)?;
-            blob(dir, &ld)?;
-            these.push(ld);
+            let (ld, size) = descriptor(l)?;
+            layout.blob(&ld, Some(size)).map_err(s)?;
+            these.push((ld.to_string(), size));
         }
         layers.get_or_insert(these);
-        manifests.push((crate::image::descriptor_platform(m), d.0));
+        manifests.push((crate::image::descriptor_platform(m), d.to_string()));
     }
     let layers = layers
         .filter(|l| !l.is_empty())
         .ok_or("the image has no layer")?;
     Ok(ImageSummary {
-        index_digest: index_desc.0,
+        index_digest: index_desc.0.to_string(),
         manifests,
         layers,
         files: 0,

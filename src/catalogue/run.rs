@@ -380,6 +380,7 @@ fn stream_one(
         include: e.include.clone(),
         exclude: e.exclude.clone(),
         stream: req.stream.clone(),
+        listing: None,
         layout: registry.is_none(),
         registry,
         max_scratch: None,

@@ -59,7 +59,7 @@ enum Target {
 /// directory (`out/acme/model` beside an `out/`).
 pub(super) fn layout_dir(target: &str) -> anyhow::Result<Option<&Path>> {
     let dir = Path::new(target);
-    if dir.join("index.json").is_file() {
+    if depotai::image::read::Layout::is_layout(dir) {
         return Ok(Some(dir));
     }
     let written_as_path = ["/", "./", "../", "~"]

@@ -175,7 +175,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let img = read(&args.target, &args.registry)?;
     let (claim, from) = claim(&img, &args)?;
     let cfg = HubConfig::from_env();
-    let outcome = verify::verify(&img, &claim, &cfg, &from)
+    let outcome = verify::verify(&img, &claim, &cfg, &from, &|_| {})
         .with_context(|| format!("rebuilding {} at {}", claim.model, claim.sha))?;
     if args.json {
         let report = ImageReport::verified(&outcome, started.elapsed().as_secs_f64());

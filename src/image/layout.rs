@@ -9,6 +9,8 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The version of the image layout spec the layouts are written in (`oci-layout`).
+pub const OCI_LAYOUT_VERSION: &str = "1.0.0";
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// The staging name of layer `n`'s blob until its digest is known.

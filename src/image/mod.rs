@@ -4,6 +4,8 @@
 //! whitespace), so the same inputs give the same digests.
 
 mod layout;
+pub mod media;
+pub mod read;
 
 pub use layout::{remove_stale_siblings, LayoutWriter};
 
@@ -20,9 +22,7 @@ use std::str::FromStr;
 /// The epoch: images carry no build time, so they are the same any day.
 pub const CREATED: &str = "1970-01-01T00:00:00Z";
 
-pub const ANNOTATION_SOURCE: &str = "org.opencontainers.image.source";
-pub const ANNOTATION_REVISION: &str = "org.opencontainers.image.revision";
-pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub use media::{ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

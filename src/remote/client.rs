@@ -20,7 +20,7 @@
 
 use super::auth::{parse_challenge, Challenge, Credentials};
 use super::{PushRefusal, Reference, RegistryError, NO_CREDENTIALS};
-use crate::http::{follow, same_origin, Credential, FollowError};
+use crate::http::{follow, same_origin, transport_failure, Credential, FollowError, Transport};
 use crate::limits::{self, BodyError};
 use crate::units::human_bytes;
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -106,43 +106,6 @@ fn describe(e: &reqwest::Error) -> String {
         src = s.source();
     }
     crate::redact::text(&msg)
-}
-
-/// What kind of transport failure an error is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Transport {
-    /// Nothing listens at the address.
-    Refused,
-    /// The TLS handshake failed (not TLS at the other end, or a certificate refused).
-    Tls,
-    TimedOut,
-    Other,
-}
-
-/// Reads the kind from the types in the error's source chain, never from its text:
-/// rustls reports a failed handshake as an `InvalidData` I/O error while connecting
-/// (which hyper wraps in an I/O error of its own).
-fn transport_failure(e: &reqwest::Error) -> Transport {
-    if e.is_timeout() {
-        return Transport::TimedOut;
-    }
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let mut io = s.downcast_ref::<std::io::Error>();
-        while let Some(err) = io {
-            match err.kind() {
-                std::io::ErrorKind::ConnectionRefused => return Transport::Refused,
-                std::io::ErrorKind::InvalidData if e.is_connect() => return Transport::Tls,
-                std::io::ErrorKind::TimedOut => return Transport::TimedOut,
-                _ => {}
-            }
-            io = err
-                .get_ref()
-                .and_then(|i| i.downcast_ref::<std::io::Error>());
-        }
-        src = s.source();
-    }
-    Transport::Other
 }
 
 /// An `Authorization` value, marked sensitive (HTTP/2 never indexes it).

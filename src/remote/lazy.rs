@@ -18,9 +18,9 @@
 //! chunk's offset)`, the last one `[offset, endOffset)`, each one zstd frame.
 
 use super::client::Client;
-use super::push::{parse_layout_document, read_blob, read_document};
 use super::{parse_manifest_document, RegistryError};
 use crate::digest::{Digest, Hasher};
+use crate::image::read;
 use crate::layer::estargz::reader as estargz_reader;
 use crate::layer::estargz::{FOOTER_SIZE, TOC_DIGEST_ANNOTATION};
 /// A TOC name as readers see it (where the TOC reader defines it).
@@ -33,8 +33,6 @@ use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// How the layer's chunks are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -177,7 +175,15 @@ pub(crate) async fn manifest(
         return Err(bad(format!("not a digest or tag: {}", shown(r))));
     }
     let url = client.url(&format!("manifests/{r}"));
-    let (bytes, headers) = client.get_bytes(&url, Some(ACCEPT), None).await?;
+    let (bytes, headers) = client
+        .get_bytes(
+            &url,
+            Some(&crate::image::media::accept(
+                &crate::image::media::MANIFEST_TYPES,
+            )),
+            None,
+        )
+        .await?;
     let d = Digest::of(&bytes).to_string();
     if r.starts_with("sha256:") {
         check_digest(&format!("manifest {r}"), &bytes, r)?;
@@ -303,11 +309,11 @@ impl ReadAt for RegistryBlob<'_> {
     }
 }
 
-/// An image in an OCI layout directory (`index.json`, `blobs/sha256/…`): its documents
-/// read as `push` and `inspect` read them (bounded, digest-checked), its layers as
-/// local files.
+/// An image in an OCI layout directory (`index.json`, `blobs/sha256/…`), read through
+/// the one layout reader ([`crate::image::read`]): its documents bounded and
+/// digest-checked, its layers as local files of the size their descriptors give.
 pub struct Layout {
-    root: PathBuf,
+    layout: read::Layout,
     read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -322,14 +328,11 @@ impl Layout {
     /// The layout at `root` and the digest of the image its `index.json` names first
     /// (the image index `open` starts from).
     pub fn open(root: &Path) -> Result<(Layout, String), RegistryError> {
-        let top = read_document(&root.join("index.json"))?;
-        let top = parse_layout_document(&top, "index.json")?;
-        let first = top["manifests"][0]["digest"]
-            .as_str()
-            .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?
-            .to_string();
+        let layout = read::Layout::open(root)?;
+        let top = layout.index_json()?;
+        let first = read::digest_of(read::first_image(&top)?)?.to_string();
         let layout = Layout {
-            root: root.to_path_buf(),
+            layout,
             read: Default::default(),
         };
         Ok((layout, first))
@@ -340,25 +343,18 @@ impl Source for Layout {
     type Blob = LayoutBlob;
 
     async fn manifest(&self, r: &str) -> Result<(serde_json::Value, String), RegistryError> {
-        let (d, bytes) = read_blob(&self.root, r)?;
-        Ok((parse_manifest_document(&bytes, r)?, d.to_string()))
+        let d = Digest::parse(r).ok_or_else(|| read::LayoutError::BadDigest(shown(r)))?;
+        let bytes = self.layout.document_bytes(&d, None)?;
+        Ok((read::parse(&bytes, "manifest")?, d.to_string()))
     }
 
     fn blob(&self, digest: &str, size: u64) -> Result<LayoutBlob, RegistryError> {
         blob_digest(digest)?;
         let d = Digest::parse(digest).expect("checked above");
-        let path = self.root.join("blobs/sha256").join(d.hex());
-        let blob = LocalBlob::open(&path).map_err(|e| RegistryError::io(path.display(), e))?;
-        if blob.size() != size {
-            return Err(RegistryError::Layout(format!(
-                "{} is {} bytes, not the {size} its manifest says",
-                path.display(),
-                blob.size()
-            )));
-        }
+        let (file, size) = self.layout.blob(&d, Some(size))?;
         Ok(LayoutBlob {
-            blob,
-            path,
+            blob: LocalBlob::new(file, size),
+            path: self.layout.blob_path(&d),
             read: self.read.clone(),
         })
     }

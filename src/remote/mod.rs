@@ -71,7 +71,7 @@ pub enum RegistryError {
     #[error("credentials: {}", redact(.0))]
     Credentials(String),
     #[error("layout: {0}")]
-    Layout(String),
+    Layout(#[from] crate::image::read::LayoutError),
     /// `get` found something other than a real directory where it creates one under
     /// the output (a symlink there would send the file elsewhere).
     #[error("{0} is not a directory (get follows no link under the output): remove it or choose another -o")]

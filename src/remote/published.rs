@@ -5,16 +5,14 @@
 
 use super::client::Client;
 use super::lazy::manifest;
-use super::push::{parse_layout_document, read_blob, read_document};
 use super::upload::referrers_fallback_tag;
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
 use crate::image::descriptor_platform;
-use crate::provenance::ARTIFACT_TYPE;
+use crate::image::media::{IN_TOTO, OCI_INDEX};
+use crate::image::read::{self, Layout};
 use serde_json::Value;
 use std::path::Path;
-
-const INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// One layer descriptor of a manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +80,7 @@ fn pick_referrer(index: &Value) -> Option<String> {
     index["manifests"]
         .as_array()?
         .iter()
-        .find(|d| d["artifactType"] == ARTIFACT_TYPE)
+        .find(|d| d["artifactType"] == IN_TOTO)
         .and_then(|d| d["digest"].as_str())
         .map(str::to_string)
 }
@@ -106,11 +104,10 @@ pub async fn from_registry(
     }
     // The referrers API first; a registry without it answers 404 (or an error page),
     // and the spec's fallback tag holds the same list.
-    let filter =
-        percent_encoding::utf8_percent_encode(ARTIFACT_TYPE, percent_encoding::NON_ALPHANUMERIC);
+    let filter = percent_encoding::utf8_percent_encode(IN_TOTO, percent_encoding::NON_ALPHANUMERIC);
     let url = client.url(&format!("referrers/{index_digest}?artifactType={filter}"));
     let mut found = None;
-    if let Ok((b, _)) = client.get_bytes(&url, Some(INDEX), None).await {
+    if let Ok((b, _)) = client.get_bytes(&url, Some(OCI_INDEX), None).await {
         if let Some(d) = serde_json::from_slice::<Value>(&b)
             .ok()
             .and_then(|v| pick_referrer(&v))
@@ -150,36 +147,31 @@ pub async fn from_registry(
     })
 }
 
-/// Reads the tagged image of an OCI layout directory, with its provenance.
+/// Reads the tagged image of an OCI layout directory, with its provenance, through the
+/// one layout reader ([`crate::image::read`]).
 pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
-    // Bounded and digest-checked as `push` reads a layout.
-    let read = |digest: &str| read_blob(dir, digest).map(|(_, b)| b);
-    let doc = |digest: &str, what: &str| parse_layout_document(&read(digest)?, what);
-    let top = parse_layout_document(&read_document(&dir.join("index.json"))?, "index.json")?;
+    let layout = Layout::open(dir)?;
+    let top = layout.index_json()?;
     let entries = top["manifests"].as_array().cloned().unwrap_or_default();
-    let first = entries
-        .first()
-        .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?;
-    let index_digest = first["digest"].as_str().unwrap_or_default().to_string();
-    let index = doc(&index_digest, "image index")?;
+    let first = read::first_image(&top)?;
+    let (index_digest, _, index) = layout.document(first, "image index")?;
+    let index_digest = index_digest.to_string();
     let mut manifests = Vec::new();
     for d in index["manifests"].as_array().into_iter().flatten() {
-        let digest = d["digest"].as_str().unwrap_or_default();
-        manifests.push((
-            descriptor_platform(d),
-            digest.to_string(),
-            doc(digest, "manifest")?,
-        ));
+        let (digest, _, manifest) = layout.document(d, "manifest")?;
+        manifests.push((descriptor_platform(d), digest.to_string(), manifest));
     }
     let mut provenance = None;
     for e in entries.iter().skip(1) {
-        if e["artifactType"] != ARTIFACT_TYPE {
+        if e["artifactType"] != IN_TOTO {
             continue;
         }
-        let m = doc(e["digest"].as_str().unwrap_or_default(), "referrer")?;
+        let (_, _, m) = layout.document(e, "referrer")?;
         if m["subject"]["digest"].as_str() == Some(index_digest.as_str()) {
-            let statement = m["layers"][0]["digest"].as_str().unwrap_or_default();
-            provenance = Some(read(statement)?);
+            // Read as it is (bounded and digest-checked): `Provenance::parse` judges it.
+            let statement = &m["layers"][0];
+            let digest = read::digest_of(statement)?;
+            provenance = Some(layout.document_bytes(&digest, statement["size"].as_u64())?);
             break;
         }
     }

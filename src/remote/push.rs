@@ -18,9 +18,9 @@ pub use super::upload::{referrers_fallback_tag, BlobAction, ReferrerReport};
 use super::upload::{ImageDocuments, ReferrerDocument, UploadEvent, Uploaded, Uploader};
 use super::{Reference, RegistryError};
 use crate::digest::Digest;
-use crate::limits;
+use crate::image::media::{self, OCI_INDEX, OCI_MANIFEST};
+use crate::image::read::{self, Layout};
 use serde::Serialize;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,53 +108,6 @@ pub struct LayoutImage {
     blobs: Vec<LayoutBlob>,
 }
 
-fn blob_path(root: &Path, d: &Digest) -> PathBuf {
-    root.join("blobs/sha256").join(d.hex())
-}
-
-/// Reads a document (index or manifest) of the layout, at most
-/// [`limits::MAX_DOCUMENT`] bytes.
-pub(crate) fn read_document(p: &Path) -> Result<Vec<u8>, RegistryError> {
-    let f = std::fs::File::open(p).map_err(|e| RegistryError::io(p.display(), e))?;
-    let mut b = Vec::new();
-    f.take(limits::MAX_DOCUMENT + 1)
-        .read_to_end(&mut b)
-        .map_err(|e| RegistryError::io(p.display(), e))?;
-    if b.len() as u64 > limits::MAX_DOCUMENT {
-        return Err(RegistryError::Layout(format!(
-            "{} is larger than {} bytes, too large for an index or manifest",
-            p.display(),
-            limits::MAX_DOCUMENT
-        )));
-    }
-    Ok(b)
-}
-
-/// A document blob of the layout at `root`, bounded like [`read_document`] and checked
-/// against its digest.
-pub(crate) fn read_blob(root: &Path, digest: &str) -> Result<(Digest, Vec<u8>), RegistryError> {
-    let d = Digest::parse(digest)
-        .ok_or_else(|| RegistryError::Layout(format!("bad digest {}", limits::shown(digest))))?;
-    let p = blob_path(root, &d);
-    let b = read_document(&p)?;
-    if Digest::of(&b) != d {
-        return Err(RegistryError::DigestMismatch {
-            what: p.display().to_string(),
-            expected: d.to_string(),
-            actual: Digest::of(&b).to_string(),
-        });
-    }
-    Ok((d, b))
-}
-
-/// An `index.json`, index or manifest of a layout being pushed: its shape checked
-/// (depth, descriptors) before it is parsed; `what` names it in messages.
-pub fn parse_layout_document(bytes: &[u8], what: &str) -> Result<serde_json::Value, RegistryError> {
-    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, limits::MAX_DESCRIPTORS)
-        .map_err(|e| RegistryError::Layout(format!("{what}: {e}")))?;
-    serde_json::from_slice(bytes).map_err(|e| RegistryError::Layout(format!("{what}: {e}")))
-}
-
 fn media_type(v: &serde_json::Value, default: &str) -> String {
     v.get("mediaType")
         .and_then(|m| m.as_str())
@@ -162,62 +115,47 @@ fn media_type(v: &serde_json::Value, default: &str) -> String {
         .to_string()
 }
 
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-
 impl LayoutImage {
-    /// Reads the image the layout's `index.json` points at (the first entry).
+    /// Reads the image the layout's `index.json` points at (the first entry), through
+    /// the one layout reader ([`crate::image::read`]): bounded, size- and digest-checked.
     pub fn read(root: &Path) -> Result<LayoutImage, RegistryError> {
-        let ip = root.join("index.json");
-        let top = read_document(&ip)?;
-        let top = parse_layout_document(&top, "index.json")?;
-        let first = top["manifests"]
-            .get(0)
-            .ok_or_else(|| RegistryError::Layout("index.json lists no image".into()))?;
-        let d = first["digest"].as_str().unwrap_or_default();
-        let (idx_d, idx_b) = read_blob(root, d)?;
-        let idx = parse_layout_document(&idx_b, "image index")?;
-        let idx_type = media_type(&idx, first["mediaType"].as_str().unwrap_or(INDEX_TYPE));
+        let layout = Layout::open(root)?;
+        let top = layout.index_json()?;
+        let first = read::first_image(&top)?;
+        let (idx_d, idx_b, idx) = layout.document(first, "image index")?;
+        let idx_type = media_type(&idx, first["mediaType"].as_str().unwrap_or(OCI_INDEX));
         let mut manifests = Vec::new();
         let mut blobs: Vec<LayoutBlob> = Vec::new();
-        let descs: Vec<serde_json::Value> =
-            if idx_type.contains("index") || idx_type.contains("manifest.list") {
-                idx["manifests"].as_array().cloned().unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+        let descs: Vec<serde_json::Value> = if media::is_index(&idx_type) {
+            idx["manifests"].as_array().cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut add = |desc: &serde_json::Value| -> Result<(), RegistryError> {
-            let d = desc["digest"].as_str().unwrap_or_default();
-            let d = Digest::parse(d)
-                .ok_or_else(|| RegistryError::Layout(format!("bad digest {}", limits::shown(d))))?;
+            let d = read::digest_of(desc)?;
             if blobs.iter().any(|b| b.digest == d) {
                 return Ok(());
             }
-            let path = blob_path(root, &d);
-            let size = std::fs::metadata(&path)
-                .map_err(|e| RegistryError::io(path.display(), e))?
-                .len();
+            let (_, size) = layout.blob(&d, desc["size"].as_u64())?;
             blobs.push(LayoutBlob {
                 digest: d,
                 size,
-                path,
+                path: layout.blob_path(&d),
             });
             Ok(())
         };
         let mut manifest_docs = Vec::new();
         if descs.is_empty() {
             // A single manifest, not an index.
-            manifest_docs.push((idx_d, idx_b.clone(), idx_type.clone()));
+            manifest_docs.push((idx_d, idx_b.clone(), idx_type.clone(), idx.clone()));
         } else {
             for m in &descs {
-                let (md, mb) = read_blob(root, m["digest"].as_str().unwrap_or_default())?;
-                let mv = parse_layout_document(&mb, "manifest")?;
-                let mt = media_type(&mv, m["mediaType"].as_str().unwrap_or(MANIFEST_TYPE));
-                manifest_docs.push((md, mb, mt));
+                let (md, mb, mv) = layout.document(m, "manifest")?;
+                let mt = media_type(&mv, m["mediaType"].as_str().unwrap_or(OCI_MANIFEST));
+                manifest_docs.push((md, mb, mt, mv));
             }
         }
-        for (_, mb, _) in &manifest_docs {
-            let mv = parse_layout_document(mb, "manifest")?;
+        for (_, _, _, mv) in &manifest_docs {
             add(&mv["config"])?;
             for l in mv["layers"].as_array().into_iter().flatten() {
                 add(l)?;
@@ -230,8 +168,7 @@ impl LayoutImage {
             let Some(artifact_type) = entry["artifactType"].as_str() else {
                 continue;
             };
-            let (rd, rb) = read_blob(root, entry["digest"].as_str().unwrap_or_default())?;
-            let rv = parse_layout_document(&rb, "referrer manifest")?;
+            let (rd, rb, rv) = layout.document(entry, "referrer manifest")?;
             if rv["subject"]["digest"].as_str() != Some(idx_d.to_string().as_str()) {
                 continue;
             }
@@ -242,7 +179,10 @@ impl LayoutImage {
             referrers.push((rd, rb, artifact_type.to_string()));
         }
         if !descs.is_empty() {
-            manifests = manifest_docs;
+            manifests = manifest_docs
+                .into_iter()
+                .map(|(d, b, t, _)| (d, b, t))
+                .collect();
         }
         Ok(LayoutImage {
             index: (idx_d, idx_b, idx_type),

@@ -36,6 +36,7 @@
 use super::client::{header, Client};
 use super::{parse_manifest_document, RegistryError};
 use crate::digest::{Digest, Hasher};
+use crate::image::media::{OCI_INDEX, OCI_MANIFEST};
 use crate::limits;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, StatusCode, Url};
@@ -49,9 +50,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Default PATCH size of a streamed blob: small enough that the queue (one chunk being
 /// filled, one waiting, one being sent) stays at 24 MiB per layer, with two layers made
@@ -811,7 +809,7 @@ impl Uploader {
         let tag = referrers_fallback_tag(subject);
         let url = self.client.url(&format!("manifests/{tag}"));
         let mut entries: Vec<serde_json::Value> =
-            match self.client.get_bytes(&url, Some(INDEX_TYPE), None).await {
+            match self.client.get_bytes(&url, Some(OCI_INDEX), None).await {
                 Ok((b, _)) => parse_manifest_document(&b, &tag)?["manifests"]
                     .as_array()
                     .cloned()
@@ -826,7 +824,7 @@ impl Uploader {
         {
             let annotations = parse_manifest_document(referrer, &d)?["annotations"].clone();
             let mut desc = serde_json::json!({
-                "mediaType": MANIFEST_TYPE,
+                "mediaType": OCI_MANIFEST,
                 "digest": d,
                 "size": referrer.len(),
                 "artifactType": artifact_type,
@@ -838,7 +836,7 @@ impl Uploader {
         }
         let index = crate::image::canonical_json(&serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": INDEX_TYPE,
+            "mediaType": OCI_INDEX,
             "manifests": entries,
         }));
         // What we write must pass the limits we read with.
@@ -851,7 +849,7 @@ impl Uploader {
                 limits::MAX_DOCUMENT
             )));
         }
-        self.put_manifest(&tag, &index, INDEX_TYPE).await?;
+        self.put_manifest(&tag, &index, OCI_INDEX).await?;
         Ok(tag)
     }
 
@@ -882,7 +880,7 @@ impl Uploader {
                 .put_manifest_subject(
                     &Digest::of(r.manifest).to_string(),
                     r.manifest,
-                    MANIFEST_TYPE,
+                    OCI_MANIFEST,
                 )
                 .await?;
             let referrers_api = subject.as_deref() == Some(index.to_string().as_str());

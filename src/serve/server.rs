@@ -288,7 +288,7 @@ async fn referrers(
     };
     let mut r = with_body(
         StatusCode::OK,
-        "application/vnd.oci.image.index.v1+json",
+        crate::image::media::OCI_INDEX,
         ServeBody::bytes(body),
         req,
     );

@@ -16,26 +16,24 @@
 
 use super::data::{Files, LayerDesc, Overview, TocFile};
 use crate::digest::Digest;
-use crate::image::{validate_tag, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::image::media::{self, ANNOTATION_REF_NAME, ANNOTATION_REVISION, ANNOTATION_SOURCE};
+use crate::image::read::{self, Layout, LayoutError};
+use crate::image::validate_tag;
 use crate::layer::estargz::reader as estargz_reader;
 use crate::layer::estargz::{Toc, FOOTER_SIZE};
 use crate::layer::reader::{read_now, BadLayer, LocalBlob, ReadError};
 use crate::layer::zstd_chunked;
 use crate::layer::zstd_chunked::reader as zstd_reader;
 use crate::layer::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
-use crate::limits;
 use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// Manifests and indexes larger than this are not read (the distribution registry
-/// refuses to store manifests over 4 MiB).
-pub const MAX_DOCUMENT: u64 = limits::MAX_DOCUMENT;
 /// Index and manifest bytes held in memory for one image: a multi-platform image has a
 /// few documents of a few KiB; a layout that names thousands of large ones is not read
 /// past this (the image is then served as incomplete, re-read on each request).
@@ -44,19 +42,6 @@ const MAX_IMAGE_DOCUMENTS: u64 = 64 << 20;
 const MAX_NAME: usize = 255;
 /// Index → index → manifest nesting deeper than this is not followed.
 const MAX_DEPTH: usize = 8;
-
-pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MEDIA_TYPE_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-fn is_index_type(mt: &str) -> bool {
-    mt == MEDIA_TYPE_OCI_INDEX || mt == MEDIA_TYPE_DOCKER_LIST
-}
-
-fn is_manifest_type(mt: &str) -> bool {
-    mt == MEDIA_TYPE_OCI_MANIFEST || mt == MEDIA_TYPE_DOCKER_MANIFEST || is_index_type(mt)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -268,36 +253,25 @@ pub struct Blob {
 
 pub struct Store {
     root: PathBuf,
+    /// Opens files only inside `root`: the layout reader reads every image through it.
+    files: Arc<Confined>,
     cache: Mutex<HashMap<String, Arc<Image>>>,
 }
 
-impl Store {
-    /// Opens the store at `root`, which must be an existing directory.
-    pub fn open(root: &Path) -> Result<Store, StoreError> {
-        let canon = fs::canonicalize(root).map_err(|error| StoreError::Root {
-            path: root.to_path_buf(),
-            error,
-        })?;
-        if !canon.is_dir() {
-            return Err(StoreError::RootNotADirectory(root.to_path_buf()));
-        }
-        Ok(Store {
-            root: canon,
-            cache: Mutex::new(HashMap::new()),
-        })
-    }
+/// Files opened only inside a (canonical) root: symlinks that lead out of it, FIFOs,
+/// devices and directories are not there.
+struct Confined {
+    root: PathBuf,
+}
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
+impl Confined {
     /// Resolves `path` (which may contain symlinks) to a canonical path inside the root,
     /// with its metadata; `Ok(None)` if it does not exist or leads outside the root.
-    fn inside(&self, path: &Path) -> Result<Option<(PathBuf, Metadata)>, StoreError> {
+    fn inside(&self, path: &Path) -> io::Result<Option<(PathBuf, Metadata)>> {
         let canon = match fs::canonicalize(path) {
             Ok(c) => c,
             Err(e) if is_absent(&e) => return Ok(None),
-            Err(e) => return Err(io_err(path)(e)),
+            Err(e) => return Err(e),
         };
         if !canon.starts_with(&self.root) {
             return Ok(None);
@@ -305,14 +279,15 @@ impl Store {
         match fs::symlink_metadata(&canon) {
             Ok(m) => Ok(Some((canon, m))),
             Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(io_err(&canon)(e)),
+            Err(e) => Err(e),
         }
     }
+}
 
-    /// Opens a regular file inside the root, refusing symlinks that escape it, FIFOs,
-    /// devices and directories. The last component is opened with `O_NOFOLLOW`, and the
-    /// opened file must be the one that was checked.
-    fn open_file(&self, path: &Path) -> Result<Option<(File, u64)>, StoreError> {
+impl read::Files for Confined {
+    /// Opens a regular file inside the root. The last component is opened with
+    /// `O_NOFOLLOW`, and the opened file must be the one that was checked.
+    fn open(&self, path: &Path) -> io::Result<Option<(File, u64)>> {
         let Some((canon, meta)) = self.inside(path)? else {
             return Ok(None);
         };
@@ -326,13 +301,47 @@ impl Store {
         {
             Ok(f) => f,
             Err(e) if is_absent(&e) => return Ok(None),
-            Err(e) => return Err(io_err(&canon)(e)),
+            Err(e) => return Err(e),
         };
-        let m = f.metadata().map_err(io_err(&canon))?;
+        let m = f.metadata()?;
         if !m.is_file() || m.ino() != meta.ino() || m.dev() != meta.dev() {
             return Ok(None);
         }
         Ok(Some((f, m.len())))
+    }
+}
+
+impl Store {
+    /// Opens the store at `root`, which must be an existing directory.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let canon = fs::canonicalize(root).map_err(|error| StoreError::Root {
+            path: root.to_path_buf(),
+            error,
+        })?;
+        if !canon.is_dir() {
+            return Err(StoreError::RootNotADirectory(root.to_path_buf()));
+        }
+        Ok(Store {
+            files: Arc::new(Confined {
+                root: canon.clone(),
+            }),
+            root: canon,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `path` resolved inside the root, with its metadata ([`Confined`]).
+    fn inside(&self, path: &Path) -> Result<Option<(PathBuf, Metadata)>, StoreError> {
+        self.files.inside(path).map_err(io_err(path))
+    }
+
+    /// The layout of the image in `dir`, its files opened only inside the root.
+    fn layout(&self, dir: &Path) -> Layout {
+        Layout::with_files(dir, self.files.clone())
     }
 
     /// The image directory and the identity of its `index.json`, if `name` is an image.
@@ -383,33 +392,30 @@ impl Store {
         Ok(img)
     }
 
+    /// A document of the image in `dir`, size- and digest-checked; `None` if it is not
+    /// the one its descriptor names.
     fn read_document(&self, dir: &Path, digest: &Digest, size: u64) -> Option<Bytes> {
-        if size > MAX_DOCUMENT {
-            return None;
-        }
-        let path = dir.join("blobs/sha256").join(digest.hex());
-        let (mut f, len) = self.open_file(&path).ok()??;
-        if len != size {
-            return None;
-        }
-        let mut buf = Vec::with_capacity(size as usize);
-        f.by_ref().take(size + 1).read_to_end(&mut buf).ok()?;
-        (buf.len() as u64 == size && Digest::of(&buf) == *digest).then(|| Bytes::from(buf))
+        let bytes = self.layout(dir).document_bytes(digest, Some(size)).ok()?;
+        Some(Bytes::from(bytes))
     }
 
     fn scan(&self, name: &str, dir: PathBuf, key: FileKey) -> Result<Image, StoreError> {
-        let index_path = dir.join("index.json");
-        let (f, len) = self
-            .open_file(&index_path)?
-            .ok_or(StoreError::NameUnknown)?;
-        if len > MAX_DOCUMENT {
+        let layout = self.layout(&dir);
+        // Not an image layout of a version we read: no image here.
+        if layout.check_version().is_err() {
             return Err(StoreError::NameUnknown);
         }
-        let mut raw = Vec::new();
-        // The file may have grown since it was measured.
-        f.take(MAX_DOCUMENT + 1)
-            .read_to_end(&mut raw)
-            .map_err(io_err(&index_path))?;
+        let raw = match layout.index_json_bytes() {
+            Ok(raw) => raw,
+            Err(LayoutError::Io { path, source }) => {
+                return Err(StoreError::Io {
+                    path,
+                    error: source,
+                })
+            }
+            // Missing, or too large: no image (we may serve) here.
+            Err(_) => return Err(StoreError::NameUnknown),
+        };
         let layout = parse_document(&raw).map_err(|_| StoreError::NameUnknown)?;
 
         let mut img = Image {
@@ -458,7 +464,7 @@ impl Store {
             media_type: d.media_type.clone(),
             size: d.size,
         });
-        if !is_manifest_type(&d.media_type) || !visited.insert(digest) || depth >= MAX_DEPTH {
+        if !media::is_manifest(&d.media_type) || !visited.insert(digest) || depth >= MAX_DEPTH {
             return;
         }
         let held: u64 = img.docs.values().map(|b| b.len() as u64).sum();
@@ -541,7 +547,7 @@ impl Store {
             None => return Err(StoreError::ManifestUnknown),
         };
         let r = img.refs.get(&digest).ok_or(StoreError::ManifestUnknown)?;
-        if !is_manifest_type(&r.media_type) {
+        if !media::is_manifest(&r.media_type) {
             return Err(StoreError::ManifestUnknown);
         }
         let bytes = img
@@ -561,7 +567,7 @@ impl Store {
         let img = self.image(name)?;
         let digest = Digest::parse(digest).ok_or(StoreError::DigestInvalid)?;
         let r = img.refs.get(&digest).ok_or(StoreError::BlobUnknown)?;
-        if is_manifest_type(&r.media_type) {
+        if media::is_manifest(&r.media_type) {
             let bytes = img.docs.get(&digest).ok_or(StoreError::BlobUnknown)?;
             return Ok(Blob {
                 digest,
@@ -569,12 +575,18 @@ impl Store {
                 body: BlobBody::Memory(bytes.clone()),
             });
         }
-        let path = img.dir.join("blobs/sha256").join(digest.hex());
-        let (file, len) = self.open_file(&path)?.ok_or(StoreError::BlobUnknown)?;
-        if len != r.size {
-            // Not the blob the manifest describes (truncated, or being replaced).
-            return Err(StoreError::BlobUnknown);
-        }
+        let (file, len) = match self.layout(&img.dir).blob(&digest, Some(r.size)) {
+            Ok(f) => f,
+            Err(LayoutError::Io { path, source }) => {
+                return Err(StoreError::Io {
+                    path,
+                    error: source,
+                })
+            }
+            // Missing, or not the blob the manifest describes (truncated, or being
+            // replaced).
+            Err(_) => return Err(StoreError::BlobUnknown),
+        };
         Ok(Blob {
             digest,
             size: len,
@@ -614,7 +626,7 @@ impl Store {
             .collect();
         let index = serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "mediaType": media::OCI_INDEX,
             "manifests": manifests,
         });
         Ok(Bytes::from(crate::image::canonical_json(&index)))
@@ -720,10 +732,9 @@ impl Store {
 
     /// The files of one layer blob of `img`, from its TOC; a reason for the page if not.
     fn layer_toc(&self, img: &Image, layer: &Digest) -> Result<Vec<TocFile>, String> {
-        let path = img.dir.join("blobs/sha256").join(layer.hex());
-        match self.open_file(&path) {
-            Ok(Some((f, len))) => layer_files(&f, len).map_err(|e| e.to_string()),
-            Ok(None) => Err("the layer blob is missing".to_string()),
+        match self.layout(&img.dir).blob(layer, None) {
+            Ok((f, len)) => layer_files(&f, len).map_err(|e| e.to_string()),
+            Err(LayoutError::Missing { .. }) => Err("the layer blob is missing".to_string()),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -748,11 +759,10 @@ impl From<ReadError<io::Error>> for TocError {
     }
 }
 
-/// An index, manifest or `index.json` as the store reads it: its JSON shape checked
-/// (depth, descriptors) before it is parsed.
+/// An index, manifest or `index.json` as the store reads it: by the layout reader's
+/// [`read::parse`] (its JSON shape checked before it is parsed).
 pub fn parse_document(bytes: &[u8]) -> Result<Doc, String> {
-    limits::check_json_shape(bytes, limits::MAX_JSON_DEPTH, 4096).map_err(|e| e.to_string())?;
-    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    read::parse(bytes, "document").map_err(|e| e.to_string())
 }
 
 /// The files, symlinks and hard links of a layer blob, from its eStargz or zstd:chunked
@@ -856,7 +866,9 @@ fn overview(img: &Image) -> Overview {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::media::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
     use crate::image::ANNOTATION_REVISION;
+    use crate::layer::estargz::MEDIA_TYPE as LAYER;
 
     #[test]
     fn names_follow_the_oci_grammar() {
@@ -918,12 +930,12 @@ mod tests {
         let l = put(layer);
         let cfg = put(b"{}");
         let man = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{l}","size":{}}}]}}"#,
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"{LAYER}","digest":"{l}","size":{}}}]}}"#,
             layer.len()
         );
         let m = put(man.as_bytes());
         let idx = format!(
-            r#"{{"schemaVersion":2,"mediaType":"{MEDIA_TYPE_OCI_INDEX}","manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_MANIFEST}","digest":"{m}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}],"annotations":{{"{ANNOTATION_REVISION}":"abc"}}}}"#,
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{m}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}],"annotations":{{"{ANNOTATION_REVISION}":"abc"}}}}"#,
             man.len()
         );
         let i = put(idx.as_bytes());
@@ -931,7 +943,7 @@ mod tests {
         fs::write(
             dir.join("index.json"),
             format!(
-                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{MEDIA_TYPE_OCI_INDEX}","digest":"{i}","size":{},"annotations":{{"{ANNOTATION_REF_NAME}":"{tag}"}}}}]}}"#,
+                r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_INDEX}","digest":"{i}","size":{},"annotations":{{"{ANNOTATION_REF_NAME}":"{tag}"}}}}]}}"#,
                 idx.len()
             ),
         )
@@ -948,7 +960,7 @@ mod tests {
         assert_eq!(s.catalog(), ["acme/a", "b"]);
         let m = s.manifest("acme/a", "latest").unwrap();
         assert_eq!(m.digest, i);
-        assert_eq!(m.media_type, MEDIA_TYPE_OCI_INDEX);
+        assert_eq!(m.media_type, OCI_INDEX);
         assert_eq!(
             s.image("acme/a").unwrap().annotations[ANNOTATION_REVISION],
             "abc"

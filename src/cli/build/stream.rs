@@ -52,6 +52,7 @@ pub(super) fn run(
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         stream: crate::cli::hub::stream_options(args.connections.into(), args.no_cache),
+        listing: None,
         layout,
         registry,
         max_scratch: args.max_scratch,

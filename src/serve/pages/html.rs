@@ -302,7 +302,7 @@ pub fn model(host: &str, o: &Overview, files: &Files, name_json_is_an_image: boo
     for (artifact, d) in &o.referrers {
         let artifact = artifact.as_deref().unwrap_or_default();
         let kind = match artifact {
-            "application/vnd.in-toto+json" => "provenance",
+            crate::image::media::IN_TOTO => "provenance",
             _ => "referrer",
         };
         let _ = writeln!(
@@ -484,7 +484,7 @@ mod tests {
             layers: vec![LayerDesc {
                 digest: Digest::of(b"l"),
                 size: 2048,
-                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                media_type: crate::layer::estargz::MEDIA_TYPE.into(),
             }],
         }
     }

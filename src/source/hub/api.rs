@@ -1,7 +1,7 @@
 //! The Hub's API: which files a repository has at a commit.
 
-use super::error::HubError;
-use super::http::{Attempt, Http};
+use super::error::{HubError, HubRefusal};
+use super::http::{Attempt, Http, Probe};
 use crate::limits::{self, BodyError};
 use crate::names::{CommitSha, ModelName};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -479,6 +479,80 @@ pub async fn list_files(
         model,
         &format!("{ep}/api/models/{model}/tree/{sha}"),
     )
+}
+
+/// The check before a rebuild: one request for the commit's metadata, with no retry,
+/// says whether the Hub answers, knows the repository and the commit, and takes the
+/// token. Each cause is typed from the transport error's or the answer's kind.
+pub async fn check(http: &Http, model: &ModelName, sha: &CommitSha) -> Result<(), HubRefusal> {
+    let ep = http.endpoint();
+    // A name that does not resolve is told as such, not as a failed connection.
+    if let Ok(u) = reqwest::Url::parse(ep) {
+        if let Some(host) = u.domain() {
+            let port = u.port_or_known_default().unwrap_or(443);
+            if tokio::net::lookup_host((host, port)).await.is_err() {
+                return Err(HubRefusal::Dns {
+                    host: host.to_string(),
+                });
+            }
+        }
+    }
+    let url = format!("{ep}/api/models/{model}/revision/{sha}");
+    let mut fetched = match http.probe(&url).await {
+        Ok(f) => f,
+        Err(Probe::Transport(e)) => {
+            let detail = super::http::describe(&e);
+            return Err(match crate::http::transport_failure(&e) {
+                crate::http::Transport::Refused => HubRefusal::ConnectionRefused,
+                crate::http::Transport::Tls => HubRefusal::Tls { detail },
+                crate::http::Transport::TimedOut => HubRefusal::Timeout { detail },
+                crate::http::Transport::Other => HubRefusal::Transport { detail },
+            });
+        }
+        Err(Probe::Unwell(why)) => return Err(HubRefusal::Unwell { why }),
+        Err(Probe::Answer(e)) => {
+            let status = match &e {
+                HubError::Status { status, .. } => *status,
+                _ => 0,
+            };
+            return Err(match explain(e, http, model, sha, None) {
+                HubError::BadToken { .. } => HubRefusal::BadToken,
+                HubError::RepoNotFound { repo, hint, .. } => {
+                    HubRefusal::NoRepo { repo, status, hint }
+                }
+                HubError::RevisionNotFound { repo, rev } => HubRefusal::NoCommit { repo, rev },
+                other => HubRefusal::Answer(Box::new(other)),
+            });
+        }
+    };
+    let bad = |msg: String| {
+        HubRefusal::Answer(Box::new(HubError::BadResponse {
+            url: url.clone(),
+            msg,
+        }))
+    };
+    let body = limits::read_body_capped(&mut fetched.response, limits::MAX_LISTING_PAGE, |_| {})
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => bad(format!(
+                "the answer is larger than {} bytes, the most depotai reads",
+                limits::MAX_LISTING_PAGE
+            )),
+            BodyError::Network(e) => bad(super::http::describe(&e)),
+        })?;
+    limits::check_json_shape(&body, limits::MAX_JSON_DEPTH, limits::MAX_LISTING_FILES)
+        .map_err(|e| bad(e.to_string()))?;
+    let info: RevisionInfo =
+        serde_json::from_slice(&body).map_err(|e| bad(limits::one_line(&e.to_string(), 200)))?;
+    match info.sha {
+        Some(got) if got == sha.as_str() => Ok(()),
+        Some(got) => Err(HubRefusal::OtherCommit {
+            repo: model.to_string(),
+            expected: sha.to_string(),
+            got: limits::shown(&got),
+        }),
+        None => Err(bad("no commit sha in the answer".into())),
+    }
 }
 
 #[cfg(test)]

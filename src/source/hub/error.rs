@@ -106,12 +106,57 @@ pub enum HubError {
     Glob { pattern: String, msg: String },
     #[error("interrupted; partial downloads are kept and resumed by the next run")]
     Interrupted,
+    /// The check before a rebuild ([`super::check`]) found the Hub unusable.
+    #[error("cannot read from the Hub at {}: {cause}", redact(endpoint))]
+    Unavailable { endpoint: String, cause: HubRefusal },
     #[error(
         "the Hub's answer for {} could not be read: {}",
         redact(url),
         redact(msg)
     )]
     BadResponse { url: String, msg: String },
+}
+
+/// Why the Hub cannot serve a rebuild ([`HubError::Unavailable`]), each with its fix.
+#[derive(Debug, thiserror::Error)]
+pub enum HubRefusal {
+    #[error("connection refused (nothing listens there); start the Hub or correct HF_ENDPOINT")]
+    ConnectionRefused,
+    #[error(
+        "the host name {} does not resolve (DNS); check HF_ENDPOINT",
+        redact(host)
+    )]
+    Dns { host: String },
+    #[error("the TLS handshake failed ({}); check HF_ENDPOINT (http:// for a plain-HTTP mirror) and the Hub's certificate", redact(detail))]
+    Tls { detail: String },
+    #[error(
+        "no answer in time ({}); check HF_ENDPOINT and the network",
+        redact(detail)
+    )]
+    Timeout { detail: String },
+    #[error("{}; check HF_ENDPOINT and the network", redact(detail))]
+    Transport { detail: String },
+    #[error("{}; the Hub is failing, try again later", redact(why))]
+    Unwell { why: String },
+    #[error("the token from HF_TOKEN or the token file is refused (HTTP 401); fix or unset it")]
+    BadToken,
+    #[error("model {repo} not found (HTTP {status}){hint}")]
+    NoRepo {
+        repo: String,
+        status: u16,
+        hint: &'static str,
+    },
+    #[error("commit {rev} not found in {repo} (HTTP 404); check the image's revision or --sha")]
+    NoCommit { repo: String, rev: String },
+    #[error("asked for commit {expected} of {repo}, it answered for {got}; check HF_ENDPOINT")]
+    OtherCommit {
+        repo: String,
+        expected: String,
+        got: String,
+    },
+    /// Any other answer, as the Hub client explains it.
+    #[error(transparent)]
+    Answer(Box<HubError>),
 }
 
 fn redact(s: &str) -> String {

@@ -39,6 +39,25 @@ pub struct Http {
     pub cfg: HubConfig,
 }
 
+/// Why one GET got no answer to judge.
+enum Sent {
+    /// Not sent, or no answer read (worth another try).
+    Transport(reqwest::Error),
+    Fail(HubError),
+}
+
+/// Why [`Http::probe`] failed.
+#[derive(Debug)]
+pub enum Probe {
+    /// No answer: connection refused, DNS, TLS, a timeout.
+    Transport(reqwest::Error),
+    /// A failure status (4xx), its Hub error code kept ([`HubError::Status`]), or a
+    /// redirect that could not be followed.
+    Answer(HubError),
+    /// A transient failure status (5xx, 429, 408).
+    Unwell(String),
+}
+
 /// A response from the end of the redirect chain, with what the Hub said on the way.
 pub struct Fetched {
     pub response: Response,
@@ -146,29 +165,54 @@ impl Http {
     }
 
     async fn get_with_range(&self, url: &str, range: Option<String>) -> Attempt<Fetched> {
-        let url = match Url::parse(url) {
-            Ok(u) => u,
-            Err(e) => {
-                return Attempt::Fail(HubError::BadResponse {
-                    url: url.to_string(),
-                    msg: e.to_string(),
-                })
+        match self.send(url, range).await {
+            Ok(fetched) => {
+                let status = fetched.response.status();
+                if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
+                    return Attempt::Done(fetched);
+                }
+                classify_failure(fetched.response).await
             }
-        };
+            Err(Sent::Transport(e)) => Attempt::Retry {
+                why: describe(&e),
+                after: None,
+            },
+            Err(Sent::Fail(e)) => Attempt::Fail(e),
+        }
+    }
+
+    /// One try at the Hub, with no retry and within `cfg.connect_timeout`: `url`
+    /// answers a success, else why not, typed. What the check before a rebuild
+    /// (`hub::check`) asks.
+    pub async fn probe(&self, url: &str) -> Result<Fetched, Probe> {
+        match self.send(url, None).await {
+            Ok(f) if f.response.status().is_success() => Ok(f),
+            Ok(f) => match classify_failure::<()>(f.response).await {
+                Attempt::Fail(e) => Err(Probe::Answer(e)),
+                // 5xx, 429: the Hub is there but not well.
+                Attempt::Retry { why, .. } => Err(Probe::Unwell(why)),
+                Attempt::Done(()) => unreachable!("classify_failure never succeeds"),
+            },
+            Err(Sent::Transport(e)) => Err(Probe::Transport(e)),
+            Err(Sent::Fail(e)) => Err(Probe::Answer(e)),
+        }
+    }
+
+    /// One GET, following redirects (the token to the Hub's origin only), whatever
+    /// the final status.
+    async fn send(&self, url: &str, range: Option<String>) -> Result<Fetched, Sent> {
+        let url = Url::parse(url).map_err(|e| {
+            Sent::Fail(HubError::BadResponse {
+                url: url.to_string(),
+                msg: e.to_string(),
+            })
+        })?;
         let (mut repo_commit, mut linked_etag) = (None, None);
         let mut req = self.client.get(url);
         if let Some(r) = &range {
             req = req.header(RANGE, r.as_str());
         }
-        let req = match req.build() {
-            Ok(r) => r,
-            Err(e) => {
-                return Attempt::Retry {
-                    why: describe(&e),
-                    after: None,
-                }
-            }
-        };
+        let req = req.build().map_err(Sent::Transport)?;
         // The token is for the Hub only: never for a CDN or any other origin.
         let credential = self.authorization.as_ref().map(|header| Credential {
             origin: &self.hub,
@@ -182,42 +226,33 @@ impl Http {
             }
         })
         .await;
-        let resp = match sent {
+        let response = match sent {
             Ok(r) => r,
-            Err(FollowError::Send(e)) => {
-                return Attempt::Retry {
-                    why: describe(&e),
-                    after: None,
-                }
-            }
+            Err(FollowError::Send(e)) => return Err(Sent::Transport(e)),
             Err(FollowError::NoLocation { url, status }) => {
-                return Attempt::Fail(HubError::BadResponse {
+                return Err(Sent::Fail(HubError::BadResponse {
                     url: url.to_string(),
                     msg: format!("HTTP {status} without a Location"),
-                })
+                }))
             }
             Err(FollowError::BadLocation { url, msg }) => {
-                return Attempt::Fail(HubError::BadResponse {
+                return Err(Sent::Fail(HubError::BadResponse {
                     url: url.to_string(),
                     msg,
-                })
+                }))
             }
             Err(FollowError::TooMany { url }) => {
-                return Attempt::Fail(HubError::TooManyRedirects {
+                return Err(Sent::Fail(HubError::TooManyRedirects {
                     url: url.to_string(),
                     max: MAX_REDIRECTS,
-                })
+                }))
             }
         };
-        let status = resp.status();
-        if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
-            return Attempt::Done(Fetched {
-                response: resp,
-                repo_commit,
-                linked_etag,
-            });
-        }
-        classify_failure(resp).await
+        Ok(Fetched {
+            response,
+            repo_commit,
+            linked_etag,
+        })
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or runs out of tries. `progress`

@@ -18,7 +18,7 @@ mod stream;
 pub use api::{expected_sha256, parse_tree_page, Check, RemoteFile};
 pub use cache::RepoCache;
 pub use config::HubConfig;
-pub use error::HubError;
+pub use error::{HubError, HubRefusal};
 pub use stream::{
     FetchProgress, HubStream, Silent, StreamOptions, StreamStats, DEFAULT_BUFFER, DEFAULT_WINDOW,
 };
@@ -144,6 +144,26 @@ pub fn list(
         }
     })?;
     select(listed, filter, model)
+}
+
+/// The check before a rebuild (`verify`): one request, no retry, says that the Hub at
+/// `cfg.endpoint` answers, has `model` at `sha`, and takes the token; else
+/// [`HubError::Unavailable`], naming the endpoint, the cause and the fix.
+pub fn check(model: &ModelName, sha: &CommitSha, cfg: &HubConfig) -> Result<(), HubError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(error::io(&cfg.cache_dir))?;
+    let http = http::Http::new(cfg)?;
+    rt.block_on(async {
+        tokio::select! {
+            checked = api::check(&http, model, sha) => checked.map_err(|cause| HubError::Unavailable {
+                endpoint: http.endpoint().to_string(),
+                cause,
+            }),
+            () = cancelled(cfg) => Err(HubError::Interrupted),
+        }
+    })
 }
 
 /// The listing at `sha`, kept in `cache` (if given) before anything is downloaded, so
