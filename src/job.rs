@@ -473,7 +473,8 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
         &req.platforms,
         &job.include,
         &job.exclude,
-    );
+    )
+    .with_modelpack(req.modelpack);
     let record = BuildRecord::new(&req.name, &req.sha, &req.tag, settings).with_files(&files);
     // The record also makes the image's provenance (a referrer of the index).
     req.record = Some(record.clone());
@@ -673,6 +674,34 @@ impl Destination for RegistryDestination {
         Ok(Box::new(SinkWriter(slot)))
     }
 
+    /// A file's raw blob goes up as the layer reads it, unless the registry has it (an
+    /// LFS file, whose sha256 the Hub gave: one `HEAD`). With that sha256 the upload is
+    /// closed with it, unhashed, and the registry checks it; a small file's is hashed as
+    /// it goes.
+    fn raw_writer(
+        &mut self,
+        _path: &str,
+        digest: Option<&Digest>,
+    ) -> Result<Option<Box<dyn pipeline::RawSink>>, BuildError> {
+        if let Some(d) = digest {
+            let handle = self.uploader.handle();
+            if handle
+                .block_on(self.uploader.exists(d))
+                .map_err(|e| BuildError::Destination(format!("asking the registry for {d}: {e}")))?
+            {
+                return Ok(None);
+            }
+        }
+        let sink = match digest {
+            Some(_) => self.uploader.sink_digested_by_writer(None),
+            None => self.uploader.sink(None),
+        };
+        Ok(Some(Box::new(RawUpload {
+            sink,
+            digest: digest.copied(),
+        })))
+    }
+
     /// Two (unless `--jobs 1`): the registry takes each upload in on one core (hashing
     /// and writing it), so a second layer made and sent meanwhile keeps the other core
     /// busy.
@@ -744,6 +773,7 @@ impl Destination for RegistryDestination {
                 manifest: &r.manifest.bytes,
                 artifact_type: &r.artifact_type,
                 blobs: r.blobs.iter().map(|b| b.bytes.as_slice()).collect(),
+                tag_suffix: r.tag_suffix.as_deref(),
             })
             .collect();
         let image = ImageDocuments {
@@ -807,6 +837,33 @@ impl RegistryDestination {
     }
 }
 
+/// A file's raw blob on its way into the registry.
+struct RawUpload {
+    sink: BlobSink,
+    digest: Option<Digest>,
+}
+
+impl Write for RawUpload {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.sink.write(b)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl pipeline::RawSink for RawUpload {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        let done = match self.digest {
+            Some(d) => self.sink.finish_as(d),
+            None => self.sink.finish(),
+        };
+        done.map(|_| ())
+            .map_err(|e| io::Error::other(format!("uploading its raw blob: {e}")))
+    }
+}
+
 /// Two destinations fed the same bytes (a layout and a registry).
 struct Both {
     first: Box<dyn Destination>,
@@ -834,6 +891,19 @@ impl Destination for Both {
             self.first.layer_writer(n)?,
             self.second.layer_writer(n)?,
         )))
+    }
+
+    fn raw_writer(
+        &mut self,
+        path: &str,
+        digest: Option<&Digest>,
+    ) -> Result<Option<Box<dyn pipeline::RawSink>>, BuildError> {
+        let first = self.first.raw_writer(path, digest)?;
+        let second = self.second.raw_writer(path, digest)?;
+        Ok(match (first, second) {
+            (Some(a), Some(b)) => Some(Box::new(pipeline::RawTee(a, b))),
+            (a, b) => a.or(b),
+        })
     }
 
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {

@@ -23,6 +23,7 @@ pub mod image;
 pub mod job;
 pub mod layer;
 pub mod limits;
+pub mod modelpack;
 pub mod names;
 pub mod pipeline;
 pub mod plan;

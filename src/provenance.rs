@@ -512,6 +512,7 @@ pub fn referrer(statement: Vec<u8>, index: &Blob) -> Result<Referrer, Provenance
         manifest: Blob::new(canonical_json(&manifest)),
         artifact_type: ARTIFACT_TYPE.to_string(),
         blobs: vec![statement, empty],
+        tag_suffix: None,
     })
 }
 

@@ -249,6 +249,7 @@ pub fn verify(
         // The published index records its settings; the rebuild must too.
         index_annotations: crate::job::settings_annotations(&claim.settings),
         record: None,
+        modelpack: claim.settings.modelpack,
     };
     let planned = pipeline::plan_layers(entries, &req)?;
     let order = planned.read_order();

@@ -44,6 +44,10 @@ pub struct BuildSettings {
     pub layers: String,
     pub own_layer_above: u64,
     pub max_layers: usize,
+    /// The ModelPack twin is made too (`--modelpack`). Left out of the JSON when off,
+    /// so the settings digest of images without it is what it always was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modelpack: bool,
 }
 
 impl BuildSettings {
@@ -106,7 +110,14 @@ impl BuildSettings {
             prefetch: layer.prefetch.clone(),
             include: include.to_vec(),
             exclude: exclude.to_vec(),
+            modelpack: false,
         }
+    }
+
+    /// These settings, with or without the ModelPack twin.
+    pub fn with_modelpack(mut self, modelpack: bool) -> BuildSettings {
+        self.modelpack = modelpack;
+        self
     }
 }
 

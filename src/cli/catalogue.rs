@@ -53,6 +53,8 @@ pub struct Options {
     pub push_flags: super::push::PushFlags,
     pub connections: usize,
     pub no_cache: bool,
+    /// `--modelpack`: every model gets its ModelPack twin.
+    pub modelpack: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +103,8 @@ impl Outcome {
 }
 
 fn wanted_record(e: &CatalogueEntry, o: &Options) -> BuildRecord {
-    let settings = BuildSettings::new(&o.layer, &o.plan, &o.platforms, &e.include, &e.exclude);
+    let settings = BuildSettings::new(&o.layer, &o.plan, &o.platforms, &e.include, &e.exclude)
+        .with_modelpack(o.modelpack);
     BuildRecord::new(&e.name, &e.sha, &e.tag, settings)
 }
 
@@ -298,6 +301,7 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
             index_annotations: job::settings_annotations(&want.settings),
             // Made from the listing by the job (with the files).
             record: None,
+            modelpack: o.modelpack,
         };
         let job = HubJob {
             req,
