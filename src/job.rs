@@ -38,7 +38,7 @@ use crate::pipeline::{
     self, BuildError, BuildReport, BuildRequest, Destination, Hooks, LayerEvent, LayoutDestination,
 };
 use crate::remote::upload::{
-    BlobSink, ImageDocuments, ReferrerDocument, UploadError, Uploaded, Uploader,
+    BlobSink, ImageDocuments, ReferrerDocument, ReferrerReport, UploadError, Uploaded, Uploader,
 };
 use crate::remote::{Client, Reference, RegistryError};
 use crate::source::hub::{
@@ -221,6 +221,8 @@ pub struct HubReport {
     pub stream: StreamStats,
     /// Layer uploads, by layer number.
     pub uploads: Vec<(usize, Uploaded)>,
+    /// Where the referrers (provenance, ModelPack twin) went in the registry.
+    pub referrers: Vec<ReferrerReport>,
     /// Bytes removed from the cache (`delete_downloads`).
     pub freed_bytes: u64,
 }
@@ -481,6 +483,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     let record = record.to_bytes();
 
     let uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>> = Arc::default();
+    let referrers: Arc<Mutex<Vec<ReferrerReport>>> = Arc::default();
     let mut reference = None;
     let registry: Option<Box<dyn Destination>> = match job.registry {
         Some(t) => {
@@ -498,6 +501,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
                 keys,
                 sinks: BTreeMap::new(),
                 uploads: uploads.clone(),
+                referrers: referrers.clone(),
                 closing: None,
                 present: BTreeMap::new(),
                 // Two layers at once read two files at once: not with `--jobs 1`.
@@ -598,11 +602,13 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     for (n, u) in &uploads {
         on_event(Event::Uploaded { n: *n, upload: u });
     }
+    let referrers_put = std::mem::take(&mut *referrers.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(HubOutcome::Built(Box::new(HubReport {
         published: tag_held,
         build,
         stream: stats,
         uploads: uploads.into_iter().collect(),
+        referrers: referrers_put,
         freed_bytes: freed,
     })))
 }
@@ -614,6 +620,7 @@ struct RegistryDestination {
     keys: Vec<String>,
     sinks: BTreeMap<usize, Arc<Mutex<Option<BlobSink>>>>,
     uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>>,
+    referrers: Arc<Mutex<Vec<ReferrerReport>>>,
     /// The last layer's upload being closed (its last chunks and the final PUT) while
     /// the next layer is built: (layer, digest, size, closing thread).
     closing: Option<Closing>,
@@ -794,7 +801,9 @@ impl Destination for RegistryDestination {
                 .uploader_handle()
                 .block_on(this.uploader.publish(&image, &this.tag)),
         };
-        published.map_err(|e| BuildError::Destination(format!("publishing the image: {e}")))?;
+        let reports =
+            published.map_err(|e| BuildError::Destination(format!("publishing the image: {e}")))?;
+        *this.referrers.lock().unwrap_or_else(|p| p.into_inner()) = reports;
         Ok(PathBuf::from(format!(
             "{}{}",
             this.uploader.client().base_str(),

@@ -71,7 +71,7 @@ pub struct BuildReport {
     /// Bottom layer first.
     pub layers: Vec<BuiltLayer>,
     /// The ModelPack twin's manifest (`--modelpack`).
-    pub twin: Option<Digest>,
+    pub twin: Option<image::Blob>,
     pub seconds: f64,
 }
 
@@ -427,7 +427,7 @@ pub fn build_planned_with(
             tag: &req.tag,
         };
         let r = modelpack::twin(&files, &meta, &docs.index)?;
-        twin = Some(r.manifest.digest);
+        twin = Some(r.manifest.clone());
         docs.add_referrer(r)?;
     }
     let output = dest.commit(&infos, &docs, extra)?;

@@ -98,6 +98,11 @@ fn settings_from_flags(flags: &[String]) -> anyhow::Result<BuildSettings> {
             "prefetch" => s.prefetch = list(v),
             "include" => s.include = list(v),
             "exclude" => s.exclude = list(v),
+            "modelpack" => {
+                s.modelpack = v
+                    .parse()
+                    .map_err(|_| anyhow!("--setting modelpack: {v:?} is not true or false"))?
+            }
             _ => bail!("--setting {k}: unknown setting"),
         }
     }
@@ -214,6 +219,10 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         let v = serde_json::json!({
             "index_digest": img.index_digest,
             "provenance_from": img.provenance_from,
+            "modelpack": img.twin.as_ref().map(|(d, _)| serde_json::json!({
+                "digest": d,
+                "found": img.twin_from,
+            })),
             "model": p.model,
             "revision": p.revision,
             "source": p.source,
@@ -230,6 +239,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("image     {}", img.index_digest);
+    if let Some(from) = &img.provenance_from {
+        println!("found     provenance via {from}");
+    }
+    if let (Some((d, _)), Some(from)) = (&img.twin, &img.twin_from) {
+        println!("modelpack {d} (via {from})");
+    }
     println!("model     {}", p.model);
     println!("revision  {}", p.revision);
     if p.source == "huggingface" {

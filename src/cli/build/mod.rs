@@ -378,6 +378,17 @@ fn build_with_bar(
 }
 
 fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_json::Value {
+    let mut s = summary_fields(name, req, r);
+    if let Some(twin) = &r.twin {
+        s["modelpack"] = serde_json::json!({
+            "digest": twin.digest.to_string(),
+            "tag": depotai::modelpack::twin_tag(&r.tag),
+        });
+    }
+    s
+}
+
+fn summary_fields(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_json::Value {
     serde_json::json!({
         "name": name.as_str(),
         "image": name.registry_path(),

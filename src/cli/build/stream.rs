@@ -154,6 +154,9 @@ pub(super) fn run(
                     "sent": u.sent,
                     "resumed_from": u.resumed_from,
                 })).collect::<Vec<_>>(),
+                // Where each referrer went: the index, or each platform manifest on a
+                // registry that refused a referrer of an index.
+                "referrers": report.referrers,
             });
         }
         println!("{s}");
