@@ -412,11 +412,11 @@ fn a_pushed_twin_is_tagged_and_a_referrer_and_oras_pull_writes_exactly_the_model
 
     // oras, a client that knows nothing of depotai, pulls the twin by its tag and
     // writes exactly the model's files.
-    if !have(&["oras"]) {
+    let Some(oras) = support::interop::oras() else {
         return;
-    }
+    };
     let pulled = env.tmp.path().join("pulled");
-    let o = Command::new("oras")
+    let o = Command::new(oras)
         .args(["pull", "--plain-http", "-o"])
         .arg(&pulled)
         .arg(format!("{}/acme/packed:v1-modelpack", reg.addr))
