@@ -379,7 +379,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
     if job.hub.offline && !job.stream.cache {
         return Err(JobError::OfflineWithoutCache);
     }
-    crate::image::validate_tag(&job.req.tag).map_err(BuildError::from)?;
+    job.req.check_tags().map_err(BuildError::from)?;
     let cancel = job.hub.cancel.clone();
     let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     // The registry side runs on its own runtime (the tag check too, so the connection

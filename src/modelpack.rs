@@ -163,6 +163,14 @@ pub fn twin_tag(tag: &str) -> Option<String> {
     crate::image::validate_tag(&t).ok().map(|_| t)
 }
 
+/// Refuses an image tag that leaves no room for [`TAG_SUFFIX`].
+pub fn check_tag(tag: &str) -> Result<(), ImageError> {
+    match twin_tag(tag) {
+        Some(_) => Ok(()),
+        None => Err(ImageError::TwinTag(tag.to_string())),
+    }
+}
+
 /// `config.format`, when every weight file says the same: `safetensors`, `gguf` or
 /// `onnx` (other extensions, such as `.bin`, do not tell a format).
 fn weight_format(files: &[TwinFile]) -> Option<&'static str> {
@@ -194,9 +202,7 @@ pub fn twin(
     meta: &TwinMeta<'_>,
     subject: &Blob,
 ) -> Result<Referrer, ImageError> {
-    if twin_tag(meta.tag).is_none() {
-        return Err(ImageError::Tag(format!("{}{TAG_SUFFIX}", meta.tag)));
-    }
+    check_tag(meta.tag)?;
     let mut files = files.to_vec();
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let mut model_config = Map::new();
@@ -292,6 +298,13 @@ mod tests {
             assert_eq!(classify(path, 10), (kind, untested), "{path}");
         }
         assert_eq!(classify("weights.dat", 100 << 20), (Kind::Weight, true));
+    }
+
+    #[test]
+    fn a_tag_with_no_room_for_the_suffix_is_refused_naming_the_rule() {
+        check_tag(&"t".repeat(118)).unwrap();
+        let e = check_tag(&"t".repeat(119)).unwrap_err().to_string();
+        assert!(e.contains("at most 118"), "{e}");
     }
 
     fn file(path: &str, bytes: &[u8]) -> TwinFile {

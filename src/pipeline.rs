@@ -61,6 +61,18 @@ pub struct BuildRequest {
     pub modelpack: bool,
 }
 
+impl BuildRequest {
+    /// The image's tag, and the twin's (`<tag>-modelpack`) with `--modelpack`: checked
+    /// before anything is read.
+    pub fn check_tags(&self) -> Result<(), ImageError> {
+        image::validate_tag(&self.tag)?;
+        if self.modelpack {
+            modelpack::check_tag(&self.tag)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BuildReport {
     pub output: PathBuf,
@@ -286,7 +298,7 @@ pub fn build_image(
     req: &BuildRequest,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BuildReport, BuildError> {
-    image::validate_tag(&req.tag)?;
+    req.check_tags()?;
     let plan = plan_layers(entries, req)?;
     let dest = LayoutDestination::create(&req.output)?;
     build_planned(plan, contents, req, Box::new(dest), &[], progress)
@@ -357,7 +369,7 @@ pub fn build_planned_with(
     hooks: &Hooks<'_>,
 ) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
-    image::validate_tag(&req.tag)?;
+    req.check_tags()?;
     let sizes: BTreeMap<String, u64> = plan
         .layers
         .iter()

@@ -279,7 +279,7 @@ fn a_layout_twin_has_a_raw_layer_per_file_whose_digest_is_the_hubs_sha256_and_ea
     // The raw copies were teed from the one read of each file: the Hub sent each file's
     // bytes exactly once.
     let served = served_bytes(&env.server);
-    for f in env.files.iter().filter(|f| f.content.len() > 0) {
+    for f in env.files.iter().filter(|f| !f.content.is_empty()) {
         assert_eq!(served.get(&f.path), Some(&f.content.len()), "{}", f.path);
     }
 
@@ -383,7 +383,7 @@ fn a_pushed_twin_is_tagged_and_a_referrer_and_oras_pull_writes_exactly_the_model
         .any(|d| d["digest"] == twin_digest
             && d["artifactType"] == "application/vnd.cncf.model.manifest.v1+json"));
     // The registry holds each raw layer as the file, byte for byte.
-    for f in env.files.iter().filter(|f| f.content.len() > 0) {
+    for f in env.files.iter().filter(|f| !f.content.is_empty()) {
         let d = env.hub_sha256(&f.path);
         assert_eq!(
             std::fs::read(reg.blob_data(&d)).unwrap(),
@@ -512,4 +512,29 @@ fn a_registry_refusing_a_referrer_of_an_index_gets_them_on_each_platform_manifes
     );
     assert_eq!(inspected["modelpack"]["digest"], tagged.as_str());
     assert_eq!(inspected["model"], MODEL);
+}
+
+#[test]
+fn a_tag_too_long_for_the_twins_is_refused_in_one_line_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny-model");
+    let tag = "t".repeat(119);
+    let o = build(
+        &fixture,
+        "depotai/tiny-model",
+        &out,
+        &["--modelpack", "--tag", &tag],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("{tag}-modelpack")), "{err}");
+    assert!(err.contains("at most 118"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "no .partial left"
+    );
 }

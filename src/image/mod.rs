@@ -30,6 +30,8 @@ pub enum ImageError {
     Platform(String),
     #[error("invalid tag {0:?}: up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'")]
     Tag(String),
+    #[error("tag {0:?} leaves no room for the ModelPack twin's tag {0}-modelpack (at most 128 characters): choose a tag of at most 118 with --modelpack")]
+    TwinTag(String),
     #[error("building OCI metadata: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("{path}: {source}")]
