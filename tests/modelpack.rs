@@ -538,3 +538,71 @@ fn a_tag_too_long_for_the_twins_is_refused_in_one_line_before_anything_is_writte
         "no .partial left"
     );
 }
+
+#[test]
+fn build_all_with_modelpack_makes_each_twin_skips_it_when_whole_and_rebuilds_without_it_or_a_raw_blob(
+) {
+    let env = Env::new();
+    let catalogue = env.tmp.path().join("models.yaml");
+    std::fs::write(
+        &catalogue,
+        format!("models:\n  - name: {MODEL}\n    sha: {SHA}\n"),
+    )
+    .unwrap();
+    let all = |extra: &[&str]| {
+        let mut c = env.depotai();
+        c.args(["build", "--all"])
+            .arg(&catalogue)
+            .args(["--own-layer-above", "1MiB", "--json", "--output"])
+            .arg(env.tmp.path().join("out"))
+            .args(extra);
+        let report = json_of(&c.output().unwrap());
+        let m = &report["models"][0];
+        (
+            m["status"].as_str().unwrap().to_string(),
+            m["reason"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let layout = env.tmp.path().join("out/acme/packed");
+    let twin = || -> Option<Value> {
+        let top: Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        top["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["artifactType"] == "application/vnd.cncf.model.manifest.v1+json")
+            .cloned()
+    };
+    assert_eq!(all(&["--modelpack"]).0, "built");
+    let entry = twin().expect("the twin is in the layout");
+    assert_eq!(
+        entry["annotations"]["org.opencontainers.image.ref.name"],
+        "latest-modelpack"
+    );
+    assert_eq!(
+        all(&["--modelpack"]),
+        ("skipped".into(), "up to date".into())
+    );
+    // A raw layer gone from the layout: not whole, built again.
+    let manifest: Value =
+        serde_json::from_slice(&blob(&layout, entry["digest"].as_str().unwrap())).unwrap();
+    let weights = layer_of(&manifest, "model-00002-of-00002.safetensors")["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(layout.join("blobs/sha256").join(&weights[7..])).unwrap();
+    let (status, reason) = all(&["--modelpack"]);
+    assert_eq!(status, "built");
+    assert!(
+        reason.contains(&format!("blob {weights} is missing")),
+        "{reason}"
+    );
+    assert!(layout.join("blobs/sha256").join(&weights[7..]).is_file());
+    // Without --modelpack the settings differ: built again, with no twin.
+    assert_eq!(
+        all(&[]),
+        ("built".into(), "built with other settings".into())
+    );
+    assert!(twin().is_none());
+}

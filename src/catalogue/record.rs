@@ -349,6 +349,15 @@ fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
     let layers = layers
         .filter(|l| !l.is_empty())
         .ok_or("the image has no layer")?;
+    // The referrers listed after it (provenance, ModelPack twin) are whole too: a twin
+    // whose raw layer went missing is rebuilt.
+    for r in layout["manifests"].as_array().into_iter().flatten().skip(1) {
+        let man = json(&blob(dir, &descriptor(r)?)?)?;
+        blob(dir, &descriptor(&man["config"])?)?;
+        for l in man["layers"].as_array().into_iter().flatten() {
+            blob(dir, &descriptor(l)?)?;
+        }
+    }
     Ok(ImageSummary {
         index_digest: index_desc.0,
         manifests,
