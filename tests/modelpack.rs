@@ -410,6 +410,36 @@ fn a_pushed_twin_is_tagged_and_a_referrer_and_oras_pull_writes_exactly_the_model
         )
     );
 
+    // `push` of a layout built with --modelpack tags the twin beside the pushed tag
+    // (the layout's own tag is v1, the push's v2) and lists it as a referrer.
+    let out = env.tmp.path().join("layout");
+    json_of(
+        &env.build(&["--no-cache", "--tag", "v1", "--output"])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    let mut c = env.depotai();
+    c.arg("push")
+        .arg(&out)
+        .arg(format!("{}/acme/copied:v2", reg.addr))
+        .args(["--insecure", "--json"]);
+    let copied = json_of(&c.output().unwrap());
+    let referrer = copied["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["digest"] == twin_digest)
+        .unwrap_or_else(|| panic!("{copied}"));
+    assert_eq!(referrer["tag"], "v2-modelpack");
+    let (status, bytes) = registry_get(
+        &reg.addr,
+        "/v2/acme/copied/manifests/v2-modelpack",
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(sha256(&bytes), twin_digest);
+
     // oras, a client that knows nothing of depotai, pulls the twin by its tag and
     // writes exactly the model's files.
     let Some(oras) = support::interop::oras() else {
