@@ -264,8 +264,11 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         p.settings.layers,
         p.settings.own_layer_above,
         p.settings.max_layers,
-        p.settings.platforms.join(",")
+        p.settings.platforms.join(","),
     );
+    if p.settings.modelpack {
+        println!("          modelpack (a ModelPack twin beside the image)");
+    }
     println!("layers");
     for (n, l) in p.layers.iter().enumerate() {
         println!(
