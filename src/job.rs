@@ -502,6 +502,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
                 sinks: BTreeMap::new(),
                 uploads: uploads.clone(),
                 referrers: referrers.clone(),
+                raw_failures: RawFailures::default(),
                 closing: None,
                 present: BTreeMap::new(),
                 // Two layers at once read two files at once: not with `--jobs 1`.
@@ -621,6 +622,8 @@ struct RegistryDestination {
     sinks: BTreeMap<usize, Arc<Mutex<Option<BlobSink>>>>,
     uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>>,
     referrers: Arc<Mutex<Vec<ReferrerReport>>>,
+    /// Raw uploads that failed, by file: told when the file's layer is done.
+    raw_failures: RawFailures,
     /// The last layer's upload being closed (its last chunks and the final PUT) while
     /// the next layer is built: (layer, digest, size, closing thread).
     closing: Option<Closing>,
@@ -687,9 +690,11 @@ impl Destination for RegistryDestination {
     /// it goes.
     fn raw_writer(
         &mut self,
-        _path: &str,
+        path: &str,
         digest: Option<&Digest>,
     ) -> Result<Option<Box<dyn pipeline::RawSink>>, BuildError> {
+        // A new read of the file (its layer built again) is a new upload.
+        lock_map(&self.raw_failures).remove(path);
         if let Some(d) = digest {
             let handle = self.uploader.handle();
             if handle
@@ -706,6 +711,8 @@ impl Destination for RegistryDestination {
         Ok(Some(Box::new(RawUpload {
             sink,
             digest: digest.copied(),
+            path: path.to_string(),
+            failures: self.raw_failures.clone(),
         })))
     }
 
@@ -717,6 +724,20 @@ impl Destination for RegistryDestination {
     }
 
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
+        // The layer checked its files, so a raw upload that failed did not fail for
+        // bytes the Hub got wrong (that fails the layer first, and it is built again).
+        {
+            let failures = lock_map(&self.raw_failures);
+            if let Some((path, why)) = info
+                .file_digests
+                .iter()
+                .find_map(|(p, _)| failures.get(p).map(|w| (p, w)))
+            {
+                return Err(BuildError::Destination(format!(
+                    "uploading the raw blob of {path} (ModelPack twin): {why}"
+                )));
+            }
+        }
         // One layer closes in the background at a time: memory stays bounded.
         self.settle()?;
         if let Some((digest, size)) = self.present.remove(&n) {
@@ -846,10 +867,19 @@ impl RegistryDestination {
     }
 }
 
+/// Why each file's raw upload failed.
+type RawFailures = Arc<Mutex<BTreeMap<String, String>>>;
+
+fn lock_map(m: &RawFailures) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A file's raw blob on its way into the registry.
 struct RawUpload {
     sink: BlobSink,
     digest: Option<Digest>,
+    path: String,
+    failures: RawFailures,
 }
 
 impl Write for RawUpload {
@@ -863,13 +893,24 @@ impl Write for RawUpload {
 }
 
 impl pipeline::RawSink for RawUpload {
+    /// A failure is not the read's: the registry refuses a blob whose bytes are not the
+    /// Hub's sha256, and the layer reading the same bytes fails on them too, with the
+    /// retry a bad download gets. So it is kept for [`Destination::layer_done`].
     fn finish(self: Box<Self>) -> io::Result<()> {
-        let done = match self.digest {
-            Some(d) => self.sink.finish_as(d),
-            None => self.sink.finish(),
+        let RawUpload {
+            sink,
+            digest,
+            path,
+            failures,
+        } = *self;
+        let done = match digest {
+            Some(d) => sink.finish_as(d),
+            None => sink.finish(),
         };
-        done.map(|_| ())
-            .map_err(|e| io::Error::other(format!("uploading its raw blob: {e}")))
+        if let Err(e) = done {
+            lock_map(&failures).insert(path, e.to_string());
+        }
+        Ok(())
     }
 }
 

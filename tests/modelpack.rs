@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 use support::forgetful::{Forgetful, Options};
-use support::hub::{depotai_against, Content, HubServer, Repo, RepoFile};
+use support::hub::{depotai_against, Content, Fault, HubServer, Repo, RepoFile};
 use support::interop::{have, Registry};
 use support::*;
 
@@ -635,4 +635,31 @@ fn build_all_with_modelpack_makes_each_twin_skips_it_when_whole_and_rebuilds_wit
         ("built".into(), "built with other settings".into())
     );
     assert!(twin().is_none());
+}
+
+#[test]
+fn a_corrupted_byte_in_a_pushed_file_fails_its_raw_upload_and_the_refetch_sends_the_right_one() {
+    let env = Env::new();
+    let shard = "model-00001-of-00002.safetensors";
+    env.server.inject(Fault::WrongBytes {
+        path: shard.into(),
+        times: 1,
+    });
+    let reg = Forgetful::start();
+    let reference = format!("{}/acme/packed:v1", reg.addr);
+    let pushed = json_of(
+        &env.build(&["--push", &reference, "--insecure", "--no-cache"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(pushed["refetched"], serde_json::json!([shard]));
+    // The raw upload of the corrupted bytes was closed with the Hub's sha256 and refused
+    // by the registry; the one after the refetch went in.
+    assert_eq!(reg.digest_mismatches(), 1);
+    let want = env.hub_sha256(shard);
+    assert!(reg.blobs().contains_key(&want), "{want}");
+    assert_eq!(
+        reg.tag("acme/packed", "v1-modelpack").as_deref(),
+        pushed["modelpack"]["digest"].as_str()
+    );
 }
