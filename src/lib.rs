@@ -7,7 +7,8 @@
 //! digests). The format modules (`plan`, `layer`, `image`) know nothing of Hugging Face
 //! or the command line; the CLI lives in the binary. [`job`] is the one Hub build job
 //! (streamed into a layout, a registry or both), [`provenance`] the in-toto statement
-//! each image carries, [`verify`] the rebuild that checks one. [`catalogue`] is the list
+//! each image carries, [`modelpack`] its CNCF ModelPack twin (`--modelpack`), [`verify`]
+//! the rebuild that checks one. [`catalogue`] is the list
 //! of models `build --all` builds. [`serve`] serves built images over the OCI
 //! Distribution API (the registry server); [`remote`] is the client side of that
 //! protocol (push, upload, lazy `ls` / `get`),

@@ -663,3 +663,69 @@ fn a_corrupted_byte_in_a_pushed_file_fails_its_raw_upload_and_the_refetch_sends_
         pushed["modelpack"]["digest"].as_str()
     );
 }
+
+#[test]
+fn verify_names_a_twin_that_is_missing_or_not_the_rebuilds() {
+    let env = Env::new();
+    let out = env.tmp.path().join("layout");
+    let built = json_of(
+        &env.build(&["--no-cache", "--output"])
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    let twin_digest = built["modelpack"]["digest"].as_str().unwrap().to_string();
+    let verify = || {
+        let mut c = env.depotai();
+        c.arg("verify").arg(&out);
+        c.output().unwrap()
+    };
+    let o = verify();
+    assert_ok(&o);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("verified "));
+
+    // A twin whose weights are called a dataset: another document, named.
+    let index_json = out.join("index.json");
+    let original = std::fs::read(&index_json).unwrap();
+    let mut manifest: Value = serde_json::from_slice(&blob(&out, &twin_digest)).unwrap();
+    manifest["layers"][0]["mediaType"] = "application/vnd.cncf.model.dataset.v1.raw".into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let forged = sha256(&bytes);
+    std::fs::write(out.join("blobs/sha256").join(&forged[7..]), &bytes).unwrap();
+    let text = String::from_utf8(original.clone()).unwrap();
+    std::fs::write(
+        &index_json,
+        text.replace(&twin_digest, &forged).replace(
+            &format!("\"size\":{}", blob(&out, &twin_digest).len()),
+            &format!("\"size\":{}", bytes.len()),
+        ),
+    )
+    .unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "the ModelPack twin differs: the image has {forged}, the rebuild gives {twin_digest}"
+        )),
+        "{err}"
+    );
+
+    // No twin at all, though the settings say there is one.
+    let mut top: Value = serde_json::from_slice(&original).unwrap();
+    top["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["digest"] != twin_digest.as_str());
+    std::fs::write(&index_json, serde_json::to_vec(&top).unwrap()).unwrap();
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "the ModelPack twin differs: the image has none, the rebuild gives {twin_digest}"
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
