@@ -28,8 +28,10 @@ pub const BUILD_TYPE: &str = "https://depotai.dev/provenance/build/v1";
 pub const BUILDER_ID: &str = "https://depotai.dev/provenance/builder/cli";
 /// The annotation in-toto tooling reads to know a layer's predicate.
 pub const PREDICATE_ANNOTATION: &str = "in-toto.io/predicate-type";
-/// `{}`: the OCI 1.1 empty config of an artifact manifest.
-pub const EMPTY_JSON: &[u8] = b"{}";
+/// The media type of the referrer's config: a small document naming the subject it
+/// describes. Not the OCI 1.1 empty config `{}`: that blob would be the same for every
+/// image, so runs pushing different models at once (CI shards) race to upload it.
+pub const REFERRER_CONFIG_TYPE: &str = "application/vnd.depotai.provenance.config.v1+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvenanceError {
@@ -476,7 +478,10 @@ fn source_url_str(model: &str) -> String {
 /// The artifact manifest carrying `statement`, with `subject` the image index.
 pub fn referrer(statement: Vec<u8>, index: &Blob) -> Result<Referrer, ProvenanceError> {
     let statement = Blob::new(statement);
-    let empty = Blob::new(EMPTY_JSON.to_vec());
+    let config = Blob::new(canonical_json(&serde_json::json!({
+        "predicateType": PREDICATE_TYPE,
+        "subject": index.digest.to_string(),
+    })));
     let digest = |b: &Blob| -> oci_spec::image::Digest {
         b.digest.to_string().parse().expect("valid OCI digest")
     };
@@ -488,9 +493,9 @@ pub fn referrer(statement: Vec<u8>, index: &Blob) -> Result<Referrer, Provenance
         .artifact_type(MediaType::Other(ARTIFACT_TYPE.to_string()))
         .config(
             DescriptorBuilder::default()
-                .media_type(MediaType::EmptyJSON)
-                .digest(digest(&empty))
-                .size(empty.bytes.len() as u64)
+                .media_type(MediaType::Other(REFERRER_CONFIG_TYPE.to_string()))
+                .digest(digest(&config))
+                .size(config.bytes.len() as u64)
                 .build()?,
         )
         .layers(vec![DescriptorBuilder::default()
@@ -511,7 +516,7 @@ pub fn referrer(statement: Vec<u8>, index: &Blob) -> Result<Referrer, Provenance
     Ok(Referrer {
         manifest: Blob::new(canonical_json(&manifest)),
         artifact_type: ARTIFACT_TYPE.to_string(),
-        blobs: vec![statement, empty],
+        blobs: vec![statement, config],
         tag_suffix: None,
     })
 }
@@ -629,14 +634,15 @@ mod tests {
         let m: Value = serde_json::from_slice(&a.manifest.bytes).unwrap();
         assert_eq!(m["artifactType"], ARTIFACT_TYPE);
         assert_eq!(m["subject"]["digest"], index.digest.to_string());
-        assert_eq!(
-            m["config"]["mediaType"],
-            "application/vnd.oci.empty.v1+json"
-        );
-        assert_eq!(
-            m["config"]["digest"],
-            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-        );
+        assert_eq!(m["config"]["mediaType"], REFERRER_CONFIG_TYPE);
+        // The config names the subject, so two images never share it (no upload race
+        // between runs pushing different models at once).
+        let config: Value = serde_json::from_slice(&a.blobs[1].bytes).unwrap();
+        assert_eq!(config["subject"], index.digest.to_string());
+        assert_eq!(m["config"]["digest"], a.blobs[1].digest.to_string());
+        let other = Blob::new(b"{\"schemaVersion\":2,\"x\":1}".to_vec());
+        let c = referrer(provenance().statement(), &other).unwrap();
+        assert_ne!(c.blobs[1].digest, a.blobs[1].digest);
         assert_eq!(m["layers"][0]["digest"], a.blobs[0].digest.to_string());
     }
 }
