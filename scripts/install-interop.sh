@@ -3,9 +3,12 @@
 # repository's own reference checkers (interop/checkers, Go, module mode):
 #   estargz-check       github.com/containerd/stargz-snapshotter/estargz
 #   zstdchunked-check   containers/storage pkg/chunked (go.podman.io/storage)
+# and oras (oras.land/oras v1.3.6, pinned by interop/oras/go.mod and go.sum), the client
+# that pulls the ModelPack twin in tests/modelpack.rs.
 #
-#   scripts/install-interop.sh              install the packages, build the checkers
+#   scripts/install-interop.sh              install the packages, build the checkers and oras
 #   scripts/install-interop.sh --checkers   only build (or reuse) the checkers
+#   scripts/install-interop.sh --oras       only build (or reuse) oras; the last line is its directory
 #
 # The last line of output is the directory holding the checkers; they are cached under
 # ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/checkers/<hash of the sources,
@@ -32,7 +35,7 @@ PKGS=(
   containerd      # containerd 1.6 + ctr: pull, unpack and mount as an image volume (tests/image_volume.rs)
 )
 
-if [[ "${1:-}" != "--checkers" ]]; then
+if [[ "${1:-}" != "--checkers" && "${1:-}" != "--oras" ]]; then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -72,8 +75,37 @@ if [[ ! -x "$go" ]]; then
   echo "install-interop: no Go toolchain at $go (set DEPOTAI_GO); the checkers are not built" >&2
   exit 3
 fi
+cache="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}"
+# oras, from its own module (its dependencies never move the checkers'), cached under
+# oras/<hash of go.mod, go.sum and the Go version>/.
+build_oras() {
+  local mod="$root/interop/oras" okey odir otmp t0
+  okey="$( { cat "$mod/go.mod" "$mod/go.sum"; "$go" version; } | sha256sum | cut -c1-16)"
+  odir="$cache/oras/$okey"
+  if [[ ! -x "$odir/oras" ]]; then
+    t0=$(date +%s)
+    mkdir -p "$cache/oras"
+    otmp="$(mktemp -d "$cache/oras/.build.XXXXXX")"
+    if ! ( cd "$mod" && CGO_ENABLED=0 "$go" build -mod=readonly -buildvcs=false -trimpath -o "$otmp/" oras.land/oras/cmd/oras ) >&2; then
+      rm -rf "$otmp"
+      return 1
+    fi
+    rm -rf "$odir"
+    mv "$otmp" "$odir"
+    echo "install-interop: oras built in $(( $(date +%s) - t0 )) s" >&2
+  fi
+  echo "$odir"
+}
+if [[ "${1:-}" == "--oras" ]]; then
+  build_oras
+  exit 0
+fi
+if [[ "${1:-}" != "--checkers" ]]; then
+  # oras failing to build leaves the checkers to be built all the same.
+  build_oras >/dev/null || echo "install-interop: oras was not built" >&2
+fi
 key="$( { cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum; "$go" version; } | sha256sum | cut -c1-16)"
-bin="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}/checkers/$key"
+bin="$cache/checkers/$key"
 if [[ -x "$bin/estargz-check" && -x "$bin/zstdchunked-check" ]]; then
   echo "$bin"
   exit 0

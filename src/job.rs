@@ -39,7 +39,7 @@ use crate::pipeline::{
     LayoutDestination,
 };
 use crate::remote::upload::{
-    BlobSink, ImageDocuments, ReferrerDocument, UploadError, Uploaded, Uploader,
+    BlobSink, ImageDocuments, ReferrerDocument, ReferrerReport, UploadError, Uploaded, Uploader,
 };
 use crate::remote::{Client, Reference, RegistryError};
 use crate::source::hub::{
@@ -242,6 +242,8 @@ pub struct HubReport {
     pub stream: StreamStats,
     /// Layer uploads, by layer number.
     pub uploads: Vec<(usize, Uploaded)>,
+    /// Where the referrers (provenance, ModelPack twin) went in the registry.
+    pub referrers: Vec<ReferrerReport>,
     /// Bytes removed from the cache (`delete_downloads`).
     pub freed_bytes: u64,
 }
@@ -455,7 +457,7 @@ pub fn run_hub(
     if job.hub.offline && !job.stream.cache {
         return Err(JobError::OfflineWithoutCache);
     }
-    crate::image::validate_tag(&job.req.tag).map_err(BuildError::from)?;
+    job.req.check_tags().map_err(BuildError::from)?;
     let cancel = job.hub.cancel.clone();
     let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     // The registry side runs on its own runtime (the tag check too, so the connection
@@ -581,13 +583,15 @@ pub fn run_hub(
         &req.platforms,
         &job.include,
         &job.exclude,
-    );
+    )
+    .with_modelpack(req.modelpack);
     let record = BuildRecord::new(&req.name, &req.sha, &req.tag, settings).with_files(&files);
     // The record also makes the image's provenance (a referrer of the index).
     req.record = Some(record.clone());
     let record = record.to_bytes();
 
     let uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>> = Arc::default();
+    let referrers: Arc<Mutex<Vec<ReferrerReport>>> = Arc::default();
     let mut reference = None;
     let registry: Option<Box<dyn Destination>> = match job.registry {
         Some(t) => {
@@ -605,6 +609,8 @@ pub fn run_hub(
                 keys,
                 sinks: BTreeMap::new(),
                 uploads: uploads.clone(),
+                referrers: referrers.clone(),
+                raw_failures: RawFailures::default(),
                 closing: None,
                 present: BTreeMap::new(),
                 uploading: retries.uploading.clone(),
@@ -725,11 +731,13 @@ pub fn run_hub(
     for (n, u) in &uploads {
         on_event(Event::Uploaded { n: *n, upload: u });
     }
+    let referrers_put = std::mem::take(&mut *referrers.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(HubOutcome::Built(Box::new(HubReport {
         published: tag_held,
         build,
         stream: stats,
         uploads: uploads.into_iter().collect(),
+        referrers: referrers_put,
         freed_bytes: freed,
     })))
 }
@@ -741,6 +749,9 @@ struct RegistryDestination {
     keys: Vec<String>,
     sinks: BTreeMap<usize, Arc<Mutex<Option<BlobSink>>>>,
     uploads: Arc<Mutex<BTreeMap<usize, Uploaded>>>,
+    referrers: Arc<Mutex<Vec<ReferrerReport>>>,
+    /// Raw uploads that failed, by file: told when the file's layer is done.
+    raw_failures: RawFailures,
     /// The last layer's upload being closed (its last chunks and the final PUT) while
     /// the next layer is built: (layer, digest, size, closing thread).
     closing: Option<Closing>,
@@ -800,6 +811,38 @@ impl Destination for RegistryDestination {
         Ok(Box::new(Counted(SinkWriter(slot), self.uploading.clone())))
     }
 
+    /// A file's raw blob goes up as the layer reads it, unless the registry has it (an
+    /// LFS file, whose sha256 the Hub gave: one `HEAD`). With that sha256 the upload is
+    /// closed with it, unhashed, and the registry checks it; a small file's is hashed as
+    /// it goes.
+    fn raw_writer(
+        &mut self,
+        path: &str,
+        digest: Option<&Digest>,
+    ) -> Result<Option<Box<dyn pipeline::RawSink>>, BuildError> {
+        // A new read of the file (its layer built again) is a new upload.
+        lock_map(&self.raw_failures).remove(path);
+        if let Some(d) = digest {
+            let handle = self.uploader.handle();
+            if handle
+                .block_on(self.uploader.exists(d))
+                .map_err(|e| BuildError::Destination(format!("asking the registry for {d}: {e}")))?
+            {
+                return Ok(None);
+            }
+        }
+        let sink = match digest {
+            Some(_) => self.uploader.sink_digested_by_writer(None),
+            None => self.uploader.sink(None),
+        };
+        Ok(Some(Box::new(RawUpload {
+            sink,
+            digest: digest.copied(),
+            path: path.to_string(),
+            failures: self.raw_failures.clone(),
+        })))
+    }
+
     /// Two (unless `--jobs 1`): the registry takes each upload in on one core (hashing
     /// and writing it), so a second layer made and sent meanwhile keeps the other core
     /// busy.
@@ -808,6 +851,20 @@ impl Destination for RegistryDestination {
     }
 
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {
+        // The layer checked its files, so a raw upload that failed did not fail for
+        // bytes the Hub got wrong (that fails the layer first, and it is built again).
+        {
+            let failures = lock_map(&self.raw_failures);
+            if let Some((path, why)) = info
+                .file_digests
+                .iter()
+                .find_map(|(p, _)| failures.get(p).map(|w| (p, w)))
+            {
+                return Err(BuildError::Destination(format!(
+                    "uploading the raw blob of {path} (ModelPack twin): {why}"
+                )));
+            }
+        }
         // One layer closes in the background at a time: memory stays bounded.
         self.settle()?;
         if let Some((digest, size)) = self.present.remove(&n) {
@@ -870,6 +927,7 @@ impl Destination for RegistryDestination {
                 manifest: &r.manifest.bytes,
                 artifact_type: &r.artifact_type,
                 blobs: r.blobs.iter().map(|b| b.bytes.as_slice()).collect(),
+                tag_suffix: r.tag_suffix.as_deref(),
             })
             .collect();
         let image = ImageDocuments {
@@ -890,7 +948,9 @@ impl Destination for RegistryDestination {
                 .uploader_handle()
                 .block_on(this.uploader.publish(&image, &this.tag)),
         };
-        published.map_err(|e| BuildError::Destination(format!("publishing the image: {e}")))?;
+        let reports =
+            published.map_err(|e| BuildError::Destination(format!("publishing the image: {e}")))?;
+        *this.referrers.lock().unwrap_or_else(|p| p.into_inner()) = reports;
         Ok(PathBuf::from(format!(
             "{}{}",
             this.uploader.client().base_str(),
@@ -933,6 +993,53 @@ impl RegistryDestination {
     }
 }
 
+/// Why each file's raw upload failed.
+type RawFailures = Arc<Mutex<BTreeMap<String, String>>>;
+
+fn lock_map(m: &RawFailures) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file's raw blob on its way into the registry.
+struct RawUpload {
+    sink: BlobSink,
+    digest: Option<Digest>,
+    path: String,
+    failures: RawFailures,
+}
+
+impl Write for RawUpload {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.sink.write(b)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl pipeline::RawSink for RawUpload {
+    /// A failure is not the read's: the registry refuses a blob whose bytes are not the
+    /// Hub's sha256, and the layer reading the same bytes fails on them too, with the
+    /// retry a bad download gets. So it is kept for [`Destination::layer_done`].
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        let RawUpload {
+            sink,
+            digest,
+            path,
+            failures,
+        } = *self;
+        let done = match digest {
+            Some(d) => sink.finish_as(d),
+            None => sink.finish(),
+        };
+        if let Err(e) = done {
+            lock_map(&failures).insert(path, e.to_string());
+        }
+        Ok(())
+    }
+}
+
 /// Two destinations fed the same bytes (a layout and a registry).
 struct Both {
     first: Box<dyn Destination>,
@@ -960,6 +1067,19 @@ impl Destination for Both {
             self.first.layer_writer(n)?,
             self.second.layer_writer(n)?,
         )))
+    }
+
+    fn raw_writer(
+        &mut self,
+        path: &str,
+        digest: Option<&Digest>,
+    ) -> Result<Option<Box<dyn pipeline::RawSink>>, BuildError> {
+        let first = self.first.raw_writer(path, digest)?;
+        let second = self.second.raw_writer(path, digest)?;
+        Ok(match (first, second) {
+            (Some(a), Some(b)) => Some(Box::new(pipeline::RawTee(a, b))),
+            (a, b) => a.or(b),
+        })
     }
 
     fn layer_done(&mut self, n: usize, info: &LayerInfo) -> Result<(), BuildError> {

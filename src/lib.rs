@@ -7,10 +7,11 @@
 //! digests). The format modules (`plan`, `layer`, `image`) know nothing of Hugging Face
 //! or the command line; the CLI lives in the binary. [`job`] is the one Hub build job
 //! (streamed into a layout, a registry or both), [`provenance`] the in-toto statement
-//! each image carries, [`verify`] the rebuild that checks one. [`catalogue`] is the list
-//! of models `build --all` builds, and `catalogue::run` builds them. [`report`] is what
-//! every `--json` prints (one serialisable type, with a JSON Schema). [`serve`] serves
-//! built images over the OCI Distribution API (the registry server); [`remote`] is the client side of that
+//! each image carries, [`modelpack`] its CNCF ModelPack twin (`--modelpack`), [`verify`]
+//! the rebuild that checks one. [`catalogue`] is the list of models `build --all` builds,
+//! and `catalogue::run` builds them. [`report`] is what every `--json` prints (one
+//! serialisable type, with a JSON Schema). [`serve`] serves built images over the OCI
+//! Distribution API (the registry server); [`remote`] is the client side of that
 //! protocol (push, upload, lazy `ls` / `get`),
 //! named as go-containerregistry names its client. [`limits`] bounds what untrusted
 //! parties may make us allocate. [`http`] is what the Hub and registry clients share:
@@ -24,6 +25,7 @@ pub mod image;
 pub mod job;
 pub mod layer;
 pub mod limits;
+pub mod modelpack;
 pub mod names;
 pub mod pipeline;
 pub mod plan;

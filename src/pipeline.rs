@@ -5,13 +5,14 @@ use crate::catalogue::record::BuildRecord;
 use crate::digest::Digest;
 use crate::image::{self, ImageDocs, ImageError, ImageMeta, LayoutWriter, Platform};
 use crate::layer::{self, Contents, Entry, LayerError, LayerInfo, Stoppable};
+use crate::modelpack::{self, TwinFile, TwinMeta};
 use crate::names::{CommitSha, ModelName};
 pub use crate::plan::BuiltLayer;
 use crate::plan::{self, LayerPlan, LayerRole, PlanError, PlanOptions, PlannedLayer};
 use crate::provenance::{self, Provenance};
 use crate::units::human_bytes;
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -64,6 +65,21 @@ pub struct BuildRequest {
     /// What the image is built from; with it, the image gets its provenance (an in-toto
     /// statement attached as a referrer of the index).
     pub record: Option<BuildRecord>,
+    /// Also make the image's ModelPack twin ([`crate::modelpack`]): every file teed, as
+    /// its layer reads it, into the destination as a raw blob.
+    pub modelpack: bool,
+}
+
+impl BuildRequest {
+    /// The image's tag, and the twin's (`<tag>-modelpack`) with `--modelpack`: checked
+    /// before anything is read.
+    pub fn check_tags(&self) -> Result<(), ImageError> {
+        image::validate_tag(&self.tag)?;
+        if self.modelpack {
+            modelpack::check_tag(&self.tag)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +91,8 @@ pub struct BuildReport {
     pub configs: Vec<Digest>,
     /// Bottom layer first.
     pub layers: Vec<BuiltLayer>,
+    /// The ModelPack twin's manifest (`--modelpack`).
+    pub twin: Option<image::Blob>,
     pub seconds: f64,
 }
 
@@ -110,6 +128,18 @@ pub trait Destination: Send {
     fn parallel_layers(&self) -> usize {
         1
     }
+    /// A writer for the raw blob of the file at `path` (a layer of the ModelPack twin),
+    /// fed the file's bytes as the image's layer reads them and finished at their end;
+    /// `digest` is the file's sha256 when the source vouches for it beforehand. `None`:
+    /// this destination keeps no such blob, or has it already. The blob is the file's
+    /// sha256 only once its layer is checked ([`Destination::layer_done`]).
+    fn raw_writer(
+        &mut self,
+        _path: &str,
+        _digest: Option<&Digest>,
+    ) -> Result<Option<Box<dyn RawSink>>, BuildError> {
+        Ok(None)
+    }
     /// Every layer is built and verified: store the documents (the tag last). Returns
     /// where the image went, for the report.
     fn commit(
@@ -120,16 +150,67 @@ pub trait Destination: Send {
     ) -> Result<PathBuf, BuildError>;
 }
 
+/// Where a file's raw copy goes ([`Destination::raw_writer`]).
+pub trait RawSink: Write + Send {
+    /// The file's last byte was written.
+    fn finish(self: Box<Self>) -> std::io::Result<()>;
+}
+
+/// A raw copy into two destinations.
+pub struct RawTee(pub Box<dyn RawSink>, pub Box<dyn RawSink>);
+
+impl Write for RawTee {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(b)?;
+        self.1.write_all(b)?;
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        self.1.flush()
+    }
+}
+
+impl RawSink for RawTee {
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        self.0.finish()?;
+        self.1.finish()
+    }
+}
+
 /// An OCI image layout directory, written atomically (see [`LayoutWriter`]).
 pub struct LayoutDestination {
     layout: LayoutWriter,
+    /// Files whose raw copy is staged: named by digest when their layer is done.
+    raws: std::collections::BTreeSet<String>,
 }
 
 impl LayoutDestination {
     pub fn create(output: &Path) -> Result<LayoutDestination, BuildError> {
         Ok(LayoutDestination {
             layout: LayoutWriter::create(output)?,
+            raws: Default::default(),
         })
+    }
+}
+
+/// A raw copy staged in the layout.
+struct RawFile(BufWriter<std::fs::File>);
+
+impl Write for RawFile {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl RawSink for RawFile {
+    fn finish(mut self: Box<Self>) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -141,8 +222,27 @@ impl Destination for LayoutDestination {
         )))
     }
 
-    fn layer_done(&mut self, _n: usize, _info: &LayerInfo) -> Result<(), BuildError> {
+    fn layer_done(&mut self, _n: usize, info: &LayerInfo) -> Result<(), BuildError> {
+        // The layer checked every file's sha256: their raw copies take it as their name.
+        for (path, digest) in &info.file_digests {
+            if self.raws.remove(path) {
+                self.layout.name_raw(path, digest)?;
+            }
+        }
         Ok(())
+    }
+
+    fn raw_writer(
+        &mut self,
+        path: &str,
+        _digest: Option<&Digest>,
+    ) -> Result<Option<Box<dyn RawSink>>, BuildError> {
+        let file = self.layout.raw_file(path)?;
+        self.raws.insert(path.to_string());
+        Ok(Some(Box::new(RawFile(BufWriter::with_capacity(
+            1 << 20,
+            file,
+        )))))
     }
 
     fn commit(
@@ -213,7 +313,7 @@ pub fn build_image(
     req: &BuildRequest,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BuildReport, BuildError> {
-    image::validate_tag(&req.tag)?;
+    req.check_tags()?;
     let plan = plan_layers(entries, req)?;
     let dest = LayoutDestination::create(&req.output)?;
     build_planned(plan, contents, req, Box::new(dest), &[], progress)
@@ -284,7 +384,7 @@ pub fn build_planned_with(
     hooks: &Hooks<'_>,
 ) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
-    image::validate_tag(&req.tag)?;
+    req.check_tags()?;
     let sizes: BTreeMap<String, u64> = plan
         .layers
         .iter()
@@ -297,6 +397,12 @@ pub fn build_planned_with(
     let layers: Vec<PlannedLayer> = plan.layers;
     let parallel = dest.parallel_layers().clamp(1, layers.len().max(1));
     let dest = Mutex::new(dest);
+    let tee = TwinTee {
+        inner: contents,
+        dest: &dest,
+        expected: &req.expected_digests,
+    };
+    let contents: &dyn Contents = if req.modelpack { &tee } else { contents };
     let built = if parallel == 1 {
         let mut built = Vec::with_capacity(layers.len());
         for (n, planned) in layers.iter().enumerate() {
@@ -330,6 +436,27 @@ pub fn build_planned_with(
             .map_err(|e| BuildError::Destination(e.to_string()))?;
         docs.add_referrer(r)?;
     }
+    let mut twin = None;
+    if req.modelpack {
+        let files: Vec<TwinFile> = built
+            .iter()
+            .flat_map(|l| &l.info.file_digests)
+            .map(|(path, digest)| TwinFile {
+                path: path.clone(),
+                digest: *digest,
+                size: sizes.get(path).copied().unwrap_or_default(),
+            })
+            .collect();
+        let meta = TwinMeta {
+            name: req.name.as_str(),
+            revision: req.sha.as_str(),
+            source_url: &provenance::source_url(&req.name),
+            tag: &req.tag,
+        };
+        let r = modelpack::twin(&files, &meta, &docs.index)?;
+        twin = Some(r.manifest.clone());
+        docs.add_referrer(r)?;
+    }
     let output = dest.commit(&infos, &docs, extra)?;
     Ok(BuildReport {
         output,
@@ -342,8 +469,54 @@ pub fn build_planned_with(
             .collect(),
         configs: docs.configs.iter().map(|c| c.digest).collect(),
         layers: built,
+        twin,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The source, with every file it opens teed into the destination's raw writer for it
+/// (the ModelPack twin): each file is read once, for its layer and its raw blob at once.
+struct TwinTee<'a> {
+    inner: &'a dyn Contents,
+    dest: &'a Mutex<Box<dyn Destination>>,
+    expected: &'a BTreeMap<String, String>,
+}
+
+impl Contents for TwinTee<'_> {
+    fn open(&self, path: &str) -> std::io::Result<Box<dyn Read + Send + '_>> {
+        let reader = self.inner.open(path)?;
+        let digest = self.expected.get(path).and_then(|d| Digest::parse(d));
+        let sink = lock(self.dest)
+            .raw_writer(path, digest.as_ref())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(match sink {
+            Some(sink) => Box::new(TeeRead {
+                inner: reader,
+                sink: Some(sink),
+            }),
+            None => reader,
+        })
+    }
+}
+
+struct TeeRead<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    sink: Option<Box<dyn RawSink>>,
+}
+
+impl Read for TeeRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            // The end of the file (the layer reads on to it to see the file did not grow).
+            if let Some(sink) = self.sink.take() {
+                sink.finish()?;
+            }
+        } else if let Some(sink) = &mut self.sink {
+            sink.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
 }
 
 /// Layer `n`: built (once more if the retry hook asks), checked, handed to `dest`.
@@ -618,6 +791,7 @@ mod tests {
             expected_digests: BTreeMap::new(),
             index_annotations: BTreeMap::new(),
             record: None,
+            modelpack: false,
         }
     }
 

@@ -514,6 +514,7 @@ pub fn referrer(statement: Vec<u8>, index: &Blob) -> Result<Referrer, Provenance
         manifest: Blob::new(canonical_json(&manifest)),
         artifact_type: media::IN_TOTO.to_string(),
         blobs: vec![statement, config],
+        tag_suffix: None,
     })
 }
 

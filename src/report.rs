@@ -144,7 +144,24 @@ pub struct ImageReport {
     /// `inspect`: what the provenance says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provenance: Option<ProvenanceReport>,
+    /// The image's CNCF ModelPack twin (`--modelpack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modelpack: Option<ModelpackReport>,
     pub seconds: f64,
+}
+
+/// Where the ModelPack twin of an image is.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelpackReport {
+    /// The twin's manifest digest.
+    pub digest: String,
+    /// Its tag (`<tag>-modelpack`), where a build gave it one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Where `inspect` or `verify` found it (`layout`, `referrers API`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -384,6 +401,7 @@ impl ImageReport {
             line: None,
             verify: None,
             provenance: None,
+            modelpack: None,
             seconds: 0.0,
         }
     }
@@ -434,6 +452,11 @@ impl ImageReport {
         self.files = Some(b.files());
         self.content_bytes = Some(b.content_bytes());
         self.stored_bytes = Some(b.layers_size());
+        self.modelpack = b.twin.as_ref().map(|twin| ModelpackReport {
+            digest: twin.digest.to_string(),
+            tag: crate::modelpack::twin_tag(&b.tag),
+            found: None,
+        });
         self
     }
 
@@ -447,10 +470,14 @@ impl ImageReport {
         self.cached_bytes = Some(r.stream.cached_bytes);
         self.refetched = Some(r.stream.failures.clone());
         if let Some(reference) = reference {
-            self.with_uploads(reference, &r.uploads)
-        } else {
-            self
+            self = self.with_uploads(reference, &r.uploads);
+            if let Some(push) = &mut self.push {
+                // Where each referrer went: the index, or each platform manifest on a
+                // registry that refused a referrer of an index.
+                push.referrers = r.referrers.clone();
+            }
         }
+        self
     }
 
     /// The layer uploads of a streamed build to `reference`.

@@ -277,6 +277,7 @@ pub fn verify(
         // The published index records its settings; the rebuild must too.
         index_annotations: crate::job::settings_annotations(&claim.settings),
         record: None,
+        modelpack: claim.settings.modelpack,
     };
     let mut hub_cfg = cfg.clone();
     hub_cfg.offline = false;
@@ -400,6 +401,32 @@ fn compare(published: &PublishedImage, claim: &Claim, report: &BuildReport) -> O
             expected: published.index_digest.clone(),
             actual: report.index_digest.to_string(),
         });
+    }
+    if let Some(rebuilt) = &report.twin {
+        // Compared without its subject: a registry that refused a referrer of the index
+        // holds it as a referrer of a platform manifest instead.
+        let unsubjected = |v: &serde_json::Value| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("subject");
+            }
+            v
+        };
+        let built: serde_json::Value = serde_json::from_slice(&rebuilt.bytes).unwrap_or_default();
+        let same = published
+            .twin
+            .as_ref()
+            .is_some_and(|(_, m)| unsubjected(m) == unsubjected(&built));
+        if !same {
+            return Some(Difference::Document {
+                document: "the ModelPack twin".into(),
+                expected: published
+                    .twin
+                    .as_ref()
+                    .map_or("none".into(), |(d, _)| d.clone()),
+                actual: rebuilt.digest.to_string(),
+            });
+        }
     }
     None
 }

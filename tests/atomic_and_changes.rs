@@ -25,6 +25,7 @@ fn request(out: &Path) -> BuildRequest {
         index_annotations: Default::default(),
         plan: Default::default(),
         record: None,
+        modelpack: false,
         layer: Options {
             chunk_size: 64 << 10,
             threads: 2,

@@ -814,6 +814,7 @@ fn the_library_run_tells_each_models_events_and_returns_its_reports() {
         stream: depotai::source::hub::StreamOptions::default(),
         delete_downloads: false,
         registry: None,
+        modelpack: false,
     };
     let seen: Mutex<Vec<String>> = Mutex::default();
     let on_event = |e: RunEvent<'_>| {

@@ -100,6 +100,7 @@ fn run(server: &HubServer, home: &Path, registry: Option<&Forgetful>) -> (HubRep
             expected_digests: Default::default(),
             index_annotations: Default::default(),
             record: None,
+            modelpack: false,
         },
         hub,
         listing: None,

@@ -50,6 +50,10 @@ pub struct BuildSettings {
     /// settings of a build without one (and their digest on the index) are as before.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prefix: String,
+    /// The ModelPack twin is made too (`--modelpack`). Left out of the JSON when off,
+    /// so the settings digest of images without it is what it always was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modelpack: bool,
 }
 
 impl BuildSettings {
@@ -114,7 +118,14 @@ impl BuildSettings {
             include: include.to_vec(),
             exclude: exclude.to_vec(),
             prefix: layer.prefix.clone(),
+            modelpack: false,
         }
+    }
+
+    /// These settings, with or without the ModelPack twin.
+    pub fn with_modelpack(mut self, modelpack: bool) -> BuildSettings {
+        self.modelpack = modelpack;
+        self
     }
 }
 
@@ -296,8 +307,8 @@ fn descriptor(v: &serde_json::Value) -> Result<(Digest, u64), String> {
 fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
     let s = |e: read::LayoutError| e.to_string();
     let layout = Layout::open(dir).map_err(s)?;
-    let top = layout.index_json().map_err(s)?;
-    let top = read::first_image(&top).map_err(s)?;
+    let listed = layout.index_json().map_err(s)?;
+    let top = read::first_image(&listed).map_err(s)?;
     if top["annotations"][crate::image::ANNOTATION_REF_NAME].as_str() != Some(tag) {
         return Err(format!("index.json does not tag it {tag}"));
     }
@@ -327,6 +338,17 @@ fn read_layout(dir: &Path, tag: &str) -> Result<ImageSummary, String> {
     let layers = layers
         .filter(|l| !l.is_empty())
         .ok_or("the image has no layer")?;
+    // The referrers listed after it (provenance, ModelPack twin) are whole too: a twin
+    // whose raw layer went missing is rebuilt.
+    for r in listed["manifests"].as_array().into_iter().flatten().skip(1) {
+        let (_, _, man) = layout.document(r, "referrer").map_err(s)?;
+        let (config, size) = descriptor(&man["config"])?;
+        layout.blob(&config, Some(size)).map_err(s)?;
+        for l in man["layers"].as_array().into_iter().flatten() {
+            let (ld, size) = descriptor(l)?;
+            layout.blob(&ld, Some(size)).map_err(s)?;
+        }
+    }
     Ok(ImageSummary {
         index_digest: index_desc.0.to_string(),
         manifests,

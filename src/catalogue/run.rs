@@ -49,6 +49,8 @@ pub struct RunRequest {
     /// Remove what each model put in the Hub cache once it is done.
     pub delete_downloads: bool,
     pub registry: Option<RegistryRun>,
+    /// `--modelpack`: every model gets its ModelPack twin.
+    pub modelpack: bool,
 }
 
 /// Where a run pushes: each model to `prefix/<name, lowercased>:<tag>`.
@@ -119,14 +121,23 @@ impl RunRequest {
             .is_some_and(|c| c.load(Ordering::SeqCst))
     }
 
+    /// The layer options of one model: the request's, under the entry's `prefix`.
+    fn layer_options(&self, e: &CatalogueEntry) -> layer::Options {
+        layer::Options {
+            prefix: e.prefix.clone(),
+            ..self.layer.clone()
+        }
+    }
+
     fn wanted_record(&self, e: &CatalogueEntry) -> BuildRecord {
         let settings = BuildSettings::new(
-            &self.layer,
+            &self.layer_options(e),
             &self.plan,
             &self.platforms,
             &e.include,
             &e.exclude,
-        );
+        )
+        .with_modelpack(self.modelpack);
         BuildRecord::new(&e.name, &e.sha, &e.tag, settings)
     }
 }
@@ -366,12 +377,13 @@ fn stream_one(
         tag: e.tag.clone(),
         output,
         platforms: req.platforms.clone(),
-        layer: req.layer.clone(),
+        layer: req.layer_options(e),
         plan: req.plan.clone(),
         expected_digests: Default::default(),
         index_annotations: job::settings_annotations(&want.settings),
         // Made from the listing by the job (with the files).
         record: None,
+        modelpack: req.modelpack,
     };
     let job = HubJob {
         req: build,

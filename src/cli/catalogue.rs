@@ -48,6 +48,8 @@ pub struct Options {
     pub push_flags: super::push::PushFlags,
     pub connections: usize,
     pub no_cache: bool,
+    /// `--modelpack`: every model gets its ModelPack twin.
+    pub modelpack: bool,
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {
@@ -84,6 +86,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         stream: super::hub::stream_options(o.connections, o.no_cache),
         delete_downloads: o.delete_downloads,
         registry,
+        modelpack: o.modelpack,
     };
     // On a terminal: a line for the whole run above the current model's bars.
     let bars = Bars::new(o.quiet);

@@ -13,7 +13,7 @@ use depotai::plan::PlanOptions;
 use depotai::provenance::Provenance;
 use depotai::remote::published::{self, PublishedImage};
 use depotai::remote::Reference;
-use depotai::report::{ImageReport, Report};
+use depotai::report::{ImageReport, ModelpackReport, Report};
 use depotai::source::hub::HubConfig;
 use depotai::verify::{self, Claim};
 
@@ -99,6 +99,11 @@ fn settings_from_flags(flags: &[String]) -> anyhow::Result<BuildSettings> {
             "prefetch" => s.prefetch = list(v),
             "include" => s.include = list(v),
             "exclude" => s.exclude = list(v),
+            "modelpack" => {
+                s.modelpack = v
+                    .parse()
+                    .map_err(|_| anyhow!("--setting modelpack: {v:?} is not true or false"))?
+            }
             _ => bail!("--setting {k}: unknown setting"),
         }
     }
@@ -218,12 +223,17 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     };
     let p = Provenance::parse(bytes)?;
     if args.json {
-        let report = ImageReport::inspected(
+        let mut report = ImageReport::inspected(
             &img.index_digest,
             &p,
             serde_json::from_slice(bytes)?,
             img.provenance_from.as_deref(),
         );
+        report.modelpack = img.twin.as_ref().map(|(d, _)| ModelpackReport {
+            digest: d.clone(),
+            tag: None,
+            found: img.twin_from.clone(),
+        });
         println!(
             "{}",
             serde_json::to_string(&Report::Image(Box::new(report)))?
@@ -231,6 +241,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("image     {}", img.index_digest);
+    if let Some(from) = &img.provenance_from {
+        println!("found     provenance via {from}");
+    }
+    if let (Some((d, _)), Some(from)) = (&img.twin, &img.twin_from) {
+        println!("modelpack {d} (via {from})");
+    }
     println!("model     {}", p.model);
     println!("revision  {}", p.revision);
     if p.source == "huggingface" {
@@ -250,8 +266,11 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         p.settings.layers,
         p.settings.own_layer_above,
         p.settings.max_layers,
-        p.settings.platforms.join(",")
+        p.settings.platforms.join(","),
     );
+    if p.settings.modelpack {
+        println!("          modelpack (a ModelPack twin beside the image)");
+    }
     println!("layers");
     for (n, l) in (1..).zip(&p.layers) {
         println!(

@@ -111,6 +111,31 @@ impl LayoutWriter {
         File::create(&p).map_err(io_err(&p))
     }
 
+    fn raw_partial(&self, path: &str) -> PathBuf {
+        // Named by a hash of the path: any file name, any depth, one flat directory.
+        let id = crate::digest::Digest::of(path.as_bytes()).hex();
+        self.staging
+            .join("blobs/sha256")
+            .join(format!(".raw-{id}.partial"))
+    }
+
+    /// A fresh staging file for the raw copy of the model's file `path` (a ModelPack
+    /// layer), until its digest is known.
+    pub fn raw_file(&self, path: &str) -> Result<File, ImageError> {
+        let p = self.raw_partial(path);
+        File::create(&p).map_err(io_err(&p))
+    }
+
+    /// Names the raw copy of `path` by its (checked) digest.
+    pub fn name_raw(&self, path: &str, digest: &crate::digest::Digest) -> Result<(), ImageError> {
+        let partial = self.raw_partial(path);
+        File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&partial))?;
+        let named = self.staging.join("blobs/sha256").join(digest.hex());
+        fs::rename(&partial, &named).map_err(io_err(&named))
+    }
+
     fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), ImageError> {
         let p = self.staging.join(rel);
         let mut f = File::create(&p).map_err(io_err(&p))?;
@@ -165,6 +190,23 @@ impl LayoutWriter {
                 self.put_blob(b)?;
             }
             self.put_blob(&r.manifest)?;
+            // Every blob a referrer names is in the layout (the twin's raw layers were
+            // teed in as their files were read): no layout names a blob it lacks.
+            let m: serde_json::Value =
+                serde_json::from_slice(&r.manifest.bytes).unwrap_or_default();
+            for l in m["layers"].as_array().into_iter().flatten() {
+                let hex = l["digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_start_matches("sha256:");
+                let p = blobs.join(hex);
+                if !p.is_file() {
+                    return Err(io_err(&p)(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "a referrer's layer was never written",
+                    )));
+                }
+            }
         }
         self.put("oci-layout", OCI_LAYOUT)?;
         self.put("index.json", &docs.layout_index)?;

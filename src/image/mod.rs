@@ -30,6 +30,8 @@ pub enum ImageError {
     Platform(String),
     #[error("invalid tag {0:?}: up to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'")]
     Tag(String),
+    #[error("tag {0:?} leaves no room for the ModelPack twin's tag {0}-modelpack (at most 128 characters): choose a tag of at most 118 with --modelpack")]
+    TwinTag(String),
     #[error("building OCI metadata: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
     #[error("{path}: {source}")]
@@ -161,6 +163,10 @@ pub struct Referrer {
     pub manifest: Blob,
     pub artifact_type: String,
     pub blobs: Vec<Blob>,
+    /// A tag of its own: the image's tag plus this (the ModelPack twin's `-modelpack`).
+    /// The layout's `index.json` names it so; a push puts it under the pushed tag plus
+    /// this.
+    pub tag_suffix: Option<String>,
 }
 
 /// All metadata documents of an image.
@@ -171,7 +177,8 @@ pub struct ImageDocs {
     pub index: Blob,
     /// Artifacts that refer to the index, stored and pushed beside the image.
     pub referrers: Vec<Referrer>,
-    /// The layout's `index.json` (not a blob): the tagged index, then each referrer.
+    /// The layout's `index.json` (not a blob): the tagged index, then each referrer
+    /// (with its own ref name if it has a tag).
     pub layout_index: Vec<u8>,
     tag: String,
 }
@@ -196,7 +203,11 @@ fn layout_index(index: &Blob, tag: &str, referrers: &[Referrer]) -> Result<Vec<u
         None,
     )?];
     for r in referrers {
-        let mut d = descriptor(MediaType::ImageManifest, &r.manifest, None, None)?;
+        let name = r
+            .tag_suffix
+            .as_ref()
+            .map(|s| [(ANNOTATION_REF_NAME.to_string(), format!("{tag}{s}"))].into());
+        let mut d = descriptor(MediaType::ImageManifest, &r.manifest, name, None)?;
         d.set_artifact_type(Some(MediaType::Other(r.artifact_type.clone())));
         entries.push(d);
     }
@@ -206,6 +217,20 @@ fn layout_index(index: &Blob, tag: &str, referrers: &[Referrer]) -> Result<Vec<u
         .manifests(entries)
         .build()?;
     Ok(canonical_json(&layout_index))
+}
+
+/// `referrer` (an artifact manifest we wrote) with another `subject`: a platform
+/// manifest instead of the index, for registries that refuse a referrer of an index.
+/// Canonical JSON again, so the same inputs give the same digest.
+pub fn with_subject(referrer: &[u8], subject: &[u8], media_type: &str) -> Option<Vec<u8>> {
+    let mut v: serde_json::Value = serde_json::from_slice(referrer).ok()?;
+    v.as_object()?;
+    v["subject"] = serde_json::json!({
+        "mediaType": media_type,
+        "digest": Digest::of(subject).to_string(),
+        "size": subject.len(),
+    });
+    Some(canonical_json(&v))
 }
 
 /// Keys sorted, compact: the one serialisation we ever write, whatever map type the

@@ -11,6 +11,7 @@ use crate::digest::Digest;
 use crate::image::descriptor_platform;
 use crate::image::media::{IN_TOTO, OCI_INDEX};
 use crate::image::read::{self, Layout};
+use crate::modelpack;
 use serde_json::Value;
 use std::path::Path;
 
@@ -31,8 +32,14 @@ pub struct PublishedImage {
     pub manifests: Vec<(String, String, Value)>,
     /// The statement bytes of the provenance referrer, if there is one.
     pub provenance: Option<Vec<u8>>,
-    /// Where the provenance was found (`referrers API`, `fallback tag …`, `layout`).
+    /// Where the provenance was found (`referrers API`, `fallback tag …`, `layout`; on
+    /// a registry that refused a referrer of the index, `… of the linux/amd64 manifest`).
     pub provenance_from: Option<String>,
+    /// The ModelPack twin (`--modelpack`): its digest and manifest, found as a referrer
+    /// like the provenance.
+    pub twin: Option<(String, Value)>,
+    /// Where the twin was found.
+    pub twin_from: Option<String>,
 }
 
 impl PublishedImage {
@@ -75,14 +82,58 @@ async fn get_blob(client: &Client, digest: &str) -> Result<Vec<u8>, RegistryErro
     Ok(bytes)
 }
 
-/// The first in-toto referrer in a referrers index.
-fn pick_referrer(index: &Value) -> Option<String> {
+/// The first referrer of `artifact_type` in a referrers index.
+fn pick_referrer(index: &Value, artifact_type: &str) -> Option<String> {
     index["manifests"]
         .as_array()?
         .iter()
-        .find(|d| d["artifactType"] == IN_TOTO)
+        .find(|d| d["artifactType"] == artifact_type)
         .and_then(|d| d["digest"].as_str())
         .map(str::to_string)
+}
+
+/// The first referrer of `artifact_type` of the index, else of a platform manifest
+/// (where a registry that refuses a referrer of an index has it): through the
+/// referrers API, else the spec's fallback tag. Its digest and where it was found.
+async fn find_referrer(
+    client: &Client,
+    index_digest: &str,
+    manifests: &[(String, String, Value)],
+    artifact_type: &str,
+) -> Result<Option<(String, String)>, RegistryError> {
+    let mut subjects = vec![(String::new(), index_digest.to_string())];
+    for (platform, digest, _) in manifests {
+        subjects.push((format!(" of the {platform} manifest"), digest.clone()));
+    }
+    let filter =
+        percent_encoding::utf8_percent_encode(artifact_type, percent_encoding::NON_ALPHANUMERIC);
+    for (of, subject) in subjects {
+        // The referrers API first; a registry without it answers 404 (or an error
+        // page), and the spec's fallback tag holds the same list.
+        let url = client.url(&format!("referrers/{subject}?artifactType={filter}"));
+        if let Ok((b, _)) = client.get_bytes(&url, Some(OCI_INDEX), None).await {
+            if let Some(d) = serde_json::from_slice::<Value>(&b)
+                .ok()
+                .and_then(|v| pick_referrer(&v, artifact_type))
+            {
+                return Ok(Some((d, format!("referrers API{of}"))));
+            }
+        }
+        let Some(digest) = Digest::parse(&subject) else {
+            continue;
+        };
+        let tag = referrers_fallback_tag(&digest);
+        match manifest(client, &tag).await {
+            Ok((fallback, _)) => {
+                if let Some(d) = pick_referrer(&fallback, artifact_type) {
+                    return Ok(Some((d, format!("fallback tag {tag}{of}"))));
+                }
+            }
+            Err(RegistryError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// Reads the image `reference` names from a registry, with its provenance.
@@ -102,32 +153,7 @@ pub async fn from_registry(
         let (m, _) = manifest(client, digest).await?;
         manifests.push((descriptor_platform(d), digest.to_string(), m));
     }
-    // The referrers API first; a registry without it answers 404 (or an error page),
-    // and the spec's fallback tag holds the same list.
-    let filter = percent_encoding::utf8_percent_encode(IN_TOTO, percent_encoding::NON_ALPHANUMERIC);
-    let url = client.url(&format!("referrers/{index_digest}?artifactType={filter}"));
-    let mut found = None;
-    if let Ok((b, _)) = client.get_bytes(&url, Some(OCI_INDEX), None).await {
-        if let Some(d) = serde_json::from_slice::<Value>(&b)
-            .ok()
-            .and_then(|v| pick_referrer(&v))
-        {
-            found = Some((d, "referrers API".to_string()));
-        }
-    }
-    if found.is_none() {
-        let digest = Digest::parse(&index_digest).expect("computed digest");
-        let tag = referrers_fallback_tag(&digest);
-        match manifest(client, &tag).await {
-            Ok((fallback, _)) => {
-                if let Some(d) = pick_referrer(&fallback) {
-                    found = Some((d, format!("fallback tag {tag}")));
-                }
-            }
-            Err(RegistryError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let found = find_referrer(client, &index_digest, &manifests, IN_TOTO).await?;
     let (provenance, provenance_from) = match found {
         Some((d, from)) => {
             let (m, _) = manifest(client, &d).await?;
@@ -138,12 +164,19 @@ pub async fn from_registry(
         }
         None => (None, None),
     };
+    let (twin, twin_from) =
+        match find_referrer(client, &index_digest, &manifests, modelpack::ARTIFACT_TYPE).await? {
+            Some((d, from)) => (Some((d.clone(), manifest(client, &d).await?.0)), Some(from)),
+            None => (None, None),
+        };
     Ok(PublishedImage {
         index_digest,
         index,
         manifests,
         provenance,
         provenance_from,
+        twin,
+        twin_from,
     })
 }
 
@@ -161,18 +194,29 @@ pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
         let (digest, _, manifest) = layout.document(d, "manifest")?;
         manifests.push((descriptor_platform(d), digest.to_string(), manifest));
     }
+    // Referrers of the index (or of one of its manifests) listed after it.
+    let refers = |m: &Value| {
+        let s = m["subject"]["digest"].as_str();
+        s == Some(index_digest.as_str()) || manifests.iter().any(|(_, d, _)| s == Some(d))
+    };
     let mut provenance = None;
+    let mut twin = None;
     for e in entries.iter().skip(1) {
-        if e["artifactType"] != IN_TOTO {
+        let kind = e["artifactType"].as_str();
+        if kind != Some(IN_TOTO) && kind != Some(modelpack::ARTIFACT_TYPE) {
             continue;
         }
-        let (_, _, m) = layout.document(e, "referrer")?;
-        if m["subject"]["digest"].as_str() == Some(index_digest.as_str()) {
+        let (digest, _, m) = layout.document(e, "referrer")?;
+        if !refers(&m) {
+            continue;
+        }
+        if kind == Some(IN_TOTO) && provenance.is_none() {
             // Read as it is (bounded and digest-checked): `Provenance::parse` judges it.
             let statement = &m["layers"][0];
             let digest = read::digest_of(statement)?;
             provenance = Some(layout.document_bytes(&digest, statement["size"].as_u64())?);
-            break;
+        } else if kind == Some(modelpack::ARTIFACT_TYPE) && twin.is_none() {
+            twin = Some((digest.to_string(), m));
         }
     }
     Ok(PublishedImage {
@@ -181,5 +225,7 @@ pub fn from_layout(dir: &Path) -> Result<PublishedImage, RegistryError> {
         manifests,
         provenance_from: provenance.as_ref().map(|_| "layout".to_string()),
         provenance,
+        twin_from: twin.as_ref().map(|_| "layout".to_string()),
+        twin,
     })
 }

@@ -105,6 +105,9 @@ pub struct LayoutImage {
     /// Artifact manifests in the layout whose `subject` is the index (e.g. its
     /// provenance): (digest, bytes, artifactType).
     pub referrers: Vec<(Digest, Vec<u8>, String)>,
+    /// For each referrer, what its own ref name adds to the image's (the ModelPack
+    /// twin's `-modelpack`): a push tags it so beside the pushed tag.
+    pub referrer_tag_suffixes: Vec<Option<String>>,
     blobs: Vec<LayoutBlob>,
 }
 
@@ -164,6 +167,13 @@ impl LayoutImage {
         // Referrers: the other entries of index.json whose manifest names the index as
         // its subject.
         let mut referrers = Vec::new();
+        let mut referrer_tag_suffixes = Vec::new();
+        let ref_name = |e: &serde_json::Value| {
+            e["annotations"][crate::image::ANNOTATION_REF_NAME]
+                .as_str()
+                .map(str::to_string)
+        };
+        let image_name = ref_name(first);
         for entry in top["manifests"].as_array().into_iter().flatten().skip(1) {
             let Some(artifact_type) = entry["artifactType"].as_str() else {
                 continue;
@@ -177,6 +187,14 @@ impl LayoutImage {
                 add(l)?;
             }
             referrers.push((rd, rb, artifact_type.to_string()));
+            let suffix = ref_name(entry)
+                .zip(image_name.as_deref())
+                .and_then(|(r, i)| {
+                    r.strip_prefix(i)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                });
+            referrer_tag_suffixes.push(suffix);
         }
         if !descs.is_empty() {
             manifests = manifest_docs
@@ -188,6 +206,7 @@ impl LayoutImage {
             index: (idx_d, idx_b, idx_type),
             manifests,
             referrers,
+            referrer_tag_suffixes,
             blobs,
         })
     }
@@ -280,10 +299,12 @@ pub async fn push(
     let referrers: Vec<ReferrerDocument<'_>> = image
         .referrers
         .iter()
-        .map(|(_, b, t)| ReferrerDocument {
+        .zip(&image.referrer_tag_suffixes)
+        .map(|((_, b, t), suffix)| ReferrerDocument {
             manifest: b,
             artifact_type: t,
             blobs: Vec::new(),
+            tag_suffix: suffix.as_deref(),
         })
         .collect();
     let (idx_d, idx_b, idx_t) = &image.index;

@@ -107,6 +107,14 @@ pub enum UploadEvent<'a> {
 pub struct ReferrerReport {
     pub digest: String,
     pub artifact_type: String,
+    /// What it refers to: the image index, or (on a registry that refused a referrer
+    /// of an index, as ECR does with 405) one platform manifest: one report each.
+    pub subject: String,
+    /// `index` or `manifest`.
+    pub subject_kind: &'static str,
+    /// Its own tag, if it has one (the ModelPack twin's `<tag>-modelpack`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     /// The registry has the referrers API (it answered with `OCI-Subject`); otherwise
     /// the referrer is listed under the fallback tag.
     pub referrers_api: bool,
@@ -871,35 +879,79 @@ impl Uploader {
         let (bytes, media_type) = image.index;
         let index = self.put_manifest(tag, bytes, media_type).await?;
         // Referrers after the image they refer to, so the subject exists when they land.
+        // The first one probes whether the registry takes a referrer of an index (ECR
+        // answers 405); once refused, every referrer goes to each platform manifest
+        // instead, without asking again.
+        let mut index_refused = false;
         let mut reports = Vec::new();
+        let tagged = Digest::parse(tag).is_none();
         for r in image.referrers {
             for b in &r.blobs {
                 self.put_blob(b).await?;
             }
-            let (digest, subject) = self
-                .put_manifest_subject(
-                    &Digest::of(r.manifest).to_string(),
-                    r.manifest,
-                    OCI_MANIFEST,
-                )
-                .await?;
-            let referrers_api = subject.as_deref() == Some(index.to_string().as_str());
-            let fallback_tag = if referrers_api {
-                None
-            } else {
-                Some(
-                    self.add_to_fallback(&index, r.manifest, r.artifact_type)
-                        .await?,
-                )
-            };
-            reports.push(ReferrerReport {
-                digest: digest.to_string(),
-                artifact_type: r.artifact_type.to_string(),
-                referrers_api,
-                fallback_tag,
-            });
+            let own_tag = r.tag_suffix.filter(|_| tagged).map(|s| format!("{tag}{s}"));
+            if !index_refused {
+                match self
+                    .put_referrer(r.manifest, &index, own_tag.as_deref(), r.artifact_type)
+                    .await
+                {
+                    Ok(mut report) => {
+                        report.subject_kind = "index";
+                        reports.push(report);
+                        continue;
+                    }
+                    Err(RegistryError::Status { status: 405, .. }) => index_refused = true,
+                    Err(e) => return Err(e),
+                }
+            }
+            for (n, (m, m_type)) in image.manifests.iter().enumerate() {
+                let moved = crate::image::with_subject(r.manifest, m, m_type).ok_or_else(|| {
+                    RegistryError::Protocol("a referrer that is not a JSON object".into())
+                })?;
+                // The tag names the first platform's copy.
+                let own = own_tag.as_deref().filter(|_| n == 0);
+                let mut report = self
+                    .put_referrer(&moved, &Digest::of(m), own, r.artifact_type)
+                    .await?;
+                report.subject_kind = "manifest";
+                reports.push(report);
+            }
         }
         Ok(reports)
+    }
+
+    /// Puts one referrer of `subject` (under `own_tag` if it has one, else its digest),
+    /// and lists it under the fallback tag if the registry has no referrers API.
+    async fn put_referrer(
+        &self,
+        manifest: &[u8],
+        subject: &Digest,
+        own_tag: Option<&str>,
+        artifact_type: &str,
+    ) -> Result<ReferrerReport, RegistryError> {
+        let by_digest = Digest::of(manifest).to_string();
+        let reference = own_tag.unwrap_or(&by_digest);
+        let (digest, answered) = self
+            .put_manifest_subject(reference, manifest, OCI_MANIFEST)
+            .await?;
+        let referrers_api = answered.as_deref() == Some(subject.to_string().as_str());
+        let fallback_tag = if referrers_api {
+            None
+        } else {
+            Some(
+                self.add_to_fallback(subject, manifest, artifact_type)
+                    .await?,
+            )
+        };
+        Ok(ReferrerReport {
+            digest: digest.to_string(),
+            artifact_type: artifact_type.to_string(),
+            subject: subject.to_string(),
+            subject_kind: "index",
+            tag: own_tag.map(str::to_string),
+            referrers_api,
+            fallback_tag,
+        })
     }
 }
 
@@ -1009,8 +1061,11 @@ pub struct ImageDocuments<'a> {
 pub struct ReferrerDocument<'a> {
     pub manifest: &'a [u8],
     pub artifact_type: &'a str,
-    /// The blobs the manifest names (config and layers).
+    /// The blobs the manifest names (config and layers) that are not in the registry
+    /// already (the ModelPack twin's raw layers went up with the image's layers).
     pub blobs: Vec<&'a [u8]>,
+    /// Also tagged: the image's tag plus this (the ModelPack twin's `-modelpack`).
+    pub tag_suffix: Option<&'a str>,
 }
 
 /// Why an upload task ended early: its message, and the key if the remembered upload

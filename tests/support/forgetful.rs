@@ -42,6 +42,9 @@ pub struct Options {
     pub keep_blobs_up_to: u64,
     /// Where to listen (`127.0.0.1:0`: a free port).
     pub addr: String,
+    /// Answer 405 to a manifest whose `subject` is an image index, as ECR is reported
+    /// to (aws/containers-roadmap#2783).
+    pub refuse_index_subject: bool,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
         Options {
             keep_blobs_up_to: 1 << 20,
             addr: "127.0.0.1:0".into(),
+            refuse_index_subject: false,
         }
     }
 }
@@ -101,6 +105,7 @@ struct Manifest {
 #[derive(Default)]
 struct State {
     keep_up_to: u64,
+    refuse_index_subject: bool,
     next_upload: u64,
     /// Open sessions; each behind its own lock, held by the request streaming into it.
     uploads: HashMap<String, Arc<tokio::sync::Mutex<Option<Upload>>>>,
@@ -135,6 +140,7 @@ impl Forgetful {
         let addr = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(State {
             keep_up_to: opts.keep_blobs_up_to,
+            refuse_index_subject: opts.refuse_index_subject,
             ..State::default()
         }));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -811,6 +817,16 @@ async fn put_manifest(
         );
     }
     let mut st = state.lock().unwrap();
+    if st.refuse_index_subject
+        && doc["subject"]["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "a referrer's subject may not be an image index",
+            Value::Null,
+        );
+    }
     let linked = |st: &State, set: fn(&State) -> &BTreeSet<(String, String)>, d: &Value| {
         d.as_str()
             .is_some_and(|d| set(st).contains(&(repo.to_string(), d.to_string())))

@@ -33,6 +33,33 @@ pub fn checkers_dir() -> Option<PathBuf> {
     .clone()
 }
 
+/// The `oras` command: on PATH, else built (or reused) by `scripts/install-interop.sh
+/// --oras` from `interop/oras` (oras.land/oras v1.3.6). `None` (SKIP, or a failure under
+/// `CI=true`) when neither gives one.
+pub fn oras() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let bin = BIN
+        .get_or_init(|| {
+            if missing_commands(&["oras"]).is_empty() {
+                return Some(PathBuf::from("oras"));
+            }
+            let o = Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-interop.sh"))
+                .arg("--oras")
+                .stderr(Stdio::inherit())
+                .output()
+                .ok()?;
+            let out = String::from_utf8_lossy(&o.stdout);
+            let bin = PathBuf::from(out.lines().last()?.trim()).join("oras");
+            (o.status.success() && bin.is_file()).then_some(bin)
+        })
+        .clone();
+    if bin.is_none() {
+        skip_or_fail("oras missing (run scripts/install-interop.sh --oras; needs Go)");
+    }
+    bin
+}
+
 /// A command running one of the reference checkers (see [`checkers_dir`]).
 pub fn checker(name: &str) -> Command {
     Command::new(

@@ -122,6 +122,10 @@ pub struct BuildArgs {
     /// after each model, whether it was built or failed).
     #[arg(long)]
     pub(super) delete_downloads: bool,
+    /// Also make the CNCF ModelPack twin (model-spec v0.0.7): an artifact of the
+    /// model's files as raw layers, tagged <tag>-modelpack and a referrer of the image.
+    #[arg(long)]
+    pub(super) modelpack: bool,
     /// Print a machine-readable summary on stdout (with --all: a report of every model).
     #[arg(long)]
     pub(super) json: bool,
@@ -266,6 +270,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             push_flags: args.push_flags.clone(),
             connections: args.connections.into(),
             no_cache: args.no_cache,
+            modelpack: args.modelpack,
         });
     }
     let name: ModelName = args
@@ -305,6 +310,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         expected_digests: Default::default(),
         index_annotations: Default::default(),
         record: None,
+        modelpack: args.modelpack,
     };
     let settings = BuildSettings::new(
         &req.layer,
@@ -312,7 +318,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         &req.platforms,
         &args.include,
         &args.exclude,
-    );
+    )
+    .with_modelpack(args.modelpack);
     // What the image was built with, on the index: a registry's tag tells it in one
     // request (`build --push` skips what is up to date that way).
     req.index_annotations = depotai::job::settings_annotations(&settings);
