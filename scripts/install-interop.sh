@@ -4,18 +4,25 @@
 #   estargz-check       github.com/containerd/stargz-snapshotter/estargz
 #   zstdchunked-check   containers/storage pkg/chunked (go.podman.io/storage)
 #
-#   scripts/install-interop.sh              install the packages, build the checkers
-#   scripts/install-interop.sh --checkers   only build (or reuse) the checkers
+# and the lazy-pull node's pieces (interop/stargz-grpc, Go, module mode):
+#   containerd-stargz-grpc  the stargz snapshotter (github.com/containerd/stargz-snapshotter
+#                           v0.19) as containerd's proxy plugin (tests/lazy_node.rs)
+#   cri-pull                ImageService.PullImage over a CRI socket, as a kubelet pulls
 #
-# The last line of output is the directory holding the checkers; they are cached under
-# ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/checkers/<hash of the sources,
-# go.mod, go.sum and the Go version>/, so a rerun takes a moment. Only Debian's apt and
-# the Go module proxy are used; GOTOOLCHAIN=local. Go is ${DEPOTAI_GO:-/usr/local/go/bin/go}.
+#   scripts/install-interop.sh              install the packages, build both modules
+#   scripts/install-interop.sh --checkers   only build (or reuse) the checkers
+#   scripts/install-interop.sh --stargz     only build (or reuse) interop/stargz-grpc
+#
+# The last line of output is the directory holding the binaries (the checkers', unless
+# --stargz); they are cached under
+# ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/<checkers|stargz-grpc>/<hash of the
+# sources, go.mod, go.sum and the Go version>/, so a rerun takes a moment. Only Debian's
+# apt and the Go module proxy are used; GOTOOLCHAIN=local. Go is
+# ${DEPOTAI_GO:-/usr/local/go/bin/go}.
 # Services the packages ship (docker-registry, containerd) are not left running.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-src="$root/interop/checkers"
 go="${DEPOTAI_GO:-/usr/local/go/bin/go}"
 export GOTOOLCHAIN=local
 
@@ -30,9 +37,10 @@ PKGS=(
   jq zstd curl
   apache2-utils   # htpasswd, for the basic-auth registry test
   containerd      # containerd 1.6 + ctr: pull, unpack and mount as an image volume (tests/image_volume.rs)
+  fuse3           # fusermount3: the stargz snapshotter's FUSE mounts (tests/lazy_node.rs)
 )
 
-if [[ "${1:-}" != "--checkers" ]]; then
+if [[ "${1:-}" != "--checkers" && "${1:-}" != "--stargz" ]]; then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -69,23 +77,44 @@ if [[ "${1:-}" != "--checkers" ]]; then
 fi
 
 if [[ ! -x "$go" ]]; then
-  echo "install-interop: no Go toolchain at $go (set DEPOTAI_GO); the checkers are not built" >&2
+  echo "install-interop: no Go toolchain at $go (set DEPOTAI_GO); the Go tools are not built" >&2
   exit 3
 fi
-key="$( { cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum; "$go" version; } | sha256sum | cut -c1-16)"
-bin="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}/checkers/$key"
-if [[ -x "$bin/estargz-check" && -x "$bin/zstdchunked-check" ]]; then
+
+# build MODULE PACKAGE...: builds interop/MODULE's packages into the cache (or finds them
+# there) and prints the directory.
+build() {
+  local name="$1"
+  shift
+  local src="$root/interop/$name"
+  local key bin tmp t0 p
+  key="$( { cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum; "$go" version; } | sha256sum | cut -c1-16)"
+  bin="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}/$name/$key"
+  local have=1
+  for p in "$@"; do [[ -x "$bin/$p" ]] || have=0; done
+  if [[ $have -eq 1 ]]; then
+    echo "$bin"
+    return
+  fi
+  t0=$(date +%s)
+  mkdir -p "$(dirname "$bin")"
+  tmp="$(mktemp -d "$(dirname "$bin")/.build.XXXXXX")"
+  # -mod=readonly: go.sum is the pin; nothing is upgraded behind the repository's back.
+  if ! ( cd "$src" && CGO_ENABLED=0 "$go" build -mod=readonly -buildvcs=false -trimpath -o "$tmp/" "${@/#/./}" ) >&2; then
+    rm -rf "$tmp"
+    return 1
+  fi
+  rm -rf "$bin"
+  mv "$tmp" "$bin"
+  echo "install-interop: interop/$name built in $(( $(date +%s) - t0 )) s" >&2
   echo "$bin"
-  exit 0
-fi
-t0=$(date +%s)
-mkdir -p "$(dirname "$bin")"
-tmp="$(mktemp -d "$(dirname "$bin")/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-# -mod=readonly: go.sum is the pin; nothing is upgraded behind the repository's back.
-( cd "$src" && CGO_ENABLED=0 "$go" build -mod=readonly -buildvcs=false -trimpath -o "$tmp/" ./estargz-check ./zstdchunked-check ) >&2
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
-echo "install-interop: checkers built in $(( $(date +%s) - t0 )) s" >&2
-echo "$bin"
+}
+
+case "${1:-}" in
+  --stargz) build stargz-grpc containerd-stargz-grpc cri-pull ;;
+  --checkers) build checkers estargz-check zstdchunked-check ;;
+  *)
+    build stargz-grpc containerd-stargz-grpc cri-pull >&2
+    build checkers estargz-check zstdchunked-check
+    ;;
+esac
