@@ -16,6 +16,7 @@ mod support;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use support::interop::{
@@ -25,6 +26,10 @@ use support::*;
 
 /// Tens of MB of incompressible weights, in a layer of their own (`--own-layer-above`).
 const WEIGHTS_LEN: usize = (48 << 20) + 12_345;
+/// depotai's default `--chunk-size`: a large file's unit of lazy fetching.
+const CHUNK: u64 = 4 << 20;
+/// The first bytes of the weights read through the mount (a safetensors header's size).
+const HEADER_LEN: usize = 4096;
 const CONFIG: &[u8] =
     br#"{"architectures": ["BertModel"], "hidden_size": 384, "model_type": "bert"}"#;
 
@@ -304,8 +309,26 @@ fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_per
     assert_eq!(fs::read(mnt.join("config.json")).unwrap(), CONFIG);
     let err = fs::write(mnt.join("new-file"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(30), "EROFS, got {err}");
+    let (after_config, _) = serve.blob_bytes(&layers);
 
+    // What a model server reads first, a safetensors header: its chunk alone comes on
+    // demand from the weights layer.
+    let mut header = vec![0u8; HEADER_LEN];
+    fs::File::open(mnt.join("model.safetensors"))
+        .unwrap()
+        .read_exact(&mut header)
+        .unwrap();
+    assert_eq!(header, weights[..HEADER_LEN]);
     let (fetched, requests) = serve.blob_bytes(&layers);
+    // On demand, and bounded by the chunk, not the file: the snapshotter fetches the TOC
+    // chunk(s) the read touches, rounded out to its 50000-byte grid (here 3 ranges of
+    // 2100000 bytes for the first 4 MiB chunk).
+    assert!(
+        fetched > after_config && fetched - after_config <= 2 * CHUNK,
+        "reading the header fetched {} bytes:\n{}",
+        fetched - after_config,
+        requests.join("\n")
+    );
     let per_layer: Vec<String> = layers
         .iter()
         .map(|d| {
@@ -315,19 +338,20 @@ fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_per
         })
         .collect();
     eprintln!(
-        "lazy node: {fetched} bytes of the layers fetched ({} at the CRI pull, {} on reading \
-         config.json), {:.3} % of the {WEIGHTS_LEN}-byte weights; per layer, bottom first: \
-         {}; {} requests:\n{}",
-        pulled,
-        fetched - pulled,
-        fetched as f64 * 100.0 / WEIGHTS_LEN as f64,
+        "lazy node: {pulled} bytes of the layers fetched at the CRI pull, {} more on reading \
+         config.json: {:.3} % of the {WEIGHTS_LEN}-byte weights; then {} on reading the \
+         weights' first {HEADER_LEN} bytes; per layer, bottom first: {}; {} requests:\n{}",
+        after_config - pulled,
+        after_config as f64 * 100.0 / WEIGHTS_LEN as f64,
+        fetched - after_config,
         per_layer.join(", "),
         requests.len(),
         requests.join("\n")
     );
+    // The pull and the small file: footers and TOCs, and the small layer whole.
     assert!(
-        fetched * 100 < WEIGHTS_LEN as u64,
-        "{fetched} bytes fetched, not under 1 % of the weights:\n{}",
+        after_config * 100 < WEIGHTS_LEN as u64,
+        "{after_config} bytes fetched, not under 1 % of the weights:\n{}",
         requests.join("\n")
     );
 }
