@@ -200,6 +200,7 @@ impl Node {
         };
         run_checked(&mut snapshots(&["view", "depotai-view", chain_id]));
         let mount = run_checked(snapshots(&["mounts"]).arg(&target).arg("depotai-view"));
+        eprintln!("lazy node: {}", mount.trim());
         run_checked(Command::new("sh").args(["-c", mount.trim()]));
         target
     }
