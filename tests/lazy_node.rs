@@ -20,7 +20,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use support::interop::{
-    have, is_root, run_checked, skip_or_fail, stop_and_unmount, wait_until_ready, LoggedServe,
+    access_log_bytes, have, is_root, run_checked, skip_or_fail, stop_and_unmount, wait_until_ready,
+    LoggedServe, Registry,
 };
 use support::*;
 
@@ -231,34 +232,37 @@ fn chain_id(config: &Value) -> String {
     chain
 }
 
-#[test]
-fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_percent_of_the_weights(
-) {
-    let Some(bin) = have_lazy_node() else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
+/// The source model and its build under `tmp/out/acme/model` (two layers): the layout's
+/// directory and the weights' bytes.
+fn build_model(tmp: &Path) -> (PathBuf, Vec<u8>) {
+    let src = tmp.join("src");
     write(&src, "config.json", CONFIG);
     let weights = pseudo_random(WEIGHTS_LEN, 42);
     write(&src, "model.safetensors", &weights);
-    let out = tmp.path().join("out/acme/model");
+    let out = tmp.join("out/acme/model");
     assert_ok(&build(
         &src,
         "acme/model",
         &out,
         &["--quiet", "--own-layer-above", "8MiB"],
     ));
-    let layout = Layout::read(&out);
     assert_eq!(
-        layout.layer_digests.len(),
+        Layout::read(&out).layer_digests.len(),
         2,
         "the weights in a layer of their own"
     );
-    let serve = LoggedServe::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
-    let node = Node::start(&bin, &serve.addr);
+    (out, weights)
+}
 
-    let image = format!("{}/acme/model:latest", serve.addr);
+/// Bytes of these blobs the registry sent so far, and the requests (its access log).
+type ServedBytes<'a> = dyn Fn(&[String]) -> (u64, Vec<String>) + 'a;
+
+/// The node pulls `registry/acme/model:latest` (built at `out`) with CRI, mounts it and
+/// reads `config.json` and the weights' header, checking what `served` counts.
+fn lazy_pull(bin: &Path, registry: &str, out: &Path, weights: &[u8], served: &ServedBytes<'_>) {
+    let layout = Layout::read(out);
+    let node = Node::start(bin, registry);
+    let image = format!("{registry}/acme/model:latest");
     let id = node.cri_pull(&image);
     // This host's platform is the one pulled: its config is the image id CRI answers.
     let (manifest, config) = layout
@@ -290,7 +294,7 @@ fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_per
             "{l} was downloaded:\n{content}"
         );
     }
-    let (pulled, _) = serve.blob_bytes(&layers);
+    let (pulled, _) = served(&layers);
 
     let mnt = node.mount_view(&chain_id(config));
     // The lazy mount shows the model's files only (the snapshotter hides eStargz's TOC and
@@ -310,7 +314,7 @@ fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_per
     assert_eq!(fs::read(mnt.join("config.json")).unwrap(), CONFIG);
     let err = fs::write(mnt.join("new-file"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(30), "EROFS, got {err}");
-    let (after_config, _) = serve.blob_bytes(&layers);
+    let (after_config, _) = served(&layers);
 
     // What a model server reads first, a safetensors header: its chunk alone comes on
     // demand from the weights layer.
@@ -320,7 +324,7 @@ fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_per
         .read_exact(&mut header)
         .unwrap();
     assert_eq!(header, weights[..HEADER_LEN]);
-    let (fetched, requests) = serve.blob_bytes(&layers);
+    let (fetched, requests) = served(&layers);
     // On demand, and bounded by the chunk, not the file: the snapshotter fetches the TOC
     // chunk(s) the read touches, rounded out to its 50000-byte grid (here 3 ranges of
     // 2100000 bytes for the first 4 MiB chunk).
@@ -333,8 +337,8 @@ fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_per
     let per_layer: Vec<String> = layers
         .iter()
         .map(|d| {
-            let size = Layout::blob_bytes(&out, d).len();
-            let got = serve.blob_bytes(std::slice::from_ref(d)).0;
+            let size = Layout::blob_bytes(out, d).len();
+            let got = served(std::slice::from_ref(d)).0;
             format!("{got} of {size}")
         })
         .collect();
@@ -355,4 +359,42 @@ fn a_cri_pull_into_the_stargz_snapshotter_reads_config_json_fetching_under_1_per
         "{after_config} bytes fetched, not under 1 % of the weights:\n{}",
         requests.join("\n")
     );
+}
+
+#[test]
+fn a_cri_pull_into_the_stargz_snapshotter_from_depotai_serve_reads_config_json_fetching_under_1_percent_of_the_weights(
+) {
+    let Some(bin) = have_lazy_node() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, weights) = build_model(tmp.path());
+    let serve = LoggedServe::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
+    lazy_pull(&bin, &serve.addr, &out, &weights, &|d| serve.blob_bytes(d));
+}
+
+#[test]
+fn a_cri_pull_into_the_stargz_snapshotter_from_a_registry_reads_config_json_fetching_under_1_percent_of_the_weights(
+) {
+    let Some(bin) = have_lazy_node() else {
+        return;
+    };
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, weights) = build_model(tmp.path());
+    let reg = Registry::start_with(true);
+    run_checked(
+        depotai()
+            .arg("push")
+            .arg(&out)
+            .arg(format!("{}/acme/model:latest", reg.addr))
+            .args(["--insecure", "--quiet"])
+            .env("DEPOTAI_UPLOAD_STATE", tmp.path().join("upload-state")),
+    );
+    let before = reg.log().len();
+    lazy_pull(&bin, &reg.addr, &out, &weights, &|d| {
+        access_log_bytes(&reg.log()[before..], d)
+    });
 }
