@@ -114,7 +114,11 @@ case "${1:-}" in
   --stargz) build stargz-grpc containerd-stargz-grpc cri-pull ;;
   --checkers) build checkers estargz-check zstdchunked-check ;;
   *)
-    build stargz-grpc containerd-stargz-grpc cri-pull >&2
-    build checkers estargz-check zstdchunked-check
+    # The checkers first: a failed stargz-grpc build must not cost the other tests them.
+    checkers="$(build checkers estargz-check zstdchunked-check)"
+    rc=0
+    build stargz-grpc containerd-stargz-grpc cri-pull >&2 || rc=$?
+    echo "$checkers"
+    exit $rc
     ;;
 esac
