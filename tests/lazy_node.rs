@@ -3,8 +3,10 @@
 //! its CRI plugin pulling into that snapshotter with the snapshot annotations on, as a
 //! node configured for lazy pulls has it. The image is pulled with the CRI call a kubelet
 //! makes (`ImageService.PullImage`, by `cri-pull`), then the image's root file system is
-//! mounted read-only from the snapshotter and one small file read: the registry serves
-//! the layers' footers and TOCs and that file's chunk, well under 1 % of the weights.
+//! mounted read-only from the snapshotter and one small file read: the registry (`depotai
+//! serve`, or a `docker-registry` the image was pushed to) serves the layers' footers and
+//! TOCs (a small layer whole), well under 1 % of the weights. Reading the weights' first
+//! 4 KiB then fetches one chunk of them, on demand.
 //!
 //! Needs root, /dev/fuse, fusermount3, overlayfs, containerd + ctr and the Go wrapper
 //! (`scripts/install-interop.sh --stargz`); without them the test prints SKIP, under
@@ -19,6 +21,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use support::interop::{
     access_log_bytes, have, is_root, run_checked, skip_or_fail, stop_and_unmount, wait_until_ready,
     LoggedServe, Registry,
@@ -38,17 +41,22 @@ const CONFIG: &[u8] =
 const K8S: &str = "k8s.io";
 
 /// The directory of `containerd-stargz-grpc` and `cri-pull`, built (or found in the
-/// cache) by `scripts/install-interop.sh --stargz`.
+/// cache) by `scripts/install-interop.sh --stargz`; once per run, as the tests run at once
+/// and two builds would race for the cache directory.
 fn stargz_bin() -> Option<PathBuf> {
-    let o = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-interop.sh"))
-        .arg("--stargz")
-        .stderr(Stdio::inherit())
-        .output()
-        .ok()?;
-    let out = String::from_utf8_lossy(&o.stdout);
-    let dir = PathBuf::from(out.lines().last()?.trim());
-    (o.status.success() && dir.join("containerd-stargz-grpc").is_file()).then_some(dir)
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let o = Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-interop.sh"))
+            .arg("--stargz")
+            .stderr(Stdio::inherit())
+            .output()
+            .ok()?;
+        let out = String::from_utf8_lossy(&o.stdout);
+        let dir = PathBuf::from(out.lines().last()?.trim());
+        (o.status.success() && dir.join("containerd-stargz-grpc").is_file()).then_some(dir)
+    })
+    .clone()
 }
 
 /// Everything the node needs, or SKIP (a failure under CI=true).
@@ -199,8 +207,35 @@ impl Node {
             c.args(["snapshots", "--snapshotter", "stargz"]).args(args);
             c
         };
-        run_checked(&mut snapshots(&["view", "depotai-view", chain_id]));
-        let mount = run_checked(snapshots(&["mounts"]).arg(&target).arg("depotai-view"));
+        // `ctr snapshots view` gives the view no `containerd.io/gc.root` label (`prepare`
+        // does), so containerd's garbage collection, which the CRI pull's lease ending
+        // schedules, may remove it before it is labelled: then view again.
+        let mut attempts = Vec::new();
+        let o = loop {
+            run_checked(&mut snapshots(&["view", "depotai-view", chain_id]));
+            let labelled = snapshots(&["label", "depotai-view", "containerd.io/gc.root=depotai"])
+                .output()
+                .unwrap();
+            let o = snapshots(&["mounts"])
+                .arg(&target)
+                .arg("depotai-view")
+                .output()
+                .unwrap();
+            if labelled.status.success() && o.status.success() {
+                break o;
+            }
+            attempts.push(format!(
+                "{}{}",
+                String::from_utf8_lossy(&labelled.stderr),
+                String::from_utf8_lossy(&o.stderr)
+            ));
+            assert!(
+                attempts.len() < 3,
+                "the view vanished 3 times: {attempts:?}\ncontainerd.log:\n{}",
+                self.log("containerd.log")
+            );
+        };
+        let mount = String::from_utf8_lossy(&o.stdout).into_owned();
         eprintln!("lazy node: {}", mount.trim());
         run_checked(Command::new("sh").args(["-c", mount.trim()]));
         target
