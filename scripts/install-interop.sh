@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # The interop toolkit the tests run against depotai's images: Debian packages, plus this
-# repository's own reference checkers (interop/checkers, Go, module mode):
-#   estargz-check       github.com/containerd/stargz-snapshotter/estargz
-#   zstdchunked-check   containers/storage pkg/chunked (go.podman.io/storage)
-# and oras (oras.land/oras v1.3.6, pinned by interop/oras/go.mod and go.sum), the client
-# that pulls the ModelPack twin in tests/modelpack.rs.
+# repository's own Go modules (module mode), each pinned by its go.mod and go.sum:
+#   interop/checkers     estargz-check (github.com/containerd/stargz-snapshotter/estargz),
+#                        zstdchunked-check (containers/storage pkg/chunked)
+#   interop/oras         oras (oras.land/oras v1.3.6), which pulls the ModelPack twin in
+#                        tests/modelpack.rs
+#   interop/stargz-grpc  containerd-stargz-grpc (the stargz snapshotter v0.19 as
+#                        containerd's proxy plugin) and cri-pull (ImageService.PullImage
+#                        over a CRI socket, as a kubelet pulls), for tests/lazy_node.rs
 #
-#   scripts/install-interop.sh              install the packages, build the checkers and oras
+#   scripts/install-interop.sh              install the packages, build all three modules
 #   scripts/install-interop.sh --checkers   only build (or reuse) the checkers
-#   scripts/install-interop.sh --oras       only build (or reuse) oras; the last line is its directory
+#   scripts/install-interop.sh --oras       only build (or reuse) oras
+#   scripts/install-interop.sh --stargz     only build (or reuse) interop/stargz-grpc
 #
-# The last line of output is the directory holding the checkers; they are cached under
-# ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/checkers/<hash of the sources,
-# go.mod, go.sum and the Go version>/, so a rerun takes a moment. Only Debian's apt and
-# the Go module proxy are used; GOTOOLCHAIN=local. Go is ${DEPOTAI_GO:-/usr/local/go/bin/go}.
+# The last line of output is the directory holding the binaries (the checkers', unless
+# --oras or --stargz); they are cached under
+# ${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-~/.cache}/depotai}/<checkers|oras|stargz-grpc>/<hash of the
+# sources, go.mod, go.sum and the Go version>/, so a rerun takes a moment. Only Debian's
+# apt and the Go module proxy are used; GOTOOLCHAIN=local. Go is
+# ${DEPOTAI_GO:-/usr/local/go/bin/go}.
 # Services the packages ship (docker-registry, containerd) are not left running.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-src="$root/interop/checkers"
 go="${DEPOTAI_GO:-/usr/local/go/bin/go}"
 export GOTOOLCHAIN=local
 
@@ -33,9 +38,10 @@ PKGS=(
   jq zstd curl
   apache2-utils   # htpasswd, for the basic-auth registry test
   containerd      # containerd 1.6 + ctr: pull, unpack and mount as an image volume (tests/image_volume.rs)
+  fuse3           # fusermount3: the stargz snapshotter's FUSE mounts (tests/lazy_node.rs)
 )
 
-if [[ "${1:-}" != "--checkers" && "${1:-}" != "--oras" ]]; then
+if [[ "${1:-}" != "--checkers" && "${1:-}" != "--oras" && "${1:-}" != "--stargz" ]]; then
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
@@ -72,7 +78,7 @@ if [[ "${1:-}" != "--checkers" && "${1:-}" != "--oras" ]]; then
 fi
 
 if [[ ! -x "$go" ]]; then
-  echo "install-interop: no Go toolchain at $go (set DEPOTAI_GO); the checkers are not built" >&2
+  echo "install-interop: no Go toolchain at $go (set DEPOTAI_GO); the Go tools are not built" >&2
   exit 3
 fi
 cache="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}"
@@ -96,28 +102,48 @@ build_oras() {
   fi
   echo "$odir"
 }
-if [[ "${1:-}" == "--oras" ]]; then
-  build_oras
-  exit 0
-fi
-if [[ "${1:-}" != "--checkers" ]]; then
-  # oras failing to build leaves the checkers to be built all the same.
-  build_oras >/dev/null || echo "install-interop: oras was not built" >&2
-fi
-key="$( { cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum; "$go" version; } | sha256sum | cut -c1-16)"
-bin="$cache/checkers/$key"
-if [[ -x "$bin/estargz-check" && -x "$bin/zstdchunked-check" ]]; then
+
+# build MODULE PACKAGE...: builds interop/MODULE's packages into the cache (or finds them
+# there) and prints the directory.
+build() {
+  local name="$1"
+  shift
+  local src="$root/interop/$name"
+  local key bin tmp t0 p
+  key="$( { cd "$src" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort | xargs sha256sum; "$go" version; } | sha256sum | cut -c1-16)"
+  bin="${DEPOTAI_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/depotai}/$name/$key"
+  local have=1
+  for p in "$@"; do [[ -x "$bin/$p" ]] || have=0; done
+  if [[ $have -eq 1 ]]; then
+    echo "$bin"
+    return
+  fi
+  t0=$(date +%s)
+  mkdir -p "$(dirname "$bin")"
+  tmp="$(mktemp -d "$(dirname "$bin")/.build.XXXXXX")"
+  # -mod=readonly: go.sum is the pin; nothing is upgraded behind the repository's back.
+  if ! ( cd "$src" && CGO_ENABLED=0 "$go" build -mod=readonly -buildvcs=false -trimpath -o "$tmp/" "${@/#/./}" ) >&2; then
+    rm -rf "$tmp"
+    return 1
+  fi
+  rm -rf "$bin"
+  mv "$tmp" "$bin"
+  echo "install-interop: interop/$name built in $(( $(date +%s) - t0 )) s" >&2
   echo "$bin"
-  exit 0
-fi
-t0=$(date +%s)
-mkdir -p "$(dirname "$bin")"
-tmp="$(mktemp -d "$(dirname "$bin")/.build.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-# -mod=readonly: go.sum is the pin; nothing is upgraded behind the repository's back.
-( cd "$src" && CGO_ENABLED=0 "$go" build -mod=readonly -buildvcs=false -trimpath -o "$tmp/" ./estargz-check ./zstdchunked-check ) >&2
-rm -rf "$bin"
-mv "$tmp" "$bin"
-trap - EXIT
-echo "install-interop: checkers built in $(( $(date +%s) - t0 )) s" >&2
-echo "$bin"
+}
+
+case "${1:-}" in
+  --stargz) build stargz-grpc containerd-stargz-grpc cri-pull ;;
+  --checkers) build checkers estargz-check zstdchunked-check ;;
+  --oras) build_oras ;;
+  *)
+    # The checkers first: a failed oras or stargz-grpc build must not cost the other
+    # tests them.
+    checkers="$(build checkers estargz-check zstdchunked-check)"
+    rc=0
+    build_oras >/dev/null || { echo "install-interop: oras was not built" >&2; rc=1; }
+    build stargz-grpc containerd-stargz-grpc cri-pull >&2 || rc=$?
+    echo "$checkers"
+    exit $rc
+    ;;
+esac

@@ -14,12 +14,12 @@ use depotai::layer::estargz::Toc;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Instant;
 use support::interop::{
-    have, is_root, run_checked, skip_or_fail, stop_and_unmount, tree, wait_until_ready, Registry,
+    access_log_bytes, have, is_root, run_checked, skip_or_fail, stop_and_unmount, tree,
+    wait_until_ready, LoggedServe, Registry,
 };
 use support::registry::Proxy;
 use support::*;
@@ -380,75 +380,6 @@ fn copy_everything(bk: &Buildkitd, image: &str, src: &Path, prefix: &str, work: 
     );
 }
 
-/// `depotai serve`, its access log on a file: the address and the log's path.
-struct Serve {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(root: &Path, log: PathBuf) -> Serve {
-        let mut child = depotai()
-            .args(["serve", "--root"])
-            .arg(root)
-            .args(["--addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .rsplit("http://")
-            .next()
-            .expect("serve prints its address")
-            .to_string();
-        Serve { child, addr, log }
-    }
-
-    /// Body bytes of the GETs of these blobs, from the access log
-    /// (`PEER "METHOD PATH VERSION" STATUS BYTES DURATION`).
-    fn blob_bytes(&self, digests: &[String]) -> (u64, Vec<String>) {
-        access_log_bytes(&fs::read_to_string(&self.log).unwrap(), digests)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Sums the size field (the one after the status) of access-log lines that GET one of
-/// these blobs. Both depotai serve's log and the distribution registry's (Apache combined
-/// format) put `"GET PATH HTTP/1.1" STATUS BYTES` on the line.
-fn access_log_bytes(log: &str, digests: &[String]) -> (u64, Vec<String>) {
-    let lines: Vec<String> = log
-        .lines()
-        .filter(|l| {
-            l.contains("\"GET /v2/") && digests.iter().any(|d| l.contains(&format!("/blobs/{d}")))
-        })
-        .map(str::to_string)
-        .collect();
-    let bytes = lines
-        .iter()
-        .map(|l| {
-            let after = l.split("HTTP/1.1\" ").nth(1).expect("status after request");
-            let mut f = after.split_whitespace();
-            let _status = f.next();
-            f.next()
-                .and_then(|b| b.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("no byte count in {l:?}"))
-        })
-        .sum();
-    (bytes, lines)
-}
-
 fn build_model(tmp: &Path, flags: &[&str]) -> (PathBuf, PathBuf) {
     let src = tmp.join("src");
     model(&src);
@@ -473,7 +404,7 @@ fn serve_case(flags: &[&str], prefix: &str, want_layers: usize) {
     }
     let (src, out) = build_model(tmp.path(), &flags);
     assert_eq!(amd64_layers(&out).len(), want_layers);
-    let serve = Serve::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
+    let serve = LoggedServe::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
     let bk = Buildkitd::start(&bin, &[&serve.addr], FETCH_CHUNK);
     let work = tmp.path().join("work");
     let image = format!("{}/acme/model", serve.addr);
@@ -511,7 +442,7 @@ fn buildkit_with_the_default_fetch_size_fetches_only_the_grid_pieces_of_the_file
     };
     let tmp = tempfile::tempdir().unwrap();
     let (src, out) = build_model(tmp.path(), &[]);
-    let serve = Serve::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
+    let serve = LoggedServe::start(&tmp.path().join("out"), tmp.path().join("serve.log"));
     let bk = Buildkitd::start(&bin, &[&serve.addr], DEFAULT_FETCH_CHUNK);
     let image = format!("{}/acme/model", serve.addr);
     let work = tmp.path().join("work");

@@ -3,11 +3,11 @@
 //! is missing, fail under `CI=true`; run a command and insist it succeeds; a throwaway
 //! registry.
 
-use super::{sha256, Layout};
+use super::{depotai, sha256, Layout};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -606,4 +606,73 @@ pub fn oci_check_under(layout: &Path, source: &Path, work: &Path, prefix: &str) 
         ));
     }
     report
+}
+
+/// `depotai serve`, its access log on a file: the address and the log's path.
+pub struct LoggedServe {
+    child: Child,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl LoggedServe {
+    pub fn start(root: &Path, log: PathBuf) -> LoggedServe {
+        let mut child = depotai()
+            .args(["serve", "--root"])
+            .arg(root)
+            .args(["--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .expect("serve prints its address")
+            .to_string();
+        LoggedServe { child, addr, log }
+    }
+
+    /// Body bytes of the GETs of these blobs, from the access log
+    /// (`PEER "METHOD PATH VERSION" STATUS BYTES DURATION`).
+    pub fn blob_bytes(&self, digests: &[String]) -> (u64, Vec<String>) {
+        access_log_bytes(&fs::read_to_string(&self.log).unwrap(), digests)
+    }
+}
+
+impl Drop for LoggedServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums the size field (the one after the status) of access-log lines that GET one of
+/// these blobs. Both depotai serve's log and the distribution registry's (Apache combined
+/// format) put `"GET PATH HTTP/1.1" STATUS BYTES` on the line.
+pub fn access_log_bytes(log: &str, digests: &[String]) -> (u64, Vec<String>) {
+    let lines: Vec<String> = log
+        .lines()
+        .filter(|l| {
+            l.contains("\"GET /v2/") && digests.iter().any(|d| l.contains(&format!("/blobs/{d}")))
+        })
+        .map(str::to_string)
+        .collect();
+    let bytes = lines
+        .iter()
+        .map(|l| {
+            let after = l.split("HTTP/1.1\" ").nth(1).expect("status after request");
+            let mut f = after.split_whitespace();
+            let _status = f.next();
+            f.next()
+                .and_then(|b| b.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no byte count in {l:?}"))
+        })
+        .sum();
+    (bytes, lines)
 }
