@@ -132,7 +132,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         super::push::push_client(&r, &o.push_flags.registry)?;
     }
     let total = selected.len();
-    let stop = Stop::install()?;
+    let stop = super::signals::stop();
     let say = |line: String| {
         if !o.quiet {
             eprintln!("{line}");
@@ -158,7 +158,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             break;
         }
         let n = format!("[{}/{total}] {}", i + 1, e.name);
-        let r = build_one(e, &o, &stop, &n);
+        let r = build_one(e, &o, stop, &n);
         match (&r.status, &r.error, &r.image) {
             (Status::Built, _, Some(img)) => say(format!(
                 "{n}: built in {:.1}s ({} in {} layer{})",
@@ -173,7 +173,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         }
         outcomes[i] = Some(r);
     }
-    finish(&o, &catalogue, &selected, outcomes, started, &stop)
+    finish(&o, &catalogue, &selected, outcomes, started, stop)
 }
 
 /// The table, the JSON report and the exit status of a run.

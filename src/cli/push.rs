@@ -8,6 +8,7 @@ use depotai::remote::push::{self, PushEvent, PushOptions, PushReport};
 use depotai::remote::{Client, ClientOptions, Reference};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// How to reach a registry: shared by push, ls and get.
@@ -80,7 +81,12 @@ fn password_from_stdin() -> anyhow::Result<String> {
 /// ([`Client::check_push`]): before anything is downloaded, built or sent.
 pub fn push_client(reference: &Reference, flags: &RegistryFlags) -> anyhow::Result<Client> {
     let client = flags.client(reference, true)?;
-    runtime()?.block_on(client.check_push())?;
+    let stop = super::signals::stop();
+    stop.block_on(&runtime()?, client.check_push())
+        .map_err(|e| match stop.is_set() {
+            true => e.context(format!("checking that {} takes a push: nothing sent", reference.registry)),
+            false => e,
+        })?;
     Ok(client)
 }
 
@@ -154,8 +160,11 @@ pub fn push_layout(
         state_dir: depotai::job::upload_state_dir(),
     };
     let bar: OnceLock<Progress> = OnceLock::new();
+    // What a stop reports as done.
+    let (blobs, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let on_event = |e: PushEvent<'_>| match e {
-        PushEvent::Start { bytes, .. } => {
+        PushEvent::Start { bytes, blobs: n } => {
+            blobs.store(n, Ordering::Relaxed);
             let _ = bar.set(Progress::bytes(bytes, &format!("pushing {r}"), quiet));
         }
         PushEvent::Progress(n) => {
@@ -168,7 +177,9 @@ pub fn push_layout(
                 eprintln!("upload interrupted ({why}); resuming at byte {offset}");
             }
         }
-        PushEvent::BlobDone { .. } => {}
+        PushEvent::BlobDone { .. } => {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
     };
     // Two workers: the connections of the two uploads in flight are driven beside the
     // task that hashes and hands over their bytes.
@@ -177,11 +188,23 @@ pub fn push_layout(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let pushed = rt.block_on(push::push(Arc::new(client), layout, r, opts, &on_event));
+    let pushed = super::signals::stop().block_on(
+        &rt,
+        push::push(Arc::new(client), layout, r, opts, &on_event),
+    );
     if let Some(b) = bar.get() {
         b.finish();
     }
-    let report = pushed.with_context(|| format!("pushing {} to {r}", layout.display()))?;
+    let report = pushed.with_context(|| match super::signals::stop().is_set() {
+        // The tag is put last: an image stopped before it is not in the registry.
+        true => format!(
+            "pushing {} to {r}: {} of {} blobs in the registry, nothing tagged (a rerun resumes the unfinished uploads)",
+            layout.display(),
+            done.load(Ordering::Relaxed),
+            blobs.load(Ordering::Relaxed)
+        ),
+        false => format!("pushing {} to {r}", layout.display()),
+    })?;
     if !quiet {
         let up = report
             .blobs

@@ -57,8 +57,8 @@ fn read(target: &str, registry: &RegistryFlags) -> anyhow::Result<PublishedImage
     }
     let r = Reference::parse(target)?;
     let client = registry.client(&r, false)?;
-    runtime()?
-        .block_on(published::from_registry(&client, &r))
+    super::signals::stop()
+        .block_on(&runtime()?, published::from_registry(&client, &r))
         .with_context(|| format!("reading {r}"))
 }
 
@@ -172,9 +172,25 @@ fn claim(img: &PublishedImage, args: &VerifyArgs) -> anyhow::Result<(Claim, Stri
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let img = read(&args.target, &args.registry)?;
     let (claim, from) = claim(&img, &args)?;
-    let cfg = HubConfig::from_env();
+    let stop = super::signals::stop();
+    let mut cfg = HubConfig::from_env();
+    cfg.cancel = Some(stop.flag());
     let outcome = verify::verify(&img, &claim, &cfg, &from)
-        .with_context(|| format!("rebuilding {} at {}", claim.model, claim.sha))?;
+        .map_err(anyhow::Error::new)
+        // A rebuild a signal cut short proves nothing either way.
+        .and_then(|o| match (&o.difference, stop.interrupted()) {
+            (Some(_), Some(i)) => Err(anyhow::Error::new(i)),
+            _ => Ok(o),
+        });
+    let outcome = stop
+        .check(outcome)
+        .with_context(|| match stop.is_set() {
+            true => format!(
+                "rebuilding {} at {}: not finished, nothing compared",
+                claim.model, claim.sha
+            ),
+            false => format!("rebuilding {} at {}", claim.model, claim.sha),
+        })?;
     if args.json {
         println!("{}", serde_json::to_string(&outcome)?);
     }

@@ -12,13 +12,15 @@ use clap::Args;
 use depotai::catalogue::record::{BuildRecord, BuildSettings};
 use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
-use depotai::layer::{self, content_size, Contents, Entry, Format};
+use depotai::layer::{self, content_size, Contents, Entry, Format, Stoppable};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::plan::PlanOptions;
 use depotai::remote::Reference;
 use depotai::source::DirSource;
+use depotai::units::human_bytes;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Args, Debug)]
 #[command(after_help = ENVIRONMENT)]
@@ -323,7 +325,19 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let (entries, contents) = source.into_entries();
     req.record = Some(BuildRecord::from_directory(&name, &sha, &req.tag, settings));
     let report = build_with_bar(&name, entries, &contents, &req, args.quiet)
-        .with_context(|| format!("building {name} from {}", dir.display()))?;
+        .map_err(|(e, read, total)| {
+            let e = anyhow::Error::new(e);
+            match super::signals::stop().interrupted() {
+                // The staging directory went with its writer.
+                Some(i) => anyhow::Error::new(i).context(format!(
+                    "building {name} from {}: {} of {} read; no layout written",
+                    dir.display(),
+                    human_bytes(read),
+                    human_bytes(total)
+                )),
+                None => e.context(format!("building {name} from {}", dir.display())),
+            }
+        })?;
     if !args.json {
         Finished {
             result: "built",
@@ -357,17 +371,29 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A build from a directory, stopped at its next read by a signal. Its error comes
+/// with the bytes read of the total, for the line a stop prints.
 fn build_with_bar(
     name: &ModelName,
     entries: Vec<Entry>,
     contents: &dyn Contents,
     req: &BuildRequest,
     quiet: bool,
-) -> Result<BuildReport, BuildError> {
-    let bar = Progress::bytes(content_size(&entries), &format!("building {name}"), quiet);
-    let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
+) -> Result<BuildReport, (BuildError, u64, u64)> {
+    let total = content_size(&entries);
+    let bar = Progress::bytes(total, &format!("building {name}"), quiet);
+    let read = AtomicU64::new(0);
+    let contents = Stoppable {
+        inner: contents,
+        stop: super::signals::stop().flag_ref(),
+        why: "interrupted",
+    };
+    let report = pipeline::build_image(entries, &contents, req, &|n| {
+        read.fetch_add(n, Ordering::Relaxed);
+        bar.advance(n)
+    });
     bar.finish();
-    report
+    report.map_err(|e| (e, read.into_inner(), total))
 }
 
 fn summary_json(name: &ModelName, req: &BuildRequest, r: &BuildReport) -> serde_json::Value {

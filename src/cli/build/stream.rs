@@ -5,13 +5,15 @@
 use super::{summary_json, BuildArgs};
 use crate::cli::lines::Finished;
 use crate::cli::progress::Progress;
-use crate::cli::signals::Stop;
+use crate::cli::signals;
 use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
 use depotai::names::ModelName;
 use depotai::pipeline::{BuildRequest, LayerEvent};
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
 use depotai::source::hub::FileFilter;
+use depotai::units::human_bytes;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// `push` is the `--push` reference with its tag settled (see `push_reference`).
@@ -22,8 +24,8 @@ pub(super) fn run(
     push: Option<Reference>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let stop = Stop::install()?;
-    let hub = crate::cli::hub::config(args.jobs.into(), &stop);
+    let stop = signals::stop();
+    let hub = crate::cli::hub::config(args.jobs.into(), stop);
     let filter = FileFilter::new(&args.include, &args.exclude)?;
     let pushed_to = push.as_ref().map(Reference::to_string);
     let registry = match push {
@@ -42,6 +44,8 @@ pub(super) fn run(
         None => None,
     };
     let sha = req.sha.clone();
+    // Without --push the layout is the only destination; with it, only on request.
+    let job_layout = args.output.is_some() || args.push.is_none();
     let job = HubJob {
         req: req.clone(),
         hub,
@@ -49,23 +53,35 @@ pub(super) fn run(
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         stream: crate::cli::hub::stream_options(args.connections.into(), args.no_cache),
-        // Without --push the layout is the only destination; with it, only on request.
-        layout: args.output.is_some() || args.push.is_none(),
+        layout: job_layout,
         registry,
         max_scratch: args.max_scratch,
         delete_downloads: args.delete_downloads,
     };
     let quiet = args.quiet || args.json;
     let bar: Mutex<Option<Progress>> = Mutex::new(None);
+    // What a stop reports as done: layers made of how many, bytes read of how many.
+    let (layers, made) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (total, read) = (AtomicU64::new(0), AtomicU64::new(0));
     let on_event = |e: Event<'_>| match e {
-        Event::Planned { content_bytes, .. } => {
+        Event::Planned {
+            content_bytes,
+            layers: n,
+            ..
+        } => {
+            layers.store(n, Ordering::Relaxed);
+            total.store(content_bytes, Ordering::Relaxed);
             let b = Progress::bytes(content_bytes, &format!("streaming {name}"), args.quiet);
             *bar.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
         }
         Event::Read(n) => {
+            read.fetch_add(n, Ordering::Relaxed);
             if let Some(b) = &*bar.lock().unwrap_or_else(|p| p.into_inner()) {
                 b.advance(n);
             }
+        }
+        Event::Layer(LayerEvent::Done { .. }) => {
+            made.fetch_add(1, Ordering::Relaxed);
         }
         Event::Retry { path, why } if !quiet => eprintln!("{path}: {why}; retrying"),
         Event::Layer(LayerEvent::Retrying { n, error }) if !quiet => {
@@ -81,7 +97,18 @@ pub(super) fn run(
         (Ok(o), _) => o,
         // Exit status 128 + the signal.
         (Err(_), Some(i)) => {
-            return Err(anyhow::Error::new(i).context(format!("building {name} at {sha}")))
+            let kept = match (&pushed_to, job_layout) {
+                (Some(r), false) => format!("nothing tagged at {r}"),
+                (Some(r), true) => format!("nothing tagged at {r}, no layout written"),
+                (None, _) => "no layout written".to_string(),
+            };
+            return Err(anyhow::Error::new(i).context(format!(
+                "building {name} at {sha}: {} of {} layers made, {} of {} read; {kept}",
+                made.load(Ordering::Relaxed),
+                layers.load(Ordering::Relaxed),
+                human_bytes(read.load(Ordering::Relaxed)),
+                human_bytes(total.load(Ordering::Relaxed)),
+            )));
         }
         (Err(e), None) => {
             return Err(anyhow::Error::new(e).context(format!("building {name} at {sha}")))
