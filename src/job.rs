@@ -355,16 +355,28 @@ fn worth_retrying(e: &BuildError) -> bool {
             matches!(
                 i.downcast_ref::<HubError>(),
                 Some(HubError::Integrity { .. })
-            ) || matches!(
-                i.downcast_ref::<UploadError>(),
-                Some(UploadError::Stale { .. })
             )
         })
     };
     match e {
+        _ if upload_started_over(e) => true,
         BuildError::Layer(LayerError::Read { source, .. }) => io_inner(source),
         BuildError::Layer(LayerError::Write(source)) => io_inner(source),
         BuildError::ContentMismatch { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether a layer failed only because the upload an earlier run left for it was not
+/// its bytes: the layer is built again into a new upload (no file is fetched again).
+pub fn upload_started_over(e: &BuildError) -> bool {
+    match e {
+        BuildError::Layer(LayerError::Write(source)) => source.get_ref().is_some_and(|i| {
+            matches!(
+                i.downcast_ref::<UploadError>(),
+                Some(UploadError::Stale { .. })
+            )
+        }),
         BuildError::Destination(msg) => msg.contains(STALE_MARK),
         _ => false,
     }
@@ -499,6 +511,7 @@ pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<Hub
                 uploads: uploads.clone(),
                 closing: None,
                 present: BTreeMap::new(),
+                resuming: std::collections::BTreeSet::new(),
                 // Two layers at once read two files at once: not with `--jobs 1`.
                 parallel: job.hub.jobs.clamp(1, 2),
             }))
@@ -621,6 +634,10 @@ struct RegistryDestination {
     present: BTreeMap<usize, (Digest, u64)>,
     /// Layers made and uploaded at once.
     parallel: usize,
+    /// Layers whose upload goes on from an earlier run's session: closed in their own
+    /// `layer_done`, where a session that held other bytes is that layer's to build
+    /// again, into a new one.
+    resuming: std::collections::BTreeSet<usize>,
 }
 
 type Closing = (
@@ -664,6 +681,10 @@ impl Destination for RegistryDestination {
             }
         }
         self.present.remove(&n);
+        match key.is_some_and(|k| self.uploader.has_pending(k)) {
+            true => self.resuming.insert(n),
+            false => self.resuming.remove(&n),
+        };
         // A second writer for the same layer (a rebuild) drops the first upload
         // unfinished: nothing of it is committed.
         // The layer digests its blob as it writes it: the upload need not again.
@@ -713,6 +734,18 @@ impl Destination for RegistryDestination {
             .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take())
             .ok_or_else(|| BuildError::Destination(format!("layer {n} has no upload")))?;
         let digest = info.digest;
+        if self.resuming.remove(&n) {
+            // Bytes past the offset the earlier run remembered are checked by nothing
+            // but the closing PUT: a refusal there is stale, and the layer is built
+            // once more (the pipeline's retry) into a new session, never a failure.
+            let up = sink.finish_as(digest).map_err(|e| match e {
+                stale @ UploadError::Stale { .. } => {
+                    BuildError::Layer(LayerError::Write(io::Error::other(stale)))
+                }
+                other => upload_error(other),
+            })?;
+            return self.uploaded(n, up, digest, info.size);
+        }
         let closing = std::thread::Builder::new()
             .name(format!("close-layer-{n}"))
             .spawn(move || sink.finish_as(digest))
@@ -793,6 +826,17 @@ impl RegistryDestination {
                 )),
                 other => upload_error(other),
             })?;
+        self.uploaded(n, up, digest, size)
+    }
+
+    /// Records layer `n`'s upload, once checked to be the layer built.
+    fn uploaded(
+        &mut self,
+        n: usize,
+        up: Uploaded,
+        digest: Digest,
+        size: u64,
+    ) -> Result<(), BuildError> {
         if up.digest != digest || up.size != size {
             return Err(BuildError::Destination(format!(
                 "layer {n} was uploaded as {} ({} bytes) but built as {digest} ({size} bytes)",

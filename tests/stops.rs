@@ -27,7 +27,10 @@ fn repo(id: &str, sha: &str, seed: u64) -> Repo {
         id,
         sha,
         vec![
-            RepoFile::regular("config.json", format!("{{\"name\": \"{id}\"}}").into_bytes()),
+            RepoFile::regular(
+                "config.json",
+                format!("{{\"name\": \"{id}\"}}").into_bytes(),
+            ),
             RepoFile::lfs(
                 "model.safetensors",
                 Content::Bytes(pseudo_random(3 << 20, seed)),
@@ -38,7 +41,10 @@ fn repo(id: &str, sha: &str, seed: u64) -> Repo {
 
 /// A Hub whose weights stall after 100 kB (for a minute).
 fn stalling_hub() -> HubServer {
-    let server = HubServer::start(vec![repo("acme/alpha", ALPHA, 1), repo("acme/beta", BETA, 2)]);
+    let server = HubServer::start(vec![
+        repo("acme/alpha", ALPHA, 1),
+        repo("acme/beta", BETA, 2),
+    ]);
     server.inject(Fault::Stall {
         path: "model.safetensors".into(),
         after_bytes: 100_000,
@@ -83,8 +89,18 @@ fn stop(mut child: Child, signal: i32) -> Stopped {
             s
         })
     };
-    let out = drain(child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
     let before = cpu_seconds(pid);
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     let sent = Instant::now();
@@ -93,7 +109,10 @@ fn stop(mut child: Child, signal: i32) -> Stopped {
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::wait4(pid, &mut st, libc::WNOHANG, &mut ru) };
         if r == pid {
-            assert!(libc::WIFEXITED(st), "ended by a signal, not by exiting: {st}");
+            assert!(
+                libc::WIFEXITED(st),
+                "ended by a signal, not by exiting: {st}"
+            );
             let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
             break (libc::WEXITSTATUS(st), secs(ru.ru_utime) + secs(ru.ru_stime));
         }
@@ -129,10 +148,18 @@ impl Stopped {
         );
         assert!(self.took < Duration::from_secs(2), "{:?}", self.took);
         assert_eq!(self.code, code, "{}", self.stderr);
-        assert!(self.cpu < 0.2, "{:.3} CPU seconds after the signal", self.cpu);
+        assert!(
+            self.cpu < 0.2,
+            "{:.3} CPU seconds after the signal",
+            self.cpu
+        );
         let last = self.stderr.lines().last().unwrap_or_default();
         let want = format!("depotai: stopped by {name}: {what}");
-        assert!(last.starts_with(&want), "{last:?} does not start with {want:?}\n{}", self.stderr);
+        assert!(
+            last.starts_with(&want),
+            "{last:?} does not start with {want:?}\n{}",
+            self.stderr
+        );
         assert!(!self.stderr.contains("error"), "{}", self.stderr);
     }
 }
@@ -141,7 +168,10 @@ impl Stopped {
 fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
     while !cond() {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -179,7 +209,10 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 fn piped(c: &mut Command) -> Child {
-    c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 fn hub_cmd(server: &HubServer, tmp: &Path) -> Command {
@@ -206,8 +239,23 @@ fn slow_dir_build(tmp: &Path, extra: &[&str]) -> Child {
     c.current_dir(tmp)
         .env("DEPOTAI_UPLOAD_STATE", tmp.join("upload-state"))
         .env_remove("DEPOTAI_REGISTRY_USER")
-        .args(["build", "--from-dir", "src", "--name", "acme/m", "--sha", SHA])
-        .args(["--compression-level", "12", "--chunk-size", "64KiB", "--threads", "1"])
+        .args([
+            "build",
+            "--from-dir",
+            "src",
+            "--name",
+            "acme/m",
+            "--sha",
+            SHA,
+        ])
+        .args([
+            "--compression-level",
+            "12",
+            "--chunk-size",
+            "64KiB",
+            "--threads",
+            "1",
+        ])
         .args(extra);
     let child = piped(&mut c);
     // Mid-layer: the staging directory holds part of the weights' layer.
@@ -229,7 +277,11 @@ fn a_build_from_a_directory_stops_mid_layer_and_removes_its_staging_directory() 
         let child = slow_dir_build(tmp.path(), &[]);
         let s = stop(child, signal);
         s.assert_clean(signal, "building acme/m from src: ");
-        assert!(s.stderr.contains("of 48.0 MiB read; no layout written"), "{}", s.stderr);
+        assert!(
+            s.stderr.contains("of 48.0 MiB read; no layout written"),
+            "{}",
+            s.stderr
+        );
         assert_eq!(entries(&tmp.path().join("out")), ["acme"], "left behind");
     }
 }
@@ -264,7 +316,11 @@ fn a_hub_build_into_a_layout_stops_mid_download_and_leaves_no_staging_directory(
             signal,
             &format!("building acme/alpha at {ALPHA}: 0 of 1 layers made, "),
         );
-        assert!(s.stderr.contains("of 3.0 MiB read; no layout written"), "{}", s.stderr);
+        assert!(
+            s.stderr.contains("of 3.0 MiB read; no layout written"),
+            "{}",
+            s.stderr
+        );
         assert_eq!(entries(&tmp.path().join("out")), ["acme"], "{extra:?}");
         // --no-cache: no model byte touched the disk, before or after the signal.
         if extra.is_some() {
@@ -281,12 +337,27 @@ fn a_streamed_push_from_the_hub_stops_with_nothing_tagged() {
     let tmp = tempfile::tempdir().unwrap();
     let reference = format!("{}/mirror/alpha:v1", reg.addr);
     let mut c = hub_cmd(&server, tmp.path());
-    c.args(["build", "acme/alpha", "--sha", ALPHA, "--push", &reference, "--insecure"]);
+    c.args([
+        "build",
+        "acme/alpha",
+        "--sha",
+        ALPHA,
+        "--push",
+        &reference,
+        "--insecure",
+    ]);
     let child = piped(&mut c);
     wait_for_stall(&server);
     let s = stop(child, libc::SIGINT);
-    s.assert_clean(libc::SIGINT, &format!("building acme/alpha at {ALPHA}: 0 of 1 layers made"));
-    assert!(s.stderr.contains(&format!("nothing tagged at {reference}")), "{}", s.stderr);
+    s.assert_clean(
+        libc::SIGINT,
+        &format!("building acme/alpha at {ALPHA}: 0 of 1 layers made"),
+    );
+    assert!(
+        s.stderr.contains(&format!("nothing tagged at {reference}")),
+        "{}",
+        s.stderr
+    );
     assert_eq!(reg.tag("mirror/alpha", "v1"), None);
     assert_eq!(entries(&tmp.path().join("out")), Vec::<String>::new());
 }
@@ -319,7 +390,10 @@ fn build_all_into_layouts_and_to_a_registry_stops_and_reports_every_model_interr
         let child = piped(&mut c);
         wait_for_stall(&server);
         let s = stop(child, signal);
-        s.assert_clean(signal, "2 models: 0 built, 0 skipped, 0 failed, 2 interrupted in ");
+        s.assert_clean(
+            signal,
+            "2 models: 0 built, 0 skipped, 0 failed, 2 interrupted in ",
+        );
         // The table says what did not finish, model by model.
         let rows: Vec<&str> = s
             .stderr
@@ -331,7 +405,11 @@ fn build_all_into_layouts_and_to_a_registry_stops_and_reports_every_model_interr
         assert!(rows[1].ends_with("not started: interrupted"), "{rows:?}");
         // Into layouts, the output's parent was made before the first model; nothing
         // else is left. To a registry, no layout was asked for.
-        let left = if push.is_some() { vec![] } else { vec!["acme".to_string()] };
+        let left = if push.is_some() {
+            vec![]
+        } else {
+            vec!["acme".to_string()]
+        };
         assert_eq!(entries(&tmp.path().join("out")), left, "{push:?}");
     }
     assert_eq!(reg.tag("mirror/acme/alpha", "latest"), None);
@@ -423,7 +501,9 @@ fn push_stops_mid_upload_with_nothing_tagged_and_says_how_many_blobs_went_up() {
         .arg(&layout)
         .args([&reference, "--insecure", "--push-chunk-size", "1MiB"]);
     let child = piped(&mut c);
-    wait_for(30, "the upload to stall", || proxy.stalled.load(Ordering::SeqCst));
+    wait_for(30, "the upload to stall", || {
+        proxy.stalled.load(Ordering::SeqCst)
+    });
     std::thread::sleep(Duration::from_millis(200));
     let s = stop(child, libc::SIGTERM);
     s.assert_clean(
@@ -431,7 +511,9 @@ fn push_stops_mid_upload_with_nothing_tagged_and_says_how_many_blobs_went_up() {
         &format!("pushing {} to {reference}: ", layout.display()),
     );
     assert!(
-        s.stderr.contains("blobs in the registry, nothing tagged (a rerun resumes the unfinished uploads)"),
+        s.stderr.contains(
+            "blobs in the registry, nothing tagged (a rerun resumes the unfinished uploads)"
+        ),
         "{}",
         s.stderr
     );
@@ -446,7 +528,12 @@ fn get_stops_mid_file_and_leaves_neither_the_file_nor_its_partial() {
     let root = tmp.path().join("root");
     let src = tmp.path().join("src");
     write(&src, "model.safetensors", &pseudo_random(6 << 20, 4));
-    assert_ok(&build(&src, "acme/m", &root.join("acme/m"), &["--chunk-size", "256KiB"]));
+    assert_ok(&build(
+        &src,
+        "acme/m",
+        &root.join("acme/m"),
+        &["--chunk-size", "256KiB"],
+    ));
     let mut serve = piped(
         depotai()
             .args(["serve", "--quiet", "--addr", "127.0.0.1:0", "--root"])
@@ -466,7 +553,9 @@ fn get_stops_mid_file_and_leaves_neither_the_file_nor_its_partial() {
     c.args(["get", &reference, "/model.safetensors", "--insecure", "-o"])
         .arg(out.join("model.safetensors"));
     let child = piped(&mut c);
-    wait_for(30, "the download to stall", || proxy.stalled.load(Ordering::SeqCst));
+    wait_for(30, "the download to stall", || {
+        proxy.stalled.load(Ordering::SeqCst)
+    });
     wait_for(10, "the .partial", || {
         entries(&out) == ["model.safetensors.partial"]
     });
@@ -533,8 +622,129 @@ fn serve_stops_on_either_signal_with_its_status_and_a_line() {
         let s = stop(child, signal);
         s.assert_clean(
             signal,
-            &format!("serving {} on http://{addr}: no new connections taken", tmp.path().display()),
+            &format!(
+                "serving {} on http://{addr}: no new connections taken",
+                tmp.path().display()
+            ),
         );
         assert!(TcpStream::connect(&addr).is_err());
     }
+}
+
+// ------------------------------------------------------------- the rerun after a stop
+
+/// Path and query of `url` (an absolute upload Location, or already a path).
+fn path_of(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((_, rest)) => &rest[rest.find('/').unwrap()..],
+        None => url,
+    }
+}
+
+#[test]
+fn a_rerun_after_a_stopped_push_starts_over_an_upload_the_registry_holds_other_bytes_for() {
+    rerun_after_a_stopped_push(&[]);
+    rerun_after_a_stopped_push(&["--no-cache"]);
+}
+
+fn rerun_after_a_stopped_push(extra: &[&str]) {
+    let reg = Forgetful::start();
+    // A file the layer reads before the weights, which stall: its bytes make PATCHes
+    // that are acknowledged and remembered, then the upload waits for the weights.
+    let alpha = Repo::new(
+        "acme/alpha",
+        ALPHA,
+        vec![
+            RepoFile::regular("aaa.bin", pseudo_random(512 << 10, 9)),
+            RepoFile::lfs(
+                "model.safetensors",
+                Content::Bytes(pseudo_random(3 << 20, 1)),
+            ),
+        ],
+    );
+    let server = HubServer::start(vec![alpha]);
+    server.inject(Fault::Stall {
+        path: "model.safetensors".into(),
+        after_bytes: 100_000,
+        times: 1000,
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("upload-state");
+    let reference = format!("{}/mirror/alpha:v1", reg.addr);
+    let args = [
+        "build",
+        "acme/alpha",
+        "--sha",
+        ALPHA,
+        "--push",
+        &reference,
+        "--insecure",
+        "--chunk-size",
+        "64KiB",
+        "--push-chunk-size",
+        "64KiB",
+    ];
+    // Small Range windows: the weights reach the layer before the stall.
+    let run = || {
+        let mut c = hub_cmd(&server, tmp.path());
+        c.env("DEPOTAI_STREAM_WINDOW", "128KiB")
+            .args(args)
+            .args(extra);
+        c
+    };
+    let child = piped(&mut run());
+    let pending = || -> Option<serde_json::Value> {
+        let e = entries(&state)
+            .into_iter()
+            .find(|e| e.ends_with(".pending"))?;
+        serde_json::from_slice(&std::fs::read(state.join(e)).ok()?).ok()
+    };
+    wait_for(60, "an acknowledged PATCH", || {
+        pending().is_some_and(|p| p["offset"].as_u64() > Some(0))
+    });
+    wait_for_stall(&server);
+    stop(child, libc::SIGINT).assert_clean(libc::SIGINT, "building acme/alpha at ");
+    let p = pending().unwrap();
+
+    // The session the rerun will find now holds, past the remembered offset, bytes
+    // that are not the layer's (as after a PATCH of other bytes cut midway): nothing
+    // can check them before the closing PUT, which the registry refuses.
+    let offset = p["offset"].as_u64().unwrap();
+    let mut s = TcpStream::connect(&reg.addr).unwrap();
+    write!(
+        s,
+        "PATCH {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Range: {offset}-{}\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+        path_of(p["location"].as_str().unwrap()),
+        reg.addr,
+        offset + 999
+    )
+    .unwrap();
+    s.write_all(&[0xEE; 1000]).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    server.clear_faults();
+    let o = run().output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ok(&o);
+    // Said as what it is, a fresh start of that upload, not as a failure.
+    assert_eq!(
+        err.lines().next(),
+        Some("layer 0: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("run again") && !err.contains("error"),
+        "{err}"
+    );
+    // The stale session was refused at its PUT, once; the layer went up afresh and the
+    // tag points at the image.
+    assert_eq!(reg.digest_mismatches(), 1, "{err}");
+    let tag = reg.tag("mirror/alpha", "v1").expect("tagged");
+    assert!(
+        err.contains(&format!("pushed acme/alpha -> {reference}: index {tag}")),
+        "{err}"
+    );
+    assert!(pending().is_none(), "{:?}", entries(&state));
 }

@@ -322,10 +322,9 @@ fn build_one(e: &CatalogueEntry, o: &Options, stop: &Stop, n: &str) -> Outcome {
             Event::Retry { path, why } if !quiet => {
                 eprintln!("  {}: retrying {path}: {why}", e.name)
             }
-            Event::Layer(LayerEvent::Retrying { n: layer, error }) if !quiet => eprintln!(
-                "  {}: layer {layer}: {error}; fetching its files again and building it once more",
-                e.name
-            ),
+            Event::Layer(LayerEvent::Retrying { n: layer, error }) if !quiet => {
+                eprintln!("  {}: {}", e.name, super::lines::retrying(layer, error))
+            }
             _ => {}
         };
         Ok(Some(job::run_hub(job, &on_event)?))

@@ -84,7 +84,10 @@ pub fn push_client(reference: &Reference, flags: &RegistryFlags) -> anyhow::Resu
     let stop = super::signals::stop();
     stop.block_on(&runtime()?, client.check_push())
         .map_err(|e| match stop.is_set() {
-            true => e.context(format!("checking that {} takes a push: nothing sent", reference.registry)),
+            true => e.context(format!(
+                "checking that {} takes a push: nothing sent",
+                reference.registry
+            )),
             false => e,
         })?;
     Ok(client)

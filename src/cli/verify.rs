@@ -182,15 +182,13 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             (Some(_), Some(i)) => Err(anyhow::Error::new(i)),
             _ => Ok(o),
         });
-    let outcome = stop
-        .check(outcome)
-        .with_context(|| match stop.is_set() {
-            true => format!(
-                "rebuilding {} at {}: not finished, nothing compared",
-                claim.model, claim.sha
-            ),
-            false => format!("rebuilding {} at {}", claim.model, claim.sha),
-        })?;
+    let outcome = stop.check(outcome).with_context(|| match stop.is_set() {
+        true => format!(
+            "rebuilding {} at {}: not finished, nothing compared",
+            claim.model, claim.sha
+        ),
+        false => format!("rebuilding {} at {}", claim.model, claim.sha),
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&outcome)?);
     }

@@ -324,8 +324,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let source = DirSource::scan_leaving_out(dir, Some(&req.output))?;
     let (entries, contents) = source.into_entries();
     req.record = Some(BuildRecord::from_directory(&name, &sha, &req.tag, settings));
-    let report = build_with_bar(&name, entries, &contents, &req, args.quiet)
-        .map_err(|(e, read, total)| {
+    let report = build_with_bar(&name, entries, &contents, &req, args.quiet).map_err(
+        |(e, read, total)| {
             let e = anyhow::Error::new(e);
             match super::signals::stop().interrupted() {
                 // The staging directory went with its writer.
@@ -337,7 +337,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 )),
                 None => e.context(format!("building {name} from {}", dir.display())),
             }
-        })?;
+        },
+    )?;
     if !args.json {
         Finished {
             result: "built",

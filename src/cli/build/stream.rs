@@ -85,7 +85,7 @@ pub(super) fn run(
         }
         Event::Retry { path, why } if !quiet => eprintln!("{path}: {why}; retrying"),
         Event::Layer(LayerEvent::Retrying { n, error }) if !quiet => {
-            eprintln!("layer {n}: {error}; fetching its files again and building it once more")
+            eprintln!("{}", crate::cli::lines::retrying(n, error))
         }
         _ => {}
     };
