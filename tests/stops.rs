@@ -643,11 +643,14 @@ fn path_of(url: &str) -> &str {
 
 #[test]
 fn a_rerun_after_a_stopped_push_starts_over_an_upload_the_registry_holds_other_bytes_for() {
-    rerun_after_a_stopped_push(&[]);
-    rerun_after_a_stopped_push(&["--no-cache"]);
+    rerun_after_a_stopped_push(false, &[]);
+    rerun_after_a_stopped_push(false, &["--no-cache"]);
+    rerun_after_a_stopped_push(true, &[]);
 }
 
-fn rerun_after_a_stopped_push(extra: &[&str]) {
+/// A streamed push (`build ORG/MODEL --push`, or `build --all --push` when `all`)
+/// stopped mid-upload, the session it leaves given other bytes, then run again.
+fn rerun_after_a_stopped_push(all: bool, extra: &[&str]) {
     let reg = Forgetful::start();
     // A file the layer reads before the weights, which stall: its bytes make PATCHes
     // that are acknowledged and remembered, then the upload waits for the weights.
@@ -670,14 +673,16 @@ fn rerun_after_a_stopped_push(extra: &[&str]) {
     });
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("upload-state");
-    let reference = format!("{}/mirror/alpha:v1", reg.addr);
+    let cat = tmp.path().join("models.yaml");
+    let entry = format!("models:\n  - name: acme/alpha\n    sha: {ALPHA}\n    tag: v1\n");
+    std::fs::write(&cat, entry).unwrap();
+    let prefix = format!("{}/mirror", reg.addr);
+    let reference = format!("{prefix}/acme/alpha:v1");
+    let what: Vec<&str> = match all {
+        true => vec!["build", "--all", cat.to_str().unwrap(), "--push", &prefix],
+        false => vec!["build", "acme/alpha", "--sha", ALPHA, "--push", &reference],
+    };
     let args = [
-        "build",
-        "acme/alpha",
-        "--sha",
-        ALPHA,
-        "--push",
-        &reference,
         "--insecure",
         "--chunk-size",
         "64KiB",
@@ -688,6 +693,7 @@ fn rerun_after_a_stopped_push(extra: &[&str]) {
     let run = || {
         let mut c = hub_cmd(&server, tmp.path());
         c.env("DEPOTAI_STREAM_WINDOW", "128KiB")
+            .args(&what)
             .args(args)
             .args(extra);
         c
@@ -703,7 +709,11 @@ fn rerun_after_a_stopped_push(extra: &[&str]) {
         pending().is_some_and(|p| p["offset"].as_u64() > Some(0))
     });
     wait_for_stall(&server);
-    stop(child, libc::SIGINT).assert_clean(libc::SIGINT, "building acme/alpha at ");
+    let stopped = match all {
+        true => "1 models: 0 built, 0 skipped, 0 failed, 1 interrupted",
+        false => "building acme/alpha at ",
+    };
+    stop(child, libc::SIGINT).assert_clean(libc::SIGINT, stopped);
     let p = pending().unwrap();
 
     // The session the rerun will find now holds, past the remembered offset, bytes
@@ -729,9 +739,10 @@ fn rerun_after_a_stopped_push(extra: &[&str]) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_ok(&o);
     // Said as what it is, a fresh start of that upload, not as a failure.
+    let note = "layer 0: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start";
     assert_eq!(
-        err.lines().next(),
-        Some("layer 0: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start"),
+        err.lines().filter(|l| l.ends_with(note)).count(),
+        1,
         "{err}"
     );
     assert!(
@@ -741,10 +752,55 @@ fn rerun_after_a_stopped_push(extra: &[&str]) {
     // The stale session was refused at its PUT, once; the layer went up afresh and the
     // tag points at the image.
     assert_eq!(reg.digest_mismatches(), 1, "{err}");
-    let tag = reg.tag("mirror/alpha", "v1").expect("tagged");
-    assert!(
-        err.contains(&format!("pushed acme/alpha -> {reference}: index {tag}")),
-        "{err}"
-    );
+    let tag = reg.tag("mirror/acme/alpha", "v1").expect("tagged");
+    let done = match all {
+        true => "1 models: 1 built, 0 skipped, 0 failed in ".to_string(),
+        false => format!("pushed acme/alpha -> {reference}: index {tag}"),
+    };
+    assert!(err.contains(&done), "{err}");
     assert!(pending().is_none(), "{:?}", entries(&state));
+}
+
+// ------------------------------------------------------------- a second signal
+
+#[test]
+fn a_second_signal_ends_a_stop_that_is_still_waiting_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let src = tmp.path().join("src");
+    write(&src, "model.safetensors", &pseudo_random(16 << 20, 5));
+    assert_ok(&build(&src, "acme/m", &root.join("acme/m"), &[]));
+    let layer = Layout::read(&root.join("acme/m")).layer_digest;
+    let mut child = piped(
+        depotai()
+            .args(["serve", "--quiet", "--addr", "127.0.0.1:0", "--root"])
+            .arg(&root),
+    );
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit_once("http://").unwrap().1.to_string();
+    // A download whose client stops reading: the first signal's graceful stop waits
+    // for it (--shutdown-grace, 10 s).
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "GET /v2/acme/m/blobs/{layer} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 4096];
+    let _ = slow.read(&mut head).unwrap();
+    let pid = child.id() as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the download is still owed"
+    );
+    let s = stop(child, libc::SIGINT);
+    // At once, with the second signal's status, and nothing more said.
+    assert!(s.took < Duration::from_millis(500), "{:?}", s.took);
+    assert_eq!(s.code, 130, "{}", s.stderr);
+    assert!(!s.stderr.contains("stopped by"), "{}", s.stderr);
 }
