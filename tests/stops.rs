@@ -804,3 +804,35 @@ fn a_second_signal_ends_a_stop_that_is_still_waiting_at_once() {
     assert_eq!(s.code, 130, "{}", s.stderr);
     assert!(!s.stderr.contains("stopped by"), "{}", s.stderr);
 }
+
+#[test]
+fn a_stop_during_the_check_before_a_push_says_nothing_was_sent() {
+    // A registry that takes the connection and never answers.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let held: Vec<TcpStream> = l.incoming().map_while(Result::ok).collect();
+        drop(held);
+    });
+    let server = HubServer::start(vec![repo("acme/alpha", ALPHA, 1)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = hub_cmd(&server, tmp.path());
+    c.args([
+        "build",
+        "acme/alpha",
+        "--sha",
+        ALPHA,
+        "--insecure",
+        "--push",
+    ])
+    .arg(format!("{addr}/mirror/alpha"));
+    let child = piped(&mut c);
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stop(child, libc::SIGTERM);
+    s.assert_clean(
+        libc::SIGTERM,
+        &format!("checking that {addr} takes a push: nothing sent"),
+    );
+    // Stopped before the first Hub request.
+    assert_eq!(server.requests().len(), 0);
+}

@@ -173,8 +173,8 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let img = read(&args.target, &args.registry)?;
     let (claim, from) = claim(&img, &args)?;
     let stop = super::signals::stop();
-    let mut cfg = HubConfig::from_env();
-    cfg.cancel = Some(stop.flag());
+    // The Hub as every build reaches it (its default parallelism), stopped by a signal.
+    let cfg = super::hub::config(HubConfig::from_env().jobs, stop);
     let outcome = verify::verify(&img, &claim, &cfg, &from)
         .map_err(anyhow::Error::new)
         // A rebuild a signal cut short proves nothing either way.
