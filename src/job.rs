@@ -377,12 +377,9 @@ pub fn upload_started_over(e: &BuildError) -> bool {
                 Some(UploadError::Stale { .. })
             )
         }),
-        BuildError::Destination(msg) => msg.contains(STALE_MARK),
         _ => false,
     }
 }
-
-const STALE_MARK: &str = "uploaded again from the start";
 
 /// Runs `job`, telling `on_event` what happens.
 pub fn run_hub(job: HubJob, on_event: &(dyn Fn(Event<'_>) + Sync)) -> Result<HubOutcome, JobError> {
@@ -665,7 +662,10 @@ impl Write for SinkWriter {
 
 fn upload_error(e: UploadError) -> BuildError {
     match e {
-        UploadError::Stale { .. } => BuildError::Destination(format!("{e}")),
+        // Typed, for `upload_started_over`: the layer is built again into a new upload.
+        stale @ UploadError::Stale { .. } => {
+            BuildError::Layer(LayerError::Write(io::Error::other(stale)))
+        }
         other => BuildError::Destination(format!("uploading a layer: {other}")),
     }
 }
@@ -708,13 +708,9 @@ impl Destination for RegistryDestination {
             if digest != info.digest || size != info.size {
                 // Not the bytes remembered: forget them and build the layer again,
                 // this time uploading it.
-                if let Some(key) = self.keys.get(n) {
-                    self.uploader.forget_done(key);
-                }
-                return Err(BuildError::Destination(format!(
-                    "layer {n} came out as {} but an earlier run uploaded {digest} for it; it must be {STALE_MARK}",
-                    info.digest
-                )));
+                let key = self.keys.get(n).cloned().unwrap_or_default();
+                self.uploader.forget_done(&key);
+                return Err(upload_error(UploadError::Stale { key }));
             }
             let up = Uploaded {
                 digest,
@@ -738,12 +734,7 @@ impl Destination for RegistryDestination {
             // Bytes past the offset the earlier run remembered are checked by nothing
             // but the closing PUT: a refusal there is stale, and the layer is built
             // once more (the pipeline's retry) into a new session, never a failure.
-            let up = sink.finish_as(digest).map_err(|e| match e {
-                stale @ UploadError::Stale { .. } => {
-                    BuildError::Layer(LayerError::Write(io::Error::other(stale)))
-                }
-                other => upload_error(other),
-            })?;
+            let up = sink.finish_as(digest).map_err(upload_error)?;
             return self.uploaded(n, up, digest, info.size);
         }
         let closing = std::thread::Builder::new()

@@ -836,3 +836,51 @@ fn a_stop_during_the_check_before_a_push_says_nothing_was_sent() {
     // Stopped before the first Hub request.
     assert_eq!(server.requests().len(), 0);
 }
+
+#[test]
+fn a_finished_layer_an_earlier_run_remembered_as_other_bytes_is_uploaded_again() {
+    let reg = Forgetful::start();
+    let server = HubServer::start(vec![repo("acme/alpha", ALPHA, 1)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("upload-state");
+    let reference = format!("{}/mirror/acme/alpha:v1", reg.addr);
+    let run = || {
+        hub_cmd(&server, tmp.path())
+            .args([
+                "build",
+                "acme/alpha",
+                "--sha",
+                ALPHA,
+                "--insecure",
+                "--force",
+            ])
+            .args(["--push", &reference])
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run());
+    let index = reg.tag("mirror/acme/alpha", "v1").unwrap();
+    // The one layer's record, made to name another blob the registry has: a rerun
+    // finds it there, builds the layer into a digest only, and gets other bytes.
+    let done: Vec<String> = entries(&state)
+        .into_iter()
+        .filter(|e| e.ends_with(".done"))
+        .collect();
+    assert_eq!(done.len(), 1, "{:?}", entries(&state));
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state.join(&done[0])).unwrap()).unwrap();
+    let layer = record["digest"].as_str().unwrap().to_string();
+    let (other, seen) = reg.blobs().into_iter().find(|(d, _)| *d != layer).unwrap();
+    let forged = serde_json::json!({"digest": other, "size": seen.size});
+    std::fs::write(state.join(&done[0]), forged.to_string()).unwrap();
+    let uploads = reg.blobs()[&layer].uploads;
+
+    let o = run();
+    assert_ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let note = "layer 0: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start";
+    assert_eq!(err.lines().filter(|l| *l == note).count(), 1, "{err}");
+    // Uploaded afresh, and the same image tagged again.
+    assert_eq!(reg.blobs()[&layer].uploads, uploads + 1, "{err}");
+    assert_eq!(reg.tag("mirror/acme/alpha", "v1"), Some(index));
+}
