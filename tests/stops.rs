@@ -4,6 +4,9 @@
 //! signal and its exit (its resource usage from `wait4`), leaves no partial output (a
 //! layout's `.NAME.partial-PID`, a `get`'s `.partial`, a tag), exits with 128 + the
 //! signal and says, on one line, which signal stopped it and what was left unfinished.
+//! A second signal ends a stop at once. A rerun after a stopped push goes on whatever
+//! the earlier run left in the registry: a session holding other bytes, a remembered
+//! layer that is other bytes.
 
 mod support;
 
