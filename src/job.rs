@@ -434,17 +434,31 @@ fn worth_retrying(e: &BuildError) -> bool {
             matches!(
                 i.downcast_ref::<HubError>(),
                 Some(HubError::Integrity { .. })
-            ) || matches!(
-                i.downcast_ref::<UploadError>(),
-                Some(UploadError::Stale { .. })
             )
         })
     };
     match e {
+        _ if upload_started_over(e) => true,
         BuildError::Layer(LayerError::Read { source, .. }) => io_inner(source),
         BuildError::Layer(LayerError::Write(source)) => io_inner(source),
         BuildError::ContentMismatch { .. } => true,
         BuildError::StaleUpload { .. } => true,
+        _ => false,
+    }
+}
+
+/// Whether a layer failed only because the upload an earlier run left for it was not
+/// its bytes (a session holding other bytes, or a blob remembered as done that is not
+/// the layer): the layer is built again into a new upload (no file is fetched again).
+pub fn upload_started_over(e: &BuildError) -> bool {
+    match e {
+        BuildError::StaleUpload { .. } => true,
+        BuildError::Layer(LayerError::Write(source)) => source.get_ref().is_some_and(|i| {
+            matches!(
+                i.downcast_ref::<UploadError>(),
+                Some(UploadError::Stale { .. })
+            )
+        }),
         _ => false,
     }
 }
@@ -614,6 +628,7 @@ pub fn run_hub(
                 closing: None,
                 present: BTreeMap::new(),
                 uploading: retries.uploading.clone(),
+                resuming: std::collections::BTreeSet::new(),
                 // Two layers at once read two files at once: not with `--jobs 1`.
                 parallel: job.hub.jobs.clamp(1, 2),
             }))
@@ -762,6 +777,10 @@ struct RegistryDestination {
     parallel: usize,
     /// Counts the layer bytes given to the uploads ([`Event::Uploading`]).
     uploading: Arc<AtomicU64>,
+    /// Layers whose upload goes on from an earlier run's session: closed in their own
+    /// `layer_done`, where a session that held other bytes is that layer's to build
+    /// again, into a new one.
+    resuming: std::collections::BTreeSet<usize>,
 }
 
 type Closing = (
@@ -788,7 +807,13 @@ impl Write for SinkWriter {
 }
 
 fn upload_error(e: UploadError) -> BuildError {
-    BuildError::Destination(format!("uploading a layer: {e}"))
+    match e {
+        // Typed, for `upload_started_over`: the layer is built again into a new upload.
+        stale @ UploadError::Stale { .. } => {
+            BuildError::Layer(LayerError::Write(io::Error::other(stale)))
+        }
+        other => BuildError::Destination(format!("uploading a layer: {other}")),
+    }
 }
 
 impl Destination for RegistryDestination {
@@ -802,6 +827,10 @@ impl Destination for RegistryDestination {
             }
         }
         self.present.remove(&n);
+        match key.is_some_and(|k| self.uploader.has_pending(k)) {
+            true => self.resuming.insert(n),
+            false => self.resuming.remove(&n),
+        };
         // A second writer for the same layer (a rebuild) drops the first upload
         // unfinished: nothing of it is committed.
         // The layer digests its blob as it writes it: the upload need not again.
@@ -898,6 +927,13 @@ impl Destination for RegistryDestination {
             .and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take())
             .ok_or_else(|| BuildError::Destination(format!("layer {n} has no upload")))?;
         let digest = info.digest;
+        if self.resuming.remove(&n) {
+            // Bytes past the offset the earlier run remembered are checked by nothing
+            // but the closing PUT: a refusal there is stale, and the layer is built
+            // once more (the pipeline's retry) into a new session, never a failure.
+            let up = sink.finish_as(digest).map_err(upload_error)?;
+            return self.uploaded(n, up, digest, info.size);
+        }
         let closing = std::thread::Builder::new()
             .name(format!("close-layer-{n}"))
             .spawn(move || sink.finish_as(digest))
@@ -979,6 +1015,17 @@ impl RegistryDestination {
                 )),
                 other => upload_error(other),
             })?;
+        self.uploaded(n, up, digest, size)
+    }
+
+    /// Records layer `n`'s upload, once checked to be the layer built.
+    fn uploaded(
+        &mut self,
+        n: usize,
+        up: Uploaded,
+        digest: Digest,
+        size: u64,
+    ) -> Result<(), BuildError> {
         if up.digest != digest || up.size != size {
             return Err(BuildError::Destination(format!(
                 "layer {n} was uploaded as {} ({} bytes) but built as {digest} ({size} bytes)",

@@ -16,8 +16,9 @@
 //! named as go-containerregistry names its client. [`limits`] bounds what untrusted
 //! parties may make us allocate. [`http`] is what the Hub and registry clients share:
 //! redirects followed by hand, credentials only for their own origin; [`redact`] keeps
-//! userinfo and tokens out of every message.
+//! userinfo and tokens out of every message; [`cancel`] is the stop flag a signal sets.
 
+pub mod cancel;
 pub mod catalogue;
 pub mod digest;
 pub mod http;

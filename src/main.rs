@@ -11,13 +11,17 @@ fn main() -> ExitCode {
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("depotai: error: {e:#}");
-            match e.downcast_ref::<cli::Interrupted>() {
-                Some(i) => ExitCode::from(i.exit_code()),
-                None => ExitCode::FAILURE,
+        Err(e) => match e.downcast_ref::<cli::Interrupted>() {
+            // Not an error: what the signal stopped, and what had finished.
+            Some(i) => {
+                eprintln!("depotai: {}", cli::stopped_line(&e, i));
+                ExitCode::from(i.exit_code())
             }
-        }
+            None => {
+                eprintln!("depotai: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

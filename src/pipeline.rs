@@ -542,7 +542,9 @@ fn make_layer(
             content_bytes,
         });
         let entries = planned.entries.clone();
-        match build_layer(
+        // Handed over inside the retry: a destination may find only then that the layer
+        // must be made again (an upload an earlier run left that held other bytes).
+        let built = build_layer(
             n,
             &planned.role,
             entries,
@@ -551,7 +553,9 @@ fn make_layer(
             req,
             dest,
             progress,
-        ) {
+        )
+        .and_then(|info| lock(dest).layer_done(n, &info).map(|()| info));
+        match built {
             Ok(info) => break info,
             Err(e) if !retried && (hooks.retry)(n, &e) => {
                 retried = true;
@@ -560,7 +564,6 @@ fn make_layer(
             Err(e) => return Err(e),
         }
     };
-    lock(dest).layer_done(n, &info)?;
     (hooks.on_layer)(LayerEvent::Done { n, info: &info });
     Ok(BuiltLayer {
         role: planned.role.clone(),

@@ -995,7 +995,7 @@ fn landing_page_lists_models_and_model_pages_their_files_with_copy_lines_all_esc
 }
 
 #[test]
-fn sigterm_lets_a_download_finish_then_exits_cleanly_and_ctrl_c_stops_too() {
+fn sigterm_lets_a_download_finish_then_exits_143_and_ctrl_c_exits_130() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let src = tmp.path().join("big");
@@ -1033,15 +1033,22 @@ fn sigterm_lets_a_download_finish_then_exits_cleanly_and_ctrl_c_stops_too() {
     );
     c.r.read_exact(&mut body[4096..]).unwrap();
     assert!(body == l.blob, "the download in progress completed intact");
+    // 128 + the signal, as every command a signal stops.
     let status = s.wait(Duration::from_secs(15));
-    assert!(status.success(), "{status}");
+    assert_eq!(status.code(), Some(143), "{status}");
+    // The log is read by a thread: give it the exited process's last line.
+    let t = Instant::now();
+    while !s.logs().contains("depotai: stopped by SIGTERM: serving ") {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", s.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(s.logs().contains("shutting down"));
     assert!(TcpStream::connect(&s.addr).is_err());
 
     let mut s = Serve::start(&root, &["--quiet"]);
     assert_eq!(s.get("/v2/").status, 200);
     s.signal("INT");
-    assert!(s.wait(Duration::from_secs(15)).success());
+    assert_eq!(s.wait(Duration::from_secs(15)).code(), Some(130));
 }
 
 // ------------------------------------------------------------------ load

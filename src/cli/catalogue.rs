@@ -73,7 +73,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let stop = Stop::install()?;
+    let stop = super::signals::stop();
     let req = RunRequest {
         file: o.file.display().to_string(),
         shard: o.shard,
@@ -179,9 +179,9 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                     say(format!("  {}: retrying {path}: {why}", entry.name))
                 }
                 Event::Layer(LayerEvent::Retrying { n, error }) => say(format!(
-                    "  {}: layer {}: {error}; fetching its files again and building it once more",
+                    "  {}: {}",
                     entry.name,
-                    n + 1
+                    super::lines::retrying(n, error)
                 )),
                 _ => {}
             }

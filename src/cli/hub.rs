@@ -1,5 +1,6 @@
-//! How the commands that build from the Hub (`build ORG/MODEL`, `build --all`) reach
-//! it: the `HF_*` environment, the signal flag, and the stream's tuning.
+//! How the commands that build from the Hub (`build ORG/MODEL`, `build --all`, the
+//! rebuild of `verify`) reach it: the `HF_*` environment, the signal flag, and the
+//! stream's tuning.
 
 use super::signals::Stop;
 use depotai::source::hub::{HubConfig, StreamOptions, DEFAULT_BUFFER, DEFAULT_WINDOW};

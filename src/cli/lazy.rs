@@ -95,13 +95,14 @@ impl Target {
 pub fn ls(args: LsArgs) -> anyhow::Result<()> {
     let target = Target::new(&args.reference, &args.registry)?;
     let rt = runtime()?;
+    let stop = super::signals::stop();
     let (name, image, fetched) = match &target {
         Target::Layout(layout, start) => {
-            let image = rt.block_on(lazy::open(layout, start));
+            let image = stop.block_on(&rt, lazy::open(layout, start));
             (args.reference.clone(), image, layout.fetched_bytes())
         }
         Target::Registry(r, client) => {
-            let image = rt.block_on(lazy::open(&lazy::Registry(client), r.manifest_ref()));
+            let image = stop.block_on(&rt, lazy::open(&lazy::Registry(client), r.manifest_ref()));
             (r.to_string(), image, client.fetched_bytes())
         }
     };
@@ -154,22 +155,33 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
         }
     };
     let rt = runtime()?;
+    let stop = super::signals::stop();
     let (name, report) = match &target {
         Target::Layout(layout, start) => (
             args.reference.clone(),
-            rt.block_on(lazy::get(layout, start, &args.path, &output)),
+            stop.block_on(&rt, lazy::get(layout, start, &args.path, &output)),
         ),
         Target::Registry(r, client) => (
             r.to_string(),
-            rt.block_on(lazy::get(
-                &lazy::Registry(client),
-                r.manifest_ref(),
-                &args.path,
-                &output,
-            )),
+            stop.block_on(
+                &rt,
+                lazy::get(
+                    &lazy::Registry(client),
+                    r.manifest_ref(),
+                    &args.path,
+                    &output,
+                ),
+            ),
         ),
     };
-    let report = report.with_context(|| format!("getting {} from {name}", args.path))?;
+    let report = report.with_context(|| match stop.is_set() {
+        // Each file is renamed into place whole, its `.partial` removed on a stop.
+        true => format!(
+            "getting {} from {name}: the files renamed into place are whole; the one under way was removed",
+            args.path
+        ),
+        false => format!("getting {} from {name}", args.path),
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !args.quiet {

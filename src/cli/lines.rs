@@ -96,6 +96,19 @@ pub(super) fn summary_line(noun: &str, s: &Summary) -> String {
     )
 }
 
+/// What a build says when layer `n` failed and is built once more (the job's retry).
+/// (`n` counts from 0, as the job does; the line numbers layers from 1.)
+pub(super) fn retrying(n: usize, error: &depotai::pipeline::BuildError) -> String {
+    let n = n + 1;
+    if depotai::job::upload_started_over(error) {
+        // Not a failure: an interrupted run's upload is abandoned and started over.
+        return format!(
+            "layer {n}: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start"
+        );
+    }
+    format!("layer {n}: {error}; fetching its files again and building it once more")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,9 +43,11 @@ enum Command {
     Inspect(verify::InspectArgs),
 }
 
-pub use signals::Interrupted;
+pub use signals::{stopped_line, Interrupted};
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before any work: every command stops the same way on SIGINT and SIGTERM.
+    signals::install()?;
     match cli.command {
         Command::Build(args) => build::run(*args),
         Command::Serve(args) => serve::run(args),

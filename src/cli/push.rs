@@ -10,6 +10,7 @@ use depotai::remote::{Client, ClientOptions, Reference};
 use depotai::report::{round_seconds, ImageReport, Outcome, Report, Summary};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// How to reach a registry: shared by push, ls and get.
@@ -86,7 +87,15 @@ fn password_from_stdin() -> anyhow::Result<String> {
 /// ([`Client::check_push`]): before anything is downloaded, built or sent.
 pub fn push_client(reference: &Reference, flags: &RegistryFlags) -> anyhow::Result<Client> {
     let client = flags.client(reference, true)?;
-    runtime()?.block_on(client.check_push())?;
+    let stop = super::signals::stop();
+    stop.block_on(&runtime()?, client.check_push())
+        .map_err(|e| match stop.is_set() {
+            true => e.context(format!(
+                "checking that {} takes a push: nothing sent",
+                reference.registry
+            )),
+            false => e,
+        })?;
     Ok(client)
 }
 
@@ -191,8 +200,11 @@ pub fn push_layout(
         state_dir: depotai::job::upload_state_dir(),
     };
     let bar: OnceLock<Progress> = OnceLock::new();
+    // What a stop reports as done.
+    let (blobs, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let on_event = |e: PushEvent<'_>| match e {
-        PushEvent::Start { bytes, .. } => {
+        PushEvent::Start { bytes, blobs: n } => {
+            blobs.store(n, Ordering::Relaxed);
             let _ = bar.set(Progress::bytes(
                 "upload",
                 bytes,
@@ -214,7 +226,9 @@ pub fn push_layout(
                 }
             }
         }
-        PushEvent::BlobDone { .. } => {}
+        PushEvent::BlobDone { .. } => {
+            done.fetch_add(1, Ordering::Relaxed);
+        }
     };
     // Two workers: the connections of the two uploads in flight are driven beside the
     // task that hashes and hands over their bytes.
@@ -223,9 +237,21 @@ pub fn push_layout(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let pushed = rt.block_on(push::push(Arc::new(client), layout, r, opts, &on_event));
+    let pushed = super::signals::stop().block_on(
+        &rt,
+        push::push(Arc::new(client), layout, r, opts, &on_event),
+    );
     if let Some(b) = bar.get() {
         b.finish();
     }
-    pushed.with_context(|| format!("pushing {} to {r}", layout.display()))
+    pushed.with_context(|| match super::signals::stop().is_set() {
+        // The tag is put last: an image stopped before it is not in the registry.
+        true => format!(
+            "pushing {} to {r}: {} of {} blobs in the registry, nothing tagged (a rerun resumes the unfinished uploads)",
+            layout.display(),
+            done.load(Ordering::Relaxed),
+            blobs.load(Ordering::Relaxed)
+        ),
+        false => format!("pushing {} to {r}", layout.display()),
+    })
 }

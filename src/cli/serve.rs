@@ -34,9 +34,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         rt.worker_threads(n.into());
     }
     let rt = rt.build().context("starting the async runtime")?;
+    // The handlers are in place before the address is printed (`signals::install`).
+    let stop = super::signals::stop();
     rt.block_on(async {
-        // Handlers first, so a signal that arrives once the address is printed is ours.
-        let shutdown = shutdown_signal()?;
+        let shutdown = stop.signalled();
         let opts = ServeOptions {
             quiet: args.quiet,
             shutdown_grace: Duration::from_secs(args.shutdown_grace),
@@ -51,20 +52,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )?;
         out.flush()?;
         drop(out);
+        let addr = server.local_addr();
         server.run(shutdown).await?;
-        Ok(())
-    })
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        match stop.interrupted() {
+            // Stopped as asked: exit status 128 + the signal, as every command.
+            Some(i) => Err(anyhow::Error::new(i).context(format!(
+                "serving {} on http://{addr}: no new connections taken, the open ones given --shutdown-grace to finish",
+                args.root.display()
+            ))),
+            None => Ok(()),
         }
     })
 }

@@ -58,8 +58,8 @@ fn read(target: &str, registry: &RegistryFlags) -> anyhow::Result<PublishedImage
     }
     let r = Reference::parse(target)?;
     let client = registry.client(&r, false)?;
-    runtime()?
-        .block_on(published::from_registry(&client, &r))
+    super::signals::stop()
+        .block_on(&runtime()?, published::from_registry(&client, &r))
         .with_context(|| format!("reading {r}"))
 }
 
@@ -179,9 +179,31 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let img = read(&args.target, &args.registry)?;
     let (claim, from) = claim(&img, &args)?;
-    let cfg = HubConfig::from_env();
-    let outcome = verify::verify(&img, &claim, &cfg, &from, &|_| {})
-        .with_context(|| format!("rebuilding {} at {}", claim.model, claim.sha))?;
+    let stop = super::signals::stop();
+    // The Hub as every build reaches it (its default parallelism), stopped by a signal.
+    let cfg = super::hub::config(HubConfig::from_env().jobs, stop);
+    // On a terminal, the rebuild's bars (download and compression), as a build shows.
+    let bars = super::progress::Bars::new(args.json);
+    let shown = bars.job(
+        &format!("rebuilding {} at {}", claim.model, claim.sha),
+        false,
+    );
+    let outcome = verify::verify(&img, &claim, &cfg, &from, &|e| shown.event(&e, args.json));
+    drop(shown);
+    let outcome = outcome
+        .map_err(anyhow::Error::new)
+        // A rebuild a signal cut short proves nothing either way.
+        .and_then(|o| match (&o.difference, stop.interrupted()) {
+            (Some(_), Some(i)) => Err(anyhow::Error::new(i)),
+            _ => Ok(o),
+        });
+    let outcome = stop.check(outcome).with_context(|| match stop.is_set() {
+        true => format!(
+            "rebuilding {} at {}: not finished, nothing compared",
+            claim.model, claim.sha
+        ),
+        false => format!("rebuilding {} at {}", claim.model, claim.sha),
+    })?;
     if args.json {
         let report = ImageReport::verified(&outcome, started.elapsed().as_secs_f64());
         println!(

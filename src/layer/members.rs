@@ -23,6 +23,7 @@ use crate::layer::{
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const LANDMARK_CONTENT: u8 = 0x0f;
 
@@ -208,6 +209,10 @@ pub(crate) fn write_members<W: Write + Send>(
     // compressed, or waiting for their turn to be written.
     let permits_n = 2 * threads + 2;
 
+    // Set when the reader fails (a signal, a bad file): the members queued behind it
+    // are not compressed, so a stop costs at most the chunks being compressed.
+    let abandoned = AtomicBool::new(false);
+    let abandoned = &abandoned;
     std::thread::scope(|s| {
         let (job_tx, job_rx) = bounded::<Job>(threads);
         let (done_tx, done_rx) = bounded::<Result<Done, LayerError>>(permits_n);
@@ -218,15 +223,18 @@ pub(crate) fn write_members<W: Write + Send>(
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             let done_tx = done_tx.clone();
-            s.spawn(move || compress_worker(job_rx, done_tx, rules.codec));
+            s.spawn(move || compress_worker(job_rx, done_tx, rules.codec, abandoned));
         }
         drop(job_rx);
         drop(done_tx);
-        let writer = s.spawn(move || write_in_order(out, done_rx, permit_tx));
+        let writer = s.spawn(move || write_in_order(out, done_rx, permit_tx, abandoned));
 
         let read_result = read_and_cut(
             planned, contents, rules, observer, job_tx, permit_rx, progress,
         );
+        if read_result.is_err() {
+            abandoned.store(true, Ordering::SeqCst);
+        }
         let written = writer.join().expect("writer thread panicked");
         // A write error explains a reader that stopped early, so report it first.
         let written = written?;
@@ -234,7 +242,12 @@ pub(crate) fn write_members<W: Write + Send>(
     })
 }
 
-fn compress_worker(jobs: Receiver<Job>, done: Sender<Result<Done, LayerError>>, codec: Codec) {
+fn compress_worker(
+    jobs: Receiver<Job>,
+    done: Sender<Result<Done, LayerError>>,
+    codec: Codec,
+    abandoned: &AtomicBool,
+) {
     let mut compressor = match codec.compressor() {
         Ok(c) => c,
         Err(e) => {
@@ -243,6 +256,9 @@ fn compress_worker(jobs: Receiver<Job>, done: Sender<Result<Done, LayerError>>, 
         }
     };
     for job in jobs {
+        if abandoned.load(Ordering::SeqCst) {
+            return;
+        }
         let result = compressor.compress(&job.data).map(|compressed| Done {
             index: job.index,
             compressed,
@@ -257,6 +273,7 @@ fn write_in_order<W: Write>(
     out: W,
     done: Receiver<Result<Done, LayerError>>,
     permits: Sender<()>,
+    abandoned: &AtomicBool,
 ) -> Result<Written<W>, LayerError> {
     let mut hw = HashingWriter::new(out);
     let mut offsets = Vec::new();
@@ -271,8 +288,9 @@ fn write_in_order<W: Write>(
             let _ = permits.send(());
         }
     }
-    // Every member sent must have arrived, or a worker failed before sending it.
-    if !waiting.is_empty() {
+    // Every member sent must have arrived, or a worker failed before sending it (or
+    // the reader failed, whose error is the one reported).
+    if !waiting.is_empty() && !abandoned.load(Ordering::SeqCst) {
         return Err(LayerError::Compress(
             "a compressed member went missing".into(),
         ));

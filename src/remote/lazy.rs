@@ -888,7 +888,33 @@ fn hash_range(
     Ok(h)
 }
 
+/// Removes a file when dropped, unless disarmed.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// [`fetch_into`], whose `.partial` is removed when the fetch is dropped mid-way (the
+/// command was stopped): only a fetch that failed keeps its verified chunks.
 async fn fetch_file<B: ReadAt<Error = RegistryError>>(
+    blob: &B,
+    f: &TocFile,
+    format: LayerFormat,
+    dest: &Path,
+) -> Result<u64, RegistryError> {
+    let mut stopped = RemoveOnDrop(Some(partial_path(dest)));
+    let r = fetch_into(blob, f, format, dest).await;
+    // Ended by itself: what it left is what it decided to leave.
+    stopped.0 = None;
+    r
+}
+
+async fn fetch_into<B: ReadAt<Error = RegistryError>>(
     blob: &B,
     f: &TocFile,
     format: LayerFormat,

@@ -258,6 +258,12 @@ impl Uploader {
         serde_json::from_slice(&std::fs::read(f).ok()?).ok()
     }
 
+    /// Whether an earlier run left an unfinished upload of `key` (which a sink for
+    /// `key` resumes, if the registry still has it).
+    pub fn has_pending(&self, key: &str) -> bool {
+        self.state_file(key, "pending").is_some_and(|f| f.is_file())
+    }
+
     /// Forgets the unfinished upload of `key` (the next one starts from zero).
     pub fn forget(&self, key: &str) {
         if let Some(f) = self.state_file(key, "pending") {

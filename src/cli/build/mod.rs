@@ -12,14 +12,16 @@ use clap::Args;
 use depotai::catalogue::record::{BuildRecord, BuildSettings};
 use depotai::catalogue::Shard;
 use depotai::image::{default_platforms, Platform};
-use depotai::layer::{self, content_size, Contents, Entry, Format};
+use depotai::layer::{self, content_size, Contents, Entry, Format, Stoppable};
 use depotai::names::{CommitSha, ModelName};
 use depotai::pipeline::{self, BuildError, BuildReport, BuildRequest};
 use depotai::plan::PlanOptions;
 use depotai::remote::Reference;
 use depotai::report::{round_seconds, ImageReport, Outcome, Report};
 use depotai::source::DirSource;
+use depotai::units::human_bytes;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Args, Debug)]
 #[command(after_help = ENVIRONMENT)]
@@ -345,8 +347,21 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         settings.clone(),
     ));
     let started = std::time::Instant::now();
-    let built = build_with_bar(&name, entries, &contents, &req, args.quiet)
-        .with_context(|| format!("building {name} from {}", dir.display()))?;
+    let built = build_with_bar(&name, entries, &contents, &req, args.quiet).map_err(
+        |(e, read, total)| {
+            let e = anyhow::Error::new(e);
+            match super::signals::stop().interrupted() {
+                // The staging directory went with its writer.
+                Some(i) => anyhow::Error::new(i).context(format!(
+                    "building {name} from {}: {} of {} read; no layout written",
+                    dir.display(),
+                    human_bytes(read),
+                    human_bytes(total)
+                )),
+                None => e.context(format!("building {name} from {}", dir.display())),
+            }
+        },
+    )?;
     let mut report = ImageReport::for_request(Outcome::Built, &req, settings).with_build(&built);
     report.output = Some(built.output.display().to_string());
     if let Some((r, client)) = pushing {
@@ -376,20 +391,27 @@ fn say_report(report: ImageReport, json: bool, quiet: bool) -> anyhow::Result<()
     Ok(())
 }
 
+/// A build from a directory, stopped at its next read by a signal. Its error comes
+/// with the bytes read of the total, for the line a stop prints.
 fn build_with_bar(
     name: &ModelName,
     entries: Vec<Entry>,
     contents: &dyn Contents,
     req: &BuildRequest,
     quiet: bool,
-) -> Result<BuildReport, BuildError> {
-    let bar = Progress::bytes(
-        "compress",
-        content_size(&entries),
-        &format!("building {name}"),
-        quiet,
-    );
-    let report = pipeline::build_image(entries, contents, req, &|n| bar.advance(n));
+) -> Result<BuildReport, (BuildError, u64, u64)> {
+    let total = content_size(&entries);
+    let bar = Progress::bytes("compress", total, &format!("building {name}"), quiet);
+    let read = AtomicU64::new(0);
+    let contents = Stoppable {
+        inner: contents,
+        stop: super::signals::stop().flag_ref(),
+        why: "interrupted",
+    };
+    let report = pipeline::build_image(entries, &contents, req, &|n| {
+        read.fetch_add(n, Ordering::Relaxed);
+        bar.advance(n)
+    });
     bar.finish();
-    report
+    report.map_err(|e| (e, read.into_inner(), total))
 }

@@ -4,7 +4,7 @@
 
 use super::BuildArgs;
 use crate::cli::progress::Bars;
-use crate::cli::signals::Stop;
+use crate::cli::signals;
 use depotai::catalogue::record::BuildSettings;
 use depotai::job::{self, Event, HubJob, HubOutcome, RegistryTarget};
 use depotai::names::ModelName;
@@ -13,6 +13,8 @@ use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
 use depotai::report::{round_seconds, ImageReport, Outcome, PushedReport};
 use depotai::source::hub::FileFilter;
+use depotai::units::human_bytes;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// `push` is the `--push` reference with its tag settled (see `push_reference`).
 pub(super) fn run(
@@ -23,8 +25,8 @@ pub(super) fn run(
     push: Option<Reference>,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let stop = Stop::install()?;
-    let hub = crate::cli::hub::config(args.jobs.into(), &stop);
+    let stop = signals::stop();
+    let hub = crate::cli::hub::config(args.jobs.into(), stop);
     let filter = FileFilter::new(&args.include, &args.exclude)?;
     let pushed_to = push.as_ref().map(Reference::to_string);
     let registry = match push {
@@ -65,14 +67,30 @@ pub(super) fn run(
         None => format!("{name} into {}", req.output.display()),
     };
     let shown = bars.job(&title, pushed_to.is_some());
+    // What a stop reports as done: layers made of how many, bytes read of how many.
+    let (layers, made) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let (total, read) = (AtomicU64::new(0), AtomicU64::new(0));
     let on_event = |e: Event<'_>| {
         shown.event(&e, quiet);
         match e {
+            Event::Planned {
+                content_bytes,
+                layers: n,
+                ..
+            } => {
+                layers.store(n, Ordering::Relaxed);
+                total.store(content_bytes, Ordering::Relaxed);
+            }
+            Event::Read(n) => {
+                read.fetch_add(n, Ordering::Relaxed);
+            }
+            Event::Layer(LayerEvent::Done { .. }) => {
+                made.fetch_add(1, Ordering::Relaxed);
+            }
             Event::Retry { path, why } if !quiet => bars.say(&format!("{path}: {why}; retrying")),
-            Event::Layer(LayerEvent::Retrying { n, error }) if !quiet => bars.say(&format!(
-                "layer {}: {error}; fetching its files again and building it once more",
-                n + 1
-            )),
+            Event::Layer(LayerEvent::Retrying { n, error }) if !quiet => {
+                bars.say(&crate::cli::lines::retrying(n, error))
+            }
             _ => {}
         }
     };
@@ -83,7 +101,18 @@ pub(super) fn run(
         (Ok(o), _) => o,
         // Exit status 128 + the signal.
         (Err(_), Some(i)) => {
-            return Err(anyhow::Error::new(i).context(format!("building {name} at {sha}")))
+            let kept = match (&pushed_to, layout) {
+                (Some(r), false) => format!("nothing tagged at {r}"),
+                (Some(r), true) => format!("nothing tagged at {r}, no layout written"),
+                (None, _) => "no layout written".to_string(),
+            };
+            return Err(anyhow::Error::new(i).context(format!(
+                "building {name} at {sha}: {} of {} layers made, {} of {} read; {kept}",
+                made.load(Ordering::Relaxed),
+                layers.load(Ordering::Relaxed),
+                human_bytes(read.load(Ordering::Relaxed)),
+                human_bytes(total.load(Ordering::Relaxed)),
+            )));
         }
         (Err(e), None) => {
             return Err(anyhow::Error::new(e).context(format!("building {name} at {sha}")))

@@ -206,9 +206,7 @@ pub async fn cancelled(cfg: &HubConfig) {
     let Some(flag) = &cfg.cancel else {
         return std::future::pending().await;
     };
-    while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::cancel::wait(flag).await
 }
 
 /// `HF_HUB_OFFLINE=1`: the listing kept by an online build says which files the
