@@ -82,7 +82,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         layer: o.layer.clone(),
         plan: o.plan.clone(),
         platforms: o.platforms.clone(),
-        hub: super::hub::config(o.jobs, &stop),
+        hub: super::hub::config(o.jobs, stop),
         stream: super::hub::stream_options(o.connections, o.no_cache),
         delete_downloads: o.delete_downloads,
         registry,
@@ -213,7 +213,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     if !o.quiet {
         eprint!("{}", table(&report.models));
     }
-    finish(&o, &report, &stop)
+    finish(&o, &report, stop)
 }
 
 /// The last line and the exit status of a run.
