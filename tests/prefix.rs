@@ -159,7 +159,7 @@ fn ls_and_get_name_the_files_under_the_prefix_and_the_record_keeps_it() {
     let ls = depotai().arg("ls").arg(&out).output().unwrap();
     assert_ok(&ls);
     let listing = String::from_utf8(ls.stdout).unwrap();
-    assert!(listing.contains("85  /models/config.json\n"), "{listing}");
+    assert!(listing.contains("85 B  /models/config.json\n"), "{listing}");
     assert!(!listing.contains(" /config.json"), "{listing}");
     let got = tmp.path().join("config.json");
     let o = depotai()

@@ -7,6 +7,7 @@ use clap::Args;
 use depotai::remote::client::Client;
 use depotai::remote::lazy::{self, Source as _};
 use depotai::remote::Reference;
+use depotai::units::human_bytes;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -121,18 +122,20 @@ pub fn ls(args: LsArgs) -> anyhow::Result<()> {
             let name = &e.name;
             match e.kind.as_str() {
                 "symlink" | "hardlink" => println!(
-                    "{:<8} {:>14}  /{name} -> {}",
+                    "{:<8} {:>10}  /{name} -> {}",
                     e.kind,
                     "",
                     e.link_name.as_deref().unwrap_or_default()
                 ),
-                "dir" => println!("{:<8} {:>14}  /{name}/", e.kind, ""),
-                _ => println!("{:<8} {:>14}  /{name}", e.kind, e.size),
+                "dir" => println!("{:<8} {:>10}  /{name}/", e.kind, ""),
+                // Sizes for people; `--json` has the bytes.
+                _ => println!("{:<8} {:>10}  /{name}", e.kind, human_bytes(e.size)),
             }
         }
         eprintln!(
-            "fetched {fetched} bytes of a {}-byte image ({} layer{})",
-            image.size(),
+            "fetched {} of a {} image ({} layer{})",
+            human_bytes(fetched),
+            human_bytes(image.size()),
             image.layers.len(),
             if image.layers.len() == 1 { "" } else { "s" }
         );
