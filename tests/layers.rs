@@ -171,13 +171,18 @@ fn push_counted(proxy: &Proxy, layout: &Path, reference: &str) -> (Value, u64) {
 }
 
 /// The digest of the provenance statement a layout holds beside its image.
-fn provenance_statement(layout: &Path) -> String {
+/// The blobs of the provenance referrer of `layout`: its statement and its config (which
+/// names its subject, so every image has its own).
+fn provenance_blobs(layout: &Path) -> [String; 2] {
     let top: Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let referrer = &top["manifests"][1]["digest"].as_str().unwrap()[7..];
     let m: Value =
         serde_json::from_slice(&fs::read(layout.join("blobs/sha256").join(referrer)).unwrap())
             .unwrap();
-    m["layers"][0]["digest"].as_str().unwrap().to_string()
+    [
+        m["layers"][0]["digest"].as_str().unwrap().to_string(),
+        m["config"]["digest"].as_str().unwrap().to_string(),
+    ]
 }
 
 /// `depotai push LAYOUT REF --insecure --quiet`, which must succeed.
@@ -233,8 +238,8 @@ fn pushing_a_new_revision_uploads_only_the_layers_that_changed() {
             .iter()
             .map(|d| d.as_str().unwrap().to_string()),
     );
-    // And the new commit's provenance statement (its empty config is already there).
-    want.push(provenance_statement(&path(&b)));
+    // And the new commit's provenance statement and its referrer's config.
+    want.extend(provenance_blobs(&path(&b)));
     let mut got = uploaded(&pb);
     got.sort();
     want.sort();

@@ -397,7 +397,7 @@ fn a_pushed_twin_is_tagged_and_a_referrer_and_oras_pull_writes_exactly_the_model
     let mut c = env.depotai();
     c.args(["verify", &reference, "--insecure", "--json"]);
     let verified = json_of(&c.output().unwrap());
-    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["result"], "verified", "{verified}");
     let mut c = env.depotai();
     c.args(["inspect", &reference, "--insecure", "--json"]);
     let inspected = json_of(&c.output().unwrap());
@@ -425,7 +425,7 @@ fn a_pushed_twin_is_tagged_and_a_referrer_and_oras_pull_writes_exactly_the_model
         .arg(format!("{}/acme/copied:v2", reg.addr))
         .args(["--insecure", "--json"]);
     let copied = json_of(&c.output().unwrap());
-    let referrer = copied["referrers"]
+    let referrer = copied["push"]["referrers"]
         .as_array()
         .unwrap()
         .iter()
@@ -528,20 +528,20 @@ fn a_registry_refusing_a_referrer_of_an_index_gets_them_on_each_platform_manifes
     let mut c = env.depotai();
     c.args(["verify", &reference, "--insecure", "--json"]);
     let verified = json_of(&c.output().unwrap());
-    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["result"], "verified", "{verified}");
     assert_eq!(
-        verified["claim_from"],
+        verified["verify"]["claim_from"],
         "provenance (referrers API of the linux/amd64 manifest)"
     );
     let mut c = env.depotai();
     c.args(["inspect", &reference, "--insecure", "--json"]);
     let inspected = json_of(&c.output().unwrap());
     assert_eq!(
-        inspected["provenance_from"],
+        inspected["provenance"]["from"],
         "referrers API of the linux/amd64 manifest"
     );
     assert_eq!(inspected["modelpack"]["digest"], tagged.as_str());
-    assert_eq!(inspected["model"], MODEL);
+    assert_eq!(inspected["name"], MODEL);
 }
 
 #[test]
@@ -589,7 +589,7 @@ fn build_all_with_modelpack_makes_each_twin_skips_it_when_whole_and_rebuilds_wit
         let report = json_of(&c.output().unwrap());
         let m = &report["models"][0];
         (
-            m["status"].as_str().unwrap().to_string(),
+            m["result"].as_str().unwrap().to_string(),
             m["reason"].as_str().unwrap_or_default().to_string(),
         )
     };
@@ -625,7 +625,7 @@ fn build_all_with_modelpack_makes_each_twin_skips_it_when_whole_and_rebuilds_wit
     let (status, reason) = all(&["--modelpack"]);
     assert_eq!(status, "built");
     assert!(
-        reason.contains(&format!("blob {weights} is missing")),
+        reason.contains(&format!("sha256/{} is missing", &weights[7..])),
         "{reason}"
     );
     assert!(layout.join("blobs/sha256").join(&weights[7..]).is_file());

@@ -395,7 +395,7 @@ fn build_all_into_layouts_and_to_a_registry_stops_and_reports_every_model_interr
         let s = stop(child, signal);
         s.assert_clean(
             signal,
-            "2 models: 0 built, 0 skipped, 0 failed, 2 interrupted in ",
+            "2 models: 0 built, 0 skipped, 0 failed, 2 interrupted; ",
         );
         // The table says what did not finish, model by model.
         let rows: Vec<&str> = s
@@ -713,7 +713,7 @@ fn rerun_after_a_stopped_push(all: bool, extra: &[&str]) {
     });
     wait_for_stall(&server);
     let stopped = match all {
-        true => "1 models: 0 built, 0 skipped, 0 failed, 1 interrupted",
+        true => "1 model: 0 built, 0 skipped, 0 failed, 1 interrupted",
         false => "building acme/alpha at ",
     };
     stop(child, libc::SIGINT).assert_clean(libc::SIGINT, stopped);
@@ -742,7 +742,7 @@ fn rerun_after_a_stopped_push(all: bool, extra: &[&str]) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_ok(&o);
     // Said as what it is, a fresh start of that upload, not as a failure.
-    let note = "layer 0: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start";
+    let note = "layer 1: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start";
     assert_eq!(
         err.lines().filter(|l| l.ends_with(note)).count(),
         1,
@@ -757,7 +757,7 @@ fn rerun_after_a_stopped_push(all: bool, extra: &[&str]) {
     assert_eq!(reg.digest_mismatches(), 1, "{err}");
     let tag = reg.tag("mirror/acme/alpha", "v1").expect("tagged");
     let done = match all {
-        true => "1 models: 1 built, 0 skipped, 0 failed in ".to_string(),
+        true => "1 model: 0 built, 1 pushed, 0 skipped, 0 failed; ".to_string(),
         false => format!("pushed acme/alpha -> {reference}: index {tag}"),
     };
     assert!(err.contains(&done), "{err}");
@@ -881,7 +881,7 @@ fn a_finished_layer_an_earlier_run_remembered_as_other_bytes_is_uploaded_again()
     let o = run();
     assert_ok(&o);
     let err = String::from_utf8_lossy(&o.stderr);
-    let note = "layer 0: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start";
+    let note = "layer 1: the registry's unfinished upload from an earlier run held other bytes; uploading it again from the start";
     assert_eq!(err.lines().filter(|l| *l == note).count(), 1, "{err}");
     // Uploaded afresh, and the same image tagged again.
     assert_eq!(reg.blobs()[&layer].uploads, uploads + 1, "{err}");
