@@ -127,6 +127,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     };
     let on_event = |ev: RunEvent<'_>| match ev {
         RunEvent::Started { total } => {
+            let models = if total == 1 { "model" } else { "models" };
             let shard = o
                 .shard
                 .map(|s| format!(" in shard {s}"))
@@ -135,11 +136,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
                 // As typed: a user and password in it must not show (each model's
                 // reference refuses them).
                 Some(prefix) => say(format!(
-                    "{}: {total} models{shard}, pushing to {}",
+                    "{}: {total} {models}{shard}, pushing to {}",
                     o.file.display(),
                     depotai::redact::text(prefix)
                 )),
-                None => say(format!("{}: {total} models{shard}", o.file.display())),
+                None => say(format!("{}: {total} {models}{shard}", o.file.display())),
             }
         }
         RunEvent::Building {
