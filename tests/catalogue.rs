@@ -656,7 +656,10 @@ fn max_scratch_with_all_refuses_each_model_too_big_for_it_before_its_download() 
             .any(|p| p.contains("acme/alpha") || p.contains("acme/beta")),
         "{fetched:#?}"
     );
-    assert!(fetched.iter().any(|p| p.contains("Org/Gamma")), "{fetched:#?}");
+    assert!(
+        fetched.iter().any(|p| p.contains("Org/Gamma")),
+        "{fetched:#?}"
+    );
     assert!(!env.out().join("acme/alpha").exists());
     assert!(!env.out().join("acme/beta").exists());
     Layout::read(&env.out().join("org/gamma"));

@@ -235,7 +235,11 @@ fn upload_state_holding_session_urls_is_private_to_its_owner_from_the_start() {
         kinds.push(ext);
     }
     kinds.sort();
-    assert_eq!(kinds, ["done", "pending"], "no temporary file is left behind");
+    assert_eq!(
+        kinds,
+        ["done", "pending"],
+        "no temporary file is left behind"
+    );
 }
 
 #[test]
