@@ -8,6 +8,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 script="$(basename "${BASH_SOURCE[1]}")"
 export BENCH_DIR="$here"
+# Importing lib.py leaves no __pycache__ in the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 
 work="${BENCH_WORK:-}"
 keep=0
