@@ -133,8 +133,8 @@ if len(names) != len(set(names)):
     failed.append("a model was built by two shards")
 tags = first["registry"]["tags"]
 for m in models:
-    if m["status"] != "built":
-        failed.append(f"{m['name']}: {m['status']} ({m.get('error') or m.get('reason')})")
+    if m["result"] != "pushed":
+        failed.append(f"{m['name']}: {m['result']} ({m.get('error') or m.get('reason')})")
         continue
     key = f"{PREFIX}/{m['name'].lower()}:latest"
     if tags.get(key) != m["index_digest"]:
@@ -153,7 +153,7 @@ if first["registry"]["digest_mismatches"] or first["registry"]["open_uploads"]:
 
 # The rerun: every model skipped with one manifest request, nothing uploaded, no Hub.
 rerun = [m for r in second["reports"] for m in r.get("models", [])]
-not_skipped = [m["name"] for m in rerun if m["status"] != "skipped"]
+not_skipped = [m["name"] for m in rerun if m["result"] != "skipped"]
 if not_skipped or len(rerun) != len(models):
     failed.append(f"rerun: {len(not_skipped)} of {len(rerun)} models not skipped, e.g. "
                   f"{not_skipped[:3]}")

@@ -137,7 +137,7 @@ def run(hub, endpoint, label, extra):
         "whole_big": sum(f["gets_without_range"] for f in hs["files"].values() if f["size"] > limit),
         "blobs_ok": sum(1 for w in wanted if verified.get(w) == 1), "blobs": len(wanted),
         "all_once": all(v == 1 for v in verified.values()), "mismatches": rs["digest_mismatches"],
-        "index": built["index_digest"], "stored": built["layers_size"], "layers": len(built["layers"]),
+        "index": built["index_digest"], "stored": built["stored_bytes"], "layers": len(built["layers"]),
     }
 
 
