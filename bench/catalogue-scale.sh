@@ -25,20 +25,14 @@
 # Exits 1 if a check fails.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/.." && pwd)"
+usage_lines=2,25
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 shards=4
 min_mb=20
 max_mb=2000
 encoder=isal
 catalogue="$root/models/models.yaml"
-work=""
-keep=0
-
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "catalogue-scale.sh: $*" >&2; exit 1; }
-log() { echo "==> $*" >&2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -47,61 +41,27 @@ while [[ $# -gt 0 ]]; do
     --max-mb) max_mb="${2:?}"; shift 2 ;;
     --encoder) encoder="${2:?}"; shift 2 ;;
     --catalogue) catalogue="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
-    --work) work="${2:?}"; shift 2 ;;
-    --keep) keep=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument: $1" ;;
+    *) bench_common_flag "$@"; shift "$BENCH_SHIFT" ;;
   esac
 done
-[[ "$shards" =~ ^[1-9][0-9]*$ ]] || die "--shards must be a positive number"
+bench_positive shards
 [[ "$encoder" == libdeflate || "$encoder" == isal ]] || die "unknown encoder $encoder"
-command -v python3 >/dev/null || die "python3 is missing"
+bench_need python3
 
 features=()
 [[ "$encoder" == isal ]] && features=(--features isal)
-log "building depotai and the bench servers (release${features:+, ${features[*]}})"
-(cd "$root" && cargo build -q --release --locked "${features[@]}" \
-  --bin depotai --example bench_hub --example forgetful_registry)
-bin="$root/target/release"
-
-if [[ -z "$work" ]]; then
-  work="$(mktemp -d /tmp/depotai-catalogue.XXXXXX)"
-else
-  keep=1
-fi
-mkdir -p "$work"
-cleanup() { if [[ $keep -eq 0 ]]; then rm -rf "$work"; fi; }
-trap cleanup EXIT
+bench_build "${features[@]}" --bin depotai --example bench_hub --example forgetful_registry
+bench_work depotai-catalogue
 
 python3 - "$bin" "$work" "$catalogue" "$shards" "$min_mb" "$max_mb" "$encoder" <<'PY'
 import json, os, resource, subprocess, sys, time
 
+sys.path.insert(0, os.environ["BENCH_DIR"])
+from lib import CORES, command, cpu, wait_for
+
 bin_dir, work, catalogue, shards, min_mb, max_mb, encoder = sys.argv[1:]
 shards = int(shards)
-CORES = len(os.sched_getaffinity(0))
 PREFIX = "catalogue"
-
-
-def wait_for(path, proc, what):
-    for _ in range(36000):
-        if os.path.exists(path) and os.path.getsize(path):
-            return open(path).read().strip()
-        if proc.poll() is not None:
-            raise SystemExit(f"catalogue-scale.sh: {what} exited with status {proc.returncode}")
-        time.sleep(0.1)
-    raise SystemExit(f"catalogue-scale.sh: {what} did not start")
-
-
-def command(proc, line):
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    return json.loads(proc.stdout.readline())
-
-
-def cpu_of(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 base_env = dict(os.environ, DEPOTAI_GEN_CACHE=os.environ.get(
@@ -124,7 +84,7 @@ try:
         """All shards at once; returns their reports, wall and CPU seconds."""
         command(hub, "clear")
         command(reg, "clear")
-        hub_cpu0, reg_cpu0 = cpu_of(hub.pid), cpu_of(reg.pid)
+        hub_cpu0, reg_cpu0 = cpu(hub.pid), cpu(reg.pid)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.monotonic()
         procs = []
@@ -151,12 +111,12 @@ try:
                 failed.append(f"shard {i}/{shards} wrote no JSON report")
         wall = time.monotonic() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         return {
-            "label": label, "wall": wall, "cpu": cpu, "reports": reports, "failed": failed,
+            "label": label, "wall": wall, "cpu": used, "reports": reports, "failed": failed,
             "hub": command(hub, "stats"), "registry": command(reg, "stats"),
             "log": command(reg, "log"),
-            "hub_cpu": cpu_of(hub.pid) - hub_cpu0, "reg_cpu": cpu_of(reg.pid) - reg_cpu0,
+            "hub_cpu": cpu(hub.pid) - hub_cpu0, "reg_cpu": cpu(reg.pid) - reg_cpu0,
         }
 
     first = round_of("first")
@@ -173,8 +133,8 @@ if len(names) != len(set(names)):
     failed.append("a model was built by two shards")
 tags = first["registry"]["tags"]
 for m in models:
-    if m["status"] != "built":
-        failed.append(f"{m['name']}: {m['status']} ({m.get('error') or m.get('reason')})")
+    if m["result"] != "pushed":
+        failed.append(f"{m['name']}: {m['result']} ({m.get('error') or m.get('reason')})")
         continue
     key = f"{PREFIX}/{m['name'].lower()}:latest"
     if tags.get(key) != m["index_digest"]:
@@ -193,7 +153,7 @@ if first["registry"]["digest_mismatches"] or first["registry"]["open_uploads"]:
 
 # The rerun: every model skipped with one manifest request, nothing uploaded, no Hub.
 rerun = [m for r in second["reports"] for m in r.get("models", [])]
-not_skipped = [m["name"] for m in rerun if m["status"] != "skipped"]
+not_skipped = [m["name"] for m in rerun if m["result"] != "skipped"]
 if not_skipped or len(rerun) != len(models):
     failed.append(f"rerun: {len(not_skipped)} of {len(rerun)} models not skipped, e.g. "
                   f"{not_skipped[:3]}")

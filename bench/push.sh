@@ -17,27 +17,21 @@
 # earlier commit, to compare an old push with the new one).
 #
 # Environment: BENCH_SIZE_MIB (default 1024), BENCH_SHARDS (4), BENCH_REPEAT (3),
-# BENCH_WORK (a new /tmp/depotai-push.XXXX). Needs: cargo, python3, docker-registry,
-# skopeo, curl.
+# BENCH_WORK (kept, like --work; default a new /tmp/depotai-push.XXXX, removed).
+# Needs: cargo, python3, docker-registry, skopeo, curl.
 #
 # This is a benchmark, not a test: it fails only if something does not run or a pushed
 # tag has another digest than the layout.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/.." && pwd)"
+usage_lines=2,24
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 size_mib="${BENCH_SIZE_MIB:-1024}"
 shards="${BENCH_SHARDS:-4}"
 repeat="${BENCH_REPEAT:-3}"
-work="${BENCH_WORK:-}"
 base=""
 chunk=""
-keep=0
-
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "push.sh: $*" >&2; exit 1; }
-log() { echo "==> $*" >&2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -46,35 +40,22 @@ while [[ $# -gt 0 ]]; do
     --repeat) repeat="${2:?}"; shift 2 ;;
     --base) base="${2:?}"; shift 2 ;;
     --push-chunk-size) chunk="${2:?}"; shift 2 ;;
-    --work) work="${2:?}"; shift 2 ;;
-    --keep) keep=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument: $1" ;;
+    *) bench_common_flag "$@"; shift "$BENCH_SHIFT" ;;
   esac
 done
-for v in size_mib shards repeat; do
-  [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || die "--${v//_/-} must be a positive integer"
-done
-for t in docker-registry skopeo curl python3 cargo; do
-  command -v "$t" >/dev/null || die "$t is missing"
-done
+bench_positive size_mib shards repeat
+bench_need docker-registry skopeo curl python3
 [[ -z "$base" || -x "$base" ]] || die "--base $base is not an executable"
 
-if [[ -z "$work" ]]; then
-  work="$(mktemp -d /tmp/depotai-push.XXXXXX)"
-fi
-mkdir -p "$work"
-cleanup() {
-  if [[ $keep -eq 0 && -z "${BENCH_WORK:-}" ]]; then rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
-log "building depotai (release)"
-(cd "$root" && cargo build -q --release --locked --bin depotai)
-bin="$root/target/release/depotai"
+bench_work depotai-push
+bench_build --bin depotai
+bin="$bin/depotai"
 
 python3 - "$work" "$bin" "$size_mib" "$shards" "$repeat" "$base" "$chunk" <<'PY'
-import json, os, random, shutil, socket, statistics, subprocess, sys, time
+import json, os, random, shutil, statistics, subprocess, sys
+
+sys.path.insert(0, os.environ["BENCH_DIR"])
+from lib import Registry, measure
 
 work, depotai, size_mib, shards, repeat, base, chunk = sys.argv[1:]
 size_mib, shards, repeat = int(size_mib), int(shards), int(repeat)
@@ -105,64 +86,6 @@ blob_bytes = sum(os.path.getsize(os.path.join(layout, "blobs/sha256", b))
                  for b in os.listdir(os.path.join(layout, "blobs/sha256")))
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def cpu_seconds(pid):
-    """user + system CPU seconds of a running process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Registry:
-    def __init__(self):
-        self.dir = os.path.join(work, "registry")
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.makedirs(self.dir)
-        port = free_port()
-        self.addr = f"127.0.0.1:{port}"
-        cfg = os.path.join(self.dir, "config.yml")
-        with open(cfg, "w") as f:
-            f.write("version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\n"
-                    f"storage: {{filesystem: {{rootdirectory: {self.dir}/data}}}}\n"
-                    f"http: {{addr: {self.addr}}}\n")
-        self.proc = subprocess.Popen(["docker-registry", "serve", cfg],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(400):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise SystemExit("docker-registry did not start")
-        self.cpu0 = cpu_seconds(self.proc.pid)
-
-    def digest(self, repo, tag):
-        out = subprocess.run(
-            ["curl", "-sfI", "-H", "Accept: application/vnd.oci.image.index.v1+json",
-             f"http://{self.addr}/v2/{repo}/manifests/{tag}"],
-            capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            k, _, v = line.partition(":")
-            if k.lower() == "docker-content-digest":
-                return v.strip()
-        return None
-
-    def stop(self):
-        cpu = cpu_seconds(self.proc.pid) - self.cpu0
-        self.proc.terminate()
-        self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return cpu
-
-
 def depotai_cmd(binary):
     def cmd(ref):
         c = [binary, "push", layout, ref, "--insecure", "--quiet"]
@@ -183,19 +106,15 @@ tools.append(("skopeo copy --all", lambda ref: [
 results = {name: [] for name, _ in tools}
 for r in range(repeat):
     for name, cmd in tools:
-        reg = Registry()
+        reg = Registry(work)
         ref = f"{reg.addr}/bench/push:latest"
         state = os.path.join(work, "upload-state")
         shutil.rmtree(state, ignore_errors=True)
         env = dict(os.environ, DEPOTAI_UPLOAD_STATE=state)
-        before = os.times()
-        t0 = time.monotonic()
-        subprocess.run(cmd(ref), check=True, env=env)
-        wall = time.monotonic() - t0
-        after = os.times()
-        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+        m = measure(cmd(ref), env, work, os.path.join(work, "stdout.tmp"), what=name)
+        wall, cpu = m["wall"], m["cpu"]
         got = reg.digest("bench/push", "latest")
-        reg_cpu = reg.stop()
+        reg_cpu = reg.stop(remove=True)
         if got != index:
             raise SystemExit(f"{name}: the registry's tag is {got}, the layout's index {index}")
         results[name].append((wall, cpu, reg_cpu))

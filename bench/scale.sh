@@ -39,8 +39,8 @@
 # blob not verified or uploaded twice, differing digests.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/.." && pwd)"
+usage_lines=2,39
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 size_gib=100
 threshold=50GB
@@ -48,12 +48,6 @@ big=""
 encoders="libdeflate isal"
 check_threads=0
 threads_encoder=libdeflate
-work=""
-keep=0
-
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
-die() { echo "scale.sh: $*" >&2; exit 1; }
-log() { echo "==> $*" >&2; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -62,11 +56,8 @@ while [[ $# -gt 0 ]]; do
     --big-file) big="${2:?}"; shift 2 ;;
     --encoders) encoders="${2:?}"; shift 2 ;;
     --check-threads) check_threads=1; shift ;;
-    --threads-encoder) threads_encoder="$2"; shift 2 ;;
-    --work) work="${2:?}"; shift 2 ;;
-    --keep) keep=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; die "unknown argument: $1" ;;
+    --threads-encoder) threads_encoder="${2:?}"; shift 2 ;;
+    *) bench_common_flag "$@"; shift "$BENCH_SHIFT" ;;
   esac
 done
 [[ "$size_gib" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--size-gib must be a number"
@@ -80,43 +71,21 @@ if [[ " $encoders " == *" isal "* && "$(uname -m)" != x86_64 ]]; then
   log "--encoder isal is x86-64 only: skipped"
   encoders="${encoders//isal/}"
 fi
-command -v python3 >/dev/null || die "python3 is missing"
-command -v cargo >/dev/null || die "cargo is missing"
+bench_need python3
 
 features=()
 [[ " $encoders " == *" isal "* ]] && features=(--features isal)
-log "building depotai and the bench servers (release${features:+, ${features[*]}})"
-(cd "$root" && cargo build -q --release --locked "${features[@]}" \
-  --bin depotai --example bench_hub --example forgetful_registry)
-bin="$root/target/release"
-
-if [[ -z "$work" ]]; then
-  work="$(mktemp -d /tmp/depotai-scale.XXXXXX)"
-else
-  keep=1  # a directory given is the caller's
-fi
-mkdir -p "$work"
-cleanup() { if [[ $keep -eq 0 ]]; then rm -rf "$work"; fi; }
-trap cleanup EXIT
+bench_build "${features[@]}" --bin depotai --example bench_hub --example forgetful_registry
+bench_work depotai-scale
 
 python3 - "$bin" "$work" "$size_gib" "$threshold" "$big" "$encoders" "$check_threads" "$threads_encoder" <<'PY'
-import json, os, re, shutil, stat, subprocess, sys, time
+import json, os, subprocess, sys
+
+sys.path.insert(0, os.environ["BENCH_DIR"])
+from lib import CORES, GIB, MIB, command, cpu, fresh, measure, parse_size, wait_for
 
 bin_dir, work, size_gib, threshold, big, encoders, check_threads, threads_encoder = sys.argv[1:]
-GIB, MIB = 1 << 30, 1 << 20
 NAME, SHA = "scale/model", "0123456789abcdef0123456789abcdef01234567"
-TICK = os.sysconf("SC_CLK_TCK")
-CORES = len(os.sched_getaffinity(0))
-
-
-def parse_size(s):
-    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", s)
-    units = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": MIB, "mib": MIB, "g": GIB,
-             "gib": GIB, "t": 1 << 40, "tib": 1 << 40, "kb": 10**3, "mb": 10**6,
-             "gb": 10**9, "tb": 10**12}
-    if not m or m.group(2).lower() not in units:
-        raise SystemExit(f"scale.sh: {s!r} is not a size such as 50GB or 3GiB")
-    return int(m.group(1)) * units[m.group(2).lower()]
 
 
 total = int(float(size_gib) * GIB)
@@ -125,93 +94,6 @@ big = parse_size(big) if big else total // 2
 if big <= limit:
     print(f"note: the big file ({big} bytes) is not above the threshold ({limit}): the Range "
           "rule is not exercised at this size (lower it with --big-file-threshold)", file=sys.stderr)
-
-
-def wait_for(path, proc, what, seconds):
-    for _ in range(int(seconds * 10)):
-        if os.path.exists(path) and os.path.getsize(path):
-            return open(path).read().strip()
-        if proc.poll() is not None:
-            raise SystemExit(f"scale.sh: {what} exited with status {proc.returncode}")
-        time.sleep(0.1)
-    raise SystemExit(f"scale.sh: {what} did not start")
-
-
-def command(proc, line):
-    proc.stdin.write(line + "\n")
-    proc.stdin.flush()
-    return json.loads(proc.stdout.readline())
-
-
-def cpu(pid):
-    """utime + stime of a live process (all its threads), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def tree(pid):
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    todo += [int(c) for c in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def du(dirs):
-    total = 0
-    for top in dirs:
-        for d, _, files in os.walk(top):
-            for f in files:
-                try:
-                    total += os.lstat(os.path.join(d, f)).st_blocks * 512
-                except OSError:
-                    pass
-    return total
-
-
-def open_files(pids, dirs):
-    """Blocks of regular files the processes hold open that `du` of `dirs` misses:
-    deleted ones, and ones open for writing elsewhere."""
-    seen, total = set(), 0
-    for p in pids:
-        try:
-            fds = os.listdir(f"/proc/{p}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{p}/fd/{fd}")
-                st = os.stat(f"/proc/{p}/fd/{fd}")
-                with open(f"/proc/{p}/fdinfo/{fd}") as f:
-                    flags = int(f.read().split("flags:")[1].split()[0], 8)
-            except (OSError, IndexError, ValueError):
-                continue
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
-                continue
-            deleted = target.endswith(" (deleted)")
-            inside = any(target.startswith(d + "/") for d in dirs)
-            if deleted or (not inside and flags & 3):
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total
-
-
-def rss(pids):
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/status") as f:
-                total += int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) * 1024
-        except (OSError, StopIteration):
-            pass
-    return total
 
 
 base_env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "DEPOTAI_", "HUGGING"))}
@@ -227,34 +109,17 @@ def run(hub, endpoint, label, extra):
         addr = wait_for(reg_file, reg, "forgetful_registry", 60)
         command(hub, "clear")
         d = {k: os.path.join(work, f"{label}-{k}") for k in ("home", "state", "tmp", "cwd")}
-        for p in d.values():
-            shutil.rmtree(p, ignore_errors=True)
-            os.makedirs(p)
+        fresh(*d.values())
         env = dict(base_env, HF_ENDPOINT=endpoint, HF_HOME=d["home"],
                    DEPOTAI_UPLOAD_STATE=d["state"], TMPDIR=d["tmp"])
         cmd = [os.path.join(bin_dir, "depotai"), "build", NAME, "--sha", SHA, "--push",
                f"{addr}/{NAME}:latest", "--insecure", "--no-cache", "--json"] + extra
         print(f"==> {label}: depotai {' '.join(cmd[1:])}", file=sys.stderr)
         hub_cpu0, reg_cpu0 = cpu(hub.pid), cpu(reg.pid)
-        watch = list(d.values())
-        out_path = os.path.join(work, f"{label}.json")
-        peak_disk = peak_rss = 0
-        with open(out_path, "wb") as out:
-            t0 = time.monotonic()
-            p = subprocess.Popen(cmd, env=env, cwd=d["cwd"], stdout=out)
-            while True:
-                pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-                if pid:
-                    break
-                pids = tree(p.pid)
-                peak_disk = max(peak_disk, du(watch) + open_files(pids, watch))
-                peak_rss = max(peak_rss, rss(pids))
-                time.sleep(0.2)
-            wall = time.monotonic() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"scale.sh: depotai failed ({label})")
+        m = measure(cmd, env, d["cwd"], os.path.join(work, f"{label}.json"),
+                    watch=d.values(), what=f"depotai ({label})")
         hub_cpu, reg_cpu = cpu(hub.pid) - hub_cpu0, cpu(reg.pid) - reg_cpu0
-        built = json.load(open(out_path))
+        built = json.loads(m["stdout"])
         hs = command(hub, "stats")
         rs = command(reg, "stats")
     finally:
@@ -262,17 +127,17 @@ def run(hub, endpoint, label, extra):
         reg.wait()
     verified = {b["digest"]: b["uploads"] for b in rs["blobs"]}
     wanted = set(built["config_digests"] + [l["digest"] for l in built["layers"]])
-    dep_cpu = usage.ru_utime + usage.ru_stime
+    dep_cpu = m["cpu"]
     return {
-        "label": label, "wall": wall, "cpu": dep_cpu, "hub_cpu": hub_cpu, "reg_cpu": reg_cpu,
+        "label": label, "wall": m["wall"], "cpu": dep_cpu, "hub_cpu": hub_cpu, "reg_cpu": reg_cpu,
         "floor": (dep_cpu + hub_cpu + reg_cpu) / CORES,
-        "rss": max(usage.ru_maxrss * 1024, peak_rss), "disk": peak_disk,
+        "rss": m["rss"], "disk": m["disk"],
         "hub_bytes": hs["file_bytes"], "refused": hs["refused"],
         "big_files": sum(1 for f in hs["files"].values() if f["size"] > limit),
         "whole_big": sum(f["gets_without_range"] for f in hs["files"].values() if f["size"] > limit),
         "blobs_ok": sum(1 for w in wanted if verified.get(w) == 1), "blobs": len(wanted),
         "all_once": all(v == 1 for v in verified.values()), "mismatches": rs["digest_mismatches"],
-        "index": built["index_digest"], "stored": built["layers_size"], "layers": len(built["layers"]),
+        "index": built["index_digest"], "stored": built["stored_bytes"], "layers": len(built["layers"]),
     }
 
 

@@ -630,6 +630,42 @@ fn delete_downloads_empties_the_cache_after_each_model() {
     assert!(listings > 0);
 }
 
+#[test]
+fn max_scratch_with_all_refuses_each_model_too_big_for_it_before_its_download() {
+    let env = Env::new();
+    let cat = env.catalogue(&good_catalogue(SHA));
+    // alpha (~300 kB, in the cache and again in the layout) and beta (~100 kB, twice)
+    // need more than 150 kB; Gamma (~50 kB) and solo fit.
+    let o = env.all(&cat, &["--max-scratch", "150KB"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let r = report(&o);
+    let mut want = all_with(&["Org/Gamma", "solo"], "built");
+    want.insert("acme/alpha".into(), "failed".into());
+    want.insert("acme/beta".into(), "failed".into());
+    assert_eq!(statuses(&r), want);
+    let alpha = r["models"][0]["error"].as_str().unwrap();
+    assert!(
+        alpha.contains("more than --max-scratch 150000") && alpha.contains("in the Hub cache"),
+        "{alpha}"
+    );
+    // Nothing of a refused model was downloaded or written.
+    let fetched: Vec<_> = env.content_requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        !fetched
+            .iter()
+            .any(|p| p.contains("acme/alpha") || p.contains("acme/beta")),
+        "{fetched:#?}"
+    );
+    assert!(
+        fetched.iter().any(|p| p.contains("Org/Gamma")),
+        "{fetched:#?}"
+    );
+    assert!(!env.out().join("acme/alpha").exists());
+    assert!(!env.out().join("acme/beta").exists());
+    Layout::read(&env.out().join("org/gamma"));
+    no_partials(&env.out());
+}
+
 /// Waits until `cond` holds, or panics after `secs`.
 fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -813,6 +849,7 @@ fn the_library_run_tells_each_models_events_and_returns_its_reports() {
         hub,
         stream: depotai::source::hub::StreamOptions::default(),
         delete_downloads: false,
+        max_scratch: None,
         registry: None,
         modelpack: false,
     };

@@ -199,6 +199,50 @@ fn a_killed_upload_is_resumed_by_a_rerun_that_sends_only_what_the_registry_lacks
 }
 
 #[test]
+fn upload_state_holding_session_urls_is_private_to_its_owner_from_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    if !have(&["docker-registry"]) {
+        return;
+    }
+    let reg = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // Directories that do not exist yet, as `~/.cache/depotai/uploads` on a first push.
+    let state = tmp.path().join("cache/depotai/uploads");
+    let rt = runtime();
+    let up = uploader(&rt, &reg.addr, 2 * MIB, &state);
+    let mut sink = up.sink(Some("layer-private"));
+    write_all(&mut sink, &pseudo_random(5 * MIB, 7));
+    wait_for_pending(&state, 4 * MIB as u64);
+    drop(sink);
+    let mut sink = up.sink(Some("layer-done"));
+    write_all(&mut sink, &pseudo_random(MIB, 8));
+    sink.finish().unwrap();
+
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for dir in ["cache", "cache/depotai", "cache/depotai/uploads"] {
+        assert_eq!(mode(&tmp.path().join(dir)), 0o700, "{dir}");
+    }
+    let mut kinds = Vec::new();
+    for e in std::fs::read_dir(&state).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+        let ext = p.extension().unwrap().to_string_lossy().into_owned();
+        if ext == "pending" {
+            // What makes it a secret: the registry's session URL.
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert!(text.contains("/v2/acme/streamed/blobs/uploads/"), "{text}");
+        }
+        kinds.push(ext);
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["done", "pending"],
+        "no temporary file is left behind"
+    );
+}
+
+#[test]
 fn a_rerun_with_other_bytes_under_the_same_key_is_refused_then_starts_over() {
     if !have(&["docker-registry"]) {
         return;

@@ -48,6 +48,9 @@ pub struct RunRequest {
     pub stream: StreamOptions,
     /// Remove what each model put in the Hub cache once it is done.
     pub delete_downloads: bool,
+    /// Each model's build refuses to start when it would write more than this to disk
+    /// (as one build's [`HubJob::max_scratch`]): that model fails, the next goes on.
+    pub max_scratch: Option<u64>,
     pub registry: Option<RegistryRun>,
     /// `--modelpack`: every model gets its ModelPack twin.
     pub modelpack: bool,
@@ -395,7 +398,7 @@ fn stream_one(
         listing: None,
         layout: registry.is_none(),
         registry,
-        max_scratch: None,
+        max_scratch: req.max_scratch,
         delete_downloads: req.delete_downloads,
     };
     Ok(Some((job::run_hub(job, on_job)?, reference)))

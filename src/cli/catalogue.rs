@@ -50,6 +50,7 @@ pub struct Options {
     pub no_cache: bool,
     /// `--modelpack`: every model gets its ModelPack twin.
     pub modelpack: bool,
+    pub max_scratch: Option<u64>,
 }
 
 pub fn run(o: Options) -> anyhow::Result<()> {
@@ -85,6 +86,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         hub: super::hub::config(o.jobs, stop),
         stream: super::hub::stream_options(o.connections, o.no_cache),
         delete_downloads: o.delete_downloads,
+        max_scratch: o.max_scratch,
         registry,
         modelpack: o.modelpack,
     };

@@ -134,9 +134,25 @@ pub fn check_entries<'a>(
     Ok(())
 }
 
-pub(crate) fn shape(json: &[u8]) -> Result<(), BadLayer> {
+/// A TOC of either format, as [`parse_toc`] needs it: its entries as (name, type, link
+/// name) for [`check_entries`].
+pub(crate) trait TocEntries: serde::de::DeserializeOwned {
+    fn entry_names(&self) -> impl Iterator<Item = (&str, &str, &str)>;
+}
+
+/// Parses and checks a TOC of either format: the JSON's depth and size before it is
+/// parsed, then every entry's name (see [`check_entries`]).
+pub(crate) fn parse_toc<T: TocEntries>(json: &[u8]) -> Result<T, BadLayer> {
     limits::check_json_shape(json, limits::MAX_JSON_DEPTH, MAX_TOC_ENTRIES)
-        .map_err(|e| bad(format!("TOC: {e}")))
+        .map_err(|e| bad(format!("TOC: {e}")))?;
+    let toc: T = serde_json::from_slice(json).map_err(|e| {
+        bad(format!(
+            "TOC JSON: {}",
+            limits::one_line(&e.to_string(), 200)
+        ))
+    })?;
+    check_entries(toc.entry_names())?;
+    Ok(toc)
 }
 
 /// A TOC name as readers see it: no leading `./` or `/`, no trailing `/`.
@@ -346,6 +362,36 @@ mod tests {
         assert_eq!(clean_name("./a/b/"), "a/b");
         assert_eq!(clean_name("/config.json"), "config.json");
         assert_eq!(clean_name("/"), "");
+    }
+
+    #[test]
+    fn both_formats_refuse_a_bad_toc_with_the_same_words_through_one_parser() {
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let cases: [(&str, &str); 4] = [
+            (&deep, "TOC: "),
+            ("{\"version\":1,\"entries\":[{\"name\":", "TOC JSON: "),
+            (
+                r#"{"version":1,"entries":[{"name":"../x","type":"reg"}]}"#,
+                "../x",
+            ),
+            (
+                r#"{"version":1,"entries":[{"name":"a","type":"reg"},{"name":"a","type":"reg"}]}"#,
+                "a",
+            ),
+        ];
+        for (json, says) in cases {
+            let e = estargz::parse_estargz_toc(json.as_bytes()).unwrap_err();
+            let z = zstd::parse_zstd_toc(json.as_bytes()).unwrap_err();
+            assert_eq!(e, z, "{json}");
+            assert!(e.0.contains(says), "{json}: {e}");
+        }
+        let fine =
+            r#"{"version":1,"entries":[{"name":"d","type":"dir"},{"name":"d/a","type":"reg"}]}"#;
+        let e = estargz::parse_estargz_toc(fine.as_bytes()).unwrap();
+        let z = zstd::parse_zstd_toc(fine.as_bytes()).unwrap();
+        let e: Vec<_> = e.entries.iter().map(|x| x.name.as_str()).collect();
+        let z: Vec<_> = z.entries.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!((e, z), (vec!["d", "d/a"], vec!["d", "d/a"]));
     }
 
     struct Same;

@@ -240,16 +240,28 @@ impl Uploader {
         Some(dir.join(format!("{}.{ext}", Digest::of(id.as_bytes()).hex())))
     }
 
+    /// Remembers `v` under `key`, replacing the file whole. An upload URL is as good as
+    /// a credential (a registry's `_state` token, a storage host's signed URL), so the
+    /// directories are made 0700 and the file 0600 from the start, never widened later.
     fn save<T: serde::Serialize>(&self, key: &str, ext: &str, v: &T) {
+        use std::os::unix::fs::DirBuilderExt;
         let Some(f) = self.state_file(key, ext) else {
             return;
         };
-        if let Some(dir) = f.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let tmp = f.with_extension(format!("{ext}.tmp"));
-        if std::fs::write(&tmp, serde_json::to_vec(v).unwrap_or_default()).is_ok() {
-            let _ = std::fs::rename(&tmp, &f);
+        let Some(dir) = f.parent() else {
+            return;
+        };
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
+        // A temporary file is created 0600 (O_EXCL, never through a link).
+        let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) else {
+            return;
+        };
+        let bytes = serde_json::to_vec(v).unwrap_or_default();
+        if std::io::Write::write_all(&mut tmp, &bytes).is_ok() {
+            let _ = tmp.persist(&f);
         }
     }
 

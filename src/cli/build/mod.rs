@@ -273,6 +273,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             connections: args.connections.into(),
             no_cache: args.no_cache,
             modelpack: args.modelpack,
+            max_scratch: args.max_scratch,
         });
     }
     let name: ModelName = args

@@ -2,8 +2,8 @@
 //! files, each step within [`crate::limits`] (see [`crate::layer::reader`]).
 
 use super::{parse_footer, Toc, TocEntry, FOOTER_SIZE};
-use crate::layer::reader::{bad, capped, check_chunks, check_entries, clean_name, shape};
-use crate::layer::reader::{BadLayer, Chunk, ReadAt, ReadError, TocFile};
+use crate::layer::reader::{bad, capped, check_chunks, clean_name, parse_toc};
+use crate::layer::reader::{BadLayer, Chunk, ReadAt, ReadError, TocEntries, TocFile};
 use crate::limits::{self, shown, MAX_TOC_BYTES, MAX_TOC_TAR};
 use crate::units::human_bytes;
 use std::io::Read;
@@ -81,19 +81,13 @@ pub fn estargz_toc_json(member: &[u8]) -> Result<Vec<u8>, BadLayer> {
 
 /// Parses and checks an eStargz TOC.
 pub fn parse_estargz_toc(json: &[u8]) -> Result<Toc, BadLayer> {
-    shape(json)?;
-    let toc = Toc::from_json(json).map_err(|e| {
-        bad(format!(
-            "TOC JSON: {}",
-            limits::one_line(&e.to_string(), 200)
-        ))
-    })?;
-    check_entries(
-        toc.entries
-            .iter()
-            .map(|e| (e.name.as_str(), e.kind.as_str(), e.link_name.as_str())),
-    )?;
-    Ok(toc)
+    parse_toc(json)
+}
+
+impl TocEntries for Toc {
+    fn entry_names(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        (self.entries.iter()).map(|e| (e.name.as_str(), e.kind.as_str(), e.link_name.as_str()))
+    }
 }
 
 /// Reads a whole eStargz blob held in memory as `ls`/`get` read it remotely: footer,

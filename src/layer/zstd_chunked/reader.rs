@@ -4,8 +4,8 @@
 
 use super::{parse_footer, TarSplitEntry, Toc, FOOTER_FRAME_SIZE};
 use crate::digest::Digest;
-use crate::layer::reader::{bad, check_chunks, check_entries, clean_name, shape, toc_name};
-use crate::layer::reader::{BadLayer, Chunk, ReadAt, ReadError, TocFile};
+use crate::layer::reader::{bad, check_chunks, clean_name, parse_toc, toc_name};
+use crate::layer::reader::{BadLayer, Chunk, ReadAt, ReadError, TocEntries, TocFile};
 use crate::limits::{self, shown, MAX_TOC_BYTES};
 use crate::names;
 use crate::units::human_bytes;
@@ -14,19 +14,13 @@ use std::io::{BufRead, Read};
 
 /// Parses and checks a zstd:chunked TOC.
 pub fn parse_zstd_toc(json: &[u8]) -> Result<Toc, BadLayer> {
-    shape(json)?;
-    let toc = Toc::from_json(json).map_err(|e| {
-        bad(format!(
-            "TOC JSON: {}",
-            limits::one_line(&e.to_string(), 200)
-        ))
-    })?;
-    check_entries(
-        toc.entries
-            .iter()
-            .map(|e| (e.name.as_str(), e.kind.as_str(), e.link_name.as_str())),
-    )?;
-    Ok(toc)
+    parse_toc(json)
+}
+
+impl TocEntries for Toc {
+    fn entry_names(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        (self.entries.iter()).map(|e| (e.name.as_str(), e.kind.as_str(), e.link_name.as_str()))
+    }
 }
 
 /// `offset:length:uncompressed length:type` of a zstd:chunked manifest-position

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
-/// Everything the Hub client needs to know, resolved once.
-#[derive(Clone, Debug)]
+/// Everything the Hub client needs to know, resolved once. Its `Debug` hides the token
+/// and the endpoint's user and password.
+#[derive(Clone)]
 pub struct HubConfig {
     /// `HF_ENDPOINT`, without a trailing slash.
     pub endpoint: String,
@@ -32,6 +33,24 @@ pub struct HubConfig {
     /// [`HubError::Interrupted`](super::HubError::Interrupted), leaving partial files
     /// to be resumed by the next run.
     pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("endpoint", &crate::redact::text(&self.endpoint))
+            .field("token", &self.token.as_ref().map(|_| crate::redact::HIDDEN))
+            .field("cache_dir", &self.cache_dir)
+            .field("offline", &self.offline)
+            .field("jobs", &self.jobs)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff_base", &self.backoff_base)
+            .field("backoff_cap", &self.backoff_cap)
+            .field("cancel", &self.cancel)
+            .finish()
+    }
 }
 
 fn truthy(v: &str) -> bool {
@@ -97,4 +116,34 @@ fn read_token_file(p: &Path) -> Option<String> {
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_hub_config_shows_neither_the_token_nor_the_endpoint_password() {
+        let cfg = HubConfig {
+            endpoint: "https://user:hunter2@hub.example".to_string(),
+            token: Some("hf_sEcReTtOkEn".to_string()),
+            cache_dir: PathBuf::from("/cache"),
+            offline: false,
+            jobs: 4,
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+            max_attempts: 1,
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(1),
+            cancel: None,
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hf_sEcReTtOkEn"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(r#"token: Some("***")"#), "{shown}");
+        assert!(shown.contains("hub.example"), "{shown}");
+        assert!(shown.contains(r#"cache_dir: "/cache""#), "{shown}");
+        let none = HubConfig { token: None, ..cfg };
+        assert!(format!("{none:?}").contains("token: None"));
+    }
 }
