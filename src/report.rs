@@ -480,6 +480,26 @@ impl ImageReport {
         self
     }
 
+    /// A job that found the registry's tag (`reference`) already on `index` with the same
+    /// commit and settings: skipped, nothing downloaded or sent.
+    pub fn up_to_date(mut self, index: &crate::digest::Digest, reference: Option<String>) -> Self {
+        self.result = Outcome::Skipped;
+        self.reason = Some("up to date".into());
+        self.index_digest = Some(index.to_string());
+        self.downloaded_bytes = Some(0);
+        self.uploaded_bytes = Some(0);
+        self.push = Some(PushedReport {
+            reference: reference.unwrap_or_default(),
+            digest: index.to_string(),
+            blobs: Vec::new(),
+            resumed: None,
+            resumed_bytes: 0,
+            requests: None,
+            referrers: Vec::new(),
+        });
+        self
+    }
+
     /// The layer uploads of a streamed build to `reference`.
     pub fn with_uploads(mut self, reference: &str, uploads: &[(usize, Uploaded)]) -> Self {
         let sent: u64 = uploads.iter().map(|(_, u)| u.sent).sum();

@@ -25,7 +25,7 @@ use crate::layer;
 use crate::pipeline::BuildRequest;
 use crate::plan::PlanOptions;
 use crate::remote::{Client, ClientOptions, Reference, RegistryError};
-use crate::report::{self, ImageReport, ManifestReport, Outcome, PushedReport, RunReport, Summary};
+use crate::report::{self, ImageReport, ManifestReport, Outcome, RunReport, Summary};
 use crate::source::hub::{FileFilter, HubConfig, HubError, StreamOptions};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -298,23 +298,7 @@ fn build_one(
             }
             r
         }
-        Ok(Some((HubOutcome::UpToDate(index), reference))) => {
-            let mut r = report;
-            r.result = Outcome::Skipped;
-            r.reason = Some("up to date".into());
-            r.index_digest = Some(index.to_string());
-            r.uploaded_bytes = Some(0);
-            r.push = Some(PushedReport {
-                reference: reference.unwrap_or_default(),
-                digest: index.to_string(),
-                blobs: Vec::new(),
-                resumed: None,
-                resumed_bytes: 0,
-                requests: None,
-                referrers: Vec::new(),
-            });
-            r
-        }
+        Ok(Some((HubOutcome::UpToDate(index), reference))) => report.up_to_date(&index, reference),
         Err(err) => {
             report.result = if req.cancelled() {
                 Outcome::Interrupted

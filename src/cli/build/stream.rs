@@ -11,7 +11,7 @@ use depotai::names::ModelName;
 use depotai::pipeline::{BuildRequest, LayerEvent};
 use depotai::remote::upload::DEFAULT_STREAM_CHUNK;
 use depotai::remote::Reference;
-use depotai::report::{round_seconds, ImageReport, Outcome, PushedReport};
+use depotai::report::{round_seconds, ImageReport, Outcome};
 use depotai::source::hub::FileFilter;
 use depotai::units::human_bytes;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -134,21 +134,7 @@ pub(super) fn run(
             r
         }
         HubOutcome::UpToDate(index) => {
-            let mut r = ImageReport::for_request(Outcome::Skipped, &req, settings);
-            r.reason = Some("up to date".into());
-            r.index_digest = Some(index.to_string());
-            r.downloaded_bytes = Some(0);
-            r.uploaded_bytes = Some(0);
-            r.push = Some(PushedReport {
-                reference: pushed_to.unwrap_or_default(),
-                digest: index.to_string(),
-                blobs: Vec::new(),
-                resumed: None,
-                resumed_bytes: 0,
-                requests: None,
-                referrers: Vec::new(),
-            });
-            r
+            ImageReport::for_request(Outcome::Skipped, &req, settings).up_to_date(&index, pushed_to)
         }
     };
     let mut report = report;
