@@ -11,7 +11,7 @@
 //! The command line renders the same reports as lines (`cli/lines.rs`), so a CI log and
 //! `--json` say the same things.
 
-use crate::catalogue::record::BuildSettings;
+use crate::catalogue::record::{BuildSettings, ImageSummary};
 use crate::job::HubReport;
 use crate::pipeline::{BuildReport, BuildRequest};
 use crate::provenance::Provenance;
@@ -416,6 +416,33 @@ impl ImageReport {
             settings: Some(settings),
             ..ImageReport::new(result)
         }
+    }
+
+    /// What a layout's build record says of the image in it (a skipped model).
+    pub fn with_summary(mut self, s: &ImageSummary) -> Self {
+        self.index_digest = Some(s.index_digest.clone());
+        self.manifests = s
+            .manifests
+            .iter()
+            .map(|(p, d)| ManifestReport {
+                platform: Some(p.clone()),
+                digest: d.clone(),
+            })
+            .collect();
+        self.layers = s
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, (d, size))| LayerReport {
+                number: i + 1,
+                digest: d.clone(),
+                size: Some(*size),
+                ..Default::default()
+            })
+            .collect();
+        self.files = Some(s.files);
+        self.stored_bytes = Some(s.layers_size());
+        self
     }
 
     /// What a build made: digests, manifests, layers, sizes. `output` is left to the

@@ -17,7 +17,7 @@
 //! What happens is told to a handler as [`RunEvent`]s (the job's own events with the
 //! model they belong to); the run returns a [`RunReport`]. Rendering is the caller's.
 
-use super::record::{self, BuildRecord, BuildSettings, Freshness, ImageSummary};
+use super::record::{self, BuildRecord, BuildSettings, Freshness};
 use super::{Catalogue, CatalogueEntry, Shard};
 use crate::image::{remove_stale_siblings, Platform};
 use crate::job::{self, HubJob, HubOutcome, JobError, RegistryTarget};
@@ -25,7 +25,7 @@ use crate::layer;
 use crate::pipeline::BuildRequest;
 use crate::plan::PlanOptions;
 use crate::remote::{Client, ClientOptions, Reference, RegistryError};
-use crate::report::{self, ImageReport, ManifestReport, Outcome, RunReport, Summary};
+use crate::report::{self, ImageReport, Outcome, RunReport, Summary};
 use crate::source::hub::{FileFilter, HubConfig, HubError, StreamOptions};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -226,33 +226,6 @@ fn base_report(e: &CatalogueEntry, req: &RunRequest, result: Outcome) -> ImageRe
     }
 }
 
-/// What a layout's record says of the image in it.
-fn with_summary(mut r: ImageReport, s: &ImageSummary) -> ImageReport {
-    r.index_digest = Some(s.index_digest.clone());
-    r.manifests = s
-        .manifests
-        .iter()
-        .map(|(p, d)| ManifestReport {
-            platform: Some(p.clone()),
-            digest: d.clone(),
-        })
-        .collect();
-    r.layers = s
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, (d, size))| report::LayerReport {
-            number: i + 1,
-            digest: d.clone(),
-            size: Some(*size),
-            ..Default::default()
-        })
-        .collect();
-    r.files = Some(s.files);
-    r.stored_bytes = Some(s.layers_size());
-    r
-}
-
 /// Why one model failed (its report's `error`; the run goes on).
 #[derive(Debug, thiserror::Error)]
 enum ModelError {
@@ -342,7 +315,7 @@ fn stream_one(
         remove_stale_siblings(&output);
         let why = match record::check(&output, &want) {
             Freshness::UpToDate(image) if !req.force => {
-                let mut r = with_summary(base_report(e, req, Outcome::Skipped), &image);
+                let mut r = base_report(e, req, Outcome::Skipped).with_summary(&image);
                 r.reason = Some("up to date".into());
                 r.output = Some(output.display().to_string());
                 *report = r;
